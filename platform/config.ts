@@ -1,0 +1,91 @@
+/**
+ * Configuration from environment variables, validated once at start with zod.
+ * A bad or missing value stops the process with a message naming the variable
+ * and what is wrong — never a half-configured service.
+ */
+import { z } from 'zod';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    readonly variable: string,
+    readonly problem: string,
+  ) {
+    super(`invalid configuration: ${variable} ${problem}`);
+  }
+}
+
+const port = z.coerce
+  .number({ invalid_type_error: 'must be a port number' })
+  .int('must be an integer')
+  .min(0, 'must be between 0 and 65535')
+  .max(65535, 'must be between 0 and 65535');
+
+const positiveInt = (max: number) =>
+  z.coerce.number({ invalid_type_error: 'must be a number' }).int('must be an integer').min(1, 'must be at least 1').max(max, `must be at most ${max}`);
+
+/** One configured API key: only the SHA-256 of the key is ever configured. */
+export const apiKeySchema = z
+  .object({
+    id: z.string().min(1).max(64),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters (SHA-256 of the key)'),
+    scopes: z.array(z.string().min(1)).min(1, 'must list at least one scope'),
+  })
+  .strict();
+export type ApiKeyConfig = z.infer<typeof apiKeySchema>;
+
+const apiKeys = z
+  .string({ required_error: 'is required (JSON list of {id, sha256, scopes})' })
+  .transform((raw, ctx) => {
+    try {
+      return JSON.parse(raw) as unknown;
+    } catch {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be JSON' });
+      return z.NEVER;
+    }
+  })
+  .pipe(z.array(apiKeySchema).min(1, 'must configure at least one key'));
+
+/** Settings every service shares. Each service extends this with its own. */
+export const platformConfigSchema = z.object({
+  GRPC_HOST: z.string().default('0.0.0.0'),
+  GRPC_PORT: port,
+  METRICS_PORT: port,
+  DATABASE_URL: z
+    .string({ required_error: 'is required (postgres://user@host:port/db)' })
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    .optional(),
+  SHIELDX_API_KEYS: apiKeys,
+  GRPC_REFLECTION: z.enum(['open', 'authenticated', 'off']).default('open'),
+  GRPC_MAX_MESSAGE_BYTES: positiveInt(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  GRPC_DEFAULT_DEADLINE_MS: positiveInt(600_000).default(30_000),
+  SHUTDOWN_GRACE_MS: positiveInt(300_000).default(10_000),
+  /** Keep serving this long after NOT_SERVING so load balancers stop routing first (k8s: a few seconds). */
+  SHUTDOWN_DELAY_MS: z.coerce.number({ invalid_type_error: 'must be a number' }).int('must be an integer').min(0, 'must be at least 0').max(60_000, 'must be at most 60000').default(0),
+  DB_POOL_MAX: positiveInt(1000).default(20),
+  DB_STATEMENT_TIMEOUT_MS: positiveInt(600_000).default(10_000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  MIGRATE_ON_START: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+});
+export type PlatformConfig = z.infer<typeof platformConfigSchema>;
+
+/**
+ * Parses `env` against `schema`. Throws ConfigError for the first bad variable,
+ * named exactly as the operator must set it.
+ */
+export function loadConfig<S extends z.ZodTypeAny>(schema: S, env: NodeJS.ProcessEnv = process.env): z.infer<S> {
+  const cleaned: Record<string, string> = {};
+  for (const [key, value] of Object.entries(env)) {
+    // An empty variable is treated as unset, as shells and manifests often leave them.
+    if (value !== undefined && value !== '') cleaned[key] = value;
+  }
+  const result = schema.safeParse(cleaned);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const variable = String(issue.path[0] ?? 'environment');
+  const problem = issue.code === 'invalid_type' && issue.received === 'undefined' ? 'is required' : issue.message;
+  throw new ConfigError(variable, problem);
+}

@@ -1,0 +1,55 @@
+/**
+ * PostgreSQL pool factory. int8/numeric columns come back as bigint (money never
+ * passes through a float); every pool gets a statement timeout so no call hangs
+ * on a stuck query, and a connect timeout so a dead database fails fast.
+ */
+import pg from 'pg';
+import type { Logger } from './logger';
+
+const INT8_OID = 20;
+
+/** Per-pool type parsers: bigint for int8, without touching pg's global defaults. */
+const types = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === INT8_OID && format !== 'binary') return (value: string) => BigInt(value);
+    return pg.types.getTypeParser(oid, format as 'text');
+  },
+};
+
+export interface PoolOptions {
+  readonly max: number;
+  readonly statementTimeoutMs: number;
+  readonly applicationName: string;
+  readonly connectTimeoutMs?: number;
+}
+
+export function createPool(databaseUrl: string, options: PoolOptions, logger?: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: options.max,
+    statement_timeout: options.statementTimeoutMs,
+    application_name: options.applicationName,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
+    idleTimeoutMillis: 30_000,
+    types: types as never,
+  });
+  // An idle client's connection dropping must not crash the process.
+  pool.on('error', (err) => logger?.warn({ err: err.message }, 'idle PostgreSQL client error'));
+  return pool;
+}
+
+/** Runs `fn` in one transaction; rolls back on any error. */
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}

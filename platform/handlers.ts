@@ -1,0 +1,215 @@
+/**
+ * Adapters from async domain-calling functions to grpc-js handlers, so each
+ * service's handler layer stays thin: decode, validate, call the domain, and
+ * let this module map whatever was thrown to a status with ErrorInfo details.
+ */
+import {
+  Metadata,
+  status as grpcStatus,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type ServerReadableStream,
+  type ServerWritableStream,
+} from '@grpc/grpc-js';
+import { toGrpcStatus } from './grpc-errors';
+import { PRINCIPAL_METADATA_KEY } from './interceptors';
+import type { Logger } from './logger';
+import { Code, ServiceError } from './service-error';
+
+export interface CallContext {
+  readonly metadata: Metadata;
+  /** Id of the API key that authenticated the call ('' for open methods). */
+  readonly keyId: string;
+  /** Aborted when the client cancels, the deadline passes, or the server is stopping (streams). */
+  readonly signal: AbortSignal;
+}
+
+export interface HandlerOptions {
+  /** ErrorInfo domain, e.g. "credits.shieldx.io". */
+  readonly domain: string;
+  readonly logger: Logger;
+  /** Applied when the client sent no deadline. */
+  readonly defaultDeadlineMs: number;
+  /** Aborted when the server begins to shut down (long-lived streams end cleanly). */
+  readonly shutdownSignal: AbortSignal;
+}
+
+function remainingMs(deadline: Date | number): number {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return at === Infinity ? Infinity : at - Date.now();
+}
+
+const cancelledByClient = () => new ServiceError(Code.CANCELLED, 'CANCELLED', 'call cancelled by the client');
+const serverShuttingDown = () => new ServiceError(Code.UNAVAILABLE, 'SERVER_SHUTTING_DOWN', 'server is shutting down');
+
+/**
+ * The call's context. Hot path: grpc-js emits 'cancelled' after EVERY call
+ * (once the status is sent), so a cancellation after the handler settled is
+ * ignored, and the AbortController is only made when a handler reads
+ * `ctx.signal` (most unary handlers never do); its reason is then whatever
+ * cancelled the call first.
+ */
+function contextFor(
+  call: { metadata: Metadata; getDeadline(): Date | number; on(event: 'cancelled', fn: () => void): unknown },
+  options: HandlerOptions,
+  includeShutdown: boolean,
+): { ctx: CallContext; timeoutMs: number; dispose: () => void } {
+  let controller: AbortController | undefined;
+  let cancelledBy: (() => ServiceError) | undefined;
+  let settled = false;
+  const cancel = (reason: () => ServiceError) => {
+    if (settled || cancelledBy) return;
+    cancelledBy = reason;
+    controller?.abort(reason());
+  };
+  const onShutdown = () => cancel(serverShuttingDown);
+  call.on('cancelled', () => cancel(cancelledByClient));
+  if (includeShutdown) options.shutdownSignal.addEventListener('abort', onShutdown, { once: true });
+  const keyId = call.metadata.get(PRINCIPAL_METADATA_KEY)[0];
+  const clientMs = remainingMs(call.getDeadline());
+  return {
+    ctx: {
+      metadata: call.metadata,
+      keyId: typeof keyId === 'string' ? keyId : '',
+      get signal(): AbortSignal {
+        if (!controller) {
+          controller = new AbortController();
+          if (cancelledBy) controller.abort(cancelledBy());
+        }
+        return controller.signal;
+      },
+    },
+    timeoutMs: clientMs === Infinity ? options.defaultDeadlineMs : Math.max(0, clientMs),
+    dispose: () => {
+      settled = true;
+      if (includeShutdown) options.shutdownSignal.removeEventListener('abort', onShutdown);
+    },
+  };
+}
+
+function statusFor(error: unknown, options: HandlerOptions, path: string) {
+  const serviceError = ServiceError.from(error);
+  if (serviceError.code === Code.INTERNAL || serviceError.code === Code.UNKNOWN) {
+    options.logger.error({ err: error, grpc_method: path }, 'unexpected error');
+  }
+  return toGrpcStatus(serviceError, options.domain);
+}
+
+/** Rejects after `ms` with DEADLINE_EXCEEDED (the server-side default deadline). */
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  if (ms === Infinity) return work;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new ServiceError(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', `no response within ${ms} ms`)), ms);
+    timer.unref();
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+export function unary<Req, Res>(
+  path: string,
+  options: HandlerOptions,
+  fn: (request: Req, ctx: CallContext) => Promise<Res>,
+): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const { ctx, timeoutMs, dispose } = contextFor(call, options, false);
+    withDeadline(Promise.resolve().then(() => fn(call.request, ctx)), timeoutMs).then(
+      (response) => {
+        dispose();
+        callback(null, response);
+      },
+      (error: unknown) => {
+        dispose();
+        callback(statusFor(error, options, path) as never);
+      },
+    );
+  };
+}
+
+export function clientStream<Req, Res>(
+  path: string,
+  options: HandlerOptions,
+  fn: (messages: AsyncIterable<Req>, ctx: CallContext) => Promise<Res>,
+): handleClientStreamingCall<Req, Res> {
+  return (call: ServerReadableStream<Req, Res>, callback) => {
+    const { ctx, timeoutMs, dispose } = contextFor(call, options, false);
+    withDeadline(Promise.resolve().then(() => fn(call as AsyncIterable<Req>, ctx)), timeoutMs).then(
+      (response) => {
+        dispose();
+        callback(null, response);
+      },
+      (error: unknown) => {
+        dispose();
+        // Stop reading what the client still sends: the call has failed.
+        call.destroy();
+        callback(statusFor(error, options, path) as never);
+      },
+    );
+  };
+}
+
+/**
+ * Server streaming: `fn` writes with `send` until it returns. Long-lived
+ * streams watch `ctx.signal`, which also fires on shutdown, and return.
+ */
+export function serverStream<Req, Res>(
+  path: string,
+  options: HandlerOptions,
+  fn: (request: Req, send: (message: Res) => Promise<void>, ctx: CallContext) => Promise<void>,
+): handleServerStreamingCall<Req, Res> {
+  return (call: ServerWritableStream<Req, Res>) => {
+    const { ctx, dispose } = contextFor(call, options, true);
+    const send = (message: Res) =>
+      new Promise<void>((resolve) => {
+        if (call.write(message)) resolve();
+        else call.once('drain', () => resolve());
+      });
+    Promise.resolve()
+      .then(() => fn(call.request, send, ctx))
+      .then(
+        () => {
+          dispose();
+          call.end();
+        },
+        (error: unknown) => {
+          dispose();
+          if (ctx.signal.aborted && (ctx.signal.reason as ServiceError)?.code === Code.CANCELLED) return;
+          call.emit('error', statusFor(error, options, path));
+        },
+      );
+  };
+}
+
+/** For RPCs whose behaviour a later change brings: a clear UNIMPLEMENTED, not a hang. */
+export function notImplemented(path: string): ServiceError {
+  return new ServiceError(grpcStatus.UNIMPLEMENTED as Code, 'NOT_IMPLEMENTED', `${path} is not implemented yet`);
+}
+
+/**
+ * An implementation answering every method of `definition` with UNIMPLEMENTED
+ * (with ErrorInfo), for a service whose behaviour has not landed yet.
+ */
+export function unimplementedService(
+  definition: Record<string, { path: string; requestStream: boolean; responseStream: boolean }>,
+  options: HandlerOptions,
+): Record<string, unknown> {
+  const implementation: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    const fail = async () => {
+      throw notImplemented(method.path);
+    };
+    if (method.responseStream) implementation[name] = serverStream(method.path, options, fail);
+    else if (method.requestStream) implementation[name] = clientStream(method.path, options, fail);
+    else implementation[name] = unary(method.path, options, fail);
+  }
+  return implementation;
+}

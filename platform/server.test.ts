@@ -1,0 +1,228 @@
+import { expect } from 'chai';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { CreditsServiceClient, type GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';
+import { camouflageService } from '../services/camouflage/service';
+import { creditsService } from '../services/credits/service';
+import { shadowService } from '../services/shadow/service';
+import { errorDetails } from './grpc-errors';
+import type { RunningService } from './server';
+import { address, bearer, insecure, startTestService, testKeys } from '../test/harness';
+import { checkHealth, probeModule, type ProbeState } from '../test/probe-service';
+import { clientFromReflection, listServices } from '../test/reflection-client';
+import { Metadata } from '@grpc/grpc-js';
+
+type Result = { error: unknown; response: GetBalanceResponse | undefined };
+
+function getBalance(client: CreditsServiceClient, tenantId: string, metadata = bearer(testKeys.creditsReader), deadlineMs?: number): Promise<Result> {
+  return new Promise((resolve) => {
+    const options = deadlineMs ? { deadline: Date.now() + deadlineMs } : {};
+    client.getBalance({ tenantId, consistentRead: false }, metadata, options, (error, response) => resolve({ error, response }));
+  });
+}
+
+async function scrape(service: RunningService): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`);
+  expect(response.status).to.equal(200);
+  return response.text();
+}
+
+/** Value of the sample of `name` whose labels include all of `labels`. */
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return undefined;
+}
+
+describe('platform server', () => {
+  const state: ProbeState = { handlerCalls: 0 };
+  let service: RunningService;
+  let client: CreditsServiceClient;
+
+  before(async () => {
+    service = await startTestService(probeModule(state), { MIGRATE_ON_START: 'false', GRPC_MAX_MESSAGE_BYTES: '65536' });
+    client = new CreditsServiceClient(address(service), insecure);
+  });
+  after(async () => {
+    client.close();
+    await service.shutdown();
+  });
+
+  describe('authentication', () => {
+    // A call without credentials is refused before the handler runs.
+    it('rejects a missing key with UNAUTHENTICATED', async () => {
+      const before = state.handlerCalls;
+      const { error } = await getBalance(client, 'acme', new Metadata());
+      expect(errorDetails(error)).to.include({ code: grpcStatus.UNAUTHENTICATED, reason: 'MISSING_CREDENTIALS', domain: 'probe.shieldx.io' });
+      expect(state.handlerCalls).to.equal(before);
+    });
+
+    // An unknown key, and a malformed header, are both UNAUTHENTICATED and never reach the handler.
+    it('rejects an invalid key with UNAUTHENTICATED', async () => {
+      const before = state.handlerCalls;
+      const wrong = new Metadata();
+      wrong.set('authorization', `Bearer ${testKeys.admin.key}x`);
+      expect(errorDetails((await getBalance(client, 'acme', wrong)).error)).to.include({ code: grpcStatus.UNAUTHENTICATED, reason: 'INVALID_CREDENTIALS' });
+      const malformed = new Metadata();
+      malformed.set('authorization', testKeys.admin.key);
+      expect(errorDetails((await getBalance(client, 'acme', malformed)).error)).to.include({ code: grpcStatus.UNAUTHENTICATED, reason: 'INVALID_CREDENTIALS' });
+      expect(state.handlerCalls).to.equal(before);
+    });
+
+    // A valid key without the method's scope is PERMISSION_DENIED, naming the scope, and the handler never runs.
+    it('rejects a key without the scope with PERMISSION_DENIED', async () => {
+      const before = state.handlerCalls;
+      const { error } = await getBalance(client, 'acme', bearer(testKeys.noScopes));
+      const details = errorDetails(error);
+      expect(details).to.include({ code: grpcStatus.PERMISSION_DENIED, reason: 'MISSING_SCOPE' });
+      expect(details?.metadata).to.deep.equal({ scope: 'credits:read' });
+      expect(state.handlerCalls).to.equal(before);
+    });
+
+    // A method missing from the scope table needs the admin scope: new methods are closed by default.
+    it('closes methods missing from the scope table to all but admin keys', async () => {
+      const call = (metadata: Metadata) =>
+        new Promise<unknown>((resolve) =>
+          client.topUp({ tenantId: 'acme', amount: 1n, idempotencyKey: 'k', reference: '', metadata: {} }, metadata, (error) => resolve(error)),
+        );
+      expect(errorDetails(await call(bearer(testKeys.creditsWriter)))?.code).to.equal(grpcStatus.PERMISSION_DENIED);
+      // The admin key passes auth and reaches the (unimplemented) handler.
+      expect(errorDetails(await call(bearer(testKeys.admin)))?.code).to.equal(grpcStatus.UNIMPLEMENTED);
+    });
+
+    // The right scope reaches the handler and gets its answer.
+    it('lets a key with the scope through', async () => {
+      const before = state.handlerCalls;
+      const { error, response } = await getBalance(client, 'acme');
+      expect(error).to.equal(null);
+      expect(response?.account?.available).to.equal(5n);
+      expect(state.handlerCalls).to.equal(before + 1);
+    });
+
+    // Health needs no key: load balancers and kubelets call it unauthenticated.
+    it('leaves health open', async () => {
+      expect(await checkHealth(address(service))).to.equal('SERVING');
+      expect(await checkHealth(address(service), 'shieldx.credits.v1.CreditsService')).to.equal('SERVING');
+    });
+  });
+
+  describe('errors', () => {
+    // A ServiceError reaches the client as its code plus ErrorInfo and BadRequest details in the trailer.
+    it('carries reason and field violations in grpc-status-details-bin', async () => {
+      const details = errorDetails((await getBalance(client, 'invalid')).error);
+      expect(details).to.include({ code: grpcStatus.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT', domain: 'probe.shieldx.io' });
+      expect(details?.fieldViolations).to.deep.equal([{ field: 'tenant_id', description: 'must not be "invalid"' }]);
+    });
+
+    // An unexpected error is INTERNAL with a generic message: its text (which may hold secrets) stays in the server.
+    it('hides unexpected errors behind INTERNAL', async () => {
+      const details = errorDetails((await getBalance(client, 'crash')).error);
+      expect(details).to.include({ code: grpcStatus.INTERNAL, reason: 'INTERNAL', message: 'internal error' });
+      expect(JSON.stringify(details)).not.to.include('hunter2');
+    });
+
+    // A request over the configured maximum message size is refused with RESOURCE_EXHAUSTED.
+    it('enforces the maximum message size', async () => {
+      const { error } = await getBalance(client, 'x'.repeat(100_000));
+      expect((error as { code: number }).code).to.equal(grpcStatus.RESOURCE_EXHAUSTED);
+    });
+  });
+
+  describe('metrics', () => {
+    // /metrics counts calls by method and code, with go-grpc-prometheus names and labels.
+    it('counts handled calls with the right grpc_code', async () => {
+      const labels = { grpc_type: 'unary', grpc_service: 'shieldx.credits.v1.CreditsService', grpc_method: 'GetBalance' };
+      const before = await scrape(service);
+      const okBefore = sample(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' }) ?? 0;
+      const deniedBefore = sample(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' }) ?? 0;
+      await getBalance(client, 'acme');
+      await getBalance(client, 'acme');
+      await getBalance(client, 'acme', bearer(testKeys.noScopes));
+      const after = await scrape(service);
+      expect(sample(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' })).to.equal(okBefore + 2);
+      expect(sample(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' })).to.equal(deniedBefore + 1);
+      expect(sample(after, 'grpc_server_started_total', labels)).to.be.greaterThan(2);
+      expect(sample(after, 'grpc_server_handling_seconds_count', labels)).to.be.greaterThan(2);
+      expect(after).to.include('process_cpu_seconds_total');
+      expect(after).to.include('db_pool_max_connections');
+    });
+  });
+
+  describe('reflection', () => {
+    // A client that only knows reflection (like grpcurl) can find the method and call it.
+    it('serves complete descriptors: a client built from reflection alone calls an RPC', async () => {
+      const Reflected = await clientFromReflection(address(service), 'shieldx.credits.v1.CreditsService');
+      const reflected = new Reflected(address(service), insecure) as unknown as {
+        GetBalance(req: object, md: Metadata, cb: (e: unknown, r: { account: { tenant_id: string; available: string } }) => void): void;
+        close(): void;
+      };
+      const response = await new Promise<{ account: { tenant_id: string; available: string } }>((resolve, reject) =>
+        reflected.GetBalance({ tenant_id: 'by-reflection' }, bearer(testKeys.creditsReader), (e, r) => (e ? reject(e) : resolve(r))),
+      );
+      reflected.close();
+      expect(response.account).to.include({ tenant_id: 'by-reflection', available: '5' });
+    });
+  });
+});
+
+describe('platform server: the three services', () => {
+  // Each service's reflection lists its own API plus health; together, all three.
+  it('reflection lists credits, shadow and camouflage plus health', async () => {
+    const services = [
+      await startTestService(creditsService),
+      await startTestService(shadowService),
+      await startTestService(camouflageService),
+    ];
+    try {
+      const listed = await Promise.all(services.map((s) => listServices(address(s))));
+      expect(listed[0]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService']);
+      expect(listed[1]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.shadow.v1.ShadowService']);
+      expect(listed[2]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.camouflage.v1.CamouflageService']);
+      for (const s of services) expect(await checkHealth(address(s))).to.equal('SERVING');
+    } finally {
+      await Promise.all(services.map((s) => s.shutdown()));
+    }
+  });
+});
+
+describe('platform server: deadlines and shutdown', () => {
+  // A call without a client deadline still ends: the server applies its default deadline.
+  it('applies the default deadline when the client sets none', async () => {
+    const state: ProbeState = { handlerCalls: 0 };
+    const service = await startTestService(probeModule(state), { MIGRATE_ON_START: 'false', GRPC_DEFAULT_DEADLINE_MS: '150' });
+    const client = new CreditsServiceClient(address(service), insecure);
+    try {
+      const { error } = await getBalance(client, 'slow-1000');
+      expect(errorDetails(error)).to.include({ code: grpcStatus.DEADLINE_EXCEEDED, reason: 'DEADLINE_EXCEEDED' });
+    } finally {
+      client.close();
+      await service.shutdown();
+    }
+  });
+
+  // Shutdown turns health NOT_SERVING at once, lets the in-flight call finish OK, then refuses new calls.
+  it('goes NOT_SERVING, drains in-flight calls, then stops', async () => {
+    const state: ProbeState = { handlerCalls: 0 };
+    const service = await startTestService(probeModule(state), { MIGRATE_ON_START: 'false', SHUTDOWN_DELAY_MS: '300' });
+    const client = new CreditsServiceClient(address(service), insecure);
+    try {
+      expect(await checkHealth(address(service))).to.equal('SERVING');
+      const inFlight = getBalance(client, 'slow-800');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const stopping = service.shutdown('test');
+      // Still accepting during the shutdown delay, but reporting NOT_SERVING.
+      expect(await checkHealth(address(service))).to.equal('NOT_SERVING');
+      const duringDelay = await getBalance(client, 'acme');
+      expect(duringDelay.error).to.equal(null);
+      const finished = await inFlight;
+      expect(finished.error).to.equal(null);
+      expect(finished.response?.account?.tenantId).to.equal('slow-800');
+      await stopping;
+      const after = await getBalance(client, 'acme', bearer(testKeys.creditsReader), 1000);
+      expect((after.error as { code: number }).code).to.be.oneOf([grpcStatus.UNAVAILABLE, grpcStatus.DEADLINE_EXCEEDED]);
+    } finally {
+      client.close();
+    }
+  });
+});

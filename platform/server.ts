@@ -1,0 +1,224 @@
+/**
+ * The one way to start a service: validated config, pool + migrations, Redis,
+ * a gRPC server with the shared interceptors, health, reflection, /metrics,
+ * and graceful shutdown. Each service supplies a `ServiceModule`; tests start
+ * the same thing in-process on port 0.
+ */
+import { readFileSync } from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
+import {
+  Server,
+  ServerCredentials,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import type pg from 'pg';
+import type { Registry } from 'prom-client';
+import { z } from 'zod';
+import { ApiKeyVerifier } from './auth';
+import { loadConfig, platformConfigSchema, type PlatformConfig } from './config';
+import { createPool } from './db';
+import type { HandlerOptions } from './handlers';
+import { authInterceptor, loggingInterceptor, metricsInterceptor, type ScopeResolver } from './interceptors';
+import { createLogger, type Logger } from './logger';
+import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, startMetricsServer } from './metrics';
+import { runMigrations, type ServiceName } from './migrate';
+import { projectPath } from './paths';
+import { createRedis, type RedisClient } from './redis';
+
+const HEALTH_PREFIX = '/grpc.health.v1.Health/';
+const REFLECTION_PREFIXES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
+
+/** What a service's `create` gets. */
+export interface ServiceContext<C> {
+  readonly config: PlatformConfig & C;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  readonly pool: pg.Pool;
+  readonly redis: RedisClient;
+  readonly handlerOptions: HandlerOptions;
+  /** Aborted when shutdown begins: background loops stop on it. */
+  readonly shutdownSignal: AbortSignal;
+}
+
+/** What a service's `create` returns. */
+export interface ServiceInstance {
+  readonly definition: ServiceDefinition;
+  readonly implementation: UntypedServiceImplementation;
+  /** Stops background work (sweepers, controllers) after the server drained. */
+  close?(): Promise<void>;
+}
+
+export interface ServiceModule<S extends z.ZodRawShape = z.ZodRawShape> {
+  readonly name: ServiceName;
+  /** Fully-qualified gRPC service name, e.g. "shieldx.credits.v1.CreditsService". */
+  readonly grpcServiceName: string;
+  /** ErrorInfo domain, e.g. "credits.shieldx.io". */
+  readonly errorDomain: string;
+  readonly defaultGrpcPort: number;
+  readonly defaultMetricsPort: number;
+  /** The service's own variables, on top of the platform's. */
+  readonly configShape?: S;
+  /** Scope per method name (e.g. `Consume: "credits:write"`); a method missing here is refused. */
+  readonly scopes: Readonly<Record<string, string>>;
+  create(ctx: ServiceContext<z.infer<z.ZodObject<S>>>): Promise<ServiceInstance>;
+}
+
+export interface RunningService {
+  readonly name: ServiceName;
+  readonly grpcPort: number;
+  readonly metricsPort: number;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  readonly health: HealthImplementation;
+  readonly pool: pg.Pool;
+  readonly redis: RedisClient;
+  /** NOT_SERVING, drain in-flight calls (bounded), stop background work, close pools. */
+  shutdown(reason?: string): Promise<void>;
+}
+
+let descriptorCache: protoLoader.PackageDefinition | undefined;
+
+/**
+ * The package definition reflection serves: every ShieldX proto with its
+ * imports (from `buf build` into gen/descriptors.binpb) plus grpc.health.v1.
+ */
+export function reflectionPackageDefinition(): protoLoader.PackageDefinition {
+  if (descriptorCache) return descriptorCache;
+  const options = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
+  const ours = protoLoader.loadFileDescriptorSetFromBuffer(readFileSync(projectPath('gen', 'descriptors.binpb')), options);
+  const health = protoLoader.loadSync(healthProtoPath, options);
+  descriptorCache = { ...ours, ...health };
+  return descriptorCache;
+}
+
+function scopeResolver(module: ServiceModule, reflection: PlatformConfig['GRPC_REFLECTION']): ScopeResolver {
+  const prefix = `/${module.grpcServiceName}/`;
+  return (path) => {
+    if (path.startsWith(HEALTH_PREFIX)) return null;
+    if (REFLECTION_PREFIXES.some((p) => path.startsWith(p))) return reflection === 'open' ? null : 'reflection';
+    if (path.startsWith(prefix)) {
+      const scope = module.scopes[path.slice(prefix.length)];
+      if (scope !== undefined) return scope;
+    }
+    // Unknown to the scope table: only an admin key may call it.
+    return '*';
+  };
+}
+
+export async function startService<S extends z.ZodRawShape>(
+  module: ServiceModule<S>,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<RunningService> {
+  const schema = platformConfigSchema
+    .extend({
+      GRPC_PORT: platformConfigSchema.shape.GRPC_PORT.default(module.defaultGrpcPort),
+      METRICS_PORT: platformConfigSchema.shape.METRICS_PORT.default(module.defaultMetricsPort),
+    })
+    .extend(module.configShape ?? ({} as S));
+  const config = loadConfig(schema, env) as PlatformConfig & z.infer<z.ZodObject<S>>;
+  const logger = createLogger(module.name, config.LOG_LEVEL);
+  const registry = createRegistry(module.name);
+
+  if (config.MIGRATE_ON_START) await runMigrations(config.DATABASE_URL, module.name, logger);
+  const pool = createPool(
+    config.DATABASE_URL,
+    { max: config.DB_POOL_MAX, statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS, applicationName: `shieldx-${module.name}` },
+    logger,
+  );
+  registerPoolMetrics(registry, module.name, pool);
+  const redis = createRedis(config.REDIS_URL, logger);
+
+  const shutdownController = new AbortController();
+  const handlerOptions: HandlerOptions = {
+    domain: module.errorDomain,
+    logger,
+    defaultDeadlineMs: config.GRPC_DEFAULT_DEADLINE_MS,
+    shutdownSignal: shutdownController.signal,
+  };
+  let instance: ServiceInstance;
+  try {
+    instance = await module.create({
+      config,
+      logger,
+      registry,
+      pool,
+      redis,
+      handlerOptions,
+      shutdownSignal: shutdownController.signal,
+    });
+  } catch (error) {
+    // A service that cannot start must not leave connections behind (tests, supervisors retrying).
+    shutdownController.abort();
+    await pool.end().catch(() => undefined);
+    redis.disconnect();
+    throw error;
+  }
+
+  const server = new Server({
+    'grpc.max_receive_message_length': config.GRPC_MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': config.GRPC_MAX_MESSAGE_BYTES,
+    interceptors: [
+      metricsInterceptor(new GrpcServerMetrics(registry)),
+      loggingInterceptor(logger),
+      authInterceptor(new ApiKeyVerifier(config.SHIELDX_API_KEYS), scopeResolver(module, config.GRPC_REFLECTION), module.errorDomain),
+    ],
+  });
+  server.addService(instance.definition, instance.implementation);
+  const health = new HealthImplementation({ '': 'SERVING', [module.grpcServiceName]: 'SERVING' });
+  health.addToServer(server);
+  if (config.GRPC_REFLECTION !== 'off') {
+    // Only what this server serves: `grpcurl list` must not show another service's API.
+    new ReflectionService(reflectionPackageDefinition(), {
+      services: [module.grpcServiceName, 'grpc.health.v1.Health'],
+    }).addToServer(server);
+  }
+
+  const grpcPort = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${config.GRPC_HOST}:${config.GRPC_PORT}`, ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(err) : resolve(port),
+    );
+  });
+  let metricsServer: HttpServer;
+  try {
+    metricsServer = await startMetricsServer(registry, config.GRPC_HOST, config.METRICS_PORT);
+  } catch (error) {
+    server.forceShutdown();
+    throw error;
+  }
+  const metricsPort = boundPort(metricsServer);
+  logger.info({ grpc_port: grpcPort, metrics_port: metricsPort }, `${module.name} listening`);
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (reason = 'shutdown requested') =>
+    (stopping ??= (async () => {
+      logger.info({ reason }, 'shutting down: NOT_SERVING, draining calls');
+      health.setStatus('', 'NOT_SERVING');
+      health.setStatus(module.grpcServiceName, 'NOT_SERVING');
+      if (config.SHUTDOWN_DELAY_MS > 0) await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS));
+      shutdownController.abort();
+      // tryShutdown refuses new calls and waits for in-flight ones; force after the grace period.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          logger.warn({ grace_ms: config.SHUTDOWN_GRACE_MS }, 'grace period over: cancelling remaining calls');
+          server.forceShutdown();
+          resolve();
+        }, config.SHUTDOWN_GRACE_MS);
+        timer.unref();
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await instance.close?.().catch((err: unknown) => logger.error({ err }, 'error while closing the service'));
+      await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
+      await pool.end().catch(() => undefined);
+      redis.disconnect();
+      logger.info('stopped');
+    })());
+
+  return { name: module.name, grpcPort, metricsPort, logger, registry, health, pool, redis, shutdown };
+}

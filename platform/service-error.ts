@@ -1,0 +1,152 @@
+/**
+ * One error type for every service. Domain code throws a `ServiceError` with a
+ * canonical status code and an UPPER_SNAKE `reason`; the gRPC layer encodes it as
+ * a `google.rpc.Status` carrying a `google.rpc.ErrorInfo` (and, for bad input, a
+ * `google.rpc.BadRequest`) in the `grpc-status-details-bin` trailer, so clients
+ * branch on `reason`, never on message text.
+ *
+ * Domain code must not import grpc-js, so the codes are mirrored here as numbers
+ * (they are fixed by the gRPC spec).
+ */
+import { Any } from '../gen/google/protobuf/any';
+import { BadRequest, ErrorInfo } from '../gen/google/rpc/error_details';
+import { Status } from '../gen/google/rpc/status';
+
+/** Canonical gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html). */
+export const Code = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+export type Code = (typeof Code)[keyof typeof Code];
+
+export const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
+const ERROR_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.ErrorInfo';
+const BAD_REQUEST_TYPE_URL = 'type.googleapis.com/google.rpc.BadRequest';
+
+export interface FieldViolation {
+  readonly field: string;
+  readonly description: string;
+}
+
+export interface ServiceErrorOptions {
+  /** Extra machine-readable context, e.g. `{ available: "12" }`. Never secrets. */
+  readonly metadata?: Record<string, string>;
+  readonly fieldViolations?: readonly FieldViolation[];
+  readonly cause?: unknown;
+}
+
+export class ServiceError extends Error {
+  override readonly name = 'ServiceError';
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly fieldViolations: readonly FieldViolation[];
+
+  constructor(
+    readonly code: Code,
+    readonly reason: string,
+    message: string,
+    options: ServiceErrorOptions = {},
+    /** e.g. "credits.shieldx.io"; filled in by the server from its service name when empty. */
+    readonly domain = '',
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.metadata = options.metadata ?? {};
+    this.fieldViolations = options.fieldViolations ?? [];
+  }
+
+  /** A bad request field: INVALID_ARGUMENT with reason INVALID_ARGUMENT and the field named. */
+  static invalidArgument(field: string, description: string): ServiceError {
+    return new ServiceError(Code.INVALID_ARGUMENT, 'INVALID_ARGUMENT', `${field}: ${description}`, {
+      fieldViolations: [{ field, description }],
+      metadata: { field },
+    });
+  }
+
+  /**
+   * Normalises anything thrown into a ServiceError. Unknown errors become
+   * INTERNAL with a generic message: their text may hold data not meant for
+   * callers (SQL, keys), so it stays in the server log only.
+   */
+  static from(error: unknown): ServiceError {
+    if (error instanceof ServiceError) return error;
+    if (isGrpcLike(error) && error.code === Code.DEADLINE_EXCEEDED) {
+      return new ServiceError(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', 'deadline exceeded', { cause: error });
+    }
+    return new ServiceError(Code.INTERNAL, 'INTERNAL', 'internal error', { cause: error });
+  }
+
+  /** The google.rpc.Status bytes for the `grpc-status-details-bin` trailer. */
+  toStatusDetails(domain: string): Buffer {
+    const details: Any[] = [
+      {
+        typeUrl: ERROR_INFO_TYPE_URL,
+        value: Buffer.from(
+          ErrorInfo.encode({ reason: this.reason, domain: this.domain || domain, metadata: { ...this.metadata } }).finish(),
+        ),
+      },
+    ];
+    if (this.fieldViolations.length > 0) {
+      details.push({
+        typeUrl: BAD_REQUEST_TYPE_URL,
+        value: Buffer.from(BadRequest.encode({ fieldViolations: this.fieldViolations.map((v) => ({ ...v })) }).finish()),
+      });
+    }
+    return Buffer.from(Status.encode({ code: this.code, message: this.message, details }).finish());
+  }
+}
+
+function isGrpcLike(error: unknown): error is { code: number } {
+  return typeof error === 'object' && error !== null && typeof (error as { code?: unknown }).code === 'number';
+}
+
+/** What a client reads back from a failed call's trailer. */
+export interface ErrorDetails {
+  readonly code: number;
+  readonly message: string;
+  readonly reason: string;
+  readonly domain: string;
+  readonly metadata: Record<string, string>;
+  readonly fieldViolations: FieldViolation[];
+}
+
+/**
+ * Decodes the `grpc-status-details-bin` bytes of a failed call. Returns
+ * undefined when the trailer is absent or not a google.rpc.Status.
+ */
+export function decodeStatusDetails(bytes: Buffer | Uint8Array | undefined): ErrorDetails | undefined {
+  if (bytes === undefined || bytes.length === 0) return undefined;
+  let status: Status;
+  try {
+    status = Status.decode(bytes);
+  } catch {
+    return undefined;
+  }
+  let info: ErrorInfo | undefined;
+  let badRequest: BadRequest | undefined;
+  for (const detail of status.details) {
+    if (detail.typeUrl === ERROR_INFO_TYPE_URL) info = ErrorInfo.decode(detail.value);
+    if (detail.typeUrl === BAD_REQUEST_TYPE_URL) badRequest = BadRequest.decode(detail.value);
+  }
+  return {
+    code: status.code,
+    message: status.message,
+    reason: info?.reason ?? '',
+    domain: info?.domain ?? '',
+    metadata: info?.metadata ?? {},
+    fieldViolations: badRequest?.fieldViolations ?? [],
+  };
+}

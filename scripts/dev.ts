@@ -1,0 +1,179 @@
+/**
+ * `npm start`: the whole mesh on one machine with nothing installed but Node.
+ * Starts an embedded PostgreSQL (data under .data/) unless DATABASE_URL is set,
+ * generates development keys on first start (kept in .data/dev-secrets.json,
+ * never in the repo), then runs credits, shadow and camouflage as three
+ * processes (as they run in production) and prints where they listen.
+ * Without REDIS_URL each service uses its in-process cache.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import pg from 'pg';
+import { generateApiKey } from '../platform/auth';
+import { startEmbeddedPostgres, type LocalServer } from '../platform/local-servers';
+import { projectRoot } from '../platform/paths';
+
+interface DevSecrets {
+  postgresPassword: string;
+  apiKey: string;
+  apiKeySha256: string;
+  paymentKeyId: string;
+  paymentKey: string;
+  auditHmacKey: string;
+}
+
+const root = projectRoot();
+const dataDir = join(root, '.data');
+
+const SERVICES = [
+  { name: 'credits', grpc: 'CREDITS_PORT', metrics: 'CREDITS_METRICS_PORT', grpcDefault: 5004, metricsDefault: 9004 },
+  { name: 'shadow', grpc: 'SHADOW_PORT', metrics: 'SHADOW_METRICS_PORT', grpcDefault: 5005, metricsDefault: 9005 },
+  { name: 'camouflage', grpc: 'CAMOUFLAGE_PORT', metrics: 'CAMOUFLAGE_METRICS_PORT', grpcDefault: 5006, metricsDefault: 9006 },
+] as const;
+
+function loadOrCreateSecrets(): DevSecrets {
+  const file = join(dataDir, 'dev-secrets.json');
+  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as DevSecrets;
+  const { key, config } = generateApiKey('dev', ['*']);
+  const secrets: DevSecrets = {
+    postgresPassword: randomBytes(18).toString('base64url'),
+    apiKey: key,
+    apiKeySha256: config.sha256,
+    paymentKeyId: `dev-${randomBytes(3).toString('hex')}`,
+    paymentKey: randomBytes(32).toString('base64'),
+    auditHmacKey: randomBytes(32).toString('base64'),
+  };
+  writeFileSync(file, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 });
+  return secrets;
+}
+
+async function ensureDatabase(serverUrl: string, name: string): Promise<string> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (exists.rowCount === 0) await client.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await client.end();
+  }
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+function port(variable: string, fallback: number): number {
+  const raw = process.env[variable];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1 || value > 65535) {
+    process.stderr.write(`invalid configuration: ${variable} must be a port number (1-65535)\n`);
+    process.exit(2);
+  }
+  return value;
+}
+
+async function main(): Promise<void> {
+  mkdirSync(dataDir, { recursive: true });
+  // PostgreSQL run for root switches to the `postgres` user, who must reach .data/.
+  chmodSync(dataDir, 0o755);
+  const secrets = loadOrCreateSecrets();
+
+  let embedded: LocalServer | undefined;
+  let databaseUrl = process.env.DATABASE_URL;
+  if (!databaseUrl) {
+    process.stdout.write('starting embedded PostgreSQL (data in .data/postgres) ...\n');
+    embedded = await startEmbeddedPostgres({
+      dataDir: join(dataDir, 'postgres'),
+      password: secrets.postgresPassword,
+      persistent: true,
+      port: port('EMBEDDED_POSTGRES_PORT', 0) || undefined,
+    });
+    databaseUrl = await ensureDatabase(embedded.url, 'shieldx');
+  }
+
+  const apiKeys = process.env.SHIELDX_API_KEYS ?? JSON.stringify([{ id: 'dev', sha256: secrets.apiKeySha256, scopes: ['*'] }]);
+  const children = new Map<string, ChildProcess>();
+  const ready = new Set<string>();
+  let stopping = false;
+
+  const stopAll = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    await Promise.all(
+      [...children.values()].map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null) return resolve();
+            child.once('exit', () => resolve());
+            child.kill('SIGTERM');
+          }),
+      ),
+    );
+    await embedded?.stop().catch(() => undefined);
+    process.exit(code);
+  };
+  process.once('SIGINT', () => void stopAll(0));
+  process.once('SIGTERM', () => void stopAll(0));
+
+  const ports = SERVICES.map((s) => ({ ...s, grpcPort: port(s.grpc, s.grpcDefault), metricsPort: port(s.metrics, s.metricsDefault) }));
+  for (const service of ports) {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'start-service.ts')], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: {
+        ...process.env,
+        SHIELDX_SERVICE: service.name,
+        GRPC_PORT: String(service.grpcPort),
+        METRICS_PORT: String(service.metricsPort),
+        DATABASE_URL: databaseUrl,
+        SHIELDX_API_KEYS: apiKeys,
+        CREDITS_PAYMENT_KEYS: process.env.CREDITS_PAYMENT_KEYS ?? JSON.stringify({ [secrets.paymentKeyId]: secrets.paymentKey }),
+        CREDITS_PAYMENT_ACTIVE_KEY_ID: process.env.CREDITS_PAYMENT_ACTIVE_KEY_ID ?? secrets.paymentKeyId,
+        CREDITS_AUDIT_HMAC_KEY: process.env.CREDITS_AUDIT_HMAC_KEY ?? secrets.auditHmacKey,
+        SHADOW_DEMO_DATA: process.env.SHADOW_DEMO_DATA ?? 'true',
+      },
+    });
+    children.set(service.name, child);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      process.stdout.write(`${line}\n`);
+      if (!ready.has(service.name) && line.includes(`"${service.name} listening"`)) {
+        ready.add(service.name);
+        if (ready.size === SERVICES.length) printBanner(ports, secrets, apiKeys !== process.env.SHIELDX_API_KEYS, !!embedded);
+      }
+    });
+    child.once('exit', (code) => {
+      if (stopping) return;
+      process.stderr.write(`${service.name} exited with code ${code}; stopping the mesh\n`);
+      void stopAll(1);
+    });
+  }
+}
+
+function printBanner(
+  ports: { name: string; grpcPort: number; metricsPort: number }[],
+  secrets: DevSecrets,
+  devKey: boolean,
+  embedded: boolean,
+): void {
+  const lines = [
+    '',
+    'ShieldX mesh is up:',
+    ...ports.map((p) => `  ${p.name.padEnd(11)} gRPC 127.0.0.1:${p.grpcPort}   metrics http://127.0.0.1:${p.metricsPort}/metrics`),
+    `  PostgreSQL: ${embedded ? 'embedded (.data/postgres)' : 'DATABASE_URL'}; cache: ${process.env.REDIS_URL ? 'REDIS_URL' : 'in-process'}`,
+    devKey ? `  development API key (all scopes): ${secrets.apiKey}` : '  API keys: from SHIELDX_API_KEYS',
+    '',
+    '  try:',
+    `    grpcurl -plaintext 127.0.0.1:${ports[0]!.grpcPort} list`,
+    `    grpcurl -plaintext -H "authorization: Bearer ${devKey ? secrets.apiKey : '<key>'}" -d '{"tenant_id":"acme","amount":"100","idempotency_key":"topup-1","payment":{"card_number":"4242424242424242","expiry_month":12,"expiry_year":2030}}' 127.0.0.1:${ports[0]!.grpcPort} shieldx.credits.v1.CreditsService/TopUp`,
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`npm start failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,35 @@
+/**
+ * `npm run migrate -- <service|all>`: applies migrations and exits. For
+ * deployments where services start with MIGRATE_ON_START=false and a
+ * Kubernetes Job (or a release step) migrates first, over a direct database
+ * connection (the migration lock is session-level: not through PgBouncer in
+ * transaction mode). Reads DATABASE_URL.
+ */
+import { runMigrations, type ServiceName } from '../platform/migrate';
+import { createLogger } from '../platform/logger';
+
+const SERVICES: ServiceName[] = ['credits', 'shadow', 'camouflage'];
+
+async function main(): Promise<void> {
+  const target = process.argv[2] ?? 'all';
+  const url = process.env.DATABASE_URL;
+  if (!url || !/^postgres(ql)?:\/\//.test(url)) {
+    process.stderr.write('invalid configuration: DATABASE_URL is required (postgres://...)\n');
+    process.exit(2);
+  }
+  const services = target === 'all' ? SERVICES : SERVICES.filter((s) => s === target);
+  if (services.length === 0) {
+    process.stderr.write(`usage: migrate <${SERVICES.join('|')}|all>\n`);
+    process.exit(2);
+  }
+  const logger = createLogger('migrate');
+  for (const service of services) {
+    const applied = await runMigrations(url, service, logger);
+    process.stdout.write(`${service}: ${applied.length === 0 ? 'up to date' : `applied ${applied.join(', ')}`}\n`);
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`migration failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,60 @@
+/**
+ * Entry point of one service process: `SHIELDX_SERVICE=credits node dist/scripts/start-service.js`
+ * (or via tsx from source). Telemetry starts first, before grpc-js, pg and
+ * ioredis are loaded, so their instrumentations can patch them; everything
+ * else is required after it.
+ */
+import { startTelemetry, stopTelemetry } from '../platform/telemetry';
+
+const SERVICES = ['credits', 'shadow', 'camouflage'] as const;
+type ServiceName = (typeof SERVICES)[number];
+
+const name = process.env.SHIELDX_SERVICE as ServiceName;
+if (!SERVICES.includes(name)) {
+  process.stderr.write(`invalid configuration: SHIELDX_SERVICE must be one of ${SERVICES.join(', ')}\n`);
+  process.exit(2);
+}
+startTelemetry({ serviceName: `shieldx-${name}` });
+
+async function main(): Promise<void> {
+  // Loaded only now: telemetry has patched the modules they require.
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const { startService } = require('../platform/server') as typeof import('../platform/server');
+  const { ConfigError } = require('../platform/config') as typeof import('../platform/config');
+  const modules = {
+    credits: () => (require('../services/credits/service') as typeof import('../services/credits/service')).creditsService,
+    shadow: () => (require('../services/shadow/service') as typeof import('../services/shadow/service')).shadowService,
+    camouflage: () =>
+      (require('../services/camouflage/service') as typeof import('../services/camouflage/service')).camouflageService,
+  };
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  let running: Awaited<ReturnType<typeof startService>>;
+  try {
+    running = await startService(modules[name]() as never);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const stop = (signal: string) => {
+    running
+      .shutdown(`received ${signal}`)
+      .then(() => stopTelemetry())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          running.logger.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${name} failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});
