@@ -1,0 +1,204 @@
+/**
+ * The tamper-evident audit hash chain.
+ *
+ * Each tenant has its own chain: row n's hash = HMAC-SHA256(key, canonical(row n) || hash(row n-1)),
+ * and row 1 links to `genesis(tenant)` = HMAC-SHA256(key, "shieldx.credits.audit.v1.genesis" || tenant).
+ * An HMAC (not a bare hash) because someone who can write the table — a superuser
+ * who disabled the trigger — must not be able to recompute a valid chain.
+ *
+ * Canonical encoding (version 1), the bytes fed to the HMAC before prev_hash:
+ *   "shieldx.credits.audit.v1" then, for each field in this order, `<utf8 byte length>:<value>|`
+ *   tenant_id, seq (decimal), occurred_at (integer milliseconds since the Unix epoch, decimal),
+ *   action, amount, balance_after, reserved_after (decimal), transaction_id (lowercase uuid),
+ *   reservation_id (lowercase uuid or ""), idempotency_key, actor.
+ * Length prefixes make the encoding injective: no two different rows encode alike.
+ *
+ * Ordering: the chain head (audit_seq, audit_head) lives on the account row, and
+ * every writer appends while holding that row's lock, so appends per tenant are
+ * serialised by the same lock that serialises the balance update.
+ */
+import { createHmac } from 'node:crypto';
+import type pg from 'pg';
+
+export const AUDIT_HASH_BYTES = 32;
+const ENCODING_TAG = 'shieldx.credits.audit.v1';
+const GENESIS_TAG = 'shieldx.credits.audit.v1.genesis';
+
+export interface AuditEntry {
+  readonly tenantId: string;
+  readonly seq: bigint;
+  readonly occurredAt: Date;
+  readonly action: string;
+  readonly amount: bigint;
+  readonly balanceAfter: bigint;
+  readonly reservedAfter: bigint;
+  readonly transactionId: string;
+  readonly reservationId: string | null;
+  readonly idempotencyKey: string;
+  readonly actor: string;
+}
+
+export interface AuditRow extends AuditEntry {
+  readonly prevHash: Buffer;
+  readonly hash: Buffer;
+}
+
+export function canonicalAuditEncoding(entry: AuditEntry): Buffer {
+  const fields = [
+    entry.tenantId,
+    entry.seq.toString(),
+    String(entry.occurredAt.getTime()),
+    entry.action,
+    entry.amount.toString(),
+    entry.balanceAfter.toString(),
+    entry.reservedAfter.toString(),
+    entry.transactionId.toLowerCase(),
+    (entry.reservationId ?? '').toLowerCase(),
+    entry.idempotencyKey,
+    entry.actor,
+  ];
+  let out = ENCODING_TAG;
+  for (const field of fields) out += `${Buffer.byteLength(field, 'utf8')}:${field}|`;
+  return Buffer.from(out, 'utf8');
+}
+
+export class AuditChain {
+  constructor(private readonly key: Buffer) {
+    if (key.length < 32) throw new Error('audit HMAC key must be at least 32 bytes');
+  }
+
+  genesis(tenantId: string): Buffer {
+    return createHmac('sha256', this.key).update(GENESIS_TAG).update(Buffer.from(tenantId, 'utf8')).digest();
+  }
+
+  hash(entry: AuditEntry, prevHash: Buffer): Buffer {
+    return createHmac('sha256', this.key).update(canonicalAuditEncoding(entry)).update(prevHash).digest();
+  }
+
+  /** Appends entries (already numbered from head.seq + 1) and returns the rows with their hashes. */
+  link(head: { seq: bigint; hash: Buffer | null }, tenantId: string, entries: readonly AuditEntry[]): AuditRow[] {
+    let prev = head.hash ?? this.genesis(tenantId);
+    let seq = head.seq;
+    const rows: AuditRow[] = [];
+    for (const entry of entries) {
+      seq += 1n;
+      if (entry.seq !== seq || entry.tenantId !== tenantId) throw new Error('audit entries must be numbered consecutively per tenant');
+      const hash = this.hash(entry, prev);
+      rows.push({ ...entry, prevHash: prev, hash });
+      prev = hash;
+    }
+    return rows;
+  }
+}
+
+export interface ChainBreak {
+  readonly tenantId: string;
+  readonly sequence: bigint;
+  readonly reason: string;
+}
+
+export interface VerifyResult {
+  valid: boolean;
+  rowsChecked: bigint;
+  tenantsChecked: bigint;
+  breaks: ChainBreak[];
+}
+
+const VERIFY_CHUNK_ROWS = 2_000;
+const BREAKS_MAX = 100;
+
+/**
+ * Recomputes the chain of one tenant (or every tenant with an account or audit
+ * rows) from PostgreSQL, in keyset-paginated chunks so memory stays bounded.
+ * Detects: an edited row (hash mismatch), a deleted row (sequence gap / link
+ * mismatch, or a chain shorter than the account's recorded head), an inserted
+ * row (hash that cannot be recomputed without the key, or a sequence beyond the head).
+ */
+export async function verifyAuditChains(pool: pg.Pool, chain: AuditChain, tenantId?: string): Promise<VerifyResult> {
+  const tenants: string[] = [];
+  if (tenantId !== undefined) {
+    tenants.push(tenantId);
+  } else {
+    const { rows } = await pool.query<{ tenant_id: string }>(
+      'SELECT tenant_id FROM credit_accounts UNION SELECT DISTINCT tenant_id FROM credit_audit_logs ORDER BY 1',
+    );
+    for (const row of rows) tenants.push(row.tenant_id);
+  }
+  const result: VerifyResult = { valid: true, rowsChecked: 0n, tenantsChecked: 0n, breaks: [] };
+  for (const tenant of tenants) {
+    const broken = await verifyTenant(pool, chain, tenant, result);
+    result.tenantsChecked += 1n;
+    if (broken) {
+      result.valid = false;
+      if (result.breaks.length < BREAKS_MAX) result.breaks.push(broken);
+    }
+  }
+  return result;
+}
+
+async function verifyTenant(pool: pg.Pool, chain: AuditChain, tenantId: string, result: VerifyResult): Promise<ChainBreak | undefined> {
+  const head = await pool.query<{ audit_seq: bigint; audit_head: Buffer | null }>(
+    'SELECT audit_seq, audit_head FROM credit_accounts WHERE tenant_id = $1',
+    [tenantId],
+  );
+  let prev = chain.genesis(tenantId);
+  let expectedSeq = 1n;
+  // Bounded: each chunk advances the cursor by at least one row, and the table is finite.
+  for (;;) {
+    const { rows } = await pool.query<{
+      seq: bigint;
+      occurred_at: Date;
+      action: string;
+      amount: bigint;
+      balance_after: bigint;
+      reserved_after: bigint;
+      transaction_id: string;
+      reservation_id: string | null;
+      idempotency_key: string;
+      actor: string;
+      prev_hash: Buffer;
+      hash: Buffer;
+    }>(
+      `SELECT seq, occurred_at, action, amount, balance_after, reserved_after, transaction_id, reservation_id,
+              idempotency_key, actor, prev_hash, hash
+         FROM credit_audit_logs WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3`,
+      [tenantId, expectedSeq, VERIFY_CHUNK_ROWS],
+    );
+    for (const row of rows) {
+      result.rowsChecked += 1n;
+      if (row.seq !== expectedSeq) return { tenantId, sequence: expectedSeq, reason: `row ${expectedSeq} is missing` };
+      if (!row.prev_hash.equals(prev)) return { tenantId, sequence: row.seq, reason: 'prev_hash does not link to the previous row' };
+      const hash = chain.hash(
+        {
+          tenantId,
+          seq: row.seq,
+          occurredAt: row.occurred_at,
+          action: row.action,
+          amount: row.amount,
+          balanceAfter: row.balance_after,
+          reservedAfter: row.reserved_after,
+          transactionId: row.transaction_id,
+          reservationId: row.reservation_id,
+          idempotencyKey: row.idempotency_key,
+          actor: row.actor,
+        },
+        prev,
+      );
+      if (!hash.equals(row.hash)) return { tenantId, sequence: row.seq, reason: 'hash does not match the row' };
+      prev = hash;
+      expectedSeq += 1n;
+    }
+    if (rows.length < VERIFY_CHUNK_ROWS) break;
+  }
+  const lastSeq = expectedSeq - 1n;
+  const account = head.rows[0];
+  // The head was read before the rows: concurrent appends may make the chain longer, never shorter.
+  if (account && lastSeq < account.audit_seq) {
+    return { tenantId, sequence: lastSeq + 1n, reason: `chain ends at ${lastSeq} but the account records ${account.audit_seq}` };
+  }
+  if (account && account.audit_seq === lastSeq && account.audit_head !== null && !account.audit_head.equals(prev)) {
+    return { tenantId, sequence: lastSeq, reason: 'last hash differs from the account head' };
+  }
+  if (!account && lastSeq > 0n) return { tenantId, sequence: 1n, reason: 'audit rows for a tenant without an account' };
+  return undefined;
+}

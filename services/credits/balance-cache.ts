@@ -1,0 +1,202 @@
+/**
+ * Redis write-through balance cache.
+ *
+ * Value: "<version>|<balance>|<reserved>|<updated_at_ms>" with a 60 s TTL. The
+ * write is a Lua compare-and-set on the version: a writer that finished later
+ * with an older version (a slow batch, a stale read-repair) can never replace
+ * a newer balance. Every Redis call goes through the Redis breaker with a short
+ * timeout; any failure degrades to PostgreSQL silently.
+ *
+ * Redis outage repair: a write that could not reach Redis leaves an older
+ * value behind. Tenants whose write failed are remembered (bounded set) and
+ * rewritten from PostgreSQL (a CAS write of the current version, which also fences
+ * off any older writer still in flight) once Redis answers again; until then reads
+ * for them skip the cache. If the set overflowed, reads bypass the cache for one
+ * TTL instead, after which every stale value has expired.
+ */
+import type { Logger } from '../../platform/logger';
+import type { RedisClient } from '../../platform/redis';
+import type { DependencyBreaker } from './breakers';
+import type { CreditsMetrics } from './credits-metrics';
+
+export interface CachedAccount {
+  readonly tenantId: string;
+  readonly balance: bigint;
+  readonly reserved: bigint;
+  readonly version: bigint;
+  readonly updatedAt: Date;
+}
+
+const CAS_SCRIPT = `
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, '|', 1, true)
+  if sep then
+    local v = tonumber(string.sub(current, 1, sep - 1))
+    if v and v >= tonumber(ARGV[1]) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+`;
+
+const DIRTY_TENANTS_MAX = 10_000;
+
+type CasRedis = RedisClient & { creditsBalanceCas(key: string, version: string, value: string, ttl: number): Promise<number> };
+
+export class BalanceCache {
+  private readonly redis: CasRedis;
+  /** Tenant → mark number, so a repair never clears a mark set after it read PostgreSQL. */
+  private readonly dirty = new Map<string, number>();
+  private marks = 0;
+  private bypassUntilMs = 0;
+  private repairing = false;
+  private readonly hits: { inc(): void };
+  private readonly misses: { inc(): void };
+
+  constructor(
+    redis: RedisClient,
+    private readonly breaker: DependencyBreaker,
+    private readonly metrics: CreditsMetrics,
+    private readonly logger: Logger,
+    private readonly keyPrefix: string,
+    private readonly ttlSeconds: number,
+    /** Current accounts from PostgreSQL, for repairing after an outage. */
+    private readonly load: (tenantIds: readonly string[]) => Promise<CachedAccount[]>,
+  ) {
+    this.hits = metrics.cacheRequests.labels({ result: 'hit' });
+    this.misses = metrics.cacheRequests.labels({ result: 'miss' });
+    redis.defineCommand('creditsBalanceCas', { numberOfKeys: 1, lua: CAS_SCRIPT });
+    this.redis = redis as CasRedis;
+    breaker.on('close', () => void this.repair());
+  }
+
+  private key(tenantId: string): string {
+    return `${this.keyPrefix}balance:{${tenantId}}`;
+  }
+
+  /** The cached account, or undefined on a miss, a bypass or any Redis failure. */
+  async get(tenantId: string): Promise<CachedAccount | undefined> {
+    if (Date.now() < this.bypassUntilMs || this.dirty.has(tenantId)) {
+      this.misses.inc();
+      return undefined;
+    }
+    let raw: string | null;
+    try {
+      raw = await this.breaker.run(() => this.redis.get(this.key(tenantId)));
+    } catch (error) {
+      this.logger.debug({ err: (error as Error).message }, 'balance cache read failed: reading PostgreSQL');
+      this.misses.inc();
+      return undefined;
+    }
+    const parsed = raw === null ? undefined : parse(tenantId, raw);
+    (parsed ? this.hits : this.misses).inc();
+    return parsed;
+  }
+
+  /** Write-through after a commit (or read-repair after a miss); never throws. */
+  async put(account: CachedAccount): Promise<void> {
+    const value = `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
+    try {
+      await this.breaker.run(() =>
+        this.redis.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), value, this.ttlSeconds),
+      );
+      // Redis answers again: rewrite whatever a failed write left stale (from PostgreSQL,
+      // not from this write, which may itself be older than the failed one).
+      if (this.dirty.size > 0) void this.repair();
+    } catch (error) {
+      this.logger.debug({ err: (error as Error).message }, 'balance cache write failed');
+      this.markDirty(account.tenantId);
+    }
+  }
+
+  /**
+   * Write-through of several accounts (a consume batch) in ONE Redis round trip
+   * (a pipeline of CAS scripts: one write, one reply); never throws. Same
+   * semantics as `put` for each account.
+   */
+  async putMany(accounts: readonly CachedAccount[]): Promise<void> {
+    if (accounts.length === 0) return;
+    if (accounts.length === 1) return this.put(accounts[0]!);
+    let results: [Error | null, unknown][] | null;
+    try {
+      results = await this.breaker.run(() => {
+        const pipeline = this.redis.pipeline() as unknown as {
+          creditsBalanceCas(key: string, version: string, value: string, ttl: number): void;
+          exec(): Promise<[Error | null, unknown][] | null>;
+        };
+        for (const account of accounts) {
+          const value = `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
+          pipeline.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), value, this.ttlSeconds);
+        }
+        return pipeline.exec();
+      });
+    } catch (error) {
+      this.logger.debug({ err: (error as Error).message }, 'balance cache write failed');
+      for (const account of accounts) this.markDirty(account.tenantId);
+      return;
+    }
+    let failed = false;
+    accounts.forEach((account, i) => {
+      if (!results || results[i]?.[0]) {
+        failed = true;
+        this.markDirty(account.tenantId);
+      }
+    });
+    if (!failed && this.dirty.size > 0) void this.repair();
+  }
+
+  private markDirty(tenantId: string): void {
+    if (this.dirty.size >= DIRTY_TENANTS_MAX) {
+      this.dirty.clear();
+      this.bypassUntilMs = Date.now() + this.ttlSeconds * 1000;
+      return;
+    }
+    this.dirty.set(tenantId, ++this.marks);
+  }
+
+  /** Rewrites the keys whose write-through failed while Redis was away. */
+  async repair(): Promise<void> {
+    if (this.repairing || this.dirty.size === 0) return;
+    this.repairing = true;
+    try {
+      const tenants = [...this.dirty.keys()];
+      for (let i = 0; i < tenants.length; i += 500) {
+        const chunk = tenants.slice(i, i + 500);
+        const marks = new Map(chunk.map((t) => [t, this.dirty.get(t)]));
+        const accounts = await this.load(chunk);
+        const found = new Set(accounts.map((a) => a.tenantId));
+        const missing = chunk.filter((t) => !found.has(t));
+        if (missing.length > 0) await this.breaker.run(() => this.redis.del(...missing.map((t) => this.key(t))));
+        for (const account of accounts) {
+          const value = `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
+          await this.breaker.run(() =>
+            this.redis.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), value, this.ttlSeconds),
+          );
+        }
+        for (const t of chunk) if (this.dirty.get(t) === marks.get(t)) this.dirty.delete(t);
+      }
+    } catch (error) {
+      this.logger.debug({ err: (error as Error).message }, 'balance cache repair incomplete');
+    } finally {
+      this.repairing = false;
+    }
+  }
+
+  /** Number of tenants whose cached value may be stale (reads bypass the cache for them). */
+  get dirtyCount(): number {
+    return this.dirty.size;
+  }
+}
+
+function parse(tenantId: string, raw: string): CachedAccount | undefined {
+  const parts = raw.split('|');
+  if (parts.length !== 4 || !parts.every((p) => /^-?[0-9]+$/.test(p))) return undefined;
+  return {
+    tenantId,
+    version: BigInt(parts[0]!),
+    balance: BigInt(parts[1]!),
+    reserved: BigInt(parts[2]!),
+    updatedAt: new Date(Number(parts[3]!)),
+  };
+}

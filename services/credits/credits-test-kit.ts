@@ -1,0 +1,112 @@
+/**
+ * Shared set-up for the credits tests: service env (payment + audit keys),
+ * a promisified generated client, and direct PostgreSQL access for asserting
+ * what was (not) written.
+ */
+import { randomBytes } from 'node:crypto';
+import type { CallOptions, Metadata } from '@grpc/grpc-js';
+import pg from 'pg';
+import { CreditsServiceClient } from '../../gen/shieldx/credits/v1/credits';
+import { errorDetails } from '../../platform/grpc-errors';
+import type { ErrorDetails } from '../../platform/service-error';
+import type { RunningService } from '../../platform/server';
+import { address, bearer, creditsTestKeys, insecure, startTestService, testInfrastructure, testKeys, uniquePrefix } from '../../test/harness';
+import { creditsService } from './service';
+
+export const PAYMENT_KEY_A = randomBytes(32).toString('base64');
+export const PAYMENT_KEY_B = randomBytes(32).toString('base64');
+/** The run's audit key (test/harness.ts): every credits instance in a run must share it. */
+export const AUDIT_KEY = creditsTestKeys.CREDITS_AUDIT_HMAC_KEY;
+
+export function creditsEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    CREDITS_PAYMENT_KEYS: JSON.stringify({ a: PAYMENT_KEY_A, b: PAYMENT_KEY_B }),
+    CREDITS_PAYMENT_ACTIVE_KEY_ID: 'a',
+    CREDITS_AUDIT_HMAC_KEY: AUDIT_KEY,
+    CREDITS_CACHE_KEY_PREFIX: uniquePrefix('credits'),
+    // Background jobs stay out of the way unless a test asks for them.
+    CREDITS_RESERVATION_SWEEP_INTERVAL_MS: '3600000',
+    CREDITS_AUDIT_VERIFY_INTERVAL_SECONDS: '86400',
+    CREDITS_INVARIANT_CHECK_INTERVAL_SECONDS: '86400',
+    ...extra,
+  };
+}
+
+export function startCredits(extra: Record<string, string> = {}): Promise<RunningService> {
+  return startTestService(creditsService as never, creditsEnv(extra));
+}
+
+type Unary<Req, Res> = (req: Req, metadata: Metadata, options: Partial<CallOptions>, cb: (err: Error | null, res: Res) => void) => unknown;
+
+/** The generated client with promise-returning methods (admin key unless given). */
+export class Credits {
+  readonly raw: CreditsServiceClient;
+
+  constructor(service: RunningService, private readonly key = testKeys.admin) {
+    this.raw = new CreditsServiceClient(address(service), insecure);
+  }
+
+  call<Req, Res>(method: keyof CreditsServiceClient, req: Req, deadlineMs = 20_000): Promise<Res> {
+    const fn = (this.raw[method] as unknown as Unary<Req, Res>).bind(this.raw);
+    return new Promise((resolve, reject) =>
+      fn(req, bearer(this.key), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
+
+/** The ErrorInfo of a call that must fail. */
+export async function failure(promise: Promise<unknown>): Promise<ErrorDetails> {
+  try {
+    await promise;
+  } catch (error) {
+    const details = errorDetails(error);
+    if (!details) throw error;
+    return details;
+  }
+  throw new Error('expected the call to fail, it succeeded');
+}
+
+export function tenant(name = 't'): string {
+  return `${name}-${randomBytes(5).toString('hex')}`;
+}
+
+export function key(name = 'k'): string {
+  return `${name}-${randomBytes(8).toString('hex')}`;
+}
+
+/** A Luhn-valid test card. */
+export const VISA = '4242 4242 4242 4242';
+
+export function payment(card = VISA) {
+  return { cardNumber: card, expiryMonth: 12, expiryYear: new Date().getUTCFullYear() + 2, cardholderName: 'Ada Lovelace', processorReference: 'ch_1' };
+}
+
+let adminPool: pg.Pool | undefined;
+
+/** A pool on the run's database (superuser on the test server). */
+export function db(): pg.Pool {
+  if (!adminPool) {
+    adminPool = new pg.Pool({ connectionString: testInfrastructure().databaseUrl, max: 4 });
+    // The run's database is dropped WITH (FORCE) at the end: idle clients are cut off.
+    adminPool.on('error', () => undefined);
+  }
+  return adminPool;
+}
+
+/** Row counts a bad request must not change. */
+export async function footprint(tenantId: string): Promise<string> {
+  const { rows } = await db().query(
+    `SELECT (SELECT count(*) FROM credit_accounts WHERE tenant_id = $1) AS a,
+            (SELECT count(*) FROM credit_transactions WHERE tenant_id = $1) AS t,
+            (SELECT count(*) FROM credit_idempotency_keys WHERE tenant_id = $1) AS k,
+            (SELECT count(*) FROM credit_audit_logs WHERE tenant_id = $1) AS l,
+            (SELECT count(*) FROM credit_reservations WHERE tenant_id = $1) AS r,
+            (SELECT coalesce(max(balance), -1) FROM credit_accounts WHERE tenant_id = $1) AS b`,
+    [tenantId],
+  );
+  return JSON.stringify(rows[0]);
+}

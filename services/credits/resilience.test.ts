@@ -1,0 +1,181 @@
+/**
+ * Circuit breakers: Redis down → calls go on against PostgreSQL with no
+ * client-visible error, and the cache is right again once Redis is back;
+ * PostgreSQL down → UNAVAILABLE / DATABASE_UNAVAILABLE (never a hung call),
+ * cached balances still served, and recovery without a restart.
+ *
+ * Redis: a redis-server of this test's own on a fixed free port, stopped and
+ * restarted. PostgreSQL: the service reaches the run's database through a TCP
+ * proxy in this test, which is closed (sockets cut, port refusing) and reopened.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { expect } from 'chai';
+import type { ConsumeResponse, GetBalanceResponse } from '../../gen/shieldx/credits/v1/credits';
+import { Code } from '../../platform/service-error';
+import type { RunningService } from '../../platform/server';
+import { freePort } from '../../platform/local-servers';
+import { testInfrastructure } from '../../test/harness';
+import { Credits, failure, key, payment, startCredits, tenant } from './credits-test-kit';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function startRedisOn(port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('redis-server did not start')), 10_000);
+    child.stdout!.on('data', (chunk: Buffer) => {
+      if (chunk.toString().includes('Ready to accept connections')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return child;
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  await new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGKILL');
+  });
+}
+
+/** A TCP proxy to PostgreSQL that can be cut and restored. */
+class PgProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(
+    readonly port: number,
+    private readonly target: { host: string; port: number },
+  ) {}
+
+  async open(): Promise<void> {
+    this.server = createServer((client) => {
+      const upstream = createConnection(this.target);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', () => resolve()));
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server = undefined;
+  }
+}
+
+async function breakerState(service: RunningService, dependency: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`)).text();
+  const match = new RegExp(`^credits_circuit_breaker_state\\{[^}]*dependency="${dependency}"[^}]*\\} (\\d)$`, 'm').exec(text);
+  return match ? Number(match[1]) : -1;
+}
+
+describe('credits resilience', function () {
+  this.timeout(60_000);
+
+  describe('Redis down', () => {
+    let redisPort: number;
+    let redis: ChildProcess;
+    let service: RunningService;
+    let credits: Credits;
+
+    before(async () => {
+      redisPort = await freePort();
+      redis = await startRedisOn(redisPort);
+      service = await startCredits({ REDIS_URL: `redis://127.0.0.1:${redisPort}`, CREDITS_BREAKER_RESET_MS: '300' });
+      credits = new Credits(service);
+    });
+    after(async () => {
+      credits?.close();
+      await service?.shutdown();
+      if (redis) await stopProcess(redis);
+    });
+
+    // With Redis stopped, consumes and balance reads succeed from PostgreSQL; the breaker opens;
+    // once Redis is back the breaker closes and the cache serves the right balance again.
+    it('keeps serving from PostgreSQL and recovers by itself', async () => {
+      const t = tenant();
+      await credits.call('topUp', { tenantId: t, amount: 100n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
+      expect((await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false })).fromCache).to.equal(true);
+
+      await stopProcess(redis);
+      for (let i = 0; i < 10; i++) {
+        const res = await credits.call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} });
+        expect(res.account!.balance).to.equal(BigInt(99 - i));
+        const read = await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+        expect(read.fromCache).to.equal(false);
+        expect(read.account!.balance).to.equal(BigInt(99 - i));
+      }
+      expect(await breakerState(service, 'redis')).to.equal(2);
+
+      redis = await startRedisOn(redisPort);
+      let read: GetBalanceResponse | undefined;
+      for (let i = 0; i < 100; i++) {
+        await sleep(100);
+        read = await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+        if (read.fromCache) break;
+      }
+      expect(read!.fromCache).to.equal(true);
+      // The value written before the outage (100) must not come back: the repair rewrote it.
+      expect(read!.account!.balance).to.equal(90n);
+      expect(await breakerState(service, 'redis')).to.equal(0);
+    });
+  });
+
+  describe('PostgreSQL down', () => {
+    let proxy: PgProxy;
+    let service: RunningService;
+    let credits: Credits;
+
+    before(async () => {
+      const url = new URL(testInfrastructure().databaseUrl);
+      proxy = new PgProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
+      await proxy.open();
+      url.host = `127.0.0.1:${proxy.port}`;
+      service = await startCredits({ DATABASE_URL: url.toString(), CREDITS_BREAKER_RESET_MS: '500' });
+      credits = new Credits(service);
+    });
+    after(async () => {
+      credits?.close();
+      await service?.shutdown();
+      await proxy?.close();
+    });
+
+    // Every call fails fast with UNAVAILABLE DATABASE_UNAVAILABLE (never DEADLINE_EXCEEDED), the breaker opens,
+    // cached balances are still served, and calls succeed again once PostgreSQL is back.
+    it('fails fast with DATABASE_UNAVAILABLE and recovers by itself', async () => {
+      const t = tenant();
+      await credits.call('topUp', { tenantId: t, amount: 50n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
+      await proxy.close();
+      for (let i = 0; i < 8; i++) {
+        const err = await failure(credits.call('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }, 15_000));
+        expect(err.code).to.equal(Code.UNAVAILABLE);
+        expect(err.reason).to.equal('DATABASE_UNAVAILABLE');
+      }
+      expect(await breakerState(service, 'postgres')).to.equal(2);
+      const cached = await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+      expect(cached).to.deep.include({ fromCache: true });
+      expect((await failure(credits.call('getBalance', { tenantId: t, consistentRead: true }))).reason).to.equal('DATABASE_UNAVAILABLE');
+
+      await proxy.open();
+      let res: ConsumeResponse | undefined;
+      for (let i = 0; i < 50 && !res; i++) {
+        await sleep(200);
+        res = await credits
+          .call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} })
+          .catch(() => undefined);
+      }
+      expect(res?.account?.balance).to.equal(49n);
+      expect(await breakerState(service, 'postgres')).to.equal(0);
+    });
+  });
+});

@@ -1,0 +1,441 @@
+/**
+ * The credits service module: configuration, wiring, and the thin gRPC
+ * handler layer (decode, validate, call the ledger, count). The ledger's rules
+ * are in ledger.ts; group commit in consume-batcher.ts; the audit chain in
+ * audit-chain.ts; payment encryption in payment-crypto.ts; the cache in
+ * balance-cache.ts.
+ */
+import { z } from 'zod';
+import { Status } from '../../gen/google/rpc/status';
+import {
+  BatchConsumeResponse,
+  CommitReservationResponse,
+  ConsumeResponse,
+  CreditsServiceService,
+  type GetOperationResponse,
+  OperationState,
+  ReleaseReservationResponse,
+  ReserveResponse,
+  TopUpResponse,
+} from '../../gen/shieldx/credits/v1/credits';
+import { ConfigError } from '../../platform/config';
+import { unary, type CallContext } from '../../platform/handlers';
+import type { ServiceModule } from '../../platform/server';
+import { Code, ServiceError } from '../../platform/service-error';
+import { AuditChain } from './audit-chain';
+import { BalanceCache } from './balance-cache';
+import { startJobs } from './background-jobs';
+import { DependencyBreaker, isDatabaseUnavailable } from './breakers';
+import { ConsumeBatcher } from './consume-batcher';
+import { CreditsMetrics } from './credits-metrics';
+import { findRecord, isInFlight, pruneExpired, RequestHasher, serviceErrorOf } from './idempotency';
+import { accountProto, Ledger, METHOD } from './ledger';
+import { PaymentKeyring, parsePaymentKeys, validatePayment } from './payment-crypto';
+import * as v from './validation';
+
+const int = (min: number, max: number) =>
+  z.coerce
+    .number({ invalid_type_error: 'must be a number' })
+    .int('must be an integer')
+    .min(min, `must be at least ${min}`)
+    .max(max, `must be at most ${max}`);
+
+const base64Key = (minBytes: number) =>
+  z
+    .string()
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64')
+    .transform((s) => Buffer.from(s, 'base64'))
+    .refine((b) => b.length >= minBytes, `must decode to at least ${minBytes} bytes`);
+
+export const creditsConfigShape = {
+  /** JSON map keyId → base64 32-byte AES-256 key. */
+  CREDITS_PAYMENT_KEYS: z.string().transform((raw, ctx) => {
+    const parsed = parsePaymentKeys(raw);
+    if (typeof parsed === 'string') {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: parsed });
+      return z.NEVER;
+    }
+    return parsed;
+  }),
+  /** Key id used to encrypt new payment data; must be in CREDITS_PAYMENT_KEYS. */
+  CREDITS_PAYMENT_ACTIVE_KEY_ID: z.string().min(1),
+  /** base64, at least 32 bytes: keys the audit chain HMAC (and request fingerprints). */
+  CREDITS_AUDIT_HMAC_KEY: base64Key(32),
+  CREDITS_IDEMPOTENCY_TTL_HOURS: int(24, 24 * 365).default(24),
+  CREDITS_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS: int(1, 86_400).default(600),
+  CREDITS_AUDIT_VERIFY_INTERVAL_SECONDS: int(1, 86_400).default(300),
+  CREDITS_INVARIANT_CHECK_INTERVAL_SECONDS: int(1, 86_400).default(60),
+  CREDITS_RESERVATION_SWEEP_INTERVAL_MS: int(10, 3_600_000).default(5_000),
+  CREDITS_CACHE_TTL_SECONDS: int(1, 86_400).default(60),
+  CREDITS_CACHE_KEY_PREFIX: z.string().max(64).default('credits:'),
+  CREDITS_BATCH_MAX_ITEMS: int(1, 1_000).default(128),
+  CREDITS_BATCH_MAX_IN_FLIGHT: int(1, 64).default(4),
+  CREDITS_BATCH_MAX_QUEUED: int(1, 1_000_000).default(20_000),
+  CREDITS_BATCH_LINGER_MS: int(0, 100).default(0),
+  CREDITS_DB_TIMEOUT_MS: int(100, 600_000).default(10_000),
+  CREDITS_REDIS_TIMEOUT_MS: int(5, 60_000).default(100),
+  CREDITS_BREAKER_RESET_MS: int(100, 600_000).default(5_000),
+};
+
+type CreditsShape = typeof creditsConfigShape;
+
+const OPS = {
+  GetBalance: 'get_balance',
+  Consume: 'consume',
+  TopUp: 'top_up',
+  Reserve: 'reserve',
+  CommitReservation: 'commit_reservation',
+  ReleaseReservation: 'release_reservation',
+  BatchConsume: 'batch_consume',
+  ListTransactions: 'list_transactions',
+  GetOperation: 'get_operation',
+  VerifyAuditChain: 'verify_audit_chain',
+} as const;
+
+const METHOD_RESULTS: Record<string, (bytes: Uint8Array) => GetOperationResponse['result']> = {
+  [METHOD.consume]: (b) => ({ $case: 'consume', value: ConsumeResponse.decode(b) }),
+  [METHOD.topUp]: (b) => ({ $case: 'topUp', value: TopUpResponse.decode(b) }),
+  [METHOD.reserve]: (b) => ({ $case: 'reserve', value: ReserveResponse.decode(b) }),
+  [METHOD.commitReservation]: (b) => ({ $case: 'commitReservation', value: CommitReservationResponse.decode(b) }),
+  [METHOD.releaseReservation]: (b) => ({ $case: 'releaseReservation', value: ReleaseReservationResponse.decode(b) }),
+  [METHOD.batchConsume]: (b) => ({ $case: 'batchConsume', value: BatchConsumeResponse.decode(b) }),
+};
+
+export const creditsService: ServiceModule<CreditsShape> = {
+  name: 'credits',
+  grpcServiceName: 'shieldx.credits.v1.CreditsService',
+  errorDomain: 'credits.shieldx.io',
+  defaultGrpcPort: 5004,
+  defaultMetricsPort: 9004,
+  configShape: creditsConfigShape,
+  scopes: {
+    GetBalance: 'credits:read',
+    ListTransactions: 'credits:read',
+    GetOperation: 'credits:read',
+    VerifyAuditChain: 'credits:audit',
+    Consume: 'credits:write',
+    TopUp: 'credits:write',
+    Reserve: 'credits:write',
+    CommitReservation: 'credits:write',
+    ReleaseReservation: 'credits:write',
+    BatchConsume: 'credits:write',
+  },
+  async create(ctx) {
+    const { config, logger } = ctx;
+    if (!(config.CREDITS_PAYMENT_ACTIVE_KEY_ID in config.CREDITS_PAYMENT_KEYS)) {
+      throw new ConfigError('CREDITS_PAYMENT_ACTIVE_KEY_ID', 'must name a key configured in CREDITS_PAYMENT_KEYS');
+    }
+    const keyring = new PaymentKeyring(config.CREDITS_PAYMENT_KEYS, config.CREDITS_PAYMENT_ACTIVE_KEY_ID);
+    const chain = new AuditChain(config.CREDITS_AUDIT_HMAC_KEY);
+    const hasher = new RequestHasher(
+      // A key of its own, derived from the audit key, so the two uses never share a key.
+      Buffer.from(new AuditChain(config.CREDITS_AUDIT_HMAC_KEY).genesis('idempotency-request-hash')),
+    );
+    const metrics = new CreditsMetrics(ctx.registry);
+    const db = new DependencyBreaker(
+      'postgres',
+      {
+        timeoutMs: config.CREDITS_DB_TIMEOUT_MS,
+        resetTimeoutMs: config.CREDITS_BREAKER_RESET_MS,
+        errorThresholdPercentage: 50,
+        volumeThreshold: 5,
+        rollingCountTimeoutMs: 10_000,
+      },
+      metrics,
+      isDatabaseUnavailable,
+    );
+    const redisBreaker = new DependencyBreaker(
+      'redis',
+      {
+        timeoutMs: config.CREDITS_REDIS_TIMEOUT_MS,
+        resetTimeoutMs: Math.min(config.CREDITS_BREAKER_RESET_MS, 2_000),
+        errorThresholdPercentage: 50,
+        volumeThreshold: 3,
+        rollingCountTimeoutMs: 10_000,
+      },
+      metrics,
+      () => true,
+    );
+    // Late-bound: the cache repairs from the ledger, the ledger writes through the cache.
+    let ledgerRef: Ledger | undefined;
+    const cache = new BalanceCache(ctx.redis, redisBreaker, metrics, logger, config.CREDITS_CACHE_KEY_PREFIX, config.CREDITS_CACHE_TTL_SECONDS, (tenants) =>
+      ledgerRef!.accounts(tenants),
+    );
+    const ledger = new Ledger({
+      pool: ctx.pool,
+      db,
+      cache,
+      metrics,
+      chain,
+      keyring,
+      logger,
+      idempotencyTtlHours: config.CREDITS_IDEMPOTENCY_TTL_HOURS,
+    });
+    ledgerRef = ledger;
+    const batcher = new ConsumeBatcher(
+      (items) => ledger.consumeMany(items),
+      {
+        maxBatchItems: config.CREDITS_BATCH_MAX_ITEMS,
+        maxInFlight: config.CREDITS_BATCH_MAX_IN_FLIGHT,
+        maxQueuedItems: config.CREDITS_BATCH_MAX_QUEUED,
+        lingerMs: config.CREDITS_BATCH_LINGER_MS,
+      },
+      metrics,
+      logger,
+    );
+
+    const jobsController = new AbortController();
+    ctx.shutdownSignal.addEventListener('abort', () => jobsController.abort(), { once: true });
+    const stopJobs = startJobs(
+      [
+        {
+          name: 'reservation-expiry',
+          intervalMs: config.CREDITS_RESERVATION_SWEEP_INTERVAL_MS,
+          run: async () => {
+            // Bounded: at most 10 rounds of 200 holds per tick.
+            for (let round = 0; round < 10 && !jobsController.signal.aborted; round++) {
+              if ((await ledger.expireDue(200)) < 200) break;
+            }
+          },
+        },
+        {
+          name: 'idempotency-prune',
+          intervalMs: config.CREDITS_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS * 1000,
+          run: async () => {
+            const pruned = await pruneExpired(ctx.pool, 1_000, 20);
+            if (pruned > 0) logger.info({ pruned }, 'expired idempotency records pruned');
+          },
+        },
+        {
+          name: 'audit-verify',
+          intervalMs: config.CREDITS_AUDIT_VERIFY_INTERVAL_SECONDS * 1000,
+          firstRunMs: Math.min(5_000, config.CREDITS_AUDIT_VERIFY_INTERVAL_SECONDS * 1000),
+          run: async () => {
+            const result = await ledger.verifyAuditChain(undefined);
+            metrics.auditChainValid.set(result.valid ? 1 : 0);
+            metrics.auditChainLastVerified.set(Date.now() / 1000);
+            if (!result.valid) logger.error({ breaks: result.breaks.slice(0, 10) }, 'audit chain verification failed');
+          },
+        },
+        {
+          name: 'invariant-check',
+          intervalMs: config.CREDITS_INVARIANT_CHECK_INTERVAL_SECONDS * 1000,
+          firstRunMs: Math.min(5_000, config.CREDITS_INVARIANT_CHECK_INTERVAL_SECONDS * 1000),
+          run: async () => {
+            const violations = await ledger.invariantViolations();
+            metrics.invariantViolations.set(violations);
+            if (violations > 0) logger.error({ violations }, 'credit accounts violate the balance invariants');
+          },
+        },
+      ],
+      jobsController.signal,
+      logger,
+    );
+
+    /** Counts every call in credits_operations_total{op,result}. */
+    function handler<Req, Res extends object>(name: keyof typeof OPS, fn: (req: Req, call: CallContext) => Promise<Res>) {
+      const op = OPS[name];
+      // Hot path: the two success series bound once (prom-client hashes a label object per inc otherwise).
+      const succeeded = metrics.operations.labels({ op, result: 'success' });
+      const replayed = metrics.operations.labels({ op, result: 'replayed' });
+      return unary<Req, Res>(`/shieldx.credits.v1.CreditsService/${name}`, ctx.handlerOptions, async (req, call) => {
+        try {
+          const res = await fn(req, call);
+          ((res as { replayed?: boolean }).replayed ? replayed : succeeded).inc();
+          return res;
+        } catch (error) {
+          metrics.operations.inc({ op, result: ServiceError.from(error).reason.toLowerCase() });
+          throw error;
+        }
+      });
+    }
+
+    const implementation = {
+      getBalance: handler('GetBalance', async (req: { tenantId: string; consistentRead: boolean }) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const { account, fromCache } = await ledger.balance(tenantId, req.consistentRead);
+        metrics.balanceQueries.inc();
+        return { account: accountProto(account), fromCache };
+      }),
+
+      consume: handler('Consume', async (req: import('../../gen/shieldx/credits/v1/credits').ConsumeRequest, call) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const amount = v.amount('amount', req.amount);
+        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
+        const reference = v.reference('reference', req.reference);
+        const metadata = v.metadata('metadata', req.metadata);
+        const outcome = await batcher.submit({
+          tenantId,
+          key,
+          amount,
+          reference,
+          metadata,
+          actor: call.keyId,
+          requestHash: hasher.hash(METHOD.consume, [tenantId, amount, reference, metadata]),
+        });
+        if ('error' in outcome) throw outcome.error;
+        return outcome.response;
+      }),
+
+      topUp: handler('TopUp', async (req: import('../../gen/shieldx/credits/v1/credits').TopUpRequest, call) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const amount = v.amount('amount', req.amount);
+        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
+        const reference = v.reference('reference', req.reference);
+        const metadata = v.metadata('metadata', req.metadata);
+        const { digits, masked } = validatePayment(req.payment);
+        const payment = { ...req.payment!, cardNumber: digits };
+        return ledger.topUp({
+          tenantId,
+          key,
+          amount,
+          reference,
+          metadata,
+          payment,
+          masked,
+          actor: call.keyId,
+          requestHash: hasher.hash(METHOD.topUp, [tenantId, amount, reference, metadata, payment]),
+        });
+      }),
+
+      reserve: handler('Reserve', async (req: import('../../gen/shieldx/credits/v1/credits').ReserveRequest, call) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const amount = v.amount('amount', req.amount);
+        const ttlMs = v.ttlMs('ttl', req.ttl);
+        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
+        const reference = v.reference('reference', req.reference);
+        const metadata = v.metadata('metadata', req.metadata);
+        return ledger.reserve({
+          tenantId,
+          key,
+          amount,
+          ttlMs,
+          reference,
+          metadata,
+          actor: call.keyId,
+          requestHash: hasher.hash(METHOD.reserve, [tenantId, amount, ttlMs, reference, metadata]),
+        });
+      }),
+
+      commitReservation: handler('CommitReservation', async (req: import('../../gen/shieldx/credits/v1/credits').CommitReservationRequest, call) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const reservationId = v.reservationId('reservation_id', req.reservationId);
+        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
+        if (req.amount !== undefined && req.amount < 0n) throw ServiceError.invalidArgument('amount', 'must not be negative');
+        return ledger.commitReservation({
+          tenantId,
+          key,
+          reservationId,
+          amount: req.amount,
+          actor: call.keyId,
+          requestHash: hasher.hash(METHOD.commitReservation, [tenantId, reservationId, req.amount]),
+        });
+      }),
+
+      releaseReservation: handler('ReleaseReservation', async (req: import('../../gen/shieldx/credits/v1/credits').ReleaseReservationRequest, call) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const reservationId = v.reservationId('reservation_id', req.reservationId);
+        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
+        return ledger.releaseReservation({
+          tenantId,
+          key,
+          reservationId,
+          actor: call.keyId,
+          requestHash: hasher.hash(METHOD.releaseReservation, [tenantId, reservationId]),
+        });
+      }),
+
+      batchConsume: handler('BatchConsume', async (req: import('../../gen/shieldx/credits/v1/credits').BatchConsumeRequest, call) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
+        if (req.items.length === 0) throw ServiceError.invalidArgument('items', 'must not be empty');
+        if (req.items.length > v.BATCH_ITEMS_MAX) throw ServiceError.invalidArgument('items', `must have at most ${v.BATCH_ITEMS_MAX} items`);
+        const items = req.items.map((item, i) => ({
+          tenantId: v.tenantId(`items[${i}].tenant_id`, item.tenantId),
+          amount: v.amount(`items[${i}].amount`, item.amount),
+          reference: v.reference(`items[${i}].reference`, item.reference),
+          metadata: v.metadata(`items[${i}].metadata`, item.metadata),
+        }));
+        return ledger.batchConsume({
+          tenantId,
+          key,
+          atomic: req.atomic,
+          items,
+          actor: call.keyId,
+          requestHash: hasher.hash(METHOD.batchConsume, [tenantId, req.atomic, items]),
+        });
+      }),
+
+      listTransactions: handler('ListTransactions', async (req: import('../../gen/shieldx/credits/v1/credits').ListTransactionsRequest) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const pageSize = v.pageSize('page_size', req.pageSize);
+        const types = v.transactionTypes('types', req.types);
+        if (req.startTime && req.endTime && req.startTime.getTime() >= req.endTime.getTime()) {
+          throw ServiceError.invalidArgument('end_time', 'must be after start_time');
+        }
+        const fingerprint = v.filterFingerprint([tenantId, req.startTime?.getTime() ?? null, req.endTime?.getTime() ?? null, [...types].sort()]);
+        const afterSeq = v.decodePageToken('page_token', req.pageToken, fingerprint);
+        const page = await ledger.listTransactions({ tenantId, pageSize, afterSeq, startTime: req.startTime, endTime: req.endTime, types });
+        return {
+          transactions: page.transactions,
+          nextPageToken: page.more && page.lastSeq !== undefined ? v.encodePageToken(page.lastSeq, fingerprint) : '',
+        };
+      }),
+
+      getOperation: handler('GetOperation', async (req: import('../../gen/shieldx/credits/v1/credits').GetOperationRequest) => {
+        const tenantId = v.tenantId('tenant_id', req.tenantId);
+        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
+        const record = await ledger.guardRead(() => findRecord(ctx.pool, tenantId, key));
+        const base: GetOperationResponse = {
+          tenantId,
+          idempotencyKey: key,
+          method: '',
+          state: OperationState.OPERATION_STATE_IN_PROGRESS,
+          createdAt: undefined,
+          completedAt: undefined,
+          error: undefined,
+          result: undefined,
+        };
+        if (!record) {
+          if (await ledger.guardRead(() => isInFlight(ctx.pool, tenantId, key))) return base;
+          throw new ServiceError(Code.NOT_FOUND, 'OPERATION_NOT_FOUND', 'no operation with this idempotency key (never made, or pruned)', {
+            metadata: { idempotency_key: key },
+          });
+        }
+        base.method = record.method;
+        base.createdAt = record.createdAt;
+        base.completedAt = record.completedAt ?? undefined;
+        if (record.state === 'SUCCEEDED' && record.response) {
+          base.state = OperationState.OPERATION_STATE_SUCCEEDED;
+          base.result = METHOD_RESULTS[record.method]?.(record.response);
+        } else if (record.state === 'FAILED' && record.error) {
+          base.state = OperationState.OPERATION_STATE_FAILED;
+          base.error = Status.decode(serviceErrorOf(record.error, false).toStatusDetails(creditsService.errorDomain));
+        }
+        return base;
+      }),
+
+      verifyAuditChain: handler('VerifyAuditChain', async (req: { tenantId: string }) => {
+        const tenantId = req.tenantId === '' ? undefined : v.tenantId('tenant_id', req.tenantId);
+        const result = await ledger.verifyAuditChain(tenantId);
+        if (tenantId === undefined) {
+          metrics.auditChainValid.set(result.valid ? 1 : 0);
+          metrics.auditChainLastVerified.set(Date.now() / 1000);
+        }
+        return { valid: result.valid, rowsChecked: result.rowsChecked, tenantsChecked: result.tenantsChecked, breaks: result.breaks };
+      }),
+    };
+
+    return {
+      definition: CreditsServiceService,
+      implementation: implementation as never,
+      async close() {
+        jobsController.abort();
+        await batcher.close();
+        await stopJobs();
+        db.shutdown();
+        redisBreaker.shutdown();
+      },
+    };
+  },
+};

@@ -1,0 +1,127 @@
+/**
+ * Request validation: everything that can be checked without the database.
+ * A failure here is INVALID_ARGUMENT naming the proto field; nothing is
+ * written and the idempotency key stays unused.
+ */
+import { createHash } from 'node:crypto';
+import type { Duration } from '../../gen/google/protobuf/duration';
+import { TransactionType } from '../../gen/shieldx/credits/v1/credits';
+import { ServiceError } from '../../platform/service-error';
+import { INT64_MAX, PROTO_TO_TX_TYPE, type TxType } from './ledger';
+
+export const TENANT_ID_LENGTH_MAX = 128;
+export const IDEMPOTENCY_KEY_LENGTH_MAX = 128;
+export const REFERENCE_LENGTH_MAX = 256;
+export const METADATA_ENTRIES_MAX = 32;
+export const METADATA_KEY_LENGTH_MAX = 64;
+export const METADATA_VALUE_LENGTH_MAX = 512;
+export const BATCH_ITEMS_MAX = 100;
+export const PAGE_SIZE_DEFAULT = 50;
+export const PAGE_SIZE_MAX = 500;
+export const RESERVATION_TTL_MS_DEFAULT = 5 * 60_000;
+export const RESERVATION_TTL_MS_MAX = 24 * 3_600_000;
+
+const TENANT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
+const KEY_PATTERN = /^[\x21-\x7e]+$/;
+const METADATA_KEY_PATTERN = /^[A-Za-z0-9_.-]+$/;
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function tenantId(field: string, value: string): string {
+  if (value.length === 0) throw ServiceError.invalidArgument(field, 'is required');
+  if (value.length > TENANT_ID_LENGTH_MAX) throw ServiceError.invalidArgument(field, `must be at most ${TENANT_ID_LENGTH_MAX} characters`);
+  if (!TENANT_ID_PATTERN.test(value)) throw ServiceError.invalidArgument(field, 'must be letters, digits and . _ : @ - (starting with a letter or digit)');
+  return value;
+}
+
+/** A positive int64 amount. Values sent above int64 max arrive wrapped to negative and fail here too. */
+export function amount(field: string, value: bigint): bigint {
+  if (value <= 0n) throw ServiceError.invalidArgument(field, 'must be positive');
+  if (value > INT64_MAX) throw ServiceError.invalidArgument(field, 'must fit a signed 64-bit integer');
+  return value;
+}
+
+export function idempotencyKey(field: string, value: string): string {
+  if (value.length === 0) throw ServiceError.invalidArgument(field, 'is required');
+  if (value.length > IDEMPOTENCY_KEY_LENGTH_MAX) throw ServiceError.invalidArgument(field, `must be at most ${IDEMPOTENCY_KEY_LENGTH_MAX} characters`);
+  if (!KEY_PATTERN.test(value)) throw ServiceError.invalidArgument(field, 'must be printable ASCII without spaces');
+  return value;
+}
+
+export function reference(field: string, value: string): string {
+  if (value.length > REFERENCE_LENGTH_MAX) throw ServiceError.invalidArgument(field, `must be at most ${REFERENCE_LENGTH_MAX} characters`);
+  return value;
+}
+
+export function metadata(field: string, value: Record<string, string>): Record<string, string> {
+  const entries = Object.entries(value);
+  if (entries.length > METADATA_ENTRIES_MAX) throw ServiceError.invalidArgument(field, `must have at most ${METADATA_ENTRIES_MAX} entries`);
+  for (const [k, v] of entries) {
+    if (k.length === 0 || k.length > METADATA_KEY_LENGTH_MAX || !METADATA_KEY_PATTERN.test(k)) {
+      throw ServiceError.invalidArgument(`${field}[${k.slice(0, 64)}]`, `key must be 1-${METADATA_KEY_LENGTH_MAX} characters of [A-Za-z0-9_.-]`);
+    }
+    if (v.length > METADATA_VALUE_LENGTH_MAX) {
+      throw ServiceError.invalidArgument(`${field}[${k}]`, `value must be at most ${METADATA_VALUE_LENGTH_MAX} characters`);
+    }
+  }
+  return value;
+}
+
+export function reservationId(field: string, value: string): string {
+  if (value.length === 0) throw ServiceError.invalidArgument(field, 'is required');
+  if (!UUID_PATTERN.test(value)) throw ServiceError.invalidArgument(field, 'must be a reservation id (lowercase UUID)');
+  return value;
+}
+
+export function ttlMs(field: string, value: Duration | undefined): number {
+  if (value === undefined) return RESERVATION_TTL_MS_DEFAULT;
+  if (value.seconds < 0n || value.nanos < 0 || value.nanos > 999_999_999) throw ServiceError.invalidArgument(field, 'must be a positive duration');
+  if (value.seconds > BigInt(RESERVATION_TTL_MS_MAX / 1000)) throw ServiceError.invalidArgument(field, 'must be at most 24 hours');
+  const ms = Number(value.seconds) * 1000 + Math.floor(value.nanos / 1_000_000);
+  if (ms < 1) throw ServiceError.invalidArgument(field, 'must be at least 1 millisecond');
+  if (ms > RESERVATION_TTL_MS_MAX) throw ServiceError.invalidArgument(field, 'must be at most 24 hours');
+  return ms;
+}
+
+export function pageSize(field: string, value: number): number {
+  if (value === 0) return PAGE_SIZE_DEFAULT;
+  if (!Number.isInteger(value) || value < 1 || value > PAGE_SIZE_MAX) throw ServiceError.invalidArgument(field, `must be between 1 and ${PAGE_SIZE_MAX}`);
+  return value;
+}
+
+export function transactionTypes(field: string, values: readonly TransactionType[]): TxType[] {
+  return values.map((v, i) => {
+    const type = PROTO_TO_TX_TYPE.get(v);
+    if (!type) throw ServiceError.invalidArgument(`${field}[${i}]`, 'must be a known transaction type');
+    return type;
+  });
+}
+
+/**
+ * Page tokens: opaque base64url of {v, s: last seq, f: filter fingerprint}.
+ * The fingerprint binds a token to the query that produced it, so a token
+ * replayed with other filters is refused instead of returning a wrong page.
+ */
+export function filterFingerprint(parts: unknown[]): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
+}
+
+export function encodePageToken(seq: bigint, fingerprint: string): string {
+  return Buffer.from(JSON.stringify({ v: 1, s: seq.toString(), f: fingerprint })).toString('base64url');
+}
+
+export function decodePageToken(field: string, token: string, fingerprint: string): bigint | undefined {
+  if (token === '') return undefined;
+  const bad = () => ServiceError.invalidArgument(field, 'is not a page token returned by this query');
+  if (token.length > 512 || !/^[A-Za-z0-9_-]+$/.test(token)) throw bad();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+  } catch {
+    throw bad();
+  }
+  const p = parsed as { v?: unknown; s?: unknown; f?: unknown };
+  if (p.v !== 1 || typeof p.s !== 'string' || !/^[1-9][0-9]{0,18}$/.test(p.s) || p.f !== fingerprint) throw bad();
+  const seq = BigInt(p.s);
+  if (seq > INT64_MAX) throw bad();
+  return seq;
+}
