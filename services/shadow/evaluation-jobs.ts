@@ -1,0 +1,215 @@
+/**
+ * Persisted evaluation jobs. A job is a row in `shadow_evaluations`; any
+ * replica claims PENDING work with FOR UPDATE SKIP LOCKED and holds a lease
+ * while it runs. A replica that dies leaves a RUNNING row whose lease expires:
+ * the next claim re-queues it (up to MAX_ATTEMPTS, then FAILED) — a job is
+ * never stuck RUNNING. PgBouncer-safe: every step is one statement.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { Code, ServiceError } from '../../platform/service-error';
+
+export const MAX_ATTEMPTS = 3;
+export const LEASE_SECONDS = 120;
+const POLL_INTERVAL_MS = 250;
+
+export type EvaluationState = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
+
+/** The JSON forms of the proto messages, as stored. */
+export interface EvaluationRow {
+  id: string;
+  name: string;
+  state: EvaluationState;
+  rule: unknown;
+  baseline_rule: unknown | null;
+  selection: unknown;
+  thresholds: unknown;
+  result: unknown | null;
+  decision: string | null;
+  error: string;
+  attempts: number;
+  created_at: Date;
+  started_at: Date | null;
+  completed_at: Date | null;
+}
+
+export interface NewEvaluation {
+  name: string;
+  rule: unknown;
+  baselineRule: unknown | null;
+  selection: unknown;
+  thresholds: unknown;
+  idempotencyKey: string;
+}
+
+export interface CompletedEvaluation {
+  result: unknown;
+  decision: string;
+  isSignificant: boolean;
+}
+
+function requestHash(request: NewEvaluation): string {
+  const { idempotencyKey: _, ...rest } = request;
+  return createHash('sha256').update(JSON.stringify(rest)).digest('hex');
+}
+
+const COLUMNS = `id, name, state, rule, baseline_rule, selection, thresholds, result, decision, error, attempts,
+                 created_at, started_at, completed_at`;
+
+export class EvaluationJobs {
+  constructor(private readonly pool: pg.Pool) {}
+
+  /** Inserts a PENDING job; the same idempotency key with the same request returns the first job. */
+  async create(request: NewEvaluation): Promise<EvaluationRow> {
+    const hash = requestHash(request);
+    const key = request.idempotencyKey === '' ? null : request.idempotencyKey;
+    const inserted = await this.pool.query<EvaluationRow>(
+      `INSERT INTO shadow_evaluations (id, name, rule, baseline_rule, selection, thresholds, idempotency_key, request_hash)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+       ON CONFLICT (idempotency_key) DO NOTHING
+       RETURNING ${COLUMNS}`,
+      [randomUUID(), request.name, request.rule, request.baselineRule, request.selection, request.thresholds, key, hash],
+    );
+    if (inserted.rows[0]) return inserted.rows[0];
+    const existing = await this.pool.query<EvaluationRow & { request_hash: string }>(
+      `SELECT ${COLUMNS}, request_hash FROM shadow_evaluations WHERE idempotency_key = $1`,
+      [key],
+    );
+    const row = existing.rows[0]!;
+    if (row.request_hash !== hash) {
+      throw new ServiceError(
+        Code.FAILED_PRECONDITION,
+        'IDEMPOTENCY_KEY_REUSED',
+        'idempotency_key was used for a different StartEvaluation request',
+      );
+    }
+    const { request_hash: _, ...job } = row;
+    return job;
+  }
+
+  async get(id: string): Promise<EvaluationRow> {
+    if (!/^[0-9a-f-]{36}$/i.test(id)) throw ServiceError.invalidArgument('id', 'must be a UUID');
+    const result = await this.pool.query<EvaluationRow>(`SELECT ${COLUMNS} FROM shadow_evaluations WHERE id = $1`, [id]);
+    if (!result.rows[0]) throw new ServiceError(Code.NOT_FOUND, 'EVALUATION_NOT_FOUND', `evaluation ${id} not found`);
+    return result.rows[0];
+  }
+
+  /** Newest first, keyset-paginated on (created_at, id). */
+  async list(pageSize: number, after: { createdAt: string; id: string } | undefined, state: EvaluationState | undefined) {
+    const result = await this.pool.query<EvaluationRow & { cursor_at: string }>(
+      `SELECT ${COLUMNS}, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at
+       FROM shadow_evaluations
+       WHERE ($1::shadow_evaluation_state IS NULL OR state = $1)
+         AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
+       ORDER BY created_at DESC, id DESC
+       LIMIT $4`,
+      [state ?? null, after?.createdAt ?? null, after?.id ?? null, pageSize + 1],
+    );
+    const rows = result.rows.slice(0, pageSize);
+    const last = rows[rows.length - 1];
+    const next = result.rows.length > pageSize && last ? { createdAt: last.cursor_at, id: last.id } : undefined;
+    return { rows: rows.map(({ cursor_at: _, ...row }) => row as EvaluationRow), next };
+  }
+
+  /**
+   * Claims the oldest PENDING job, first re-queueing (or failing) RUNNING jobs
+   * whose lease ran out.
+   */
+  async claim(): Promise<EvaluationRow | undefined> {
+    await this.pool.query(
+      `UPDATE shadow_evaluations
+       SET state = CASE WHEN attempts >= $1 THEN 'FAILED'::shadow_evaluation_state ELSE 'PENDING' END,
+           error = CASE WHEN attempts >= $1 THEN 'abandoned ' || attempts || ' times by a stopped worker' ELSE error END,
+           completed_at = CASE WHEN attempts >= $1 THEN now() ELSE NULL END,
+           lease_expires_at = NULL
+       WHERE state = 'RUNNING' AND lease_expires_at < now()`,
+      [MAX_ATTEMPTS],
+    );
+    const claimed = await this.pool.query<EvaluationRow>(
+      `UPDATE shadow_evaluations
+       SET state = 'RUNNING', attempts = attempts + 1, started_at = now(),
+           lease_expires_at = now() + make_interval(secs => $1)
+       WHERE id = (SELECT id FROM shadow_evaluations WHERE state = 'PENDING'
+                   ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
+       RETURNING ${COLUMNS}`,
+      [LEASE_SECONDS],
+    );
+    return claimed.rows[0];
+  }
+
+  async succeed(id: string, completed: CompletedEvaluation): Promise<void> {
+    await this.pool.query(
+      `UPDATE shadow_evaluations SET state = 'SUCCEEDED', result = $2, decision = $3, completed_at = now(), lease_expires_at = NULL
+       WHERE id = $1 AND state = 'RUNNING'`,
+      [id, completed.result, completed.decision],
+    );
+  }
+
+  async fail(id: string, error: string): Promise<void> {
+    await this.pool.query(
+      `UPDATE shadow_evaluations SET state = 'FAILED', error = $2, completed_at = now(), lease_expires_at = NULL
+       WHERE id = $1 AND state = 'RUNNING'`,
+      [id, error.slice(0, 2000)],
+    );
+  }
+}
+
+/**
+ * Runs jobs one at a time on this replica (an evaluation already uses every
+ * core through worker threads). Polls with a bounded interval; `wake()` skips
+ * the wait after a local StartEvaluation.
+ */
+export class EvaluationRunner {
+  private wakeUp: (() => void) | undefined;
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly jobs: EvaluationJobs,
+    private readonly execute: (job: EvaluationRow) => Promise<CompletedEvaluation>,
+    private readonly onError: (error: unknown) => void,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  /** Resolves when the loop has stopped (after the shutdown signal). */
+  async stopped(): Promise<void> {
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    this.signal.addEventListener('abort', () => this.wakeUp?.(), { once: true });
+    while (!this.signal.aborted) {
+      let job: EvaluationRow | undefined;
+      try {
+        job = await this.jobs.claim();
+      } catch (error) {
+        this.onError(error);
+      }
+      if (job) {
+        try {
+          const completed = await this.execute(job);
+          await this.jobs.succeed(job.id, completed);
+        } catch (error) {
+          this.onError(error);
+          await this.jobs.fail(job.id, error instanceof Error ? error.message : String(error)).catch(this.onError);
+        }
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, POLL_INTERVAL_MS);
+        this.wakeUp = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wakeUp = undefined;
+    }
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Test support for the rollout suites: a minimal shadow ServiceModule serving
+ * the rollout RPCs (everything else UNIMPLEMENTED), evaluations inserted
+ * straight into `shadow_evaluations`, and polling helpers.
+ */
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import type { Metadata } from '@grpc/grpc-js';
+import {
+  ShadowServiceClient,
+  ShadowServiceService,
+  type AbortRolloutRequest,
+  type AbortRolloutResponse,
+  type CreateRolloutRequest,
+  type CreateRolloutResponse,
+  type GetRolloutRequest,
+  type GetRolloutResponse,
+  type ListRolloutsRequest,
+  type ListRolloutsResponse,
+  type PromoteRolloutRequest,
+  type PromoteRolloutResponse,
+} from '../../gen/shieldx/shadow/v1/shadow';
+import { unimplementedService } from '../../platform/handlers';
+import type { ServiceModule } from '../../platform/server';
+import { address, bearer, insecure } from '../../test/harness';
+import type { RunningService } from '../../platform/server';
+import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
+
+export const rolloutTestModule: ServiceModule<typeof rolloutConfigShape> = {
+  name: 'shadow',
+  grpcServiceName: 'shieldx.shadow.v1.ShadowService',
+  errorDomain: 'shadow.shieldx.io',
+  defaultGrpcPort: 0,
+  defaultMetricsPort: 0,
+  configShape: rolloutConfigShape,
+  scopes: {
+    CreateRollout: 'shadow:rollout',
+    GetRollout: 'shadow:read',
+    ListRollouts: 'shadow:read',
+    PromoteRollout: 'shadow:rollout',
+    AbortRollout: 'shadow:rollout',
+    WatchRollout: 'shadow:read',
+  },
+  async create(ctx) {
+    const rollouts = createRolloutHandlers(ctx);
+    return {
+      definition: ShadowServiceService,
+      implementation: { ...unimplementedService(ShadowServiceService, ctx.handlerOptions), ...rollouts.implementation } as never,
+      close: () => rollouts.close(),
+    };
+  },
+};
+
+/** Inserts an evaluation; approved = SUCCEEDED with DECISION_APPROVE_CANARY. */
+export async function insertEvaluation(
+  db: Pick<pg.Pool, 'query'>,
+  kind: 'approved' | 'approved_full' | 'rejected' | 'running',
+): Promise<string> {
+  const id = randomUUID();
+  const succeeded = kind !== 'running';
+  const decision = { approved: 'DECISION_APPROVE_CANARY', approved_full: 'DECISION_APPROVE_FULL_DEPLOYMENT', rejected: 'DECISION_REJECT', running: null }[kind];
+  await db.query(
+    `INSERT INTO shadow_evaluations (id, name, state, rule, selection, result, decision, started_at, completed_at)
+     VALUES ($1, 'rollout test', $2, '{}'::jsonb, '{}'::jsonb, $3::jsonb, $4, now(), CASE WHEN $5 THEN now() END)`,
+    [id, succeeded ? 'SUCCEEDED' : 'RUNNING', succeeded ? '{}' : null, decision, succeeded],
+  );
+  return id;
+}
+
+export function clientFor(service: RunningService): ShadowServiceClient {
+  return new ShadowServiceClient(address(service), insecure);
+}
+
+/** Polls `probe` until it returns a value (not undefined) or `timeoutMs` passes. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** Promise wrappers over the generated callback client. */
+export function rpc(client: ShadowServiceClient) {
+  type Callback<Res> = (err: Error | null, res: Res) => void;
+  const call =
+    <Req, Res>(fn: (req: Req, md: Metadata, cb: Callback<Res>) => unknown) =>
+    (req: Req, metadata: Metadata = bearer()): Promise<Res> =>
+      new Promise((resolve, reject) => fn.call(client, req, metadata, (err, res) => (err ? reject(err) : resolve(res))));
+  return {
+    create: call<CreateRolloutRequest, CreateRolloutResponse>(client.createRollout),
+    get: call<GetRolloutRequest, GetRolloutResponse>(client.getRollout),
+    list: call<ListRolloutsRequest, ListRolloutsResponse>(client.listRollouts),
+    promote: call<PromoteRolloutRequest, PromoteRolloutResponse>(client.promoteRollout),
+    abort: call<AbortRolloutRequest, AbortRolloutResponse>(client.abortRollout),
+  };
+}

@@ -1,0 +1,298 @@
+/**
+ * The shadow service: thin gRPC handlers over the evaluation domain
+ * (evaluate.ts), the sample store, the persisted job runner, and the canary
+ * rollout controller (rollout-handlers.ts).
+ */
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { z } from 'zod';
+import {
+  EvaluationResult as ProtoEvaluationResult,
+  EvaluationState,
+  Rule,
+  SampleSelection as ProtoSampleSelection,
+  ShadowServiceService,
+  Thresholds,
+  type Evaluation,
+  type IngestSamplesRequest,
+  type IngestSamplesResponse,
+  type ShadowServiceServer,
+  type StartEvaluationRequest,
+} from '../../gen/shieldx/shadow/v1/shadow';
+import { clientStream, unary } from '../../platform/handlers';
+import type { ServiceModule } from '../../platform/server';
+import { Code, ServiceError } from '../../platform/service-error';
+import { closeEvaluationWorkerPools } from './evaluation-workers';
+import { decisionName, resultToProto, thresholdsFromProto } from './evaluation-mapping';
+import { EvaluationJobs, EvaluationRunner, type EvaluationRow, type EvaluationState as JobState } from './evaluation-jobs';
+import { evaluateRule } from './evaluate';
+import { resolveThresholds } from './recommendation';
+import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
+import { ruleFromProto, toServiceError, validatedRule } from './rule-mapping';
+import { ruleHeaderNames } from './rules';
+import { countSamples, DATASET_PATTERN, SampleColumnsCache, SampleIngestor } from './sample-store';
+import { streamTraffic } from './traffic-generator';
+import type { TrafficSample } from './traffic-sample';
+
+const PAGE_SIZE_DEFAULT = 50;
+const PAGE_SIZE_MAX = 500;
+const DEMO_DATASET = 'demo';
+
+const shadowConfigShape = {
+  ...rolloutConfigShape,
+  /** Load a generated, labelled demo dataset ("demo") at start when it is empty (npm start sets it). */
+  SHADOW_DEMO_DATA: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
+  SHADOW_DEMO_SAMPLES: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(5_000_000, 'must be at most 5000000').default(20_000),
+  /** Samples kept loaded (columnar, ~30 bytes each) for re-evaluating the same selection; 0 disables. */
+  SHADOW_SAMPLE_CACHE_MAX: z.coerce.number().int('must be an integer').min(0, 'must be at least 0').max(50_000_000, 'must be at most 50000000').default(5_000_000),
+  /** Worker threads per evaluation: a number, or auto (by sample count and cores). */
+  SHADOW_EVALUATION_WORKERS: z.union([z.literal('auto'), z.coerce.number().int().min(0).max(16)]).default('auto'),
+};
+
+const STATE_NAMES: Record<JobState, EvaluationState> = {
+  PENDING: EvaluationState.EVALUATION_STATE_PENDING,
+  RUNNING: EvaluationState.EVALUATION_STATE_RUNNING,
+  SUCCEEDED: EvaluationState.EVALUATION_STATE_SUCCEEDED,
+  FAILED: EvaluationState.EVALUATION_STATE_FAILED,
+};
+
+function pageSize(requested: number): number {
+  if (requested < 0 || requested > PAGE_SIZE_MAX) throw ServiceError.invalidArgument('page_size', `must be between 0 and ${PAGE_SIZE_MAX}`);
+  return requested === 0 ? PAGE_SIZE_DEFAULT : requested;
+}
+
+function decodePageToken(token: string): { createdAt: string; id: string } | undefined {
+  if (token === '') return undefined;
+  try {
+    const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { c?: unknown; i?: unknown };
+    if (typeof parsed.c === 'string' && typeof parsed.i === 'string' && !Number.isNaN(Date.parse(parsed.c)) && /^[0-9a-f-]{36}$/.test(parsed.i)) {
+      return { createdAt: parsed.c, id: parsed.i };
+    }
+  } catch {
+    // falls through to the error
+  }
+  throw ServiceError.invalidArgument('page_token', 'is not a token this service issued');
+}
+
+function encodePageToken(cursor: { createdAt: string; id: string } | undefined): string {
+  return cursor ? Buffer.from(JSON.stringify({ c: cursor.createdAt, i: cursor.id })).toString('base64url') : '';
+}
+
+function toEvaluation(row: EvaluationRow): Evaluation {
+  return {
+    id: row.id,
+    name: row.name,
+    state: STATE_NAMES[row.state],
+    rule: Rule.fromJSON(row.rule),
+    baselineRule: row.baseline_rule ? Rule.fromJSON(row.baseline_rule) : undefined,
+    selection: ProtoSampleSelection.fromJSON(row.selection),
+    thresholds: Thresholds.fromJSON(row.thresholds),
+    result: row.result ? ProtoEvaluationResult.fromJSON(row.result) : undefined,
+    error: row.error,
+    createdAt: row.created_at,
+    startedAt: row.started_at ?? undefined,
+    completedAt: row.completed_at ?? undefined,
+  };
+}
+
+/** Converts a proto sample to the domain form (validation happens in the ingestor). */
+function sampleFromProto(sample: IngestSamplesRequest['samples'][number]): TrafficSample {
+  return {
+    timestampMs: sample.timestamp ? sample.timestamp.getTime() : Number.NaN,
+    clientKey: sample.clientKey,
+    clientIp: sample.clientIp,
+    method: sample.method,
+    path: sample.path,
+    status: sample.status,
+    userAgent: sample.userAgent,
+    headers: sample.headers,
+    requestBytes: Number(sample.requestBytes),
+    malicious: sample.malicious,
+    attackType: sample.attackType,
+  };
+}
+
+export const shadowService: ServiceModule<typeof shadowConfigShape> = {
+  name: 'shadow',
+  grpcServiceName: 'shieldx.shadow.v1.ShadowService',
+  errorDomain: 'shadow.shieldx.io',
+  defaultGrpcPort: 5005,
+  defaultMetricsPort: 9005,
+  configShape: shadowConfigShape,
+  scopes: {
+    IngestSamples: 'shadow:write',
+    StartEvaluation: 'shadow:write',
+    GetEvaluation: 'shadow:read',
+    ListEvaluations: 'shadow:read',
+    CreateRollout: 'shadow:rollout',
+    GetRollout: 'shadow:read',
+    ListRollouts: 'shadow:read',
+    PromoteRollout: 'shadow:rollout',
+    AbortRollout: 'shadow:rollout',
+    WatchRollout: 'shadow:read',
+  },
+  async create(ctx) {
+    const { pool, logger, registry, config, handlerOptions: options } = ctx;
+    const active = new Gauge({ name: 'shadow_evaluations_active', help: 'Evaluations running on this replica.', registers: [registry] });
+    const duration = new Histogram({
+      name: 'shadow_evaluation_duration_seconds',
+      help: 'Wall time of an evaluation (load + replay + statistics).',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
+      registers: [registry],
+    });
+    const completed = new Counter({
+      name: 'shadow_evaluations_total',
+      help: 'Evaluations completed, by whether the rule/label association was significant.',
+      labelNames: ['is_significant'],
+      registers: [registry],
+    });
+    const ingested = new Counter({
+      name: 'shadow_samples_ingested_total',
+      help: 'Samples received by IngestSamples, by outcome.',
+      labelNames: ['result'],
+      registers: [registry],
+    });
+
+    const jobs = new EvaluationJobs(pool);
+    const samples = new SampleColumnsCache(config.SHADOW_SAMPLE_CACHE_MAX);
+    const runner = new EvaluationRunner(
+      jobs,
+      async (job) => {
+        const started = process.hrtime.bigint();
+        active.inc();
+        try {
+          const rule = ruleFromProto(Rule.fromJSON(job.rule), 'rule');
+          const baseline = job.baseline_rule ? ruleFromProto(Rule.fromJSON(job.baseline_rule), 'baseline_rule') : undefined;
+          const selection = ProtoSampleSelection.fromJSON(job.selection);
+          const headers = new Set([...ruleHeaderNames(rule), ...(baseline ? ruleHeaderNames(baseline) : [])]);
+          const { columns, cached } = await samples.load(
+            pool,
+            { dataset: selection.dataset, startTime: selection.startTime, endTime: selection.endTime, limit: Number(selection.limit) },
+            headers,
+          );
+          if (columns.length === 0) throw new Error(`no samples in dataset "${selection.dataset}" for the selection`);
+          const result = await evaluateRule({
+            samples: columns,
+            rule,
+            baseline,
+            thresholds: thresholdsFromProto(Thresholds.fromJSON(job.thresholds)),
+            workers: config.SHADOW_EVALUATION_WORKERS,
+          });
+          const proto = resultToProto(result);
+          completed.inc({ is_significant: String(proto.chiSquare?.significant ?? false) });
+          logger.info({ evaluation_id: job.id, samples: columns.length, samples_cached: cached, decision: result.recommendation.decision }, 'evaluation done');
+          return { result: ProtoEvaluationResult.toJSON(proto), decision: decisionName(result), isSignificant: proto.chiSquare?.significant ?? false };
+        } finally {
+          active.dec();
+          duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+        }
+      },
+      (error) => logger.error({ err: error }, 'evaluation job error'),
+      ctx.shutdownSignal,
+    );
+
+    const rollouts = createRolloutHandlers({ pool, logger, registry, handlerOptions: options, shutdownSignal: ctx.shutdownSignal, config });
+
+    const implementation: ShadowServiceServer = {
+      ...rollouts.implementation,
+
+      ingestSamples: clientStream<IngestSamplesRequest, IngestSamplesResponse>(
+        ShadowServiceService.ingestSamples.path,
+        options,
+        async (messages) => {
+          let dataset: string | undefined;
+          let ingestor: SampleIngestor | undefined;
+          for await (const message of messages) {
+            if (dataset === undefined) {
+              if (!DATASET_PATTERN.test(message.dataset)) {
+                throw ServiceError.invalidArgument('dataset', 'must be 1-64 characters of a-z, 0-9, "-" and "_" (on the first message)');
+              }
+              dataset = message.dataset;
+              ingestor = new SampleIngestor(pool, dataset);
+            } else if (message.dataset !== '' && message.dataset !== dataset) {
+              throw ServiceError.invalidArgument('dataset', 'must not change within one stream');
+            }
+            for (const sample of message.samples) await ingestor!.add(sampleFromProto(sample));
+          }
+          if (!ingestor || dataset === undefined) throw ServiceError.invalidArgument('dataset', 'the stream carried no messages');
+          await ingestor.flush();
+          const { summary } = ingestor;
+          ingested.inc({ result: 'accepted' }, summary.accepted);
+          ingested.inc({ result: 'rejected' }, summary.rejected);
+          return {
+            dataset,
+            received: BigInt(summary.received),
+            accepted: BigInt(summary.accepted),
+            rejected: BigInt(summary.rejected),
+            rejectedSamples: summary.rejectedSamples.map((r) => ({ index: BigInt(r.index), reason: r.reason })),
+          };
+        },
+      ),
+
+      startEvaluation: unary(ShadowServiceService.startEvaluation.path, options, async (request: StartEvaluationRequest) => {
+        if (request.name.length > 200) throw ServiceError.invalidArgument('name', 'must be at most 200 characters');
+        if (request.idempotencyKey.length > 200) throw ServiceError.invalidArgument('idempotency_key', 'must be at most 200 characters');
+        validatedRule(request.rule, 'rule');
+        if (request.baselineRule) validatedRule(request.baselineRule, 'baseline_rule');
+        const selection = request.selection;
+        if (!selection || !DATASET_PATTERN.test(selection.dataset)) {
+          throw ServiceError.invalidArgument('selection.dataset', 'must name a dataset (a-z, 0-9, "-", "_")');
+        }
+        if (selection.limit < 0n) throw ServiceError.invalidArgument('selection.limit', 'must not be negative');
+        if (selection.startTime && selection.endTime && selection.startTime >= selection.endTime) {
+          throw ServiceError.invalidArgument('selection.end_time', 'must be after start_time');
+        }
+        try {
+          resolveThresholds(thresholdsFromProto(request.thresholds));
+        } catch (error) {
+          throw toServiceError(error);
+        }
+        if ((await countSamples(pool, selection.dataset)) === 0) {
+          throw new ServiceError(Code.FAILED_PRECONDITION, 'NO_SAMPLES', `dataset "${selection.dataset}" has no samples`, {
+            metadata: { dataset: selection.dataset },
+          });
+        }
+        const row = await jobs.create({
+          name: request.name,
+          rule: Rule.toJSON(request.rule!),
+          baselineRule: request.baselineRule ? Rule.toJSON(request.baselineRule) : null,
+          selection: ProtoSampleSelection.toJSON(selection),
+          thresholds: Thresholds.toJSON(request.thresholds ?? Thresholds.fromPartial({})),
+          idempotencyKey: request.idempotencyKey,
+        });
+        runner.wake();
+        return { evaluation: toEvaluation(row) };
+      }),
+
+      getEvaluation: unary(ShadowServiceService.getEvaluation.path, options, async (request) => ({
+        evaluation: toEvaluation(await jobs.get(request.id)),
+      })),
+
+      listEvaluations: unary(ShadowServiceService.listEvaluations.path, options, async (request) => {
+        const size = pageSize(request.pageSize);
+        const cursor = decodePageToken(request.pageToken);
+        if (request.state === EvaluationState.UNRECOGNIZED) throw ServiceError.invalidArgument('state', 'unknown state');
+        const state = (Object.keys(STATE_NAMES) as JobState[]).find((k) => STATE_NAMES[k] === request.state);
+        const page = await jobs.list(size, cursor, state);
+        return { evaluations: page.rows.map(toEvaluation), nextPageToken: encodePageToken(page.next) };
+      }),
+    };
+
+    if (config.SHADOW_DEMO_DATA && (await countSamples(pool, DEMO_DATASET)) === 0) {
+      const ingestor = new SampleIngestor(pool, DEMO_DATASET);
+      for (const sample of streamTraffic({ count: config.SHADOW_DEMO_SAMPLES, seed: 42 })) await ingestor.add(sample);
+      await ingestor.flush();
+      logger.info({ dataset: DEMO_DATASET, samples: ingestor.summary.accepted }, 'demo traffic loaded');
+    }
+    runner.start();
+
+    return {
+      definition: ShadowServiceService,
+      implementation,
+      async close() {
+        await rollouts.close();
+        await runner.stopped();
+        await closeEvaluationWorkerPools();
+      },
+    };
+  },
+};
