@@ -1,0 +1,381 @@
+/**
+ * The per-tier decoy bandit, with its state in Redis so every replica learns from every outcome.
+ *
+ * State: one hash per tier, `<prefix>bandit:<tier>`, three integer fields per arm (decoy):
+ * - `<decoyId>:p` pulls: incremented when Assess serves the decoy (atomically with the decision
+ *   record, in the Assess script of assess-script.ts);
+ * - `<decoyId>:r` reward sum in micro-units (reward × 1 000 000, an integer: HINCRBY never drifts
+ *   the way repeated HINCRBYFLOAT additions do);
+ * - `<decoyId>:o` outcomes: how many pulls have had their outcome reported.
+ *
+ * Pulls count at selection time, rewards arrive later with RecordOutcome. A pull whose outcome is
+ * never reported therefore counts as reward 0, which is the honest reading of "no engagement was
+ * reported"; and, importantly for an online service with delayed feedback, it keeps UCB1 from
+ * sending every concurrent request to the same arm while outcomes are pending (herding).
+ *
+ * Policies: `ucb1` (default, the seed's algorithm) and `thompson` (Beta posterior). Both read the
+ * same sufficient statistics, so switching policy keeps everything learned.
+ *
+ * Selection reads an in-memory copy of the tier's state, so choosing an arm costs no round trip.
+ * The copy is never older than `statsMaxAgeMs` (1 s by default): past half that age the Assess
+ * script returns the tier's state with its reply (free), and a tier not served for a whole
+ * `statsMaxAgeMs` is fetched before selecting (one extra round trip, which only happens when the
+ * tier sees less than ~2 requests a second on this replica, i.e. when it costs nothing).
+ * Local selections bump the copy's pulls immediately so concurrent requests on one replica
+ * spread as they would against Redis. A replica therefore sees the other replicas' pulls and
+ * rewards within a second — negligible next to how slowly engagement statistics move — without
+ * returning and parsing the tier hash on every request.
+ *
+ * Propensity (for offline policy comparison with inverse propensity scoring): UCB1 is
+ * deterministic given the state, so the chosen arm's probability is 1, or 1/k when k arms tied
+ * (unplayed arms are tied at +∞ and broken uniformly). For Thompson the probability is estimated
+ * by Monte Carlo over the same posterior ({@link thompsonSelectionProbabilities}, 256 draws by
+ * default, add-one smoothed) and cached per tier for `propensityRefreshMs`, since 256 × k Beta
+ * draws per request would cost more than the rest of Assess; the winning posterior sample is
+ * recorded as the decision's score.
+ */
+import { CamouflageError, invariant } from './camouflage-error';
+import {
+  ARMS_MAX,
+  PROPENSITY_DRAWS_MAX,
+  RandomSource,
+  selectThompson,
+  selectUcb1,
+  thompsonParameters,
+  thompsonSelectionProbabilities,
+  ucb1Index,
+} from './bandit-math';
+import { CamouflageKeys, RedisClient } from './redis-keys';
+import type { Tier } from './tiers';
+
+export type BanditPolicy = 'ucb1' | 'thompson';
+export const BANDIT_POLICIES: readonly BanditPolicy[] = Object.freeze(['ucb1', 'thompson']);
+
+export function isBanditPolicy(value: unknown): value is BanditPolicy {
+  return value === 'ucb1' || value === 'thompson';
+}
+
+/** Rewards are stored as integers: reward × REWARD_MICRO_UNITS. */
+export const REWARD_MICRO_UNITS = 1_000_000;
+
+export type ArmField = 'p' | 'r' | 'o';
+
+export function armField(decoyId: string, field: ArmField): string {
+  return `${decoyId}:${field}`;
+}
+
+/** One arm's counters as stored. */
+export interface ArmCounters {
+  pulls: number;
+  rewardMicro: number;
+  outcomes: number;
+}
+
+/** Parses a tier hash (HGETALL) into counters per decoy id. Unknown/garbled fields are ignored. */
+export function parseTierState(record: Readonly<Record<string, string>>): Map<string, ArmCounters> {
+  const arms = new Map<string, ArmCounters>();
+  for (const [field, raw] of Object.entries(record)) {
+    const separator = field.lastIndexOf(':');
+    if (separator <= 0) continue;
+    const decoyId = field.slice(0, separator);
+    const kind = field.slice(separator + 1);
+    const value = Number(raw);
+    if (!Number.isFinite(value)) continue;
+    let arm = arms.get(decoyId);
+    if (arm === undefined) {
+      arm = { pulls: 0, rewardMicro: 0, outcomes: 0 };
+      arms.set(decoyId, arm);
+    }
+    if (kind === 'p') arm.pulls = value;
+    else if (kind === 'r') arm.rewardMicro = value;
+    else if (kind === 'o') arm.outcomes = value;
+  }
+  return arms;
+}
+
+export type SelectionReason = 'unplayed' | 'max_index' | 'max_sample';
+export type PropensityMethod = 'deterministic' | 'uniform_tie_break' | 'monte_carlo';
+
+export interface BanditSelection {
+  readonly decoyId: string;
+  readonly policy: BanditPolicy;
+  /** Probability the policy chose this arm in this state (see module doc). */
+  readonly selectionProbability: number;
+  readonly propensityMethod: PropensityMethod;
+  /** UCB1: the arm's index (null when unplayed, i.e. +∞). Thompson: the winning posterior sample. */
+  readonly score: number | null;
+  readonly reason: SelectionReason;
+  /** Number of eligible arms considered. */
+  readonly armCount: number;
+}
+
+export interface ArmStats {
+  readonly decoyId: string;
+  readonly pulls: number;
+  readonly outcomes: number;
+  /** Sum of rewards (in reward units, 0..pulls). */
+  readonly rewardSum: number;
+  /** rewardSum / pulls (0 when unplayed). */
+  readonly meanReward: number;
+  /** UCB1 index mean + sqrt(2 ln N / n); null for an unplayed arm (+∞). */
+  readonly ucb1Index: number | null;
+  readonly thompsonAlpha: number;
+  readonly thompsonBeta: number;
+  /** Probability the tier's current policy would choose this arm now. */
+  readonly selectionProbability: number;
+}
+
+export interface BanditStats {
+  readonly tier: Tier;
+  readonly policy: BanditPolicy;
+  /** N: total pulls over the eligible arms. */
+  readonly totalPulls: number;
+  readonly arms: readonly ArmStats[];
+}
+
+export interface BanditOptions {
+  /** Selection state is never older than this: past half of it the Assess reply refreshes it, past all of it it is fetched first. */
+  readonly statsMaxAgeMs?: number;
+  /** Monte Carlo draws for Thompson propensities on the hot path (default 256, max 10 000). */
+  readonly thompsonPropensityDraws?: number;
+  /** How long a tier's Thompson propensity estimate is reused (default 250 ms). */
+  readonly propensityRefreshMs?: number;
+  readonly random?: RandomSource;
+  readonly now?: () => number;
+}
+
+interface TierCache {
+  arms: Map<string, ArmCounters>;
+  loadedAtMs: number;
+  loadedFromRedis: boolean;
+}
+
+interface PropensityCache {
+  armKey: string;
+  computedAtMs: number;
+  probabilities: Float64Array;
+}
+
+/** Monte Carlo draws used by GetBanditStats (admin call: accuracy over speed). */
+const STATS_PROPENSITY_DRAWS = 4_000;
+
+export class BanditStore {
+  private readonly cache = new Map<Tier, TierCache>();
+  private readonly propensity = new Map<Tier, PropensityCache>();
+  private readonly statsMaxAgeMs: number;
+  private readonly thompsonDraws: number;
+  private readonly propensityRefreshMs: number;
+  private readonly random: RandomSource;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: CamouflageKeys,
+    options: BanditOptions = {},
+  ) {
+    this.statsMaxAgeMs = options.statsMaxAgeMs ?? 1_000;
+    this.thompsonDraws = options.thompsonPropensityDraws ?? 256;
+    this.propensityRefreshMs = options.propensityRefreshMs ?? 250;
+    this.random = options.random ?? Math.random;
+    this.now = options.now ?? Date.now;
+    if (!Number.isInteger(this.statsMaxAgeMs) || this.statsMaxAgeMs < 0) {
+      throw CamouflageError.invalidArgument('bandit.statsMaxAgeMs', 'statsMaxAgeMs must be a non-negative integer');
+    }
+    if (!Number.isInteger(this.thompsonDraws) || this.thompsonDraws < 1 || this.thompsonDraws > PROPENSITY_DRAWS_MAX) {
+      throw CamouflageError.invalidArgument('bandit.thompsonPropensityDraws', `thompsonPropensityDraws must be an integer in 1..${PROPENSITY_DRAWS_MAX}`);
+    }
+    if (!Number.isInteger(this.propensityRefreshMs) || this.propensityRefreshMs < 0) {
+      throw CamouflageError.invalidArgument('bandit.propensityRefreshMs', 'propensityRefreshMs must be a non-negative integer');
+    }
+  }
+
+  private ageMs(tier: Tier): number {
+    const entry = this.cache.get(tier);
+    if (entry === undefined || !entry.loadedFromRedis) return Number.POSITIVE_INFINITY;
+    return this.now() - entry.loadedAtMs;
+  }
+
+  /** True when the tier's copy is too old to select from: fetch it first ({@link refresh}). */
+  needsPrefetch(tier: Tier): boolean {
+    return this.ageMs(tier) >= this.statsMaxAgeMs;
+  }
+
+  /** True when the copy is past half its allowed age: ask the Assess script to return it. */
+  wantsRefresh(tier: Tier): boolean {
+    return this.ageMs(tier) >= this.statsMaxAgeMs / 2;
+  }
+
+  /** Fetches the given tiers' state and the catalog version in one round trip. */
+  async refresh(tiers: readonly Tier[], catalogMetaKey: string): Promise<number> {
+    const pipeline = this.redis.pipeline();
+    for (const tier of tiers) pipeline.hgetall(this.keys.bandit(tier));
+    pipeline.hget(catalogMetaKey, 'version');
+    const results = await pipeline.exec();
+    if (results === null) throw new CamouflageError('BACKEND_UNAVAILABLE', 'bandit refresh was aborted');
+    tiers.forEach((tier, i) => {
+      const [error, record] = results[i] as [Error | null, Record<string, string>];
+      if (error !== null) throw error;
+      this.absorb(tier, record);
+    });
+    const [versionError, version] = results[tiers.length] as [Error | null, string | null];
+    if (versionError !== null) throw versionError;
+    return Number(version) || 0;
+  }
+
+  /** Replaces a tier's in-memory state with a fresh HGETALL of its hash (null = empty hash). */
+  absorb(tier: Tier, record: Readonly<Record<string, string>> | null): void {
+    this.cache.set(tier, { arms: parseTierState(record ?? {}), loadedAtMs: this.now(), loadedFromRedis: true });
+  }
+
+  /** Fetches a tier's state from Redis into memory (cold start without a piggyback). */
+  async load(tier: Tier): Promise<void> {
+    this.absorb(tier, await this.redis.hgetall(this.keys.bandit(tier)));
+  }
+
+  private counters(tier: Tier, decoyIds: readonly string[]): { pulls: Float64Array; rewardSums: Float64Array } {
+    const arms = this.cache.get(tier)?.arms;
+    const pulls = new Float64Array(decoyIds.length);
+    const rewardSums = new Float64Array(decoyIds.length);
+    for (let i = 0; i < decoyIds.length; i += 1) {
+      const arm = arms?.get(decoyIds[i] as string);
+      if (arm === undefined) continue;
+      pulls[i] = arm.pulls;
+      // A reward sum can never exceed the pulls (rewards are ≤ 1); clamp against torn reads.
+      rewardSums[i] = Math.min(arm.pulls, arm.rewardMicro / REWARD_MICRO_UNITS);
+    }
+    return { pulls, rewardSums };
+  }
+
+  /**
+   * Chooses a decoy among `decoyIds` (the tier's eligible arms, stable order) from the in-memory
+   * state, and counts the pull locally until the next refresh replaces it with Redis' numbers.
+   * The caller persists the pull (the Assess script) or reverts it ({@link revertLocalPull}).
+   */
+  select(tier: Tier, decoyIds: readonly string[], policy: BanditPolicy): BanditSelection {
+    invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'select needs 1..ARMS_MAX arms');
+    const { pulls, rewardSums } = this.counters(tier, decoyIds);
+    let selection: BanditSelection;
+    if (policy === 'ucb1') {
+      const choice = selectUcb1(pulls, rewardSums, this.random);
+      selection = {
+        decoyId: decoyIds[choice.arm] as string,
+        policy,
+        selectionProbability: choice.probability,
+        propensityMethod: choice.probability === 1 ? 'deterministic' : 'uniform_tie_break',
+        score: Number.isFinite(choice.score) ? choice.score : null,
+        reason: choice.reason,
+        armCount: decoyIds.length,
+      };
+    } else {
+      const choice = selectThompson(pulls, rewardSums, this.random);
+      const probabilities = this.thompsonPropensities(tier, decoyIds, pulls, rewardSums);
+      selection = {
+        decoyId: decoyIds[choice.arm] as string,
+        policy,
+        selectionProbability: probabilities[choice.arm] as number,
+        propensityMethod: 'monte_carlo',
+        score: choice.sample,
+        reason: 'max_sample',
+        armCount: decoyIds.length,
+      };
+    }
+    this.countLocalPull(tier, selection.decoyId);
+    return selection;
+  }
+
+  /**
+   * Undoes the local pull of a selection that was not served (the engine prepares one candidate
+   * per reachable tier; only one is committed).
+   */
+  revertLocalPull(tier: Tier, decoyId: string): void {
+    const arm = this.cache.get(tier)?.arms.get(decoyId);
+    if (arm !== undefined && arm.pulls > 0) arm.pulls -= 1;
+  }
+
+  private countLocalPull(tier: Tier, decoyId: string): void {
+    let entry = this.cache.get(tier);
+    if (entry === undefined) {
+      entry = { arms: new Map(), loadedAtMs: Number.NEGATIVE_INFINITY, loadedFromRedis: false };
+      this.cache.set(tier, entry);
+    }
+    const arm = entry.arms.get(decoyId);
+    if (arm === undefined) entry.arms.set(decoyId, { pulls: 1, rewardMicro: 0, outcomes: 0 });
+    else arm.pulls += 1;
+  }
+
+  private thompsonPropensities(tier: Tier, decoyIds: readonly string[], pulls: Float64Array, rewardSums: Float64Array): Float64Array {
+    const armKey = decoyIds.join(',');
+    const nowMs = this.now();
+    const cached = this.propensity.get(tier);
+    if (cached !== undefined && cached.armKey === armKey && nowMs - cached.computedAtMs <= this.propensityRefreshMs) {
+      return cached.probabilities;
+    }
+    const probabilities = thompsonSelectionProbabilities(pulls, rewardSums, this.thompsonDraws, this.random);
+    this.propensity.set(tier, { armKey, computedAtMs: nowMs, probabilities });
+    return probabilities;
+  }
+
+  /**
+   * GetBanditStats: pulls, mean reward, UCB1 index and Thompson posterior per eligible arm, read
+   * fresh from Redis, plus the probability that `policy` would choose each arm right now.
+   */
+  async getStats(tier: Tier, decoyIds: readonly string[], policy: BanditPolicy): Promise<BanditStats> {
+    invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'stats need 1..ARMS_MAX arms');
+    const arms = parseTierState(await this.redis.hgetall(this.keys.bandit(tier)));
+    const pulls = new Float64Array(decoyIds.length);
+    const rewardSums = new Float64Array(decoyIds.length);
+    const outcomes = new Float64Array(decoyIds.length);
+    let totalPulls = 0;
+    for (let i = 0; i < decoyIds.length; i += 1) {
+      const arm = arms.get(decoyIds[i] as string);
+      if (arm === undefined) continue;
+      pulls[i] = arm.pulls;
+      rewardSums[i] = Math.min(arm.pulls, arm.rewardMicro / REWARD_MICRO_UNITS);
+      outcomes[i] = arm.outcomes;
+      totalPulls += arm.pulls;
+    }
+    let probabilities: Float64Array;
+    if (policy === 'thompson') {
+      probabilities = thompsonSelectionProbabilities(pulls, rewardSums, STATS_PROPENSITY_DRAWS, this.random);
+    } else {
+      probabilities = ucb1Probabilities(pulls, rewardSums, totalPulls);
+    }
+    const out: ArmStats[] = [];
+    for (let i = 0; i < decoyIds.length; i += 1) {
+      const n = pulls[i] as number;
+      const sum = rewardSums[i] as number;
+      const index = ucb1Index(sum, n, totalPulls);
+      const { alpha, beta } = thompsonParameters(sum, n);
+      out.push({
+        decoyId: decoyIds[i] as string,
+        pulls: n,
+        outcomes: outcomes[i] as number,
+        rewardSum: sum,
+        meanReward: n > 0 ? sum / n : 0,
+        ucb1Index: Number.isFinite(index) ? index : null,
+        thompsonAlpha: alpha,
+        thompsonBeta: beta,
+        selectionProbability: probabilities[i] as number,
+      });
+    }
+    return { tier, policy, totalPulls, arms: out };
+  }
+}
+
+/** UCB1's choice distribution: uniform over the unplayed arms if any, else over the argmax ties. */
+function ucb1Probabilities(pulls: Float64Array, rewardSums: Float64Array, totalPulls: number): Float64Array {
+  const k = pulls.length;
+  const out = new Float64Array(k);
+  const indices = new Float64Array(k);
+  for (let i = 0; i < k; i += 1) indices[i] = ucb1Index(rewardSums[i] as number, pulls[i] as number, totalPulls);
+  let best = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < k; i += 1) best = Math.max(best, indices[i] as number);
+  let ties = 0;
+  const tolerance = Number.isFinite(best) ? 1e-12 * Math.max(1, Math.abs(best)) : 0;
+  for (let i = 0; i < k; i += 1) if ((indices[i] as number) === best || Math.abs((indices[i] as number) - best) <= tolerance) ties += 1;
+  for (let i = 0; i < k; i += 1) {
+    const tied = (indices[i] as number) === best || Math.abs((indices[i] as number) - best) <= tolerance;
+    out[i] = tied ? 1 / ties : 0;
+  }
+  return out;
+}

@@ -1,0 +1,142 @@
+import { expect } from 'chai';
+import type Redis from 'ioredis';
+import { CamouflageError, CamouflageErrorReason } from './camouflage-error';
+import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from './camouflage-test-support';
+import { BUILT_IN_DECOYS, RegisterDecoyInput } from './decoy-catalog';
+import { CamouflageEngine } from './engine';
+
+const CUSTOM: RegisterDecoyInput = {
+  id: 'fake-jenkins-login',
+  kind: 'admin_login',
+  description: 'Jenkins sign-in page',
+  tiers: ['suspicious', 'likely_bot'],
+  status: 200,
+  contentType: 'text/html; charset=utf-8',
+  headers: { server: 'Jetty(10.0.18)', 'x-jenkins': '2.440.1' },
+  template: '<html><head><title>Sign in [Jenkins]</title></head><body><form method="post" action="/j_spring_security_check"></form></body></html>',
+};
+
+async function expectReason(promise: Promise<unknown>, reason: CamouflageErrorReason, field?: string): Promise<CamouflageError> {
+  try {
+    await promise;
+  } catch (thrown) {
+    expect(thrown).to.be.instanceOf(CamouflageError);
+    const error = thrown as CamouflageError;
+    expect(error.reason, error.message).to.equal(reason);
+    if (field !== undefined) expect(error.field).to.equal(field);
+    return error;
+  }
+  return expect.fail(`expected ${reason}`);
+}
+
+describe('camouflage decoy catalog', () => {
+  let redis: Redis;
+  let prefix: string;
+  let engine: CamouflageEngine;
+
+  beforeEach(() => {
+    redis = connectTestRedis();
+    prefix = uniquePrefix('catalog');
+    engine = new CamouflageEngine({ redis, keyPrefix: prefix });
+  });
+
+  afterEach(async () => {
+    await deletePrefix(redis, prefix);
+    await redis.quit();
+  });
+
+  // Proves ListDecoys pages through every decoy exactly once, ordered by id, with opaque tokens.
+  it('lists built-in and custom decoys page by page', async () => {
+    await engine.registerDecoy(CUSTOM);
+    const seen: string[] = [];
+    let pageToken = '';
+    for (let page = 0; page < 20; page += 1) {
+      const result = await engine.listDecoys({ pageSize: 4, pageToken });
+      expect(result.decoys.length).to.be.at.most(4);
+      seen.push(...result.decoys.map((decoy) => decoy.id));
+      pageToken = result.nextPageToken;
+      if (pageToken === '') break;
+      expect(pageToken).to.not.contain(result.decoys[3]?.id ?? '?'); // opaque, not the raw id
+    }
+    expect(seen).to.deep.equal([...BUILT_IN_DECOYS.map((decoy) => decoy.id), CUSTOM.id].sort());
+    const all = await engine.listDecoys({ pageSize: 1_000 });
+    expect(all.decoys).to.have.length(BUILT_IN_DECOYS.length + 1);
+    expect(all.nextPageToken).to.equal('');
+    expect((await engine.listDecoys()).decoys).to.have.length(BUILT_IN_DECOYS.length + 1);
+  });
+
+  // Proves a registration is visible to another replica (separate client and engine) through Redis.
+  it('shares registrations across replicas', async () => {
+    const registered = await engine.registerDecoy(CUSTOM);
+    expect(registered.replayed).to.equal(false);
+    expect(registered.decoy).to.deep.include({ id: CUSTOM.id, builtIn: false, carriesHoneytoken: false });
+    const otherRedis = connectTestRedis();
+    try {
+      const other = new CamouflageEngine({ redis: otherRedis, keyPrefix: prefix });
+      await other.start();
+      expect((await other.getDecoy(CUSTOM.id)).headers).to.deep.equal({ server: 'Jetty(10.0.18)', 'x-jenkins': '2.440.1' });
+      const stats = await other.getBanditStats('suspicious');
+      expect(stats.arms.map((arm) => arm.decoyId)).to.include(CUSTOM.id);
+      expect((await other.getBanditStats('benign')).arms.map((arm) => arm.decoyId)).to.not.include(CUSTOM.id);
+    } finally {
+      await otherRedis.quit();
+    }
+  });
+
+  // Proves an idempotent retry replays the registration while a reused key with another body is refused.
+  it('replays idempotent registrations and refuses key reuse', async () => {
+    await engine.registerDecoy(CUSTOM, { idempotencyKey: 'reg-1' });
+    const again = await engine.registerDecoy(CUSTOM, { idempotencyKey: 'reg-1' });
+    expect(again.replayed).to.equal(true);
+    expect(again.decoy.id).to.equal(CUSTOM.id);
+    const before = await dumpPrefix(redis, prefix);
+    await expectReason(engine.registerDecoy({ ...CUSTOM, description: 'changed' }, { idempotencyKey: 'reg-1' }), 'IDEMPOTENCY_KEY_REUSED', 'idempotencyKey');
+    await expectReason(engine.registerDecoy(CUSTOM), 'DUPLICATE_DECOY', 'id');
+    expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
+  });
+
+  // Proves every invalid registration is refused with a typed error naming the field and writes nothing.
+  it('rejects bad registrations without changing state', async () => {
+    await engine.registerDecoy(CUSTOM);
+    const before = await dumpPrefix(redis, prefix);
+    const honeytokenTemplate = 'API_KEY={{honeytoken}}';
+    const cases: [unknown, CamouflageErrorReason, string | undefined][] = [
+      [{ ...CUSTOM, id: 'Bad Id' }, 'INVALID_ARGUMENT', 'id'],
+      [{ ...CUSTOM, id: 'nginx-404' }, 'DUPLICATE_DECOY', 'id'],
+      [{ ...CUSTOM, kind: 'rootkit' }, 'INVALID_ARGUMENT', 'kind'],
+      [{ ...CUSTOM, tiers: [] }, 'INVALID_ARGUMENT', 'tiers'],
+      [{ ...CUSTOM, tiers: ['suspicious', 'suspicious'] }, 'INVALID_ARGUMENT', 'tiers'],
+      [{ ...CUSTOM, tiers: ['paranoid'] }, 'INVALID_ARGUMENT', 'tiers'],
+      [{ ...CUSTOM, id: 'env-for-all', tiers: ['benign', 'attack'], carriesHoneytoken: true, template: honeytokenTemplate }, 'INVALID_ARGUMENT', 'tiers'],
+      [{ ...CUSTOM, id: 'creds-for-all', tiers: ['benign'], carriesCredentials: true }, 'INVALID_ARGUMENT', 'tiers'],
+      [{ ...CUSTOM, id: 'aws-file', kind: 'credentials_file', tiers: ['benign'] }, 'INVALID_ARGUMENT', 'tiers'],
+      [{ ...CUSTOM, id: 'no-token', carriesHoneytoken: true }, 'INVALID_ARGUMENT', 'template'],
+      [{ ...CUSTOM, id: 'stray-token', template: honeytokenTemplate }, 'INVALID_ARGUMENT', 'template'],
+      [{ ...CUSTOM, id: 'heavy-benign', tiers: ['benign'], template: 'x'.repeat(2_049) }, 'INVALID_ARGUMENT', 'template'],
+      [{ ...CUSTOM, template: '' }, 'INVALID_ARGUMENT', 'template'],
+      [{ ...CUSTOM, status: 700 }, 'INVALID_ARGUMENT', 'status'],
+      [{ ...CUSTOM, headers: { 'x-evil': 'a\r\nSet-Cookie: pwned=1' } }, 'INVALID_ARGUMENT', 'headers.x-evil'],
+      [{ ...CUSTOM, headers: { 'bad header': 'x' } }, 'INVALID_ARGUMENT', 'headers'],
+      [{ ...CUSTOM, honeytokenShape: 'aws' }, 'INVALID_ARGUMENT', 'honeytokenShape'],
+      [{ ...CUSTOM, carriesCredentials: 'yes' }, 'INVALID_ARGUMENT', 'carriesCredentials'],
+      [null, 'INVALID_ARGUMENT', 'decoy'],
+    ];
+    for (const [input, reason, field] of cases) {
+      await expectReason(engine.registerDecoy(input as RegisterDecoyInput), reason, field);
+    }
+    await expectReason(engine.registerDecoy({ ...CUSTOM, id: 'ok-id-2' }, { idempotencyKey: 'has space' }), 'INVALID_ARGUMENT', 'idempotencyKey');
+    expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
+  });
+
+  // Proves listing and lookup validate their arguments with typed errors.
+  it('validates page size, page token and decoy ids', async () => {
+    await expectReason(engine.listDecoys({ pageSize: -1 }), 'INVALID_ARGUMENT', 'pageSize');
+    await expectReason(engine.listDecoys({ pageSize: 2.5 }), 'INVALID_ARGUMENT', 'pageSize');
+    await expectReason(engine.listDecoys({ pageToken: 'not-a-token' }), 'INVALID_ARGUMENT', 'pageToken');
+    await expectReason(engine.listDecoys({ pageToken: Buffer.from('{"v":1,"after":"../x"}').toString('base64url') }), 'INVALID_ARGUMENT', 'pageToken');
+    expect((await engine.listDecoys({ pageSize: 100_000 })).decoys.length).to.equal(BUILT_IN_DECOYS.length);
+    await expectReason(engine.getDecoy('no-such-decoy'), 'DECOY_NOT_FOUND');
+    await expectReason(engine.getDecoy('NOPE!'), 'INVALID_ARGUMENT', 'id');
+    expect((await engine.getDecoy('fake-dotenv')).carriesHoneytoken).to.equal(true);
+  });
+});

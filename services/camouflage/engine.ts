@@ -1,0 +1,573 @@
+/**
+ * CamouflageEngine: the camouflage service's domain API. The gRPC handlers decode a request,
+ * call one method here and map a thrown {@link CamouflageError} (by `reason`) to a status.
+ *
+ * | method                                   | errors (reason)                                                   |
+ * |------------------------------------------|-------------------------------------------------------------------|
+ * | assess(input, {policy?})                 | INVALID_ARGUMENT (field), BACKEND_UNAVAILABLE                     |
+ * | recordOutcome(decisionId, outcome, {idempotencyKey?}) | INVALID_ARGUMENT (field), DECISION_NOT_FOUND, OUTCOME_ALREADY_RECORDED, IDEMPOTENCY_KEY_REUSED |
+ * | registerDecoy(input, {idempotencyKey?})  | INVALID_ARGUMENT (field), DUPLICATE_DECOY, CATALOG_FULL, IDEMPOTENCY_KEY_REUSED |
+ * | listDecoys({pageSize?, pageToken?})      | INVALID_ARGUMENT (pageSize / pageToken)                            |
+ * | getDecoy(id)                             | INVALID_ARGUMENT (id), DECOY_NOT_FOUND                            |
+ * | getBanditStats(tier, {policy?})          | INVALID_ARGUMENT (tier / policy)                                  |
+ * | getDecision(decisionId)                  | INVALID_ARGUMENT (decisionId), DECISION_NOT_FOUND                 |
+ * Any method may also raise BACKEND_UNAVAILABLE (Redis) or INTERNAL (a broken invariant: a bug).
+ *
+ * Assess costs one Redis round trip: a single EVALSHA (assess-script.ts) updates the session
+ * profile, looks up honeytokens found in the request, computes the level in Lua with the same
+ * integer rules as JavaScript, and commits the decision the engine prepared for that tier
+ * (decision record, bandit pull, honeytoken, level memory). Two rare cases add one: a request
+ * carrying a known honeytoken (the credit script), and a tier whose bandit state was not
+ * refreshed for `statsMaxAgeMs` (only at under ~2 requests/s per tier per replica). Run the ioredis
+ * client with `enableAutoPipelining: true` so concurrent Assess calls share socket writes.
+ *
+ * Not idempotent by design: Assess is an observation (each call is one more request of the
+ * session) and always mints a new decision.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { CamouflageError, invariant } from './camouflage-error';
+import { RandomSource } from './bandit-math';
+import { BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit';
+import { AssessScript, AssessScriptReply, TierCandidate } from './assess-script';
+import { DECISION_ID_PATTERN, DECISION_TTL_SECONDS_DEFAULT, DecisionDraft, DecisionRecord, DecisionStore, RecordedOutcome, decisionJsonPrefix } from './decision-store';
+import {
+  DECOY_ID_PATTERN,
+  Decoy,
+  DecoyCatalog,
+  DecoyKind,
+  DecoyPage,
+  DecoyStore,
+  ListDecoysRequest,
+  RedisDecoyStore,
+  RegisterDecoyInput,
+  RegisterResult,
+  renderDecoy,
+} from './decoy-catalog';
+import {
+  HONEYTOKEN_TTL_SECONDS_DEFAULT,
+  HoneytokenAlert,
+  HoneytokenRecord,
+  FoundToken,
+  MintedHoneytoken,
+  findHoneytokens,
+  honeytokenMaterial,
+  mintHoneytoken,
+  parseHoneytokenRecord,
+  redactToken,
+} from './honeytokens';
+import { OutcomeInput, rewardForOutcome, toRewardMicro, validateOutcome } from './outcome-reward';
+import { CamouflageKeys, RedisClient, isValidKeyPrefix } from './redis-keys';
+import { ProfileConfig, SessionSnapshot, decodeSnapshot, profileArgs, profileConfig } from './session-profile';
+import { ThreatScorer } from './threat-scoring';
+import type { AssessInput, ThreatSignal } from './threat-signals';
+import { ResponseStrategy, TIERS, Tier, assertMayServe, isTier, sampleStrategy, tierForLevel } from './tiers';
+
+export type { AssessInput, ThreatSignal } from './threat-signals';
+export type { BanditPolicy, BanditStats, ArmStats } from './bandit';
+export type { Decoy, DecoyPage, ListDecoysRequest, RegisterDecoyInput, RegisterResult } from './decoy-catalog';
+export type { HoneytokenAlert } from './honeytokens';
+export type { OutcomeInput } from './outcome-reward';
+export type { ResponseStrategy, Tier } from './tiers';
+export { CamouflageError, grpcCodeNameFor } from './camouflage-error';
+export type { CamouflageErrorReason } from './camouflage-error';
+
+export const KEY_PREFIX_DEFAULT = 'shieldx:camouflage:';
+const DECISION_TTL_SECONDS_MAX = 7 * 86_400;
+const HONEYTOKEN_TTL_SECONDS_MAX = 400 * 86_400;
+const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
+
+export interface CamouflageEngineOptions {
+  /** ioredis client (shared, not owned: the caller closes it). Enable `enableAutoPipelining`. */
+  readonly redis: RedisClient;
+  /** Namespace of every key (default `shieldx:camouflage:`). */
+  readonly keyPrefix?: string;
+  /** Default bandit policy (default `ucb1`); Assess may override per call. */
+  readonly policy?: BanditPolicy;
+  /** How long decisions accept an outcome (default 900 s; see decision-store.ts for the memory sum). */
+  readonly decisionTtlSeconds?: number;
+  /** How long minted honeytokens are watched for (default 90 days). */
+  readonly honeytokenTtlSeconds?: number;
+  /** Session profile half-lives, window and TTL (see session-profile.ts). */
+  readonly profile?: Partial<ProfileConfig>;
+  /** Known-bad TLS fingerprints (JA3/JA4 → label); replaces the small seed list. */
+  readonly badTlsFingerprints?: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
+  readonly bandit?: {
+    readonly statsMaxAgeMs?: number;
+    readonly thompsonPropensityDraws?: number;
+    readonly propensityRefreshMs?: number;
+  };
+  /** Called (synchronously, errors swallowed) for every sighting of a minted honeytoken. */
+  readonly onHoneytokenAlert?: (alert: HoneytokenAlert) => void;
+  /** Randomness for jitter, tie-breaks and Thompson draws (tests seed it). Ids and tokens always use node:crypto. */
+  readonly random?: RandomSource;
+  /** Wall clock for outcome times and cache ages (tests may inject). */
+  readonly now?: () => number;
+  /** Where custom decoys live (default: Redis hash under the key prefix). */
+  readonly decoyStore?: DecoyStore;
+}
+
+export interface AssessOptions {
+  /** Overrides the engine's default policy for this decision (A/B comparisons). */
+  readonly policy?: BanditPolicy;
+}
+
+/** The decoy to serve, already rendered. */
+export interface ServedDecoy {
+  readonly id: string;
+  readonly kind: DecoyKind;
+  readonly status: number;
+  readonly contentType: string;
+  readonly headers: Readonly<Record<string, string>>;
+  /** Body with the honeytoken (if any) filled in. */
+  readonly content: string;
+  readonly carriesHoneytoken: boolean;
+  readonly carriesCredentials: boolean;
+}
+
+export interface HoneytokenHit {
+  readonly tokenPrefix: string;
+  readonly originDecisionId: string;
+  readonly originDecoyId: string;
+  readonly location: string;
+  readonly firstUse: boolean;
+}
+
+export interface AssessResult {
+  readonly decisionId: string;
+  /** Integer 0..10. */
+  readonly threatLevel: number;
+  readonly tier: Tier;
+  /** Why: every contributing signal with its points. */
+  readonly signals: readonly ThreatSignal[];
+  /** Unclamped sum of points (how far past the threshold the evidence goes). */
+  readonly rawPoints: number;
+  readonly strategy: ResponseStrategy;
+  readonly decoy: ServedDecoy;
+  /**
+   * The minted token when the decoy carries one. It is inside `decoy.content` already; it is
+   * returned separately for the guardian's bookkeeping. Never log it (use `redactToken`).
+   */
+  readonly honeytoken?: { readonly token: string; readonly shape: 'shx' | 'aws'; readonly expiresAtMs: number };
+  readonly policy: BanditPolicy;
+  /** Probability the policy chose this decoy (UCB1: 1 or 1/ties; Thompson: Monte Carlo estimate). */
+  readonly selectionProbability: number;
+  readonly propensityMethod: PropensityMethod;
+  /** UCB1 index (null when the arm was unplayed) or the winning Thompson sample. */
+  readonly selectionScore: number | null;
+  readonly selectionReason: SelectionReason;
+  /** Minted honeytokens this request carried (each also raised an alert). */
+  readonly honeytokenHits: readonly HoneytokenHit[];
+  /** The session profile after this request (explains the behavioural signals). */
+  readonly session: SessionSnapshot;
+  readonly assessedAtMs: number;
+}
+
+export interface RecordOutcomeOptions {
+  /** Scoped to the decision: a retry with the same key and outcome replays the first result. */
+  readonly idempotencyKey?: string;
+}
+
+export interface RecordOutcomeResult {
+  readonly decisionId: string;
+  readonly tier: Tier;
+  readonly decoyId: string;
+  readonly policy: BanditPolicy;
+  /** With `reward` this is the offline-evaluation (IPS) row: context, action, propensity, reward. */
+  readonly selectionProbability: number;
+  /** Reward computed from the engagement (see outcome-reward.ts). */
+  readonly reward: number;
+  /** Reward actually added to the arm: 0 when a honeytoken sighting had already credited the full 1.0. */
+  readonly appliedReward: number;
+  readonly creditedByHoneytoken: boolean;
+  /** True when this was an idempotent retry answered from the first recording. */
+  readonly replayed: boolean;
+  readonly recordedAtMs: number;
+}
+
+interface PreparedCandidate {
+  readonly decoy: Decoy;
+  readonly selection: BanditSelection;
+  readonly minted: MintedHoneytoken | undefined;
+  readonly script: TierCandidate;
+}
+
+export interface DecisionView {
+  readonly decision: DecisionRecord;
+  readonly outcome: RecordedOutcome | undefined;
+}
+
+function positiveInteger(value: number | undefined, fallback: number, max: number, field: string): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v <= 0 || v > max) throw CamouflageError.invalidArgument(field, `${field} must be an integer in 1..${max}`);
+  return v;
+}
+
+function checkDecisionId(decisionId: unknown): string {
+  if (typeof decisionId !== 'string' || decisionId === '') throw CamouflageError.invalidArgument('decisionId', 'decisionId is required');
+  if (!DECISION_ID_PATTERN.test(decisionId)) {
+    throw CamouflageError.invalidArgument('decisionId', 'decisionId must be a decision id returned by Assess (a lower-case UUID)');
+  }
+  return decisionId;
+}
+
+function checkIdempotencyKey(key: unknown): string {
+  if (key === undefined || key === '') return '';
+  if (typeof key !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(key)) {
+    throw CamouflageError.invalidArgument('idempotencyKey', 'idempotencyKey must be 1-128 printable ASCII characters');
+  }
+  return key;
+}
+
+function checkPolicy(policy: unknown, fallback: BanditPolicy): BanditPolicy {
+  if (policy === undefined) return fallback;
+  if (!isBanditPolicy(policy)) throw CamouflageError.invalidArgument('policy', 'policy must be "ucb1" or "thompson"');
+  return policy;
+}
+
+export class CamouflageEngine {
+  readonly keyPrefix: string;
+  readonly defaultPolicy: BanditPolicy;
+  private readonly redis: RedisClient;
+  private readonly keys: CamouflageKeys;
+  private readonly scorer: ThreatScorer;
+  private readonly profileConfig: ProfileConfig;
+  private readonly assessScript: AssessScript;
+  private readonly catalog: DecoyCatalog;
+  private readonly bandit: BanditStore;
+  private readonly decisions: DecisionStore;
+  private readonly decisionTtlSeconds: number;
+  private readonly honeytokenTtlSeconds: number;
+  private readonly onHoneytokenAlert: ((alert: HoneytokenAlert) => void) | undefined;
+  private readonly random: RandomSource;
+  private readonly now: () => number;
+
+  /** Validates the options (INVALID_ARGUMENT naming the option) and wires the parts; no I/O. */
+  constructor(options: CamouflageEngineOptions) {
+    if (options.redis === undefined || options.redis === null) throw CamouflageError.invalidArgument('redis', 'redis client is required');
+    this.redis = options.redis;
+    this.keyPrefix = options.keyPrefix ?? KEY_PREFIX_DEFAULT;
+    if (!isValidKeyPrefix(this.keyPrefix)) throw CamouflageError.invalidArgument('keyPrefix', 'keyPrefix must be 1-64 printable ASCII characters');
+    this.defaultPolicy = checkPolicy(options.policy, 'ucb1');
+    this.decisionTtlSeconds = positiveInteger(options.decisionTtlSeconds, DECISION_TTL_SECONDS_DEFAULT, DECISION_TTL_SECONDS_MAX, 'decisionTtlSeconds');
+    this.honeytokenTtlSeconds = positiveInteger(options.honeytokenTtlSeconds, HONEYTOKEN_TTL_SECONDS_DEFAULT, HONEYTOKEN_TTL_SECONDS_MAX, 'honeytokenTtlSeconds');
+    this.random = options.random ?? Math.random;
+    this.now = options.now ?? Date.now;
+    this.onHoneytokenAlert = options.onHoneytokenAlert;
+    this.keys = new CamouflageKeys(this.keyPrefix);
+    this.profileConfig = profileConfig(options.profile);
+    this.scorer = new ThreatScorer({ badTlsFingerprints: options.badTlsFingerprints, profile: this.profileConfig });
+    this.assessScript = new AssessScript({
+      rules: this.scorer.rules,
+      profile: this.profileConfig,
+      decisionTtlSeconds: this.decisionTtlSeconds,
+      honeytokenTtlSeconds: this.honeytokenTtlSeconds,
+    });
+    this.catalog = new DecoyCatalog(options.decoyStore ?? new RedisDecoyStore(this.redis, this.keys, this.now));
+    this.bandit = new BanditStore(this.redis, this.keys, { ...options.bandit, random: this.random, now: this.now });
+    this.decisions = new DecisionStore(this.redis, this.keys);
+  }
+
+  /** Loads the decoy catalog and the bandit state. Optional (Assess loads lazily) but lets startup fail fast. */
+  async start(): Promise<void> {
+    try {
+      await this.catalog.refresh();
+      await this.bandit.refresh(TIERS, this.keys.decoysMeta());
+    } catch (thrown) {
+      throw CamouflageError.from(thrown);
+    }
+  }
+
+  /**
+   * Scores a request, picks the tier's decoy with the bandit, mints a honeytoken when the decoy
+   * carries one, and stores the decision for RecordOutcome. See the module doc for its cost.
+   */
+  async assess(input: AssessInput, options: AssessOptions = {}): Promise<AssessResult> {
+    try {
+      const policy = checkPolicy(options.policy, this.defaultPolicy);
+      const prepared = this.scorer.prepare(input);
+      const request = prepared.request;
+      const clean = request.input;
+      const found = findHoneytokens(request);
+      await this.catalog.ensureLoaded();
+
+      // Every tier the request can still reach gets a prepared decision (behaviour, memory and
+      // honeytokens only add to the static points).
+      const reachable = TIERS.slice(TIERS.indexOf(tierForLevel(prepared.levelFloor)));
+      const prefetch = reachable.filter((tier) => this.bandit.needsPrefetch(tier));
+      if (prefetch.length > 0) this.catalog.noteVersion(await this.bandit.refresh(prefetch, this.keys.decoysMeta()));
+      const decisionId = randomUUID();
+      const candidates: (PreparedCandidate | undefined)[] = TIERS.map((tier) =>
+        reachable.includes(tier) ? this.prepareCandidate(tier, policy, decisionId, clean.timestampMs) : undefined,
+      );
+
+      let reply: AssessScriptReply;
+      try {
+        reply = await this.assessScript.run(this.redis, {
+          profileKey: this.keys.profile(clean.sessionKey),
+          pathsKey: this.keys.profilePaths(clean.sessionKey),
+          catalogMetaKey: this.keys.decoysMeta(),
+          banditKeys: TIERS.map((tier) => this.keys.bandit(tier)),
+          decisionKey: this.keys.decision(decisionId),
+          decisionId,
+          profileArgs: profileArgs(clean),
+          staticPoints: prepared.staticPoints,
+          candidates: candidates.map((candidate) => candidate?.script),
+          lookupKeys: found.map((token) => this.keys.honeytoken(token.token)),
+          returnStateFor: new Set(reachable.filter((tier) => this.bandit.wantsRefresh(tier))),
+        });
+      } catch (thrown) {
+        candidates.forEach((candidate, i) => candidate && this.bandit.revertLocalPull(TIERS[i] as Tier, candidate.decoy.id));
+        throw thrown;
+      }
+      const tier = reply.tier;
+      const chosen = candidates[TIERS.indexOf(tier)];
+      invariant(chosen !== undefined, `a candidate was prepared for tier ${tier}`);
+      candidates.forEach((candidate, i) => candidate && candidate !== chosen && this.bandit.revertLocalPull(TIERS[i] as Tier, candidate.decoy.id));
+      if (reply.banditState !== undefined) this.bandit.absorb(tier, reply.banditState);
+      if (reply.catalogVersion !== undefined) this.catalog.noteVersion(reply.catalogVersion);
+
+      // Recompute the level in JavaScript from the same snapshot: both implementations must agree.
+      const snapshot = decodeSnapshot(reply.snapshot, this.profileConfig);
+      const hits: { found: FoundToken; record: HoneytokenRecord }[] = [];
+      found.forEach((token, i) => {
+        const record = parseHoneytokenRecord(reply.lookups[i] ?? null);
+        if (record !== undefined) hits.push({ found: token, record });
+      });
+      const assessment = this.scorer.finish(
+        prepared,
+        snapshot,
+        hits.map((hit) => ({ decisionId: hit.record.decisionId, decoyId: hit.record.decoyId, location: hit.found.location })),
+      );
+      invariant(assessment.threatLevel === reply.level && assessment.tier === tier, `JS level ${assessment.threatLevel} equals Lua level ${reply.level}`);
+
+      const decoy = chosen.decoy;
+      assertMayServe(tier, decoy); // second enforcement point of the tier rule, on what is served
+      const content = renderDecoy(decoy, chosen.minted === undefined ? undefined : honeytokenMaterial(chosen.minted));
+      const strategy = sampleStrategy(tier, this.random);
+
+      // Returning honeytokens: credit the decoy that leaked them (rare; the only extra round trip).
+      const credits = await Promise.all(hits.map((hit) => this.decisions.creditHoneytoken(hit.found.token, hit.record, snapshot.lastSeenMs)));
+      const honeytokenHits: HoneytokenHit[] = hits.map((hit, i) => {
+        const credit = credits[i];
+        const firstUse = credit?.status === 'credited';
+        this.emitAlert({
+          tokenPrefix: redactToken(hit.found.token),
+          shape: hit.record.shape,
+          originDecisionId: hit.record.decisionId,
+          originDecoyId: hit.record.decoyId,
+          originTier: hit.record.tier,
+          mintedAtMs: hit.record.mintedAtMs,
+          decisionId,
+          seenAtMs: clean.timestampMs,
+          clientIp: clean.clientIp,
+          sessionKey: clean.sessionKey,
+          location: hit.found.location,
+          firstUse,
+          creditedReward: (credit?.creditedMicro ?? 0) / REWARD_MICRO_UNITS,
+        });
+        return {
+          tokenPrefix: redactToken(hit.found.token),
+          originDecisionId: hit.record.decisionId,
+          originDecoyId: hit.record.decoyId,
+          location: hit.found.location,
+          firstUse,
+        };
+      });
+
+      const selection = chosen.selection;
+      return {
+        decisionId,
+        threatLevel: assessment.threatLevel,
+        tier,
+        signals: assessment.signals,
+        rawPoints: assessment.rawPoints,
+        strategy,
+        decoy: {
+          id: decoy.id,
+          kind: decoy.kind,
+          status: decoy.status,
+          contentType: decoy.contentType,
+          headers: decoy.headers,
+          content,
+          carriesHoneytoken: decoy.carriesHoneytoken,
+          carriesCredentials: decoy.carriesCredentials,
+        },
+        honeytoken:
+          chosen.minted === undefined
+            ? undefined
+            : { token: chosen.minted.token, shape: chosen.minted.shape, expiresAtMs: snapshot.lastSeenMs + reply.honeytokenTtlMs },
+        policy,
+        selectionProbability: selection.selectionProbability,
+        propensityMethod: selection.propensityMethod,
+        selectionScore: selection.score,
+        selectionReason: selection.reason,
+        honeytokenHits,
+        session: snapshot,
+        assessedAtMs: clean.timestampMs,
+      };
+    } catch (thrown) {
+      throw CamouflageError.from(thrown);
+    }
+  }
+
+  /** Chooses the tier's decoy with the bandit and drafts its decision (and token, if it carries one). */
+  private prepareCandidate(tier: Tier, policy: BanditPolicy, decisionId: string, assessedAtMs: number): PreparedCandidate {
+    const eligible = this.catalog.eligible(tier);
+    const selection = this.bandit.select(tier, this.catalog.eligibleIds(tier), policy);
+    const decoy = eligible.find((candidate) => candidate.id === selection.decoyId);
+    invariant(decoy !== undefined, 'bandit chose an eligible decoy');
+    assertMayServe(tier, decoy); // checked before a token can be minted for it
+    let minted: MintedHoneytoken | undefined;
+    if (decoy.carriesHoneytoken) {
+      invariant(decoy.honeytokenShape !== undefined, `honeytoken decoy ${decoy.id} has a shape`);
+      minted = mintHoneytoken(decoy.honeytokenShape, tier);
+    }
+    const draft: DecisionDraft = {
+      decisionId,
+      tier,
+      decoyId: decoy.id,
+      policy,
+      selectionProbability: selection.selectionProbability,
+      propensityMethod: selection.propensityMethod,
+      score: selection.score,
+      reason: selection.reason,
+      armCount: selection.armCount,
+      assessedAtMs,
+      honeytoken: minted?.token ?? '',
+    };
+    return {
+      decoy,
+      selection,
+      minted,
+      script: {
+        decoyId: decoy.id,
+        decisionJsonPrefix: decisionJsonPrefix(draft),
+        honeytoken: minted === undefined ? undefined : { key: this.keys.honeytoken(minted.token), shape: minted.shape },
+      },
+    };
+  }
+
+  private emitAlert(alert: HoneytokenAlert): void {
+    if (this.onHoneytokenAlert === undefined) return;
+    try {
+      this.onHoneytokenAlert(alert);
+    } catch {
+      // An alert sink failing must not fail the assessment that detected the attack.
+    }
+  }
+
+  /**
+   * Turns engagement into a reward (outcome-reward.ts) and adds it to the decision's arm, exactly
+   * once. Validation happens before any Redis access; the write is one atomic script that refuses
+   * (without writing) unknown and already-recorded decisions.
+   */
+  async recordOutcome(decisionId: string, outcome: OutcomeInput, options: RecordOutcomeOptions = {}): Promise<RecordOutcomeResult> {
+    try {
+      const id = checkDecisionId(decisionId);
+      const clean = validateOutcome(outcome);
+      const idempotencyKey = checkIdempotencyKey(options.idempotencyKey);
+      const reward = rewardForOutcome(clean);
+      const rewardMicro = toRewardMicro(reward);
+      const fingerprint = createHash('sha256')
+        .update(JSON.stringify([clean.interactions, clean.dwellSeconds, clean.honeytokenUsed, clean.credentialsSubmitted]))
+        .digest('hex')
+        .slice(0, 32);
+
+      const stored = await this.decisions.get(id);
+      if (stored === undefined) throw new CamouflageError('DECISION_NOT_FOUND', `decision ${id} does not exist or has expired`, { metadata: { decisionId: id } });
+      const d = stored.decision;
+      const recordedAtMs = this.now();
+      const write = await this.decisions.writeOutcome(d, rewardMicro, recordedAtMs, idempotencyKey, fingerprint);
+      if (write === 'not_found') throw new CamouflageError('DECISION_NOT_FOUND', `decision ${id} expired`, { metadata: { decisionId: id } });
+      const base = { decisionId: id, tier: d.tier, decoyId: d.decoyId, policy: d.policy, selectionProbability: d.selectionProbability };
+      if (write.status === 'recorded') {
+        return {
+          ...base,
+          reward: rewardMicro / REWARD_MICRO_UNITS,
+          appliedReward: write.appliedRewardMicro / REWARD_MICRO_UNITS,
+          creditedByHoneytoken: write.creditedByHoneytoken,
+          replayed: false,
+          recordedAtMs,
+        };
+      }
+      if (idempotencyKey !== '' && write.idempotencyKey === idempotencyKey) {
+        if (write.fingerprint !== fingerprint) {
+          throw new CamouflageError('IDEMPOTENCY_KEY_REUSED', 'idempotency key was used with a different outcome for this decision', {
+            field: 'idempotencyKey',
+            metadata: { decisionId: id },
+          });
+        }
+        return {
+          ...base,
+          reward: write.rewardMicro / REWARD_MICRO_UNITS,
+          appliedReward: write.appliedRewardMicro / REWARD_MICRO_UNITS,
+          creditedByHoneytoken: write.creditedByHoneytoken,
+          replayed: true,
+          recordedAtMs: write.recordedAtMs,
+        };
+      }
+      throw new CamouflageError('OUTCOME_ALREADY_RECORDED', `decision ${id} already has an outcome`, { metadata: { decisionId: id } });
+    } catch (thrown) {
+      throw CamouflageError.from(thrown);
+    }
+  }
+
+  /** Adds a custom decoy visible to every replica (validated; tier rule enforced). */
+  async registerDecoy(input: RegisterDecoyInput, options: { idempotencyKey?: string } = {}): Promise<RegisterResult> {
+    try {
+      return await this.catalog.register(input, checkIdempotencyKey(options.idempotencyKey) || undefined);
+    } catch (thrown) {
+      throw CamouflageError.from(thrown);
+    }
+  }
+
+  /** One page of the catalog (built-in and custom, ordered by id). */
+  async listDecoys(request: ListDecoysRequest = {}): Promise<DecoyPage> {
+    try {
+      return await this.catalog.list(request);
+    } catch (thrown) {
+      throw CamouflageError.from(thrown);
+    }
+  }
+
+  async getDecoy(decoyId: string): Promise<Decoy> {
+    try {
+      if (typeof decoyId !== 'string' || !DECOY_ID_PATTERN.test(decoyId)) {
+        throw CamouflageError.invalidArgument('id', 'id must be a decoy id (3-63 characters of a-z, 0-9 and "-")');
+      }
+      let decoy = this.catalog.get(decoyId);
+      if (decoy === undefined) {
+        await this.catalog.refresh();
+        decoy = this.catalog.get(decoyId);
+      }
+      if (decoy === undefined) throw new CamouflageError('DECOY_NOT_FOUND', `decoy ${decoyId} does not exist`, { metadata: { decoyId } });
+      return decoy;
+    } catch (thrown) {
+      throw CamouflageError.from(thrown);
+    }
+  }
+
+  /** Pulls, mean reward, UCB1 index, Thompson posterior and selection probability per eligible arm. */
+  async getBanditStats(tier: Tier, options: { policy?: BanditPolicy } = {}): Promise<BanditStats> {
+    try {
+      if (!isTier(tier)) throw CamouflageError.invalidArgument('tier', 'tier must be one of benign, suspicious, likely_bot, attack');
+      const policy = checkPolicy(options.policy, this.defaultPolicy);
+      await this.catalog.ensureLoaded();
+      return await this.bandit.getStats(tier, this.catalog.eligible(tier).map((decoy) => decoy.id), policy);
+    } catch (thrown) {
+      throw CamouflageError.from(thrown);
+    }
+  }
+
+  /** The stored decision and its outcome, if any (debugging and offline evaluation). */
+  async getDecision(decisionId: string): Promise<DecisionView> {
+    try {
+      const id = checkDecisionId(decisionId);
+      const stored = await this.decisions.get(id);
+      if (stored === undefined) throw new CamouflageError('DECISION_NOT_FOUND', `decision ${id} does not exist or has expired`, { metadata: { decisionId: id } });
+      return stored;
+    } catch (thrown) {
+      throw CamouflageError.from(thrown);
+    }
+  }
+}

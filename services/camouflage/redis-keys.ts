@@ -1,0 +1,98 @@
+/**
+ * Redis key layout of the camouflage engine, in one place so an operator can read what lives
+ * where (and so tests can sweep a prefix). Every key starts with the engine's configurable
+ * `keyPrefix`, so several engines (or test cases) can share one Redis without colliding.
+ *
+ * | key                                   | type | TTL                    | written by                   |
+ * |---------------------------------------|------|------------------------|------------------------------|
+ * | `<p>sp:{<sessionKey>}`                | hash | profile ttlSeconds     | assess script                |
+ * | `<p>sp:{<sessionKey>}:paths`          | zset | profile ttlSeconds     | assess script                |
+ * | `<p>bandit:<tier>`                    | hash | none (learned state)   | assess / outcome / credit    |
+ * | `<p>dec:<decisionId>`                 | str  | decisionTtlSeconds     | assess script (immutable)    |
+ * | `<p>dec:<decisionId>:s`               | hash | same as the decision   | outcome / credit scripts     |
+ * | `<p>ht:<token>`                       | hash | honeytokenTtlSeconds   | assess / outcome / credit    |
+ * | `<p>decoys`                           | hash | none                   | register script              |
+ * | `<p>decoys:meta`                      | hash | none                   | register script              |
+ * | `<p>idem:decoy:<idempotencyKey>`      | str  | 24 h                   | register script              |
+ *
+ * Redis Cluster: the Assess script touches keys of one session together with shared keys (bandit,
+ * decisions, honeytokens), so under ioredis' Cluster client the prefix must carry a hash tag
+ * (for example `shieldx:{camo}:`), which keeps every key in one slot. That is correct but puts the
+ * service on one shard; spreading sessions over shards would cost the single round trip.
+ */
+import type { Cluster, Redis } from 'ioredis';
+import type { Tier } from './tiers';
+
+/** The ioredis clients the engine accepts. */
+export type RedisClient = Redis | Cluster;
+
+export class CamouflageKeys {
+  constructor(readonly prefix: string) {}
+
+  profile(sessionKey: string): string {
+    return `${this.prefix}sp:{${sessionKey}}`;
+  }
+  profilePaths(sessionKey: string): string {
+    return `${this.prefix}sp:{${sessionKey}}:paths`;
+  }
+  bandit(tier: Tier): string {
+    return `${this.prefix}bandit:${tier}`;
+  }
+  decision(decisionId: string): string {
+    return `${this.prefix}dec:${decisionId}`;
+  }
+  decisionState(decisionId: string): string {
+    return `${this.prefix}dec:${decisionId}:s`;
+  }
+  honeytoken(token: string): string {
+    return `${this.prefix}ht:${token}`;
+  }
+  decoys(): string {
+    return `${this.prefix}decoys`;
+  }
+  decoysMeta(): string {
+    return `${this.prefix}decoys:meta`;
+  }
+  decoyIdempotency(idempotencyKey: string): string {
+    return `${this.prefix}idem:decoy:${idempotencyKey}`;
+  }
+}
+
+/** Key prefixes are namespaces, not data: keep them short, printable and bounded. */
+export const KEY_PREFIX_LENGTH_MAX = 64;
+const KEY_PREFIX_PATTERN = /^[\x21-\x7e]{1,64}$/;
+
+export function isValidKeyPrefix(prefix: string): boolean {
+  return KEY_PREFIX_PATTERN.test(prefix);
+}
+
+/**
+ * A Lua script registered once per ioredis client with `defineCommand`, so calls go out as
+ * EVALSHA (ioredis falls back to EVAL on NOSCRIPT after a Redis restart or failover).
+ * Wrapping it keeps the untyped dynamic method in one place.
+ */
+export class RedisScript {
+  constructor(
+    /** Method name installed on the client; namespaced to avoid clashing with other services. */
+    readonly name: string,
+    readonly lua: string,
+  ) {}
+
+  async run(redis: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    const client = redis as unknown as Record<string, unknown>;
+    // One command per key count, with numberOfKeys fixed: the in-process store
+    // `npm start` uses (ioredis-mock) does not support a per-call key count.
+    const name = `${this.name}_${keys.length}`;
+    if (typeof client[name] !== 'function') redis.defineCommand(name, { lua: this.lua, numberOfKeys: keys.length });
+    const method = client[name] as (...a: (string | number)[]) => Promise<unknown>;
+    return method.call(redis, ...keys, ...args);
+  }
+}
+
+/** HGETALL-style flat array `[k1, v1, k2, v2, ...]` (as Lua returns it) to an object. */
+export function pairsToRecord(flat: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!Array.isArray(flat)) return out;
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1]);
+  return out;
+}

@@ -1,0 +1,245 @@
+import { expect } from 'chai';
+import { randomUUID } from 'node:crypto';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import {
+  CamouflageServiceClient,
+  ThreatTier,
+  type AssessRequest,
+  type AssessResponse,
+  type GetBanditStatsResponse,
+} from '../../gen/shieldx/camouflage/v1/camouflage';
+import { errorDetails } from '../../platform/grpc-errors';
+import type { RunningService } from '../../platform/server';
+import { address, bearer, insecure, startTestService, testKeys } from '../../test/harness';
+import { camouflageService } from './service';
+
+const BROWSER_HEADERS = { accept: 'text/html,application/xhtml+xml', 'accept-language': 'en-GB,en;q=0.9', host: 'shop.example.com' };
+const BROWSER_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36';
+
+function request(overrides: Partial<AssessRequest>): AssessRequest {
+  return {
+    clientIp: '198.51.100.20',
+    method: 'GET',
+    path: '/',
+    query: '',
+    headers: BROWSER_HEADERS,
+    userAgent: BROWSER_UA,
+    tlsFingerprint: '',
+    sessionKey: `s-${randomUUID()}`,
+    timestamp: new Date(),
+    previousStatus: 0,
+    policy: 0,
+    ...overrides,
+  };
+}
+
+type Call<T> = Promise<{ error: unknown; response?: T }>;
+
+describe('camouflage service over gRPC', function () {
+  this.timeout(60_000);
+  const prefix = `test:camouflage:${randomUUID().slice(0, 8)}:`;
+  let first: RunningService;
+  let second: RunningService;
+  let a: CamouflageServiceClient;
+  let b: CamouflageServiceClient;
+
+  const assess = (client: CamouflageServiceClient, req: AssessRequest): Call<AssessResponse> =>
+    new Promise((resolve) => client.assess(req, bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
+  const outcome = (client: CamouflageServiceClient, decisionId: string, interactions: number, dwellSeconds: number) =>
+    new Promise<{ error: unknown; response?: { reward: number } }>((resolve) =>
+      client.recordOutcome(
+        {
+          decisionId,
+          engagement: { interactions, dwell: { seconds: BigInt(dwellSeconds), nanos: 0 }, honeytokenUsed: false, credentialsSubmitted: false, reachedRealAsset: false },
+        },
+        bearer(testKeys.camouflage),
+        (error, response) => resolve({ error, response }),
+      ),
+    );
+  const stats = (client: CamouflageServiceClient, tier: ThreatTier): Call<GetBanditStatsResponse> =>
+    new Promise((resolve) => client.getBanditStats({ tier }, bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
+
+  before(async () => {
+    // Two replicas on one Redis, as in production.
+    first = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: prefix, MIGRATE_ON_START: 'false' });
+    second = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: prefix, MIGRATE_ON_START: 'false' });
+    a = new CamouflageServiceClient(address(first), insecure);
+    b = new CamouflageServiceClient(address(second), insecure);
+  });
+  after(async () => {
+    a.close();
+    b.close();
+    await first.shutdown();
+    await second.shutdown();
+  });
+
+  // A known scanner probing a secrets file is an attack; an ordinary browser page view is benign, without signals.
+  it('scores scanner traffic high and ordinary browsing low, explaining why', async () => {
+    const scanner = await assess(a, request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} }));
+    expect(scanner.error).to.equal(null);
+    expect(scanner.response!.threatLevel).to.be.at.least(9);
+    expect(scanner.response!.tier).to.equal(ThreatTier.THREAT_TIER_ATTACK);
+    const names = scanner.response!.signals.map((s) => s.name);
+    expect(names.some((n) => /scanner/i.test(n))).to.equal(true);
+    expect(names.some((n) => /sensitive|path/i.test(n))).to.equal(true);
+    expect(scanner.response!.signals.every((s) => s.points > 0)).to.equal(true);
+
+    const browser = await assess(a, request({ path: '/products/42' }));
+    expect(browser.response!.threatLevel).to.be.at.most(2);
+    expect(browser.response!.tier).to.equal(ThreatTier.THREAT_TIER_BENIGN);
+    // Tiers 0-2 never receive credentials or honeytokens.
+    expect(browser.response!.honeytoken).to.equal('');
+    expect(browser.response!.decoy!.carriesHoneytoken).to.equal(false);
+    expect(browser.response!.decoy!.carriesCredentials).to.equal(false);
+  });
+
+  // A session that sweeps many paths with 404s climbs tiers as its pattern emerges.
+  it('escalates a session as its pattern emerges', async () => {
+    const sessionKey = `sweep-${randomUUID()}`;
+    const start = Date.now();
+    const levels: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const { response } = await assess(
+        a,
+        request({ sessionKey, path: `/page-${i}`, userAgent: 'python-requests/2.31', headers: {}, previousStatus: 404, timestamp: new Date(start + i * 50) }),
+      );
+      levels.push(response!.threatLevel);
+    }
+    expect(levels[levels.length - 1]!).to.be.greaterThan(levels[0]!);
+    // From its first request to its fortieth it crosses at least one tier boundary (benign 0-2, suspicious 3-5, bot 6-8).
+    expect(Math.floor(levels[levels.length - 1]! / 3)).to.be.greaterThan(Math.floor(levels[0]! / 3));
+  });
+
+  // A honeytoken served by one replica comes back in a request to the other: level 10, alert counted.
+  it('detects a honeytoken minted earlier, across replicas', async () => {
+    let token = '';
+    for (let i = 0; i < 30 && token === ''; i++) {
+      const { response } = await assess(a, request({ path: '/.env', userAgent: 'nikto/2.5.0', headers: {} }));
+      token = response!.honeytoken;
+    }
+    expect(token, 'some attack-tier decision served a honeytoken').to.not.equal('');
+    const { response } = await assess(b, request({ path: '/api/login', headers: { ...BROWSER_HEADERS, authorization: `Bearer ${token}` } }));
+    expect(response!.threatLevel).to.equal(10);
+    expect(response!.honeytokenTriggered).to.equal(true);
+    const metrics = await (await fetch(`http://127.0.0.1:${second.metricsPort}/metrics`)).text();
+    expect(metrics).to.match(/camouflage_honeytoken_alerts_total\{[^}]*\} [1-9]/);
+    expect(metrics).not.to.include(token);
+  });
+
+  // An outcome recorded on one replica is visible in the other's bandit statistics; a second outcome is refused.
+  it('shares learning across replicas and records each outcome once', async () => {
+    const { response } = await assess(a, request({ path: '/wp-admin/setup-config.php', userAgent: 'gobuster/3.6', headers: {} }));
+    const tier = response!.tier;
+    const before = (await stats(b, tier)).response!;
+    const armBefore = before.arms.find((arm) => arm.decoyId === response!.decoy!.id);
+    const recorded = await outcome(b, response!.decisionId, 12, 120);
+    expect(recorded.error).to.equal(null);
+    expect(recorded.response!.reward).to.be.within(0, 1);
+    expect(recorded.response!.reward).to.be.greaterThan(0);
+    const after = (await stats(a, tier)).response!;
+    const armAfter = after.arms.find((arm) => arm.decoyId === response!.decoy!.id)!;
+    expect(armAfter.rewardSum).to.be.closeTo((armBefore?.rewardSum ?? 0) + recorded.response!.reward, 1e-6);
+    const duplicate = await outcome(a, response!.decisionId, 1, 1);
+    expect(errorDetails(duplicate.error)).to.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'OUTCOME_ALREADY_RECORDED' });
+    const unchanged = (await stats(a, tier)).response!.arms.find((arm) => arm.decoyId === response!.decoy!.id)!;
+    expect(unchanged.rewardSum).to.equal(armAfter.rewardSum);
+  });
+
+  // Bad input on every RPC: a clear INVALID_ARGUMENT / NOT_FOUND and no state change.
+  it('rejects bad input on every RPC', async () => {
+    expect(errorDetails((await assess(a, request({ clientIp: 'not-an-ip' }))).error)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+    expect(errorDetails((await assess(a, request({ path: 'x'.repeat(10_000) }))).error)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+    expect(errorDetails((await outcome(a, 'no-such-decision', 1, 1)).error)?.code).to.be.oneOf([grpcStatus.NOT_FOUND, grpcStatus.INVALID_ARGUMENT]);
+    const { response } = await assess(a, request({ path: '/.git/config', userAgent: 'nuclei', headers: {} }));
+    expect(errorDetails((await outcome(a, response!.decisionId, -1, 1)).error)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+    // The bad outcome did not consume the decision: a valid one still records.
+    expect((await outcome(a, response!.decisionId, 1, 1)).error).to.equal(null);
+    expect(errorDetails((await stats(a, ThreatTier.THREAT_TIER_UNSPECIFIED)).error)?.fieldViolations[0]?.field).to.equal('tier');
+    const register = (decoy: object) =>
+      new Promise<unknown>((resolve) => a.registerDecoy({ decoy: decoy as never }, bearer(testKeys.admin), (error) => resolve(error)));
+    expect(errorDetails(await register({ id: 'x', kind: 'banner', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentTemplate: 'hi' }))?.code).to.equal(
+      grpcStatus.INVALID_ARGUMENT,
+    );
+    // A decoy carrying a honeytoken may not serve the benign tier.
+    const benignToken = await register({
+      id: `leaky-${randomUUID().slice(0, 8)}`,
+      kind: 'config_file',
+      tiers: [ThreatTier.THREAT_TIER_BENIGN],
+      carriesHoneytoken: true,
+      contentTemplate: 'KEY={{honeytoken}}',
+    });
+    expect(errorDetails(benignToken)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+    // RegisterDecoy needs the admin scope.
+    const denied = await new Promise<unknown>((resolve) =>
+      a.registerDecoy({ decoy: undefined }, bearer(testKeys.camouflage), (error) => resolve(error)),
+    );
+    expect(errorDetails(denied)?.code).to.equal(grpcStatus.PERMISSION_DENIED);
+  });
+
+  // Registered decoys are listed (paginated) by every replica, filtered by tier.
+  it('registers and lists decoys', async () => {
+    const id = `fake-admin-${randomUUID().slice(0, 8)}`;
+    const registered = await new Promise<{ error: unknown }>((resolve) =>
+      a.registerDecoy(
+        {
+          decoy: {
+            id,
+            name: 'Fake admin panel',
+            kind: 'admin_login',
+            tiers: [ThreatTier.THREAT_TIER_LIKELY_BOT, ThreatTier.THREAT_TIER_ATTACK],
+            contentType: 'text/html',
+            contentTemplate: '<form action="/admin/login"><input name="user"><input name="pass" type="password"></form>',
+            carriesHoneytoken: false,
+            carriesCredentials: false,
+            builtin: false,
+            createdAt: undefined,
+          },
+        },
+        bearer(testKeys.admin),
+        (error) => resolve({ error }),
+      ),
+    );
+    expect(registered.error).to.equal(null);
+    const seen: string[] = [];
+    let token = '';
+    for (let i = 0; i < 50; i++) {
+      const page = await new Promise<{ decoys: { id: string }[]; nextPageToken: string }>((resolve, reject) =>
+        b.listDecoys({ pageSize: 3, pageToken: token, tier: ThreatTier.THREAT_TIER_ATTACK }, bearer(testKeys.camouflage), (e, r) => (e ? reject(e) : resolve(r!))),
+      );
+      seen.push(...page.decoys.map((d) => d.id));
+      token = page.nextPageToken;
+      if (token === '') break;
+    }
+    expect(seen).to.include(id);
+    expect(new Set(seen).size).to.equal(seen.length);
+    const bad = await new Promise<unknown>((resolve) =>
+      b.listDecoys({ pageSize: 3, pageToken: 'garbage', tier: 0 }, bearer(testKeys.camouflage), (e) => resolve(e)),
+    );
+    expect(errorDetails(bad)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+  });
+});
+
+describe('camouflage on the in-process store (npm start without REDIS_URL)', () => {
+  // The dev default has no Redis server: the Lua scripts must run on the in-process store too.
+  it('assesses and learns without a Redis server', async () => {
+    const service = await startTestService(camouflageService, { REDIS_URL: '', MIGRATE_ON_START: 'false' });
+    const client = new CamouflageServiceClient(address(service), insecure);
+    try {
+      const assessed = await new Promise<AssessResponse>((resolve, reject) =>
+        client.assess(request({ path: '/.env', userAgent: 'sqlmap/1.7', headers: {} }), bearer(testKeys.camouflage), (e, r) => (e ? reject(e) : resolve(r!))),
+      );
+      expect(assessed.tier).to.equal(ThreatTier.THREAT_TIER_ATTACK);
+      const reward = await new Promise<number>((resolve, reject) =>
+        client.recordOutcome(
+          { decisionId: assessed.decisionId, engagement: { interactions: 5, dwell: { seconds: 30n, nanos: 0 }, honeytokenUsed: false, credentialsSubmitted: true, reachedRealAsset: false } },
+          bearer(testKeys.camouflage),
+          (e, r) => (e ? reject(e) : resolve(r!.reward)),
+        ),
+      );
+      expect(reward).to.be.greaterThan(0.3);
+    } finally {
+      client.close();
+      await service.shutdown();
+    }
+  });
+});

@@ -1,0 +1,277 @@
+/**
+ * The camouflage service: thin gRPC handlers over CamouflageEngine (scoring,
+ * bandit-chosen decoys, honeytokens), with its state in Redis so every replica
+ * learns from every outcome.
+ */
+import { Counter, Histogram } from 'prom-client';
+import { z } from 'zod';
+import {
+  BanditPolicy as ProtoPolicy,
+  CamouflageServiceService,
+  ThreatTier,
+  type ArmStats as ProtoArmStats,
+  type AssessRequest,
+  type AssessResponse,
+  type CamouflageServiceServer,
+  type Decoy as ProtoDecoy,
+} from '../../gen/shieldx/camouflage/v1/camouflage';
+import { unary } from '../../platform/handlers';
+import type { ServiceModule } from '../../platform/server';
+import { Code, ServiceError } from '../../platform/service-error';
+import { CamouflageEngine, CamouflageError, grpcCodeNameFor, type ArmStats, type BanditPolicy, type Decoy, type Tier } from './engine';
+
+const TIER_TO_PROTO: Record<Tier, ThreatTier> = {
+  benign: ThreatTier.THREAT_TIER_BENIGN,
+  suspicious: ThreatTier.THREAT_TIER_SUSPICIOUS,
+  likely_bot: ThreatTier.THREAT_TIER_LIKELY_BOT,
+  attack: ThreatTier.THREAT_TIER_ATTACK,
+};
+const STRATEGY_NAMES: Record<Tier, string> = { benign: 'lightweight', suspicious: 'balanced', likely_bot: 'complex', attack: 'honeypot' };
+const CODES: Record<string, Code> = {
+  INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
+  NOT_FOUND: Code.NOT_FOUND,
+  ALREADY_EXISTS: Code.ALREADY_EXISTS,
+  RESOURCE_EXHAUSTED: Code.RESOURCE_EXHAUSTED,
+  UNAVAILABLE: Code.UNAVAILABLE,
+  INTERNAL: Code.INTERNAL,
+};
+/** The proto names its one "already exists" reason DECOY_ALREADY_EXISTS. */
+const REASON_ALIASES: Record<string, string> = { DUPLICATE_DECOY: 'DECOY_ALREADY_EXISTS', BACKEND_UNAVAILABLE: 'REDIS_UNAVAILABLE' };
+
+function tierFromProto(tier: ThreatTier, field: string): Tier {
+  const found = (Object.keys(TIER_TO_PROTO) as Tier[]).find((t) => TIER_TO_PROTO[t] === tier);
+  if (!found) throw ServiceError.invalidArgument(field, 'must be a threat tier (BENIGN, SUSPICIOUS, LIKELY_BOT or ATTACK)');
+  return found;
+}
+
+function policyFromProto(policy: ProtoPolicy): BanditPolicy | undefined {
+  if (policy === ProtoPolicy.BANDIT_POLICY_UCB1) return 'ucb1';
+  if (policy === ProtoPolicy.BANDIT_POLICY_THOMPSON_SAMPLING) return 'thompson';
+  if (policy === ProtoPolicy.BANDIT_POLICY_UNSPECIFIED) return undefined;
+  throw ServiceError.invalidArgument('policy', 'unknown bandit policy');
+}
+
+function policyToProto(policy: BanditPolicy): ProtoPolicy {
+  return policy === 'thompson' ? ProtoPolicy.BANDIT_POLICY_THOMPSON_SAMPLING : ProtoPolicy.BANDIT_POLICY_UCB1;
+}
+
+/** The engine's errors → ServiceError with the proto's reasons; snake_case field names. */
+function fromEngine(error: unknown): unknown {
+  if (!(error instanceof CamouflageError)) return error;
+  if (error.reason === 'INTERNAL') return error;
+  const reason = REASON_ALIASES[error.reason] ?? error.reason;
+  const field = error.field?.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  return new ServiceError(CODES[grpcCodeNameFor(error.reason)] ?? Code.INTERNAL, reason, error.message, {
+    metadata: { ...error.metadata, ...(field ? { field } : {}) },
+    fieldViolations: field ? [{ field, description: error.message }] : [],
+  });
+}
+
+async function engineCall<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw fromEngine(error);
+  }
+}
+
+function decoyToProto(decoy: Decoy): ProtoDecoy {
+  return {
+    id: decoy.id,
+    name: decoy.description,
+    kind: decoy.kind,
+    tiers: decoy.tiers.map((t) => TIER_TO_PROTO[t]),
+    contentType: decoy.contentType,
+    contentTemplate: decoy.template,
+    carriesHoneytoken: decoy.carriesHoneytoken,
+    carriesCredentials: decoy.carriesCredentials,
+    builtin: decoy.builtIn,
+    createdAt: new Date(decoy.createdAtMs),
+  };
+}
+
+function armToProto(arm: ArmStats): ProtoArmStats {
+  return {
+    decoyId: arm.decoyId,
+    pulls: BigInt(arm.pulls),
+    meanReward: arm.meanReward,
+    rewardSum: arm.rewardSum,
+    ucbIndex: arm.ucb1Index ?? 0,
+  };
+}
+
+function durationOf(ms: number) {
+  return { seconds: BigInt(Math.floor(ms / 1000)), nanos: Math.round((ms % 1000) * 1e6) };
+}
+
+const camouflageConfigShape = {
+  CAMOUFLAGE_BANDIT_POLICY: z.enum(['ucb1', 'thompson']).default('ucb1'),
+  CAMOUFLAGE_REDIS_PREFIX: z.string().min(1).max(64).default('shieldx:camouflage:'),
+  CAMOUFLAGE_DECISION_TTL_SECONDS: z.coerce.number().int().min(60, 'must be at least 60').max(30 * 86_400, 'must be at most 2592000').default(86_400),
+  CAMOUFLAGE_HONEYTOKEN_TTL_SECONDS: z.coerce.number().int().min(3600, 'must be at least 3600').max(400 * 86_400, 'must be at most 34560000').default(90 * 86_400),
+};
+
+export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
+  name: 'camouflage',
+  grpcServiceName: 'shieldx.camouflage.v1.CamouflageService',
+  errorDomain: 'camouflage.shieldx.io',
+  defaultGrpcPort: 5006,
+  defaultMetricsPort: 9006,
+  configShape: camouflageConfigShape,
+  scopes: {
+    Assess: 'camouflage:assess',
+    RecordOutcome: 'camouflage:assess',
+    ListDecoys: 'camouflage:read',
+    GetBanditStats: 'camouflage:read',
+    RegisterDecoy: 'camouflage:admin',
+  },
+  async create(ctx) {
+    const { config, registry, logger, handlerOptions: options } = ctx;
+    const assessments = new Counter({
+      name: 'camouflage_assessments_total',
+      help: 'Assess decisions by threat tier.',
+      labelNames: ['tier'],
+      registers: [registry],
+    });
+    const honeytokenAlerts = new Counter({
+      name: 'camouflage_honeytoken_alerts_total',
+      help: 'Requests that carried a honeytoken minted by an earlier decision.',
+      labelNames: ['decoy'],
+      registers: [registry],
+    });
+    const assessSeconds = new Histogram({
+      name: 'camouflage_assess_duration_seconds',
+      help: 'Time to score a request and choose its decoy (engine only).',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05],
+      registers: [registry],
+    });
+    const outcomes = new Counter({
+      name: 'camouflage_outcomes_total',
+      help: 'Engagement outcomes recorded, by tier.',
+      labelNames: ['tier'],
+      registers: [registry],
+    });
+
+    const engine = new CamouflageEngine({
+      redis: ctx.redis,
+      keyPrefix: config.CAMOUFLAGE_REDIS_PREFIX,
+      policy: config.CAMOUFLAGE_BANDIT_POLICY,
+      decisionTtlSeconds: config.CAMOUFLAGE_DECISION_TTL_SECONDS,
+      honeytokenTtlSeconds: config.CAMOUFLAGE_HONEYTOKEN_TTL_SECONDS,
+      onHoneytokenAlert: (alert) => {
+        honeytokenAlerts.inc({ decoy: alert.originDecoyId });
+        // The alert names the decision and decoy, never the token itself.
+        logger.warn(
+          { alert: 'honeytoken_used', origin_decision_id: alert.originDecisionId, origin_decoy_id: alert.originDecoyId },
+          'honeytoken used: a decoy credential came back',
+        );
+      },
+    });
+    await engine.start();
+
+    const implementation: CamouflageServiceServer = {
+      assess: unary(CamouflageServiceService.assess.path, options, async (request: AssessRequest): Promise<AssessResponse> => {
+        const started = process.hrtime.bigint();
+        const policy = policyFromProto(request.policy);
+        const result = await engineCall(() =>
+          engine.assess(
+            {
+              clientIp: request.clientIp,
+              method: request.method,
+              path: request.path,
+              query: request.query,
+              headers: request.headers,
+              userAgent: request.userAgent,
+              tlsFingerprint: request.tlsFingerprint || undefined,
+              sessionKey: request.sessionKey,
+              timestampMs: request.timestamp ? request.timestamp.getTime() : Date.now(),
+              previousStatus: request.previousStatus || undefined,
+            },
+            policy ? { policy } : {},
+          ),
+        );
+        assessSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+        assessments.inc({ tier: result.tier });
+        const decoy = await engine.getDecoy(result.decoy.id);
+        return {
+          decisionId: result.decisionId,
+          threatLevel: result.threatLevel,
+          tier: TIER_TO_PROTO[result.tier],
+          signals: result.signals.map((s) => ({ name: s.name, points: s.points, detail: s.detail })),
+          strategy: { name: STRATEGY_NAMES[result.tier], responseDelay: durationOf(result.strategy.responseDelayMs) },
+          decoy: decoyToProto(decoy),
+          content: result.decoy.content,
+          honeytoken: result.honeytoken?.token ?? '',
+          selection: {
+            policy: policyToProto(result.policy),
+            probability: result.selectionProbability,
+            score: result.selectionScore ?? 0,
+            eligibleArms: 0,
+          },
+          honeytokenTriggered: result.honeytokenHits.length > 0,
+        };
+      }),
+
+      recordOutcome: unary(CamouflageServiceService.recordOutcome.path, options, async (request) => {
+        if (!request.engagement) throw ServiceError.invalidArgument('engagement', 'is required');
+        const engagement = request.engagement;
+        const dwellSeconds = engagement.dwell ? Number(engagement.dwell.seconds) + engagement.dwell.nanos / 1e9 : 0;
+        const result = await engineCall(() =>
+          engine.recordOutcome(request.decisionId, {
+            interactions: engagement.interactions,
+            dwellSeconds,
+            honeytokenUsed: engagement.honeytokenUsed,
+            credentialsSubmitted: engagement.credentialsSubmitted,
+          }),
+        );
+        outcomes.inc({ tier: result.tier });
+        const stats = await engineCall(() => engine.getBanditStats(result.tier));
+        const arm = stats.arms.find((a) => a.decoyId === result.decoyId);
+        return { reward: result.reward, arm: arm ? armToProto(arm) : undefined };
+      }),
+
+      listDecoys: unary(CamouflageServiceService.listDecoys.path, options, async (request) => {
+        if (request.pageSize < 0) throw ServiceError.invalidArgument('page_size', 'must not be negative');
+        const tier = request.tier === ThreatTier.THREAT_TIER_UNSPECIFIED ? undefined : tierFromProto(request.tier, 'tier');
+        // Filtering by tier walks pages of the catalog (bounded by its size) until one page is full.
+        const decoys: ProtoDecoy[] = [];
+        let token = request.pageToken;
+        const wanted = request.pageSize === 0 ? 50 : Math.min(request.pageSize, 200);
+        for (let pages = 0; pages < 64; pages++) {
+          const page = await engineCall(() => engine.listDecoys({ pageSize: wanted, pageToken: token }));
+          for (const decoy of page.decoys) if (!tier || decoy.tiers.includes(tier)) decoys.push(decoyToProto(decoy));
+          token = page.nextPageToken;
+          if (token === '' || decoys.length >= wanted || !tier) break;
+        }
+        return { decoys, nextPageToken: token };
+      }),
+
+      registerDecoy: unary(CamouflageServiceService.registerDecoy.path, options, async (request) => {
+        const decoy = request.decoy;
+        if (!decoy) throw ServiceError.invalidArgument('decoy', 'is required');
+        const tiers = decoy.tiers.map((t, i) => tierFromProto(t, `decoy.tiers[${i}]`));
+        const registered = await engineCall(() =>
+          engine.registerDecoy({
+            id: decoy.id,
+            kind: decoy.kind as Decoy['kind'],
+            description: decoy.name,
+            tiers,
+            carriesHoneytoken: decoy.carriesHoneytoken,
+            carriesCredentials: decoy.carriesCredentials,
+            contentType: decoy.contentType || undefined,
+            template: decoy.contentTemplate,
+          }),
+        );
+        return { decoy: decoyToProto(registered.decoy) };
+      }),
+
+      getBanditStats: unary(CamouflageServiceService.getBanditStats.path, options, async (request) => {
+        const tier = tierFromProto(request.tier, 'tier');
+        const stats = await engineCall(() => engine.getBanditStats(tier));
+        return { tier: request.tier, totalPulls: BigInt(stats.totalPulls), arms: stats.arms.map(armToProto) };
+      }),
+    };
+
+    return { definition: CamouflageServiceService, implementation };
+  },
+};
