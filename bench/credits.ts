@@ -1,0 +1,318 @@
+/**
+ * Credits benchmark: `npx tsx bench/credits.ts [--duration 10] [--warmup 2]
+ *   [--concurrency 16,32,64] [--tenants 8] [--rate 2000] [--channels 4] [--skip-pgbench] [--in-process]`
+ * (or the same as env: BENCH_DURATION_SECONDS, BENCH_CONCURRENCY, BENCH_TENANTS, BENCH_RATE, BENCH_CHANNELS).
+ *
+ * In one run, on one fresh database in the PostgreSQL at BENCH_DATABASE_URL
+ * (default postgres://postgres@127.0.0.1:5432/postgres) and the Redis at
+ * BENCH_REDIS_URL (default redis://127.0.0.1:6379):
+ *  (a) Consume through gRPC, closed loop, at each concurrency;
+ *  (b) pgbench with the equivalent one-transaction-per-consume SQL (conditional
+ *      UPDATE of the account + INSERT of the transaction row) at the same client
+ *      count, and the ratio (a)/(b); then, for a fair picture, pgbench doing
+ *      everything the service writes per consume (idempotency record claimed and
+ *      completed, debit, transaction row, audit row) at the highest concurrency;
+ *  (c) Consume open loop at --rate req/s: p50/p95/p99;
+ *  (d) cached GetBalance: closed loop c=1 (latency) and c=8 (capacity), open
+ *      loop 1,000/s: p50/p95/p99.
+ * Calls are spread round-robin over --channels client channels, each with its
+ * own HTTP/2 connection (local subchannel pool), so one connection's flow
+ * control and stream limit are not the bottleneck.
+ * The service runs as a child process (scripts/start-service.ts) so the load
+ * generator does not share its event loop; --in-process runs it here instead.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { credentials, Metadata } from '@grpc/grpc-js';
+import pg from 'pg';
+import { CreditsServiceClient, type GetBalanceRequest } from '../gen/shieldx/credits/v1/credits';
+import { generateApiKey } from '../platform/auth';
+import { freePort } from '../platform/local-servers';
+import { formatResult, runLoad, type LoadResult } from './grpc-load';
+
+function arg(name: string, env: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i >= 0 && process.argv[i + 1] !== undefined) return process.argv[i + 1]!;
+  return process.env[env] ?? fallback;
+}
+const flag = (name: string) => process.argv.includes(`--${name}`);
+
+const DURATION_MS = Number(arg('duration', 'BENCH_DURATION_SECONDS', '10')) * 1000;
+const WARMUP_MS = Number(arg('warmup', 'BENCH_WARMUP_SECONDS', '2')) * 1000;
+const CONCURRENCIES = arg('concurrency', 'BENCH_CONCURRENCY', '16,32,64').split(',').map(Number);
+/** pgbench opens one connection per client: above this the server's max_connections (100 by default) refuses it. */
+const PGBENCH_CLIENTS_MAX = 72;
+const TENANTS = Number(arg('tenants', 'BENCH_TENANTS', '8'));
+const RATE = Number(arg('rate', 'BENCH_RATE', '2000'));
+/** Open loop: calls due within half of the generator's ~1 ms timer tick start at the tick (see grpc-load.ts). */
+const START_EARLY_MS = 0.5;
+const CHANNELS = Math.max(1, Number(arg('channels', 'BENCH_CHANNELS', '4')));
+const SERVER_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const SEED = { tps: 1000, consumeAvgMs: 15, cachedBalanceAvgMs: 2 };
+const START_BALANCE = 1_000_000_000_000n;
+
+function pgbenchPath(): string | undefined {
+  for (const p of ['/usr/lib/postgresql/15/bin/pgbench', '/usr/lib/postgresql/16/bin/pgbench', '/usr/lib/postgresql/17/bin/pgbench']) if (existsSync(p)) return p;
+  const which = spawnSync('which', ['pgbench'], { encoding: 'utf8' });
+  return which.status === 0 ? which.stdout.trim() : undefined;
+}
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+async function startServiceChild(env: NodeJS.ProcessEnv): Promise<{ port: number; stop: () => Promise<void> }> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'scripts/start-service.ts'], {
+    env: { ...process.env, ...env, SHIELDX_SERVICE: 'credits' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('credits service did not start within 60 s')), 60_000);
+    let buffer = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString();
+      const match = /"grpc_port":(\d+)/.exec(buffer);
+      if (match) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+      if (buffer.length > 100_000) buffer = buffer.slice(-10_000);
+    });
+    child.once('exit', (code) => reject(new Error(`credits service exited with ${code}`)));
+  });
+  child.stdout!.resume();
+  return {
+    port,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+function unary<Req, Res>(client: CreditsServiceClient, method: 'consume' | 'getBalance' | 'topUp', metadata: Metadata) {
+  const fn = (client[method] as unknown as (r: Req, m: Metadata, o: object, cb: (e: Error | null, r: Res) => void) => void).bind(client);
+  return (req: Req) =>
+    new Promise<Res>((resolve, reject) => fn(req, metadata, { deadline: Date.now() + 10_000 }, (e, r) => (e ? reject(e) : resolve(r))));
+}
+
+/** One transaction per consume: the conditional debit, then the ledger row. */
+const PGBENCH_MINIMAL = [
+  'BEGIN;',
+  "UPDATE credit_accounts SET balance = balance - 1, version = version + 1, updated_at = now() WHERE tenant_id = 'pgb-' || :tid AND balance - reserved >= 1 RETURNING balance AS bal, reserved AS res \\gset",
+  "INSERT INTO credit_transactions (id, tenant_id, type, amount, balance_after, reserved_after, created_at) VALUES (gen_random_uuid(), 'pgb-' || :tid, 'CONSUME', 1, :bal, :res, now());",
+  'COMMIT;',
+];
+
+/**
+ * One transaction per consume doing what the service writes per consume: claim the
+ * idempotency key, debit (advancing the audit head), transaction row, audit row,
+ * complete the idempotency record with the response.
+ */
+const PGBENCH_FULL = [
+  "\\set key random(1, 1000000000000)",
+  'BEGIN;',
+  "INSERT INTO credit_idempotency_keys (tenant_id, key, method, request_hash, expires_at) VALUES ('pgb-' || :tid, 'k' || :key || '-' || :client_id, 'consume', '\\x00', now() + interval '24 hours') ON CONFLICT DO NOTHING;",
+  "UPDATE credit_accounts SET balance = balance - 1, version = version + 1, audit_seq = audit_seq + 1, audit_head = sha256(audit_seq::text::bytea), updated_at = now() WHERE tenant_id = 'pgb-' || :tid AND balance - reserved >= 1 RETURNING balance AS bal, reserved AS res, audit_seq AS seq \\gset",
+  "INSERT INTO credit_transactions (id, tenant_id, type, amount, balance_after, reserved_after, created_at) VALUES (gen_random_uuid(), 'pgb-' || :tid, 'CONSUME', 1, :bal, :res, now());",
+  "INSERT INTO credit_audit_logs (tenant_id, seq, occurred_at, action, amount, balance_after, reserved_after, transaction_id, prev_hash, hash) VALUES ('pgb-' || :tid, :seq, now(), 'CONSUME', 1, :bal, :res, gen_random_uuid(), sha256(:seq::text::bytea), sha256((:seq + 1)::text::bytea));",
+  "UPDATE credit_idempotency_keys SET state = 'SUCCEEDED', response = '\\x0102', completed_at = now() WHERE tenant_id = 'pgb-' || :tid AND key = 'k' || :key || '-' || :client_id;",
+  'COMMIT;',
+];
+
+function runPgbench(
+  bin: string,
+  url: string,
+  clients: number,
+  seconds: number,
+  tenants: number,
+  statements: readonly string[] = PGBENCH_MINIMAL,
+): { tps: number; latencyAvgMs: number; output: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'credits-pgbench-'));
+  const script = join(dir, 'consume.sql');
+  // Without idempotency or audit rows (PGBENCH_MINIMAL), which the service also
+  // writes, the comparison is tilted towards pgbench.
+  writeFileSync(script, ['\\set tid random(1, ' + tenants + ')', ...statements, ''].join('\n'));
+  const result = spawnSync(bin, ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-f', script, url], { encoding: 'utf8' });
+  const output = `${result.stdout}\n${result.stderr}`;
+  const tps = Number(/tps = ([0-9.]+) \(without initial connection time\)/.exec(output)?.[1] ?? NaN);
+  const latencyAvgMs = Number(/latency average = ([0-9.]+) ms/.exec(output)?.[1] ?? NaN);
+  return { tps, latencyAvgMs, output };
+}
+
+async function main(): Promise<void> {
+  const dbName = `credits_bench_${Date.now().toString(36)}_${randomBytes(2).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: SERVER_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`);
+  await admin.end();
+  const databaseUrl = withDatabase(SERVER_URL, dbName);
+  const apiKey = generateApiKey('bench', ['*']);
+  const env: NodeJS.ProcessEnv = {
+    GRPC_HOST: '127.0.0.1',
+    GRPC_PORT: String(await freePort()),
+    METRICS_PORT: String(await freePort()),
+    DATABASE_URL: databaseUrl,
+    REDIS_URL,
+    SHIELDX_API_KEYS: JSON.stringify([apiKey.config]),
+    LOG_LEVEL: 'info',
+    DB_POOL_MAX: '20',
+    CREDITS_PAYMENT_KEYS: JSON.stringify({ bench: randomBytes(32).toString('base64') }),
+    CREDITS_PAYMENT_ACTIVE_KEY_ID: 'bench',
+    CREDITS_AUDIT_HMAC_KEY: randomBytes(32).toString('base64'),
+    CREDITS_CACHE_KEY_PREFIX: `bench:${dbName}:`,
+  };
+  let stopService: () => Promise<void>;
+  let port: number;
+  if (flag('in-process')) {
+    /* eslint-disable @typescript-eslint/no-require-imports */
+    const { startService } = require('../platform/server') as typeof import('../platform/server.js');
+    const { creditsService } = require('../services/credits/service') as typeof import('../services/credits/service.js');
+    /* eslint-enable @typescript-eslint/no-require-imports */
+    const running = await startService(creditsService as never, { ...env, LOG_LEVEL: 'warn' });
+    port = running.grpcPort;
+    stopService = () => running.shutdown();
+  } else {
+    ({ port, stop: stopService } = await startServiceChild(env));
+  }
+
+  const clients = Array.from(
+    { length: CHANNELS },
+    () =>
+      new CreditsServiceClient(`127.0.0.1:${port}`, credentials.createInsecure(), {
+        'grpc.max_concurrent_streams': 1000,
+        // A connection per channel (grpc-js otherwise shares one subchannel between identical channels).
+        'grpc.use_local_subchannel_pool': 1,
+      }),
+  );
+  const metadata = new Metadata();
+  metadata.set('authorization', `Bearer ${apiKey.key}`);
+  const roundRobin = <Req,>(method: 'consume' | 'getBalance' | 'topUp') => {
+    const fns = clients.map((c) => unary<Req, unknown>(c, method, metadata));
+    let next = 0;
+    return (req: Req) => fns[next++ % fns.length]!(req);
+  };
+  const consume = roundRobin<object>('consume');
+  const getBalance = roundRobin<GetBalanceRequest>('getBalance');
+  const topUp = roundRobin<object>('topUp');
+  const tenants = Array.from({ length: TENANTS }, (_, i) => `bench-${i + 1}`);
+  const card = { cardNumber: '4242424242424242', expiryMonth: 12, expiryYear: new Date().getUTCFullYear() + 3, cardholderName: 'Bench', processorReference: '' };
+  for (const t of tenants) {
+    await topUp({ tenantId: t, amount: START_BALANCE, idempotencyKey: `seed-${t}`, reference: 'bench', payment: card, metadata: {} });
+  }
+  const runId = randomBytes(4).toString('hex');
+  const consumeCall = (prefix: string) => (i: number) =>
+    consume({ tenantId: tenants[i % tenants.length]!, amount: 1n, idempotencyKey: `${prefix}-${runId}-${i}`, reference: 'bench', metadata: {} });
+
+  console.log(
+    `credits bench: duration ${DURATION_MS / 1000}s (+${WARMUP_MS / 1000}s warm-up), tenants ${TENANTS}, ${CHANNELS} gRPC channels, ` +
+      `service ${flag('in-process') ? 'in-process' : 'child process'}, database ${dbName}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+  );
+  const results: LoadResult[] = [];
+  const pgbench = flag('skip-pgbench') ? undefined : pgbenchPath();
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  if (pgbench) {
+    await pool.query(`INSERT INTO credit_accounts (tenant_id, balance) SELECT 'pgb-' || g, $1 FROM generate_series(1, $2) g`, [START_BALANCE, TENANTS]);
+  }
+  const comparisons: string[] = [];
+  for (const concurrency of CONCURRENCIES) {
+    const r = await runLoad({ name: 'Consume (gRPC)', mode: { kind: 'closed', concurrency }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: consumeCall(`c${concurrency}`) });
+    results.push(r);
+    console.log(formatResult(r));
+    if (pgbench && concurrency > PGBENCH_CLIENTS_MAX) console.log(`pgbench skipped at c=${concurrency} (more connections than max_connections allows)`);
+    else if (pgbench) {
+      const b = runPgbench(pgbench, databaseUrl, concurrency, Math.round(DURATION_MS / 1000), TENANTS);
+      if (Number.isNaN(b.tps)) console.log(`pgbench failed:\n${b.output}`);
+      const line = `pgbench 1 tx/consume     closed c=${String(concurrency).padEnd(7)} ${b.tps.toFixed(0).padStart(7)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(r.throughputPerSecond / b.tps).toFixed(2)}x`;
+      console.log(line);
+      comparisons.push(line);
+    }
+  }
+  let fullPgbench: string | undefined;
+  if (pgbench) {
+    const c = Math.max(...CONCURRENCIES.filter((n) => n <= PGBENCH_CLIENTS_MAX));
+    const b = runPgbench(pgbench, databaseUrl, c, Math.round(DURATION_MS / 1000), TENANTS, PGBENCH_FULL);
+    if (Number.isNaN(b.tps)) console.log(`pgbench (full) failed:\n${b.output}`);
+    const same = results.find((r) => r.mode.kind === 'closed' && r.mode.concurrency === c)!;
+    fullPgbench = `pgbench 1 tx/consume + idempotency + audit rows, closed c=${c}: ${b.tps.toFixed(0)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(same.throughputPerSecond / b.tps).toFixed(2)}x`;
+    console.log(fullPgbench);
+  }
+  const open = await runLoad({
+    name: 'Consume (gRPC)',
+    mode: { kind: 'open', ratePerSecond: RATE, maxInFlight: 5_000 },
+    startEarlyMs: START_EARLY_MS,
+    durationMs: DURATION_MS,
+    warmupMs: WARMUP_MS,
+    call: consumeCall('open'),
+  });
+  results.push(open);
+  console.log(formatResult(open));
+  const balanceCall = (i: number) => getBalance({ tenantId: tenants[i % tenants.length]!, consistentRead: false });
+  const cachedOne = await runLoad({
+    name: 'GetBalance (cached)',
+    mode: { kind: 'closed', concurrency: 1 },
+    durationMs: Math.min(DURATION_MS, 5_000),
+    warmupMs: 1_000,
+    call: balanceCall,
+  });
+  console.log(formatResult(cachedOne));
+  const cached = await runLoad({
+    name: 'GetBalance (cached)',
+    mode: { kind: 'closed', concurrency: 8 },
+    durationMs: Math.min(DURATION_MS, 5_000),
+    warmupMs: 1_000,
+    call: balanceCall,
+  });
+  results.push(cached);
+  console.log(formatResult(cached));
+  const cachedOpen = await runLoad({
+    name: 'GetBalance (cached)',
+    mode: { kind: 'open', ratePerSecond: 1_000 },
+    startEarlyMs: START_EARLY_MS,
+    durationMs: Math.min(DURATION_MS, 5_000),
+    warmupMs: 1_000,
+    call: balanceCall,
+  });
+  console.log(formatResult(cachedOpen));
+
+  const metrics = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
+  const batchSum = Number(/^credits_consume_batch_size_sum(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
+  const batchCount = Number(/^credits_consume_batch_size_count(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
+  const best = Math.max(...results.filter((r) => r.name.startsWith('Consume') && r.mode.kind === 'closed').map((r) => r.throughputPerSecond));
+  console.log('\nsummary');
+  console.log(`  consume throughput (best closed loop): ${best.toFixed(0)} req/s   seed: ${SEED.tps} TPS`);
+  for (const c of comparisons) console.log(`  ${c}`);
+  if (fullPgbench) console.log(`  ${fullPgbench}`);
+  const lat = (r: LoadResult) => `p50 ${r.latencyMs.p50.toFixed(2)} p95 ${r.latencyMs.p95.toFixed(2)} p99 ${r.latencyMs.p99.toFixed(2)} mean ${r.latencyMs.mean.toFixed(2)} ms`;
+  console.log(`  consume open loop ${RATE}/s: ${lat(open)} (target p99 < 10 ms)   seed: ${SEED.consumeAvgMs} ms avg`);
+  console.log(`  cached GetBalance closed c=1: ${lat(cachedOne)}   closed c=8 (${cached.throughputPerSecond.toFixed(0)}/s): ${lat(cached)}`);
+  console.log(`  cached GetBalance open 1000/s: ${lat(cachedOpen)} (target p99 < 2 ms)   seed: ${SEED.cachedBalanceAvgMs} ms avg`);
+  if (batchCount > 0) console.log(`  mean consume batch size (group commit): ${(batchSum / batchCount).toFixed(1)} over ${batchCount} batches`);
+  const paths = [...metrics.matchAll(/^credits_consume_batches_total\{[^}]*path="([a-z]+)"[^}]*\} ([0-9.e+]+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+  if (paths.length > 0) console.log(`  consume batches by path: ${paths.join(', ')}`);
+  console.log(`  load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+
+  for (const c of clients) c.close();
+  await pool.end();
+  await stopService();
+  const drop = new pg.Client({ connectionString: SERVER_URL });
+  await drop.connect();
+  await drop.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  await drop.end();
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,188 @@
+/**
+ * A generic, bounded gRPC load generator for the ShieldX benches.
+ *
+ *  - closed loop: `concurrency` workers, each issuing its next call when the
+ *    previous one returns (measures capacity);
+ *  - open loop: calls started at a fixed `ratePerSecond` whatever the server
+ *    does, latency measured from the *intended* start time so a stalled server
+ *    shows up in the tail instead of being hidden (no coordinated omission);
+ *    calls beyond `maxInFlight` are counted as `dropped`, never queued forever.
+ *    The generator ticks on a ~1 ms timer, so a call can start up to ~1 ms
+ *    after its due time and that shows in its latency; with `startEarlyMs`
+ *    (e.g. 0.5) calls due within that much of a tick start at the tick, their
+ *    latency counted from that actual start, which halves the timer's share of
+ *    each latency while a late tick (a stalled client or server) still counts in full.
+ *
+ * Both run a warm-up (not measured), then `durationMs` measured, and stop by
+ * themselves: every loop has a time bound, and the sample store is bounded.
+ *
+ * Usage:
+ *   const result = await runLoad({ name: 'consume', durationMs: 10_000, warmupMs: 2_000,
+ *     mode: { kind: 'closed', concurrency: 32 }, call: (i) => promisifiedCall(i) });
+ *   console.log(formatResult(result));
+ */
+import { status as grpcStatus } from '@grpc/grpc-js';
+
+export type LoadMode =
+  | { readonly kind: 'closed'; readonly concurrency: number }
+  | { readonly kind: 'open'; readonly ratePerSecond: number; readonly maxInFlight?: number };
+
+export interface LoadOptions {
+  readonly name: string;
+  readonly mode: LoadMode;
+  readonly durationMs: number;
+  readonly warmupMs?: number;
+  /** Issues call number `i`; resolves on success, rejects with a gRPC error on failure. */
+  readonly call: (i: number) => Promise<unknown>;
+  /** Open loop: start calls due within this many ms at the current tick (default 0). */
+  readonly startEarlyMs?: number;
+  /** Bound on stored latency samples (default 2,000,000). */
+  readonly maxSamples?: number;
+}
+
+export interface LatencySummary {
+  readonly p50: number;
+  readonly p95: number;
+  readonly p99: number;
+  readonly max: number;
+  readonly mean: number;
+}
+
+export interface LoadResult {
+  readonly name: string;
+  readonly mode: LoadMode;
+  readonly durationMs: number;
+  readonly completed: number;
+  readonly succeeded: number;
+  /** Failed calls by gRPC status name (e.g. RESOURCE_EXHAUSTED). */
+  readonly errors: Readonly<Record<string, number>>;
+  /** Open loop only: calls not started because maxInFlight were outstanding. */
+  readonly dropped: number;
+  /** Completed calls (successes and failures) per second of measured time. */
+  readonly throughputPerSecond: number;
+  /** Milliseconds, over every completed call. */
+  readonly latencyMs: LatencySummary;
+}
+
+const STATUS_NAMES = new Map<number, string>(Object.entries(grpcStatus).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v as number, k]));
+
+function errorName(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'number' ? (STATUS_NAMES.get(code) ?? `CODE_${code}`) : 'CLIENT_ERROR';
+}
+
+class Recorder {
+  private readonly samples: Float64Array;
+  private count = 0;
+  succeeded = 0;
+  completed = 0;
+  readonly errors: Record<string, number> = {};
+
+  constructor(maxSamples: number) {
+    this.samples = new Float64Array(maxSamples);
+  }
+
+  record(latencyMs: number, error: unknown): void {
+    this.completed += 1;
+    if (error === undefined) this.succeeded += 1;
+    else {
+      const name = errorName(error);
+      this.errors[name] = (this.errors[name] ?? 0) + 1;
+    }
+    if (this.count < this.samples.length) this.samples[this.count++] = latencyMs;
+  }
+
+  summary(): LatencySummary {
+    const sorted = this.samples.slice(0, this.count).sort();
+    const at = (q: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!);
+    let sum = 0;
+    for (const v of sorted) sum += v;
+    return { p50: at(0.5), p95: at(0.95), p99: at(0.99), max: sorted.length ? sorted[sorted.length - 1]! : 0, mean: sorted.length ? sum / sorted.length : 0 };
+  }
+}
+
+const nowMs = () => performance.now();
+
+export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  const warmupMs = options.warmupMs ?? 0;
+  const recorder = new Recorder(options.maxSamples ?? 2_000_000);
+  const start = nowMs();
+  const measureFrom = start + warmupMs;
+  const end = measureFrom + options.durationMs;
+  let next = 0;
+  let dropped = 0;
+
+  const issue = async (intendedStart: number): Promise<void> => {
+    const i = next++;
+    const startedAt = nowMs();
+    // Started early (within half a tick of its due time): count from the actual start.
+    const from = Math.max(intendedStart, startedAt);
+    let error: unknown;
+    try {
+      await options.call(i);
+    } catch (e) {
+      error = e ?? new Error('call failed');
+    }
+    if (intendedStart >= measureFrom && intendedStart < end) recorder.record(nowMs() - from, error);
+  };
+
+  if (options.mode.kind === 'closed') {
+    const workers = Array.from({ length: options.mode.concurrency }, async () => {
+      while (nowMs() < end) await issue(nowMs());
+    });
+    await Promise.all(workers);
+  } else {
+    const { ratePerSecond } = options.mode;
+    const maxInFlight = options.mode.maxInFlight ?? 10_000;
+    const intervalMs = 1000 / ratePerSecond;
+    const startEarlyMs = Math.max(0, options.startEarlyMs ?? 0);
+    let inFlight = 0;
+    const pending = new Set<Promise<void>>();
+    let due = start;
+    while (nowMs() < end) {
+      const now = nowMs();
+      // Start every call whose intended time has come (catching up after a slow tick).
+      while (due <= now + startEarlyMs && due < end) {
+        if (inFlight >= maxInFlight) {
+          if (due >= measureFrom) dropped += 1;
+        } else {
+          inFlight += 1;
+          const p = issue(due).finally(() => {
+            inFlight -= 1;
+            pending.delete(p);
+          });
+          pending.add(p);
+        }
+        due += intervalMs;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    await Promise.all(pending);
+  }
+
+  return {
+    name: options.name,
+    mode: options.mode,
+    durationMs: options.durationMs,
+    completed: recorder.completed,
+    succeeded: recorder.succeeded,
+    errors: recorder.errors,
+    dropped,
+    throughputPerSecond: recorder.completed / (options.durationMs / 1000),
+    latencyMs: recorder.summary(),
+  };
+}
+
+const f = (ms: number) => (ms < 10 ? ms.toFixed(2) : ms.toFixed(1));
+
+export function formatResult(r: LoadResult): string {
+  const mode = r.mode.kind === 'closed' ? `closed c=${r.mode.concurrency}` : `open ${r.mode.ratePerSecond}/s`;
+  const errors = Object.entries(r.errors)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  return (
+    `${r.name.padEnd(22)} ${mode.padEnd(16)} ${r.throughputPerSecond.toFixed(0).padStart(7)} req/s  ` +
+    `p50 ${f(r.latencyMs.p50)} p95 ${f(r.latencyMs.p95)} p99 ${f(r.latencyMs.p99)} max ${f(r.latencyMs.max)} mean ${f(r.latencyMs.mean)} ms` +
+    `${errors ? `  errors: ${errors}` : ''}${r.dropped ? `  dropped: ${r.dropped}` : ''}`
+  );
+}

@@ -1,0 +1,326 @@
+/**
+ * Alerting and observability assets: the Prometheus rule file (ops/alerts/shieldx.rules.yml), its
+ * promtool unit tests, the PrometheusRule manifest generated from it, the runbooks the alerts link
+ * to, and the Grafana dashboard.
+ *
+ * promtool (Debian package `prometheus`) checks and unit-tests the rules. Without promtool on PATH
+ * those tests are skipped with a reason, except under CI=true, where a missing promtool fails.
+ */
+import { execFileSync } from 'node:child_process';
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { parse } from 'yaml';
+import { type K8sObject, validateAgainstSchema } from '../mesh/manifest-schemas';
+import {
+  PROMETHEUS_RULE_FILE,
+  readRuleFile,
+  renderPrometheusRule,
+  RULES_FILE,
+} from './alerts/sync-prometheus-rule';
+
+const REPO = path.resolve(__dirname, '..');
+const RULES_TEST_FILE = path.join(REPO, 'ops', 'alerts', 'shieldx.rules.test.yml');
+const RUNBOOKS = path.join(REPO, 'docs', 'runbooks');
+const DASHBOARD = path.join(REPO, 'ops', 'dashboards', 'shieldx-overview.json');
+const RUNBOOK_URL_PREFIX = 'https://github.com/shieldx/mesh/blob/main/docs/runbooks/';
+
+/** The seed's alerts and how long each condition must hold before it fires (undefined: at once). */
+const EXPECTED_ALERTS: Record<string, string | undefined> = {
+  CreditsServiceDown: '5m',
+  NegativeBalanceDetected: undefined,
+  AuditLogIntegrityFailure: undefined,
+  DatabaseConnectionPoolExhausted: '5m',
+  HighErrorRate: '10m',
+  HighLatency: '10m',
+  CanaryRollback: undefined,
+  LowCacheHitRate: '15m',
+};
+
+/**
+ * The metric names the services export (the contract with the services' authors). Histograms
+ * are listed by base name; `_bucket`, `_sum` and `_count` are accepted for them.
+ */
+const COUNTERS_AND_GAUGES = [
+  'up',
+  'grpc_server_started_total',
+  'grpc_server_handled_total',
+  'credits_operations_total',
+  'credits_balance_queries_total',
+  'credits_transactions_total',
+  'credits_cache_requests_total',
+  'credits_circuit_breaker_state',
+  'credits_audit_chain_valid',
+  'credits_audit_chain_last_verified_timestamp_seconds',
+  'credits_balance_invariant_violations',
+  'db_pool_connections',
+  'db_pool_max_connections',
+  'canary_rollbacks_total',
+  'shadow_evaluations_active',
+  'shadow_evaluations_total',
+  'camouflage_assessments_total',
+  'camouflage_honeytoken_alerts_total',
+];
+const HISTOGRAMS = [
+  'grpc_server_handling_seconds',
+  'shadow_evaluation_duration_seconds',
+  'camouflage_assess_duration_seconds',
+];
+const KNOWN_METRICS = new Set([
+  ...COUNTERS_AND_GAUGES,
+  ...HISTOGRAMS.flatMap((h) => [`${h}_bucket`, `${h}_sum`, `${h}_count`]),
+]);
+const PROMQL_KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset', 'inf', 'nan', 'Inf', 'NaN']);
+
+/**
+ * The metric names a PromQL expression reads: identifiers that are not functions, aggregations,
+ * keywords, label names or parts of strings, durations or modifiers.
+ */
+export function metricNamesIn(expr: string): string[] {
+  const s = expr
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""') // string literals
+    .replace(/\{[^}]*\}/g, ' ') // label matchers
+    .replace(/\[[^\]]*\]/g, ' ') // range and subquery selectors
+    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ')
+    .replace(/\boffset\s+-?\w+/g, ' ')
+    .replace(/\b\d+(\.\d+)?(e[+-]?\d+)?(ms|[smhdwy])?\b/g, ' ');
+  const names: string[] = [];
+  for (const m of s.matchAll(/[a-zA-Z_:][a-zA-Z0-9_:]*/g)) {
+    const rest = s.slice((m.index ?? 0) + m[0].length);
+    if (/^\s*\(/.test(rest)) continue; // function or aggregation
+    if (PROMQL_KEYWORDS.has(m[0])) continue;
+    names.push(m[0]);
+  }
+  return [...new Set(names)];
+}
+
+function findOnPath(command: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    try {
+      accessSync(path.join(dir, command), constants.X_OK);
+      return path.join(dir, command);
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** Runs promtool; returns its combined output, or throws with that output on a non-zero exit. */
+function promtool(binary: string, args: string[]): string {
+  try {
+    return execFileSync(binary, args, { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`promtool ${args.join(' ')} failed:\n${e.stdout ?? ''}${e.stderr ?? ''}${e.message}`);
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Json = any;
+
+interface Rule {
+  alert?: string;
+  record?: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+const ruleFile = readRuleFile();
+const alertRules: Rule[] = ruleFile.groups.flatMap((g) => g.rules as unknown as Rule[]).filter((r) => r.alert);
+
+interface DashboardPanel {
+  id: number;
+  type: string;
+  title: string;
+  datasource?: { uid?: string };
+  gridPos: { x: number; y: number; w: number; h: number };
+  targets?: Array<{ expr: string; datasource?: { uid?: string } }>;
+}
+const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as Json;
+const dashboardPanels = dashboard.panels as DashboardPanel[];
+const dashboardExprs: string[] = [
+  ...dashboardPanels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)),
+  ...(dashboard.annotations?.list ?? []).map((a: Json) => a.expr).filter(Boolean),
+];
+/** Grafana's variables replaced by values PromQL accepts, for checking a panel's query. */
+function withoutGrafanaVariables(expr: string): string {
+  return expr
+    .replaceAll('$__rate_interval', '5m')
+    .replaceAll('$__interval', '1m')
+    .replaceAll('$__range', '1h')
+    .replace(/\$\{?(job|version)\}?/g, '.*');
+}
+
+describe('alert rules (ops/alerts/shieldx.rules.yml)', function () {
+  it('defines exactly the seed’s alerts, each with its hold time', function () {
+    expect(alertRules.map((r) => r.alert).sort()).to.deep.equal(Object.keys(EXPECTED_ALERTS).sort());
+    for (const rule of alertRules) {
+      const want = EXPECTED_ALERTS[rule.alert!];
+      if (want === undefined) expect(rule.for ?? '0s', `${rule.alert} fires at once`).to.match(/^0[smh]?$|^0s$/);
+      else expect(rule.for, `${rule.alert} for`).to.equal(want);
+    }
+  });
+
+  it('gives every alert a severity, a summary, a description and a runbook link', function () {
+    for (const rule of alertRules) {
+      expect(rule.labels?.severity, `${rule.alert} severity`).to.be.oneOf(['critical', 'warning']);
+      for (const key of ['summary', 'description', 'runbook_url']) {
+        expect(rule.annotations?.[key], `${rule.alert} ${key}`).to.be.a('string').that.is.not.empty;
+      }
+    }
+  });
+
+  // Each alert's runbook link resolves to a file in docs/runbooks/ that is about that alert.
+  it('links every alert to a runbook that exists in docs/runbooks/', function () {
+    for (const rule of alertRules) {
+      const url = rule.annotations!.runbook_url;
+      expect(url.startsWith(RUNBOOK_URL_PREFIX), `${rule.alert} runbook_url ${url}`).to.equal(true);
+      const file = path.join(RUNBOOKS, url.slice(RUNBOOK_URL_PREFIX.length));
+      expect(existsSync(file), `${rule.alert}: ${path.relative(REPO, file)} exists`).to.equal(true);
+      expect(readFileSync(file, 'utf8').split('\n')[0], `${rule.alert} runbook title`).to.equal(`# ${rule.alert}`);
+    }
+  });
+
+  it('has runbooks for failover, restore and point-in-time recovery', function () {
+    for (const name of ['failover.md', 'restore.md', 'pitr.md', 'README.md']) {
+      const file = path.join(RUNBOOKS, name);
+      expect(existsSync(file), name).to.equal(true);
+      expect(readFileSync(file, 'utf8').length, name).to.be.greaterThan(500);
+    }
+  });
+
+  // The rules read only metrics the services promise to export: a renamed metric would leave an
+  // alert that can never fire.
+  it('reads only metrics the services export', function () {
+    for (const rule of alertRules) {
+      const unknown = metricNamesIn(rule.expr).filter((m) => !KNOWN_METRICS.has(m));
+      expect(unknown, `${rule.alert} reads unknown metrics`).to.deep.equal([]);
+      expect(metricNamesIn(rule.expr), `${rule.alert} reads some metric`).not.to.be.empty;
+    }
+  });
+
+  it('the metric-name reader finds names and ignores functions, labels and durations', function () {
+    expect(
+      metricNamesIn('sum by (job) (rate(a_total{x="y", le="+Inf"}[5m])) / ignoring(state) b offset 10m > 0.5'),
+    ).to.deep.equal(['a_total', 'b']);
+    expect(metricNamesIn('absent(up{job="credits"}) or time() - c_seconds > 1e3')).to.deep.equal(['up', 'c_seconds']);
+  });
+
+  // Every alert has a promtool case where it fires with checked labels/annotations, and one
+  // where it must stay silent.
+  it('has promtool cases that fire and that do not fire for every alert', function () {
+    const tests = parse(readFileSync(RULES_TEST_FILE, 'utf8')) as Json;
+    expect(tests.rule_files).to.deep.equal([path.basename(RULES_FILE)]);
+    const fires = new Set<string>();
+    const silent = new Set<string>();
+    for (const t of tests.tests) {
+      for (const c of t.alert_rule_test ?? []) {
+        if ((c.exp_alerts ?? []).length > 0) {
+          fires.add(c.alertname);
+          for (const a of c.exp_alerts) {
+            expect(a.exp_labels?.severity, `${c.alertname} case checks severity`).to.be.a('string');
+            expect(a.exp_annotations, `${c.alertname} case checks annotations`).to.include.keys(
+              'summary',
+              'description',
+              'runbook_url',
+            );
+          }
+        } else {
+          silent.add(c.alertname);
+        }
+      }
+    }
+    for (const alert of Object.keys(EXPECTED_ALERTS)) {
+      expect(fires.has(alert), `${alert}: a case where it fires`).to.equal(true);
+      expect(silent.has(alert), `${alert}: a case where it does not fire`).to.equal(true);
+    }
+  });
+});
+
+describe('PrometheusRule manifest (mesh/k8s/base/monitoring/prometheus-rule.yaml)', function () {
+  const manifest = parse(readFileSync(PROMETHEUS_RULE_FILE, 'utf8')) as K8sObject;
+
+  it('carries exactly the rules of the plain rule file', function () {
+    expect(manifest.kind).to.equal('PrometheusRule');
+    expect(manifest.spec.groups).to.deep.equal(ruleFile.groups);
+  });
+
+  it('is what sync-prometheus-rule.ts generates (run `npx tsx ops/alerts/sync-prometheus-rule.ts`)', function () {
+    expect(readFileSync(PROMETHEUS_RULE_FILE, 'utf8')).to.equal(renderPrometheusRule());
+  });
+
+  it('validates against the prometheus-operator schema', function () {
+    expect(validateAgainstSchema(manifest)).to.deep.equal([]);
+  });
+});
+
+describe('Grafana dashboard (ops/dashboards/shieldx-overview.json)', function () {
+  it('has a uid, a Prometheus data-source variable, unique panel ids and a valid layout', function () {
+    expect(dashboard.uid).to.equal('shieldx-overview');
+    const ds = dashboard.templating.list.find((v: Json) => v.name === 'datasource');
+    expect(ds).to.deep.include({ type: 'datasource', query: 'prometheus' });
+    const ids = dashboardPanels.map((p) => p.id);
+    expect(new Set(ids).size, 'unique panel ids').to.equal(ids.length);
+    for (const p of dashboardPanels) {
+      expect(p.gridPos.x + p.gridPos.w, `${p.title} fits the 24-column grid`).to.be.at.most(24);
+      if (p.type === 'row') continue;
+      expect(p.datasource?.uid, `${p.title} data source`).to.equal('${datasource}');
+      expect(p.targets, `${p.title} queries`).to.be.an('array').that.is.not.empty;
+    }
+  });
+
+  it('queries only metrics the services export, and shows every metric the alerts read', function () {
+    const shown = new Set<string>();
+    for (const expr of dashboardExprs) {
+      const names = metricNamesIn(withoutGrafanaVariables(expr));
+      expect(names.filter((m) => !KNOWN_METRICS.has(m)), `unknown metrics in ${expr}`).to.deep.equal([]);
+      names.forEach((m) => shown.add(m));
+    }
+    const alerted = new Set(alertRules.flatMap((r) => metricNamesIn(r.expr)));
+    expect([...alerted].filter((m) => !shown.has(m)), 'alerted metrics missing from the dashboard').to.deep.equal([]);
+  });
+});
+
+describe('promtool', function () {
+  let binary: string | undefined;
+  before(function () {
+    binary = findOnPath('promtool');
+    if (!binary) {
+      if (process.env.CI === 'true') {
+        throw new Error('promtool is not on PATH; CI=true requires it (Debian package `prometheus`)');
+      }
+      // eslint-disable-next-line no-console
+      console.warn('    skipped: promtool not on PATH (apt-get install prometheus); CI=true makes this fail');
+      this.skip();
+    }
+  });
+
+  it('check rules: the rule file is valid (syntax, PromQL, templates)', function () {
+    expect(promtool(binary!, ['check', 'rules', path.relative(REPO, RULES_FILE)])).to.match(/SUCCESS: 8 rules found/);
+  });
+
+  it('test rules: every firing and non-firing case passes', function () {
+    expect(promtool(binary!, ['test', 'rules', path.relative(REPO, RULES_TEST_FILE)])).to.include('SUCCESS');
+  });
+
+  // The dashboard's queries are PromQL too: check them by loading them as recording rules.
+  it('check rules: every dashboard query is valid PromQL', function () {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'shieldx-dashboard-'));
+    try {
+      const file = path.join(dir, 'dashboard.rules.yml');
+      const rules = dashboardExprs.map((expr, i) => ({
+        record: `shieldx_dashboard:query_${i}`,
+        expr: withoutGrafanaVariables(expr),
+      }));
+      writeFileSync(file, JSON.stringify({ groups: [{ name: 'dashboard', rules }] }));
+      expect(promtool(binary!, ['check', 'rules', file])).to.include(`SUCCESS: ${rules.length} rules found`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
