@@ -169,12 +169,13 @@ describe('platform server', () => {
 describe('platform server: the three services', () => {
   // Each service's reflection lists its own API plus health; together, all three.
   it('reflection lists credits, shadow and camouflage plus health', async () => {
-    const services = [
-      await startTestService(creditsService),
-      await startTestService(shadowService),
-      await startTestService(camouflageService),
-    ];
+    // Started one by one inside try: a service that fails to start must not leak the others
+    // (a leaked shadow keeps its rollout controller leading for later suites).
+    const services: RunningService[] = [];
     try {
+      services.push(await startTestService(creditsService));
+      services.push(await startTestService(shadowService));
+      services.push(await startTestService(camouflageService));
       const listed = await Promise.all(services.map((s) => listServices(address(s))));
       expect(listed[0]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService']);
       expect(listed[1]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.shadow.v1.ShadowService']);
