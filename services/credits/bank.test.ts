@@ -75,11 +75,11 @@ describe('credits bank test', function () {
     const pick = <T>(xs: readonly T[]): T => xs[randomInt(xs.length)]!;
     const client = () => pick(clients);
 
-    async function send(method: Method, request: Record<string, unknown>, via = client()): Promise<{ res?: unknown; reason?: string }> {
+    async function send(method: Method, request: Record<string, unknown>, via = client()): Promise<{ res?: unknown; reason?: string; message?: string }> {
       try {
         return { res: await via.call(method, request) };
       } catch (error) {
-        return { reason: errorDetails(error)?.reason ?? String(error) };
+        return { reason: errorDetails(error)?.reason ?? String(error), message: String(error) };
       }
     }
 
@@ -96,7 +96,7 @@ describe('credits bank test', function () {
       if (applied.length > 1) replayMismatches.push(`${method} ${k} applied ${applied.length} times`);
       const first = results[0]!;
       entry.outcome = outcomes[0];
-      if (first.reason && !EXPECTED_REASONS.has(first.reason)) unexpected.push(`${method}: ${first.reason}`);
+      if (first.reason && !EXPECTED_REASONS.has(first.reason)) unexpected.push(`${method}: ${first.reason} (${first.message})`);
       return first.res;
     }
 
@@ -150,8 +150,9 @@ describe('credits bank test', function () {
     }
 
     await Promise.all(Array.from({ length: WORKERS }, () => worker()));
-    expect(unexpected, 'unexpected errors').to.deep.equal([]);
-    expect(replayMismatches, 'replays').to.deep.equal([]);
+    // Joined so that a failure prints every entry (chai truncates arrays).
+    expect(unexpected.join('\n'), 'unexpected errors').to.equal('');
+    expect(replayMismatches.join('\n'), 'replays').to.equal('');
     expect(replays).to.be.greaterThan(0);
     expect(reusedRefusals).to.be.greaterThan(0);
 
