@@ -63,7 +63,7 @@ describe('credits bank test', function () {
   it('keeps every invariant under concurrent mixed traffic', async () => {
     const tenants = Array.from({ length: TENANTS }, () => tenant('bank'));
     const sent = new Map<string, Sent>();
-    const held: { tenantId: string; id: string }[] = [];
+    const held: { tenantId: string; id: string; amount: bigint }[] = [];
     const unexpected: string[] = [];
     const replayMismatches: string[] = [];
     let replays = 0;
@@ -118,11 +118,12 @@ describe('credits bank test', function () {
             metadata: {},
             ttl: short ? { seconds: 0n, nanos: 300_000_000 } : { seconds: 60n, nanos: 0 },
           })) as ReserveResponse | undefined;
-          if (res) held.push({ tenantId: t, id: res.reservation!.id });
+          if (res) held.push({ tenantId: t, id: res.reservation!.id, amount: res.reservation!.amount });
         } else if (roll < 78 && held.length > 0) {
           const r = pick(held);
           if (roll < 70) {
-            const amount = randomInt(2) === 0 ? undefined : BigInt(randomInt(0, 3));
+            // Whole hold (no amount) or a partial capture of 0..2, never more than held (that is INVALID_ARGUMENT).
+            const amount = randomInt(2) === 0 ? undefined : BigInt(randomInt(0, Math.min(2, Number(r.amount)) + 1));
             await fresh('commitReservation', { tenantId: r.tenantId, reservationId: r.id, amount, idempotencyKey: key('cm') });
           } else {
             await fresh('releaseReservation', { tenantId: r.tenantId, reservationId: r.id, idempotencyKey: key('rl') });
