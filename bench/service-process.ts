@@ -12,7 +12,9 @@ export interface ServiceProcess {
 }
 
 export async function startServiceProcess(service: string, env: NodeJS.ProcessEnv): Promise<ServiceProcess> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(__dirname, '..', 'scripts', 'start-service.ts')], {
+  // BENCH_SERVICE_NODE_ARGS: extra node flags for the service only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeArgs = (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(__dirname, '..', 'scripts', 'start-service.ts')], {
     env: { ...process.env, ...env, SHIELDX_SERVICE: service },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -6,12 +6,15 @@
 import {
   Metadata,
   status as grpcStatus,
+  type handleBidiStreamingCall,
   type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
+  type ServerDuplexStream,
   type ServerReadableStream,
   type ServerWritableStream,
 } from '@grpc/grpc-js';
+import type { Status } from '../gen/google/rpc/status';
 import { toGrpcStatus } from './grpc-errors';
 import { PRINCIPAL_METADATA_KEY } from './interceptors';
 import type { Logger } from './logger';
@@ -88,12 +91,22 @@ function contextFor(
   };
 }
 
-function statusFor(error: unknown, options: HandlerOptions, path: string) {
+/** Anything thrown, as a ServiceError; unexpected ones (INTERNAL/UNKNOWN) are logged with their cause. */
+function serviceErrorFor(error: unknown, options: HandlerOptions, path: string): ServiceError {
   const serviceError = ServiceError.from(error);
   if (serviceError.code === Code.INTERNAL || serviceError.code === Code.UNKNOWN) {
     options.logger.error({ err: error, grpc_method: path }, 'unexpected error');
   }
-  return toGrpcStatus(serviceError, options.domain);
+  return serviceError;
+}
+
+function statusFor(error: unknown, options: HandlerOptions, path: string) {
+  return toGrpcStatus(serviceErrorFor(error, options, path), options.domain);
+}
+
+/** Anything thrown, as the google.rpc.Status a stream sends for one failed item. */
+export function itemErrorStatus(error: unknown, options: HandlerOptions, path: string): Status {
+  return serviceErrorFor(error, options, path).toStatus(options.domain);
 }
 
 /** Rejects after `ms` with DEADLINE_EXCEEDED (the server-side default deadline). */
@@ -189,6 +202,91 @@ export function serverStream<Req, Res>(
   };
 }
 
+/**
+ * A bidirectional stream in which every request gets exactly one response: a
+ * request/response multiplexer over one call. `handle` answers one request and
+ * must turn its failures into a response (see itemErrorStatus); at most
+ * `maxInFlight` run at once, and reading pauses beyond that or while the client
+ * is slow to read answers, so a fast writer cannot queue unbounded work. The
+ * call ends OK once the client has half-closed and every answer is written. On
+ * server shutdown it stops reading, answers what it has read, then ends
+ * UNAVAILABLE (SERVER_SHUTTING_DOWN) so the client resends the rest elsewhere.
+ */
+export function multiplexedStream<Req, Res>(
+  path: string,
+  options: HandlerOptions,
+  maxInFlight: number,
+  handle: (request: Req, ctx: CallContext) => Promise<Res>,
+): handleBidiStreamingCall<Req, Res> {
+  return (call: ServerDuplexStream<Req, Res>) => {
+    const { ctx, dispose } = contextFor(call, options, true);
+    let inFlight = 0;
+    let readEnded = false;
+    let stopping = false;
+    let writeBlocked = false;
+    let done = false;
+    const finish = (status?: ReturnType<typeof statusFor>) => {
+      if (done) return;
+      done = true;
+      dispose();
+      options.shutdownSignal.removeEventListener('abort', onShutdown);
+      if (status) call.emit('error', status);
+      else call.end();
+    };
+    const update = () => {
+      if (done) return;
+      if ((readEnded || stopping) && inFlight === 0) {
+        finish(stopping ? statusFor(new ServiceError(Code.UNAVAILABLE, 'SERVER_SHUTTING_DOWN', 'server is shutting down'), options, path) : undefined);
+        return;
+      }
+      if (stopping || inFlight >= maxInFlight || writeBlocked) call.pause();
+      else if (!readEnded) call.resume();
+    };
+    const onShutdown = () => {
+      stopping = true;
+      update();
+    };
+    options.shutdownSignal.addEventListener('abort', onShutdown, { once: true });
+    // The client went away: nothing more can be written.
+    call.on('cancelled', () => {
+      done = true;
+      dispose();
+      options.shutdownSignal.removeEventListener('abort', onShutdown);
+    });
+    call.on('error', () => undefined);
+    call.on('end', () => {
+      readEnded = true;
+      update();
+    });
+    call.on('data', (request: Req) => {
+      if (done || stopping) return;
+      inFlight += 1;
+      update();
+      Promise.resolve()
+        .then(() => handle(request, ctx))
+        .then(
+          (response) => {
+            inFlight -= 1;
+            if (done) return;
+            if (!call.write(response) && !writeBlocked) {
+              writeBlocked = true;
+              call.once('drain', () => {
+                writeBlocked = false;
+                update();
+              });
+            }
+            update();
+          },
+          (error: unknown) => {
+            // `handle` answers its own failures; reaching here is a bug: end the call, INTERNAL.
+            inFlight -= 1;
+            finish(statusFor(error, options, path));
+          },
+        );
+    });
+  };
+}
+
 /** For RPCs whose behaviour a later change brings: a clear UNIMPLEMENTED, not a hang. */
 export function notImplemented(path: string): ServiceError {
   return new ServiceError(grpcStatus.UNIMPLEMENTED as Code, 'NOT_IMPLEMENTED', `${path} is not implemented yet`);
@@ -207,7 +305,8 @@ export function unimplementedService(
     const fail = async () => {
       throw notImplemented(method.path);
     };
-    if (method.responseStream) implementation[name] = serverStream(method.path, options, fail);
+    if (method.requestStream && method.responseStream) implementation[name] = multiplexedStream(method.path, options, 1, fail);
+    else if (method.responseStream) implementation[name] = serverStream(method.path, options, fail);
     else if (method.requestStream) implementation[name] = clientStream(method.path, options, fail);
     else implementation[name] = unary(method.path, options, fail);
   }

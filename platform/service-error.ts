@@ -91,6 +91,11 @@ export class ServiceError extends Error {
 
   /** The google.rpc.Status bytes for the `grpc-status-details-bin` trailer. */
   toStatusDetails(domain: string): Buffer {
+    return Buffer.from(Status.encode(this.toStatus(domain)).finish());
+  }
+
+  /** As a google.rpc.Status message: code, message, ErrorInfo and (if any) BadRequest. */
+  toStatus(domain: string): Status {
     const details: Any[] = [
       {
         typeUrl: ERROR_INFO_TYPE_URL,
@@ -105,7 +110,7 @@ export class ServiceError extends Error {
         value: Buffer.from(BadRequest.encode({ fieldViolations: this.fieldViolations.map((v) => ({ ...v })) }).finish()),
       });
     }
-    return Buffer.from(Status.encode({ code: this.code, message: this.message, details }).finish());
+    return { code: this.code, message: this.message, details };
   }
 }
 
@@ -135,6 +140,11 @@ export function decodeStatusDetails(bytes: Buffer | Uint8Array | undefined): Err
   } catch {
     return undefined;
   }
+  return statusDetails(status);
+}
+
+/** The ErrorInfo and BadRequest of a google.rpc.Status (an error carried in a message, as in a stream's per-item result). */
+export function statusDetails(status: Status): ErrorDetails {
   let info: ErrorInfo | undefined;
   let badRequest: BadRequest | undefined;
   for (const detail of status.details) {

@@ -6,9 +6,12 @@ import {
   ThreatTier,
   type AssessRequest,
   type AssessResponse,
+  type AssessStreamRequest,
+  type AssessStreamResponse,
   type GetBanditStatsResponse,
 } from '../../gen/shieldx/camouflage/v1/camouflage';
 import { errorDetails } from '../../platform/grpc-errors';
+import { statusDetails } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys } from '../../test/harness';
 import { camouflageService } from './service';
@@ -174,6 +177,98 @@ describe('camouflage service over gRPC', function () {
       a.registerDecoy({ decoy: undefined }, bearer(testKeys.camouflage), (error) => resolve(error)),
     );
     expect(errorDetails(denied)?.code).to.equal(grpcStatus.PERMISSION_DENIED);
+  });
+
+  /** Sends `items` on one AssessStream call (half-closing when `halfClose`), collects answers until the call ends. */
+  const assessStream = (client: CamouflageServiceClient, items: AssessStreamRequest[], key = testKeys.camouflage, halfClose = true) => {
+    const call = client.assessStream(bearer(key));
+    const answers: AssessStreamResponse[] = [];
+    const ended = new Promise<{ error: unknown }>((resolve) => {
+      call.on('data', (m: AssessStreamResponse) => answers.push(m));
+      call.on('error', (error) => resolve({ error }));
+      call.on('status', (status) => {
+        if (status.code === grpcStatus.OK) resolve({ error: null });
+      });
+    });
+    for (const item of items) call.write(item);
+    if (halfClose) call.end();
+    return { call, answers, ended };
+  };
+
+  // One stream, many assessments: each answered once by its id with what Assess would say; bad items get their
+  // own INVALID_ARGUMENT and the stream goes on; the call ends OK after the client half-closes.
+  it('AssessStream answers every request by id and keeps going past bad items', async () => {
+    const items: AssessStreamRequest[] = [];
+    for (let i = 0; i < 300; i++) {
+      const scanner = i % 3 === 0;
+      items.push({
+        requestId: `r-${i}`,
+        request: scanner ? request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} }) : request({}),
+      });
+    }
+    items.push({ requestId: 'bad-ip', request: request({ clientIp: 'not-an-ip' }) });
+    items.push({ requestId: 'no-request', request: undefined });
+    items.push({ requestId: '', request: request({}) });
+    items.push({ requestId: 'x'.repeat(129), request: request({}) });
+    const { answers, ended } = assessStream(a, items);
+    expect((await ended).error).to.equal(null);
+    expect(answers).to.have.length(items.length);
+    const byId = new Map(answers.map((m) => [m.requestId, m]));
+    for (let i = 0; i < 300; i++) {
+      const result = byId.get(`r-${i}`)!.result!;
+      expect(result.$case, `r-${i}`).to.equal('response');
+      const response = (result as { value: AssessResponse }).value;
+      expect(response.decisionId).to.match(/^[0-9a-f-]{36}$/);
+      if (i % 3 === 0) expect(response.tier).to.equal(ThreatTier.THREAT_TIER_ATTACK);
+      else expect(response.tier).to.equal(ThreatTier.THREAT_TIER_BENIGN);
+    }
+    const failed = (id: string) => {
+      const result = answers.find((m) => m.requestId === id)!.result!;
+      expect(result.$case, id).to.equal('error');
+      return statusDetails((result as { value: import('../../gen/google/rpc/status').Status }).value);
+    };
+    expect(failed('bad-ip')).to.include({ code: grpcStatus.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT' });
+    expect(failed('no-request').fieldViolations[0]!.field).to.equal('request');
+    expect(failed('').fieldViolations[0]!.field).to.equal('request_id');
+    expect(failed('x'.repeat(129)).fieldViolations[0]!.field).to.equal('request_id');
+    // Decisions made on the stream are real: an outcome can be recorded for one.
+    const decisionId = ((byId.get('r-0')!.result as { value: AssessResponse }).value).decisionId;
+    expect((await outcome(b, decisionId, 2, 5)).error).to.equal(null);
+  });
+
+  // The stream needs the same scope as Assess; without a key it is refused before any item is read.
+  it('AssessStream refuses a missing key and a key without the assess scope', async () => {
+    const anonymous = a.assessStream();
+    const refused = await new Promise<unknown>((resolve) => {
+      anonymous.on('error', resolve);
+      anonymous.on('data', () => undefined);
+      anonymous.write({ requestId: 'r', request: request({}) });
+      anonymous.end();
+    });
+    expect(errorDetails(refused)?.code).to.equal(grpcStatus.UNAUTHENTICATED);
+    const { answers, ended } = assessStream(a, [{ requestId: 'r', request: request({}) }], testKeys.creditsReader);
+    expect(errorDetails((await ended).error)?.code).to.equal(grpcStatus.PERMISSION_DENIED);
+    expect(answers).to.deep.equal([]);
+  });
+
+  // A long-lived stream does not hold up a shutdown: it ends UNAVAILABLE (SERVER_SHUTTING_DOWN) after its answers.
+  it('AssessStream ends cleanly when the server shuts down', async () => {
+    const third = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: prefix, MIGRATE_ON_START: 'false' });
+    const client = new CamouflageServiceClient(address(third), insecure);
+    try {
+      const items = Array.from({ length: 50 }, (_, i) => ({ requestId: `s-${i}`, request: request({}) }));
+      const { answers, ended } = assessStream(client, items, testKeys.camouflage, false);
+      for (let i = 0; i < 100 && answers.length < items.length; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(answers).to.have.length(items.length);
+      const shutdown = third.shutdown();
+      const details = errorDetails((await ended).error);
+      expect(details).to.include({ code: grpcStatus.UNAVAILABLE, reason: 'SERVER_SHUTTING_DOWN' });
+      await shutdown;
+      expect(new Set(answers.map((m) => m.requestId)).size).to.equal(items.length);
+    } finally {
+      client.close();
+      await third.shutdown().catch(() => undefined);
+    }
   });
 
   // Registered decoys are listed (paginated) by every replica, filtered by tier.

@@ -12,10 +12,12 @@ import {
   type ArmStats as ProtoArmStats,
   type AssessRequest,
   type AssessResponse,
+  type AssessStreamRequest,
+  type AssessStreamResponse,
   type CamouflageServiceServer,
   type Decoy as ProtoDecoy,
 } from '../../gen/shieldx/camouflage/v1/camouflage';
-import { unary } from '../../platform/handlers';
+import { itemErrorStatus, multiplexedStream, unary } from '../../platform/handlers';
 import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
 import { CamouflageEngine, CamouflageError, grpcCodeNameFor, type ArmStats, type BanditPolicy, type Decoy, type Tier } from './engine';
@@ -111,6 +113,9 @@ const camouflageConfigShape = {
   CAMOUFLAGE_HONEYTOKEN_TTL_SECONDS: z.coerce.number().int().min(3600, 'must be at least 3600').max(400 * 86_400, 'must be at most 34560000').default(90 * 86_400),
 };
 
+/** Assessments one AssessStream call runs at once; reading pauses beyond it (backpressure). */
+const ASSESS_STREAM_IN_FLIGHT_MAX = 256;
+
 export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
   name: 'camouflage',
   grpcServiceName: 'shieldx.camouflage.v1.CamouflageService',
@@ -120,6 +125,7 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
   configShape: camouflageConfigShape,
   scopes: {
     Assess: 'camouflage:assess',
+    AssessStream: 'camouflage:assess',
     RecordOutcome: 'camouflage:assess',
     ListDecoys: 'camouflage:read',
     GetBanditStats: 'camouflage:read',
@@ -169,48 +175,67 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
     });
     await engine.start();
 
-    const implementation: CamouflageServiceServer = {
-      assess: unary(CamouflageServiceService.assess.path, options, async (request: AssessRequest): Promise<AssessResponse> => {
-        const started = process.hrtime.bigint();
-        const policy = policyFromProto(request.policy);
-        const result = await engineCall(() =>
-          engine.assess(
-            {
-              clientIp: request.clientIp,
-              method: request.method,
-              path: request.path,
-              query: request.query,
-              headers: request.headers,
-              userAgent: request.userAgent,
-              tlsFingerprint: request.tlsFingerprint || undefined,
-              sessionKey: request.sessionKey,
-              timestampMs: request.timestamp ? request.timestamp.getTime() : Date.now(),
-              previousStatus: request.previousStatus || undefined,
-            },
-            policy ? { policy } : {},
-          ),
-        );
-        assessSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
-        assessments.inc({ tier: result.tier });
-        const decoy = await engine.getDecoy(result.decoy.id);
-        return {
-          decisionId: result.decisionId,
-          threatLevel: result.threatLevel,
-          tier: TIER_TO_PROTO[result.tier],
-          signals: result.signals.map((s) => ({ name: s.name, points: s.points, detail: s.detail })),
-          strategy: { name: STRATEGY_NAMES[result.tier], responseDelay: durationOf(result.strategy.responseDelayMs) },
-          decoy: decoyToProto(decoy),
-          content: result.decoy.content,
-          honeytoken: result.honeytoken?.token ?? '',
-          selection: {
-            policy: policyToProto(result.policy),
-            probability: result.selectionProbability,
-            score: result.selectionScore ?? 0,
-            eligibleArms: 0,
+    /** Scores one request and chooses its decoy: Assess, and each item of AssessStream. */
+    const assessOne = async (request: AssessRequest): Promise<AssessResponse> => {
+      const started = process.hrtime.bigint();
+      const policy = policyFromProto(request.policy);
+      const result = await engineCall(() =>
+        engine.assess(
+          {
+            clientIp: request.clientIp,
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            userAgent: request.userAgent,
+            tlsFingerprint: request.tlsFingerprint || undefined,
+            sessionKey: request.sessionKey,
+            timestampMs: request.timestamp ? request.timestamp.getTime() : Date.now(),
+            previousStatus: request.previousStatus || undefined,
           },
-          honeytokenTriggered: result.honeytokenHits.length > 0,
-        };
-      }),
+          policy ? { policy } : {},
+        ),
+      );
+      assessSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      assessments.inc({ tier: result.tier });
+      const decoy = await engine.getDecoy(result.decoy.id);
+      return {
+        decisionId: result.decisionId,
+        threatLevel: result.threatLevel,
+        tier: TIER_TO_PROTO[result.tier],
+        signals: result.signals.map((s) => ({ name: s.name, points: s.points, detail: s.detail })),
+        strategy: { name: STRATEGY_NAMES[result.tier], responseDelay: durationOf(result.strategy.responseDelayMs) },
+        decoy: decoyToProto(decoy),
+        content: result.decoy.content,
+        honeytoken: result.honeytoken?.token ?? '',
+        selection: {
+          policy: policyToProto(result.policy),
+          probability: result.selectionProbability,
+          score: result.selectionScore ?? 0,
+          eligibleArms: 0,
+        },
+        honeytokenTriggered: result.honeytokenHits.length > 0,
+      };
+    };
+
+    const implementation: CamouflageServiceServer = {
+      assess: unary(CamouflageServiceService.assess.path, options, assessOne),
+
+      assessStream: multiplexedStream(
+        CamouflageServiceService.assessStream.path,
+        options,
+        ASSESS_STREAM_IN_FLIGHT_MAX,
+        async (item: AssessStreamRequest): Promise<AssessStreamResponse> => {
+          const requestId = item.requestId;
+          try {
+            if (requestId.length === 0 || requestId.length > 128) throw ServiceError.invalidArgument('request_id', 'must be 1-128 characters');
+            if (!item.request) throw ServiceError.invalidArgument('request', 'is required');
+            return { requestId, result: { $case: 'response', value: await assessOne(item.request) } };
+          } catch (error) {
+            return { requestId, result: { $case: 'error', value: itemErrorStatus(error, options, CamouflageServiceService.assessStream.path) } };
+          }
+        },
+      ),
 
       recordOutcome: unary(CamouflageServiceService.recordOutcome.path, options, async (request) => {
         if (!request.engagement) throw ServiceError.invalidArgument('engagement', 'is required');

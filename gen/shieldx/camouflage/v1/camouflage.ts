@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -20,6 +22,7 @@ import {
 } from "@grpc/grpc-js";
 import { Duration } from "../../../google/protobuf/duration";
 import { Timestamp } from "../../../google/protobuf/timestamp";
+import { Status } from "../../../google/rpc/status";
 
 export const protobufPackage = "shieldx.camouflage.v1";
 
@@ -203,6 +206,19 @@ export interface AssessResponse {
     | undefined;
   /** A honeytoken minted earlier appeared in this request. */
   honeytokenTriggered: boolean;
+}
+
+export interface AssessStreamRequest {
+  /** Chosen by the caller (1-128 characters) and echoed in the response. */
+  requestId: string;
+  request?: AssessRequest | undefined;
+}
+
+export interface AssessStreamResponse {
+  requestId: string;
+  result?: { $case: "response"; value: AssessResponse } | //
+  /** What Assess would have failed with: code, message, and ErrorInfo/BadRequest details. */
+  { $case: "error"; value: Status } | undefined;
 }
 
 export interface Engagement {
@@ -1453,6 +1469,218 @@ export const AssessResponse: MessageFns<AssessResponse> = {
   },
 };
 
+function createBaseAssessStreamRequest(): AssessStreamRequest {
+  return { requestId: "", request: undefined };
+}
+
+export const AssessStreamRequest: MessageFns<AssessStreamRequest> = {
+  encode(message: AssessStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.request !== undefined) {
+      AssessRequest.encode(message.request, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AssessStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAssessStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.request = AssessRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AssessStreamRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      request: isSet(object.request) ? AssessRequest.fromJSON(object.request) : undefined,
+    };
+  },
+
+  toJSON(message: AssessStreamRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.request !== undefined) {
+      obj.request = AssessRequest.toJSON(message.request);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AssessStreamRequest>, I>>(base?: I): AssessStreamRequest {
+    return AssessStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AssessStreamRequest>, I>>(object: I): AssessStreamRequest {
+    const message = createBaseAssessStreamRequest();
+    message.requestId = object.requestId ?? "";
+    message.request = (object.request !== undefined && object.request !== null)
+      ? AssessRequest.fromPartial(object.request)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAssessStreamResponse(): AssessStreamResponse {
+  return { requestId: "", result: undefined };
+}
+
+export const AssessStreamResponse: MessageFns<AssessStreamResponse> = {
+  encode(message: AssessStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    switch (message.result?.$case) {
+      case "response":
+        AssessResponse.encode(message.result.value, writer.uint32(18).fork()).join();
+        break;
+      case "error":
+        Status.encode(message.result.value, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AssessStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAssessStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.result = { $case: "response", value: AssessResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.result = { $case: "error", value: Status.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AssessStreamResponse {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      result: isSet(object.response)
+        ? { $case: "response", value: AssessResponse.fromJSON(object.response) }
+        : isSet(object.error)
+        ? { $case: "error", value: Status.fromJSON(object.error) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: AssessStreamResponse): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.result?.$case === "response") {
+      obj.response = AssessResponse.toJSON(message.result.value);
+    } else if (message.result?.$case === "error") {
+      obj.error = Status.toJSON(message.result.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AssessStreamResponse>, I>>(base?: I): AssessStreamResponse {
+    return AssessStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AssessStreamResponse>, I>>(object: I): AssessStreamResponse {
+    const message = createBaseAssessStreamResponse();
+    message.requestId = object.requestId ?? "";
+    switch (object.result?.$case) {
+      case "response": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "response", value: AssessResponse.fromPartial(object.result.value) };
+        }
+        break;
+      }
+      case "error": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "error", value: Status.fromPartial(object.result.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 function createBaseEngagement(): Engagement {
   return {
     interactions: 0,
@@ -2464,6 +2692,25 @@ export const CamouflageServiceService = {
     responseSerialize: (value: AssessResponse): Buffer => Buffer.from(AssessResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AssessResponse => AssessResponse.decode(value),
   },
+  /**
+   * Assess for a caller that assesses every request it forwards (an edge proxy,
+   * a guardian sidecar): many assessments over one long-lived call, without the
+   * cost of a call each. One response per request, matched by request_id and
+   * possibly out of order; a request that fails gets its error in its response
+   * and the stream goes on. The call ends OK after the client half-closes and
+   * every answer is sent; a server shutdown ends it UNAVAILABLE after the
+   * requests already read are answered.
+   */
+  assessStream: {
+    path: "/shieldx.camouflage.v1.CamouflageService/AssessStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: AssessStreamRequest): Buffer => Buffer.from(AssessStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AssessStreamRequest => AssessStreamRequest.decode(value),
+    responseSerialize: (value: AssessStreamResponse): Buffer =>
+      Buffer.from(AssessStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AssessStreamResponse => AssessStreamResponse.decode(value),
+  },
   /** Reports how an attacker engaged with a decision's decoy; updates the bandit once. */
   recordOutcome: {
     path: "/shieldx.camouflage.v1.CamouflageService/RecordOutcome" as const,
@@ -2510,6 +2757,16 @@ export const CamouflageServiceService = {
 export interface CamouflageServiceServer extends UntypedServiceImplementation {
   /** Scores a request and decides what to answer. */
   assess: handleUnaryCall<AssessRequest, AssessResponse>;
+  /**
+   * Assess for a caller that assesses every request it forwards (an edge proxy,
+   * a guardian sidecar): many assessments over one long-lived call, without the
+   * cost of a call each. One response per request, matched by request_id and
+   * possibly out of order; a request that fails gets its error in its response
+   * and the stream goes on. The call ends OK after the client half-closes and
+   * every answer is sent; a server shutdown ends it UNAVAILABLE after the
+   * requests already read are answered.
+   */
+  assessStream: handleBidiStreamingCall<AssessStreamRequest, AssessStreamResponse>;
   /** Reports how an attacker engaged with a decision's decoy; updates the bandit once. */
   recordOutcome: handleUnaryCall<RecordOutcomeRequest, RecordOutcomeResponse>;
   listDecoys: handleUnaryCall<ListDecoysRequest, ListDecoysResponse>;
@@ -2534,6 +2791,21 @@ export interface CamouflageServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AssessResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Assess for a caller that assesses every request it forwards (an edge proxy,
+   * a guardian sidecar): many assessments over one long-lived call, without the
+   * cost of a call each. One response per request, matched by request_id and
+   * possibly out of order; a request that fails gets its error in its response
+   * and the stream goes on. The call ends OK after the client half-closes and
+   * every answer is sent; a server shutdown ends it UNAVAILABLE after the
+   * requests already read are answered.
+   */
+  assessStream(): ClientDuplexStream<AssessStreamRequest, AssessStreamResponse>;
+  assessStream(options: Partial<CallOptions>): ClientDuplexStream<AssessStreamRequest, AssessStreamResponse>;
+  assessStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<AssessStreamRequest, AssessStreamResponse>;
   /** Reports how an attacker engaged with a decision's decoy; updates the bandit once. */
   recordOutcome(
     request: RecordOutcomeRequest,
