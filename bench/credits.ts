@@ -21,7 +21,7 @@
  * The service runs as a child process (scripts/start-service.ts) so the load
  * generator does not share its event loop; --in-process runs it here instead.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -32,6 +32,7 @@ import { CreditsServiceClient, type GetBalanceRequest } from '../gen/shieldx/cre
 import { generateApiKey } from '../platform/auth';
 import { freePort } from '../platform/local-servers';
 import { formatResult, runLoad, type LoadResult } from './grpc-load';
+import { startServiceProcess } from './service-process';
 
 function arg(name: string, env: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -65,37 +66,6 @@ function withDatabase(url: string, database: string): string {
   const u = new URL(url);
   u.pathname = `/${database}`;
   return u.toString();
-}
-
-async function startServiceChild(env: NodeJS.ProcessEnv): Promise<{ port: number; stop: () => Promise<void> }> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'scripts/start-service.ts'], {
-    env: { ...process.env, ...env, SHIELDX_SERVICE: 'credits' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('credits service did not start within 60 s')), 60_000);
-    let buffer = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
-      const match = /"grpc_port":(\d+)/.exec(buffer);
-      if (match) {
-        clearTimeout(timer);
-        resolve(Number(match[1]));
-      }
-      if (buffer.length > 100_000) buffer = buffer.slice(-10_000);
-    });
-    child.once('exit', (code) => reject(new Error(`credits service exited with ${code}`)));
-  });
-  child.stdout!.resume();
-  return {
-    port,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
 }
 
 function unary<Req, Res>(client: CreditsServiceClient, method: 'consume' | 'getBalance' | 'topUp', metadata: Metadata) {
@@ -181,7 +151,7 @@ async function main(): Promise<void> {
     port = running.grpcPort;
     stopService = () => running.shutdown();
   } else {
-    ({ port, stop: stopService } = await startServiceChild(env));
+    ({ port, stop: stopService } = await startServiceProcess('credits', env));
   }
 
   const clients = Array.from(
