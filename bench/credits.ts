@@ -23,7 +23,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { credentials, Metadata } from '@grpc/grpc-js';
@@ -116,6 +116,33 @@ function runPgbench(
   const tps = Number(/tps = ([0-9.]+) \(without initial connection time\)/.exec(output)?.[1] ?? NaN);
   const latencyAvgMs = Number(/latency average = ([0-9.]+) ms/.exec(output)?.[1] ?? NaN);
   return { tps, latencyAvgMs, output };
+}
+
+/**
+ * pgbench at a fixed offered rate (-R, latency counted from the scheduled start, like our
+ * open loop) with per-transaction logs, for latency percentiles: what PostgreSQL on this
+ * machine gives one transaction per consume at the rate the service is judged at.
+ */
+function runPgbenchAtRate(bin: string, url: string, rate: number, seconds: number, tenants: number): { p50: number; p95: number; p99: number; count: number; output: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'credits-pgbench-rate-'));
+  const script = join(dir, 'consume.sql');
+  writeFileSync(script, ['\\set tid random(1, ' + tenants + ')', ...PGBENCH_MINIMAL, ''].join('\n'));
+  const result = spawnSync(bin, ['-n', '-c', '16', '-j', '2', '-R', String(rate), '-T', String(seconds), '--log', `--log-prefix=${join(dir, 'tx')}`, '-f', script, url], {
+    encoding: 'utf8',
+    cwd: dir,
+  });
+  const output = `${result.stdout}\n${result.stderr}`;
+  // Log line: client_id transaction_no time(us) script_no time_epoch time_us schedule_lag(us)
+  const latencies: number[] = [];
+  for (const file of readdirSync(dir).filter((f) => f.startsWith('tx.'))) {
+    for (const line of readFileSync(join(dir, file), 'utf8').split('\n')) {
+      const fields = line.split(' ');
+      if (fields.length >= 3 && fields[2] !== 'skipped') latencies.push(Number(fields[2]) / 1000);
+    }
+  }
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), count: latencies.length, output };
 }
 
 async function main(): Promise<void> {
@@ -215,6 +242,13 @@ async function main(): Promise<void> {
     fullPgbench = `pgbench 1 tx/consume + idempotency + audit rows, closed c=${c}: ${b.tps.toFixed(0)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(same.throughputPerSecond / b.tps).toFixed(2)}x`;
     console.log(fullPgbench);
   }
+  /** The service's event-loop delay since the previous scrape (prom-client resets it on each one). */
+  const loopDelay = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
+    const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+    return `service event-loop delay p50 ${value('nodejs_eventloop_lag_p50_seconds').toFixed(1)} p99 ${value('nodejs_eventloop_lag_p99_seconds').toFixed(1)} max ${value('nodejs_eventloop_lag_max_seconds').toFixed(1)} ms`;
+  };
+  await loopDelay();
   const open = await runLoad({
     name: 'Consume (gRPC)',
     mode: { kind: 'open', ratePerSecond: RATE, maxInFlight: 5_000 },
@@ -225,6 +259,15 @@ async function main(): Promise<void> {
   });
   results.push(open);
   console.log(formatResult(open));
+  const openLoopDelay = await loopDelay();
+  console.log(`  during it: ${openLoopDelay}`);
+  let pgbenchAtRate = '';
+  if (pgbench) {
+    const b = runPgbenchAtRate(pgbench, databaseUrl, RATE, Math.round(DURATION_MS / 1000), TENANTS);
+    if (b.count === 0) console.log(`pgbench -R failed:\n${b.output}`);
+    pgbenchAtRate = `pgbench 1 tx/consume     open ${RATE}/s (-R, 16 clients): p50 ${b.p50.toFixed(2)} p95 ${b.p95.toFixed(2)} p99 ${b.p99.toFixed(2)} ms over ${b.count} tx`;
+    console.log(pgbenchAtRate);
+  }
   const balanceCall = (i: number) => getBalance({ tenantId: tenants[i % tenants.length]!, consistentRead: false });
   const cachedOne = await runLoad({
     name: 'GetBalance (cached)',
@@ -263,6 +306,8 @@ async function main(): Promise<void> {
   if (fullPgbench) console.log(`  ${fullPgbench}`);
   const lat = (r: LoadResult) => `p50 ${r.latencyMs.p50.toFixed(2)} p95 ${r.latencyMs.p95.toFixed(2)} p99 ${r.latencyMs.p99.toFixed(2)} mean ${r.latencyMs.mean.toFixed(2)} ms`;
   console.log(`  consume open loop ${RATE}/s: ${lat(open)} (target p99 < 10 ms)   seed: ${SEED.consumeAvgMs} ms avg`);
+  console.log(`    ${openLoopDelay}`);
+  if (pgbenchAtRate) console.log(`  ${pgbenchAtRate}`);
   console.log(`  cached GetBalance closed c=1: ${lat(cachedOne)}   closed c=8 (${cached.throughputPerSecond.toFixed(0)}/s): ${lat(cached)}`);
   console.log(`  cached GetBalance open 1000/s: ${lat(cachedOpen)} (target p99 < 2 ms)   seed: ${SEED.cachedBalanceAvgMs} ms avg`);
   if (batchCount > 0) console.log(`  mean consume batch size (group commit): ${(batchSum / batchCount).toFixed(1)} over ${batchCount} batches`);
