@@ -60,3 +60,16 @@ describe('camouflage RedisScript pipelining', () => {
     expect(await redis.get(`${prefix}n`)).to.equal('20');
   });
 });
+
+// `npm start` without REDIS_URL runs on ioredis-mock (platform/redis.ts): its pipelines must run our scripts too.
+describe('camouflage RedisScript on the in-process store', () => {
+  it('answers concurrent calls pipelined through ioredis-mock', async () => {
+    const RedisMock = require('ioredis-mock') as typeof Redis;
+    const redis = new RedisMock();
+    const script = new RedisScript('testMockEcho', ECHO_LUA);
+    const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => script.run(redis, [`k${i % 3}`], [`a${i}`])));
+    expect(replies.map((r) => (r as unknown[])[1])).to.deep.equal(Array.from({ length: 10 }, (_, i) => `a${i}`));
+    expect(await redis.get('k0')).to.equal('4');
+    redis.disconnect();
+  });
+});
