@@ -13,13 +13,13 @@ import {
 } from '../../gen/shieldx/shadow/v1/shadow';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { bearer, startTestService } from '../../test/harness';
+import { bearer, startTestService, waitFor } from '../../test/harness';
 import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../test/prometheus';
 import { PrometheusClient } from './rollout-analysis';
 import { CONTROLLER_LEASE_NAME, createControllerMetrics, RolloutController } from './rollout-controller';
 import { PgLease } from './rollout-lease';
 import { getRollout, listEvents } from './rollout-store';
-import { clientFor, insertEvaluation, rolloutTestModule, rpc, waitFor } from './rollout-test-support';
+import { clientFor, insertEvaluation, rolloutTestModule, rpc } from './rollout-test-support';
 import type { RouteTarget, TrafficRouter, TrafficWeights } from './traffic-router';
 import { expectValidVirtualService } from './traffic-router.test-support';
 import { Registry } from 'prom-client';

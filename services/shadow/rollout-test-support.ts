@@ -1,7 +1,7 @@
 /**
  * Test support for the rollout suites: a minimal shadow ServiceModule serving
  * the rollout RPCs (everything else UNIMPLEMENTED), evaluations inserted
- * straight into `shadow_evaluations`, and polling helpers.
+ * straight into `shadow_evaluations`, and a promise wrapper over the client.
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
@@ -69,22 +69,6 @@ export async function insertEvaluation(
 
 export function clientFor(service: RunningService): ShadowServiceClient {
   return new ShadowServiceClient(address(service), insecure);
-}
-
-/** Polls `probe` until it returns a value (not undefined) or `timeoutMs` passes. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000, intervalMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
 }
 
 /** Promise wrappers over the generated callback client. */

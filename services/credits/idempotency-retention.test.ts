@@ -1,0 +1,70 @@
+/**
+ * Idempotency records are kept for CREDITS_IDEMPOTENCY_TTL_HOURS (24 h at least) and then
+ * pruned by the service's background job: only expired records go, the money movements
+ * they point at stay, and GetOperation then reports the key as unknown.
+ */
+import { expect } from 'chai';
+import type { ConsumeResponse, GetOperationResponse } from '../../gen/shieldx/credits/v1/credits';
+import { OperationState } from '../../gen/shieldx/credits/v1/credits';
+import type { RunningService } from '../../platform/server';
+import { waitFor } from '../../test/harness';
+import { Credits, db, failure, key, payment, startCredits, tenant } from './credits-test-kit';
+
+describe('credits idempotency retention', function () {
+  this.timeout(60_000);
+  let service: RunningService;
+  let credits: Credits;
+
+  before(async () => {
+    service = await startCredits({ CREDITS_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS: '1' });
+    credits = new Credits(service);
+  });
+  after(async () => {
+    credits?.close();
+    await service?.shutdown();
+  });
+
+  it('keeps records for the TTL, then prunes only expired ones and never a money movement', async () => {
+    const t = tenant('retention');
+    await credits.call('topUp', { tenantId: t, amount: 100n, idempotencyKey: key('seed'), reference: '', payment: payment(), metadata: {} });
+    const old = key('old');
+    const fresh = key('fresh');
+    const consumed = await credits.call<object, ConsumeResponse>('consume', { tenantId: t, amount: 5n, idempotencyKey: old, reference: '', metadata: {} });
+    await credits.call('consume', { tenantId: t, amount: 7n, idempotencyKey: fresh, reference: '', metadata: {} });
+
+    // Kept for 24 h by default.
+    const { rows: ttl } = await db().query(
+      `SELECT key, extract(epoch FROM expires_at - created_at)::int AS seconds FROM credit_idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)`,
+      [t, [old, fresh]],
+    );
+    expect(ttl.map((r) => r.seconds)).to.deep.equal([86_400, 86_400]);
+
+    // Age one record past its expiry (as 24 h passing would); the job (every second here) removes it.
+    await db().query(`UPDATE credit_idempotency_keys SET expires_at = now() - interval '1 second' WHERE tenant_id = $1 AND key = $2`, [t, old]);
+    await waitFor('the expired record to be pruned', async () => {
+      const { rows } = await db().query('SELECT 1 FROM credit_idempotency_keys WHERE tenant_id = $1 AND key = $2', [t, old]);
+      return rows.length === 0 ? true : undefined;
+    });
+
+    expect((await failure(credits.call('getOperation', { tenantId: t, idempotencyKey: old }))).reason).to.equal('OPERATION_NOT_FOUND');
+    const kept = await credits.call<object, GetOperationResponse>('getOperation', { tenantId: t, idempotencyKey: fresh });
+    expect(kept.state).to.equal(OperationState.OPERATION_STATE_SUCCEEDED);
+    // The consume the pruned key recorded is still in the ledger, and the balance is untouched.
+    const { rows } = await db().query(
+      `SELECT (SELECT count(*) FROM credit_transactions WHERE id = $2)::int AS movement, (SELECT balance FROM credit_accounts WHERE tenant_id = $1) AS balance`,
+      [t, consumed.transaction!.id],
+    );
+    expect(rows[0]).to.deep.equal({ movement: 1, balance: '88' });
+  });
+
+  it('refuses a retention shorter than 24 hours at start', async () => {
+    let error: unknown;
+    try {
+      const bad = await startCredits({ CREDITS_IDEMPOTENCY_TTL_HOURS: '23' });
+      await bad.shutdown();
+    } catch (e) {
+      error = e;
+    }
+    expect(String(error)).to.contain('CREDITS_IDEMPOTENCY_TTL_HOURS');
+  });
+});
