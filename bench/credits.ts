@@ -242,11 +242,24 @@ async function main(): Promise<void> {
     fullPgbench = `pgbench 1 tx/consume + idempotency + audit rows, closed c=${c}: ${b.tps.toFixed(0)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(same.throughputPerSecond / b.tps).toFixed(2)}x`;
     console.log(fullPgbench);
   }
-  /** The service's event-loop delay since the previous scrape (prom-client resets it on each one). */
+  /** Cumulative counts of the service's own Consume handling-time histogram, by upper bound (s). */
+  const consumeBuckets = (text: string) =>
+    new Map(
+      [...text.matchAll(/^grpc_server_handling_seconds_bucket\{([^}]*)\} ([0-9.e+]+)$/gm)]
+        .filter((m) => /grpc_method="[^"]*Consume"/.test(m[1]!))
+        .map((m) => [/le="([^"]+)"/.exec(m[1]!)![1]!, Number(m[2])] as const),
+    );
+  let bucketsBefore = new Map<string, number>();
+  /** The service's event-loop delay since the previous scrape (prom-client resets it on each one), and where Consume's server-side time fell. */
   const loopDelay = async () => {
     const text = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
     const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
-    return `service event-loop delay p50 ${value('nodejs_eventloop_lag_p50_seconds').toFixed(1)} p99 ${value('nodejs_eventloop_lag_p99_seconds').toFixed(1)} max ${value('nodejs_eventloop_lag_max_seconds').toFixed(1)} ms`;
+    const buckets = consumeBuckets(text);
+    const total = (buckets.get('+Inf') ?? 0) - (bucketsBefore.get('+Inf') ?? 0);
+    const upTo = (q: number) => [...buckets.entries()].find(([le, n]) => total > 0 && n - (bucketsBefore.get(le) ?? 0) >= q * total)?.[0] ?? '?';
+    const line = `service event-loop delay p50 ${value('nodejs_eventloop_lag_p50_seconds').toFixed(1)} p99 ${value('nodejs_eventloop_lag_p99_seconds').toFixed(1)} max ${value('nodejs_eventloop_lag_max_seconds').toFixed(1)} ms; Consume in the service (handler start to status): p50 <= ${upTo(0.5)} s, p99 <= ${upTo(0.99)} s`;
+    bucketsBefore = buckets;
+    return line;
   };
   await loopDelay();
   const open = await runLoad({

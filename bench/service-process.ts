@@ -4,6 +4,7 @@
  * two cores, each gets one — as a client fleet and a pod would in production).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 
 export interface ServiceProcess {
@@ -32,7 +33,9 @@ export async function startServiceProcess(service: string, env: NodeJS.ProcessEn
     });
     child.once('exit', (code) => reject(new Error(`${service} exited with ${code}`)));
   });
-  child.stdout!.resume();
+  // BENCH_SERVICE_LOG: keep the service's stdout (its JSON logs, --trace-gc lines) in that file.
+  if (process.env.BENCH_SERVICE_LOG) child.stdout!.pipe(createWriteStream(process.env.BENCH_SERVICE_LOG));
+  else child.stdout!.resume();
   return {
     port,
     stop: () =>
