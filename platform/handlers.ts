@@ -219,7 +219,8 @@ export function multiplexedStream<Req, Res>(
   handle: (request: Req, ctx: CallContext) => Promise<Res>,
 ): handleBidiStreamingCall<Req, Res> {
   return (call: ServerDuplexStream<Req, Res>) => {
-    const { ctx, dispose } = contextFor(call, options, true);
+    // Shutdown is handled below (stop reading, answer what was read), so it does not abort ctx.signal.
+    const { ctx, dispose } = contextFor(call, options, false);
     let inFlight = 0;
     let readEnded = false;
     let stopping = false;
@@ -236,7 +237,7 @@ export function multiplexedStream<Req, Res>(
     const update = () => {
       if (done) return;
       if ((readEnded || stopping) && inFlight === 0) {
-        finish(stopping ? statusFor(new ServiceError(Code.UNAVAILABLE, 'SERVER_SHUTTING_DOWN', 'server is shutting down'), options, path) : undefined);
+        finish(stopping ? statusFor(serverShuttingDown(), options, path) : undefined);
         return;
       }
       if (stopping || inFlight >= maxInFlight || writeBlocked) call.pause();

@@ -13,7 +13,7 @@ import {
 import { errorDetails } from '../../platform/grpc-errors';
 import { statusDetails } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
-import { address, bearer, insecure, startTestService, testKeys } from '../../test/harness';
+import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
 import { camouflageService } from './service';
 
 const BROWSER_HEADERS = { accept: 'text/html,application/xhtml+xml', 'accept-language': 'en-GB,en;q=0.9', host: 'shop.example.com' };
@@ -258,8 +258,7 @@ describe('camouflage service over gRPC', function () {
     try {
       const items = Array.from({ length: 50 }, (_, i) => ({ requestId: `s-${i}`, request: request({}) }));
       const { answers, ended } = assessStream(client, items, testKeys.camouflage, false);
-      for (let i = 0; i < 100 && answers.length < items.length; i++) await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(answers).to.have.length(items.length);
+      await waitFor('every streamed item answered', async () => (answers.length === items.length ? true : undefined), 5_000, 20);
       const shutdown = third.shutdown();
       const details = errorDetails((await ended).error);
       expect(details).to.include({ code: grpcStatus.UNAVAILABLE, reason: 'SERVER_SHUTTING_DOWN' });

@@ -19,7 +19,7 @@ import type {
 } from '../../gen/shieldx/credits/v1/credits';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { uniquePrefix } from '../../test/harness';
+import { uniquePrefix, waitFor } from '../../test/harness';
 import { Credits, db, key, payment, startCredits, tenant } from './credits-test-kit';
 
 const TENANTS = 4;
@@ -158,11 +158,10 @@ describe('credits bank test', function () {
     expect(reusedRefusals).to.be.greaterThan(0);
 
     // Let the sweeper expire the short holds.
-    for (let i = 0; i < 100; i++) {
+    await waitFor('the sweeper to expire the short holds', async () => {
       const { rows } = await db().query(`SELECT count(*)::int AS n FROM credit_reservations WHERE tenant_id = ANY($1) AND state = 'HELD' AND expires_at <= now()`, [tenants]);
-      if (rows[0].n === 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+      return rows[0].n === 0 ? true : undefined;
+    }, 10_000);
 
     for (const t of tenants) {
       const { rows } = await db().query(
