@@ -23,6 +23,8 @@ import type pg from 'pg';
 export const AUDIT_HASH_BYTES = 32;
 const ENCODING_TAG = 'shieldx.credits.audit.v1';
 const GENESIS_TAG = 'shieldx.credits.audit.v1.genesis';
+/** Keys derived for other uses live under their own tag: never a value that is stored anywhere. */
+const DERIVED_KEY_TAG = 'shieldx.credits.derived-key.v1:';
 
 export interface AuditEntry {
   readonly tenantId: string;
@@ -71,7 +73,15 @@ export class AuditChain {
     return createHmac('sha256', this.key).update(GENESIS_TAG).update(Buffer.from(tenantId, 'utf8')).digest();
   }
 
-  hash(entry: AuditEntry, prevHash: Buffer): Buffer {
+  /**
+   * A key for another purpose derived from the audit key. Not `genesis(...)`: a genesis
+   * value is stored in the first audit row of its tenant, and tenant ids are caller-chosen.
+   */
+  deriveKey(purpose: string): Buffer {
+    return createHmac('sha256', this.key).update(DERIVED_KEY_TAG).update(Buffer.from(purpose, 'utf8')).digest();
+  }
+
+    hash(entry: AuditEntry, prevHash: Buffer): Buffer {
     return createHmac('sha256', this.key).update(canonicalAuditEncoding(entry)).update(prevHash).digest();
   }
 

@@ -9,6 +9,7 @@ import { OperationState } from '../../gen/shieldx/credits/v1/credits';
 import type { RunningService } from '../../platform/server';
 import { waitFor } from '../../test/harness';
 import { Credits, db, failure, key, payment, startCredits, tenant } from './credits-test-kit';
+import { probeKey } from './idempotency';
 
 describe('credits idempotency retention', function () {
   this.timeout(60_000);
@@ -66,5 +67,30 @@ describe('credits idempotency retention', function () {
       error = e;
     }
     expect(String(error)).to.contain('CREDITS_IDEMPOTENCY_TTL_HOURS');
+  });
+});
+
+// GetOperation's probe for a key findRecord did not see: running now, committed since the read, or absent.
+describe('credits idempotency key probe', () => {
+  it('tells a running call from a committed one and from nothing', async () => {
+    const t = tenant('probe');
+    expect(await probeKey(db(), t, key('none'))).to.equal('absent');
+    const committed = key('done');
+    await db().query(`INSERT INTO credit_idempotency_keys (tenant_id, key, method, request_hash, state, response, completed_at, expires_at) VALUES ($1, $2, 'm', '\\x00', 'SUCCEEDED', '\\x00', now(), now() + interval '1 hour')`, [t, committed]);
+    // The race GetOperation must survive: the record committed after its first read.
+    expect(await probeKey(db(), t, committed)).to.equal('committed');
+    const running = key('running');
+    const holder = await db().connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`INSERT INTO credit_idempotency_keys (tenant_id, key, method, request_hash, expires_at) VALUES ($1, $2, 'm', '\\x00', now() + interval '1 hour')`, [t, running]);
+      expect(await probeKey(db(), t, running)).to.equal('in_flight');
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
+    // The probe itself never leaves a row behind.
+    const { rows } = await db().query('SELECT count(*)::int AS n FROM credit_idempotency_keys WHERE tenant_id = $1', [t]);
+    expect(rows[0].n).to.equal(1);
   });
 });

@@ -186,25 +186,27 @@ export async function findRecord(pool: pg.Pool, tenantId: string, key: string): 
 }
 
 /**
- * True when a call with this key is running right now: its row is inserted but
- * uncommitted, so our own insert would wait on it. Probed with a short
- * lock_timeout inside a transaction that is always rolled back.
+ * What holds a key that `findRecord` did not see: a call running right now (its row
+ * is inserted but uncommitted, so our own insert waits on it: 'in_flight'), a call
+ * that committed since that read ('committed': read the record again), or nothing
+ * ('absent'). Probed with a short lock_timeout inside a transaction that is always
+ * rolled back.
  */
-export async function isInFlight(pool: pg.Pool, tenantId: string, key: string): Promise<boolean> {
+export async function probeKey(pool: pg.Pool, tenantId: string, key: string): Promise<'in_flight' | 'committed' | 'absent'> {
   const client = await pool.connect();
   const onError = () => undefined;
   client.on('error', onError);
   try {
     await client.query('BEGIN');
     await client.query("SET LOCAL lock_timeout = '100ms'");
-    await client.query(
+    const inserted = await client.query(
       `INSERT INTO credit_idempotency_keys (tenant_id, key, method, request_hash, expires_at)
-       VALUES ($1, $2, '', '\\x00', now()) ON CONFLICT (tenant_id, key) DO NOTHING`,
+       VALUES ($1, $2, '', '\\x00', now()) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1`,
       [tenantId, key],
     );
-    return false;
+    return inserted.rowCount === 1 ? 'absent' : 'committed';
   } catch (error) {
-    if ((error as { code?: string }).code === '55P03') return true;
+    if ((error as { code?: string }).code === '55P03') return 'in_flight';
     throw error;
   } finally {
     await client.query('ROLLBACK').catch(() => undefined);

@@ -28,7 +28,7 @@ import { startJobs } from './background-jobs';
 import { DependencyBreaker, isDatabaseUnavailable } from './breakers';
 import { ConsumeBatcher } from './consume-batcher';
 import { CreditsMetrics } from './credits-metrics';
-import { findRecord, isInFlight, pruneExpired, RequestHasher, serviceErrorOf } from './idempotency';
+import { findRecord, probeKey, pruneExpired, RequestHasher, serviceErrorOf } from './idempotency';
 import { accountProto, Ledger, METHOD } from './ledger';
 import { PaymentKeyring, parsePaymentKeys, validatePayment } from './payment-crypto';
 import * as v from './validation';
@@ -127,10 +127,8 @@ export const creditsService: ServiceModule<CreditsShape> = {
     }
     const keyring = new PaymentKeyring(config.CREDITS_PAYMENT_KEYS, config.CREDITS_PAYMENT_ACTIVE_KEY_ID);
     const chain = new AuditChain(config.CREDITS_AUDIT_HMAC_KEY);
-    const hasher = new RequestHasher(
-      // A key of its own, derived from the audit key, so the two uses never share a key.
-      Buffer.from(new AuditChain(config.CREDITS_AUDIT_HMAC_KEY).genesis('idempotency-request-hash')),
-    );
+    // A key of its own, derived from the audit key, so the two uses never share a key.
+    const hasher = new RequestHasher(chain.deriveKey('idempotency-request-hash'));
     const metrics = new CreditsMetrics(ctx.registry);
     const db = new DependencyBreaker(
       'postgres',
@@ -385,7 +383,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
       getOperation: handler('GetOperation', async (req: import('../../gen/shieldx/credits/v1/credits').GetOperationRequest) => {
         const tenantId = v.tenantId('tenant_id', req.tenantId);
         const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
-        const record = await ledger.guardRead(() => findRecord(ctx.pool, tenantId, key));
+        let record = await ledger.guardRead(() => findRecord(ctx.pool, tenantId, key));
         const base: GetOperationResponse = {
           tenantId,
           idempotencyKey: key,
@@ -397,7 +395,12 @@ export const creditsService: ServiceModule<CreditsShape> = {
           result: undefined,
         };
         if (!record) {
-          if (await ledger.guardRead(() => isInFlight(ctx.pool, tenantId, key))) return base;
+          const holder = await ledger.guardRead(() => probeKey(ctx.pool, tenantId, key));
+          if (holder === 'in_flight') return base;
+          // Committed between the read and the probe: it exists, read it again.
+          if (holder === 'committed') record = await ledger.guardRead(() => findRecord(ctx.pool, tenantId, key));
+        }
+        if (!record) {
           throw new ServiceError(Code.NOT_FOUND, 'OPERATION_NOT_FOUND', 'no operation with this idempotency key (never made, or pruned)', {
             metadata: { idempotency_key: key },
           });
