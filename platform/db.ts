@@ -38,18 +38,31 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
   return pool;
 }
 
-/** Runs `fn` in one transaction; rolls back on any error. */
+/**
+ * Runs `fn` in one transaction; rolls back on any error. A connection that drops
+ * while checked out reports an 'error' event on the client — without a listener
+ * that would crash the process — and is destroyed rather than handed to the next
+ * caller (as is one whose ROLLBACK failed).
+ */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    await client.query('ROLLBACK').catch((rollbackError: Error) => {
+      broken ??= rollbackError;
+    });
     throw error;
   } finally {
-    client.release();
+    client.off('error', onError);
+    client.release(broken);
   }
 }

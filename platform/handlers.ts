@@ -248,6 +248,8 @@ export function multiplexedStream<Req, Res>(
       update();
     };
     options.shutdownSignal.addEventListener('abort', onShutdown, { once: true });
+    // A call that arrives once shutdown has begun ends at once (the listener would never fire).
+    if (options.shutdownSignal.aborted) onShutdown();
     // The client went away: nothing more can be written.
     call.on('cancelled', () => {
       done = true;

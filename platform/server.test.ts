@@ -187,6 +187,24 @@ describe('platform server: the three services', () => {
   });
 });
 
+describe('platform server: start-up failure', () => {
+  // A port already in use fails the start, and what the service had started is closed, not leaked.
+  it('closes the service when its port is taken', async () => {
+    const holder = await startTestService(probeModule({ handlerCalls: 0 }), { MIGRATE_ON_START: 'false' });
+    const state: ProbeState = { handlerCalls: 0 };
+    try {
+      const error = await startTestService(probeModule(state), { MIGRATE_ON_START: 'false', GRPC_PORT: String(holder.grpcPort) }).then(
+        (s) => s.shutdown().then(() => undefined),
+        (e: Error) => e,
+      );
+      expect(String(error)).to.match(/address|in use|bind/i);
+      expect(state.closes).to.equal(1);
+    } finally {
+      await holder.shutdown();
+    }
+  });
+});
+
 describe('platform server: deadlines and shutdown', () => {
   // A call without a client deadline still ends: the server applies its default deadline.
   it('applies the default deadline when the client sets none', async () => {

@@ -177,16 +177,22 @@ export async function startService<S extends z.ZodRawShape>(
     }).addToServer(server);
   }
 
-  const grpcPort = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${config.GRPC_HOST}:${config.GRPC_PORT}`, ServerCredentials.createInsecure(), (err, port) =>
-      err ? reject(err) : resolve(port),
-    );
-  });
+  let grpcPort: number;
   let metricsServer: HttpServer;
   try {
+    grpcPort = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${config.GRPC_HOST}:${config.GRPC_PORT}`, ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(err) : resolve(port),
+      );
+    });
     metricsServer = await startMetricsServer(registry, config.GRPC_HOST, config.METRICS_PORT);
   } catch (error) {
+    // A port in use: stop what the service started (its loops, pool, Redis), not only the server.
     server.forceShutdown();
+    shutdownController.abort();
+    await instance.close?.().catch(() => undefined);
+    await pool.end().catch(() => undefined);
+    redis.disconnect();
     throw error;
   }
   const metricsPort = boundPort(metricsServer);

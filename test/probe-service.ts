@@ -13,6 +13,8 @@ import { ServiceError } from '../platform/service-error';
 export interface ProbeState {
   /** Calls that reached the GetBalance handler. */
   handlerCalls: number;
+  /** Times the service's close() ran. */
+  closes?: number;
 }
 
 /** tenant_id "slow-<ms>" sleeps, "invalid" throws INVALID_ARGUMENT, "crash" throws a plain Error. */
@@ -41,7 +43,13 @@ export function probeModule(state: ProbeState): ServiceModule {
           };
         },
       );
-      return { definition: CreditsServiceService, implementation: implementation as never };
+      return {
+        definition: CreditsServiceService,
+        implementation: implementation as never,
+        close: async () => {
+          state.closes = (state.closes ?? 0) + 1;
+        },
+      };
     },
   };
 }

@@ -32,6 +32,7 @@ import {
   TopUpResponse,
   TransactionType,
 } from '../../gen/shieldx/credits/v1/credits';
+import { withTransaction } from '../../platform/db';
 import type { Logger } from '../../platform/logger';
 import { Code, ServiceError } from '../../platform/service-error';
 import { AuditChain, type AuditEntry, verifyAuditChains, type VerifyResult } from './audit-chain';
@@ -680,31 +681,8 @@ export class Ledger {
   private async transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.guard(async () => {
-          const client = await this.deps.pool.connect();
-          // A connection dropping while checked out is reported on the client: handle it
-          // here (the query in flight fails and the breaker counts it) instead of crashing.
-          let broken: Error | undefined;
-          const onError = (err: Error) => {
-            broken = err;
-            this.deps.logger.warn({ err: err.message }, 'PostgreSQL connection lost mid-transaction');
-          };
-          client.on('error', onError);
-          try {
-            await client.query('BEGIN');
-            const result = await fn(client);
-            await client.query('COMMIT');
-            return result;
-          } catch (error) {
-            if (isDatabaseUnavailable(error)) broken ??= error as Error;
-            await client.query('ROLLBACK').catch(() => undefined);
-            throw error;
-          } finally {
-            client.off('error', onError);
-            // A broken connection is destroyed, not handed to the next caller.
-            client.release(broken);
-          }
-        });
+        // withTransaction destroys a connection that broke mid-transaction instead of reusing it.
+        return await this.guard(() => withTransaction(this.deps.pool, fn));
       } catch (error) {
         const code = (error as { code?: string }).code;
         if (attempt < TRANSACTION_ATTEMPTS_MAX && code !== undefined && RETRYABLE_SQLSTATES.has(code)) continue;
