@@ -83,7 +83,9 @@ function contextFor(
         return controller.signal;
       },
     },
-    timeoutMs: clientMs === Infinity ? options.defaultDeadlineMs : Math.max(0, clientMs),
+    // A client deadline is enforced by grpc-js itself (DEADLINE_EXCEEDED to the client): only
+    // calls without one need our timer.
+    timeoutMs: clientMs === Infinity ? options.defaultDeadlineMs : Infinity,
     dispose: () => {
       settled = true;
       if (includeShutdown) options.shutdownSignal.removeEventListener('abort', onShutdown);
