@@ -31,7 +31,7 @@ import pg from 'pg';
 import { CreditsServiceClient, type GetBalanceRequest } from '../gen/shieldx/credits/v1/credits';
 import { generateApiKey } from '../platform/auth';
 import { freePort } from '../platform/local-servers';
-import { formatResult, runLoad, type LoadResult } from './grpc-load';
+import { formatResult, percentile, runLoad, type LoadResult } from './grpc-load';
 import { startServiceProcess } from './service-process';
 
 function arg(name: string, env: string, fallback: string): string {
@@ -141,8 +141,7 @@ function runPgbenchAtRate(bin: string, url: string, rate: number, seconds: numbe
     }
   }
   latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), count: latencies.length, output };
+  return { p50: percentile(latencies, 0.5), p95: percentile(latencies, 0.95), p99: percentile(latencies, 0.99), count: latencies.length, output };
 }
 
 async function main(): Promise<void> {

@@ -94,7 +94,7 @@ class Recorder {
 
   summary(): LatencySummary {
     const sorted = this.samples.slice(0, this.count).sort();
-    const at = (q: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!);
+    const at = (q: number) => percentile(sorted, q);
     let sum = 0;
     for (const v of sorted) sum += v;
     return { p50: at(0.5), p95: at(0.95), p99: at(0.99), max: sorted.length ? sorted[sorted.length - 1]! : 0, mean: sorted.length ? sum / sorted.length : 0 };
@@ -174,6 +174,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
 }
 
 const f = (ms: number) => (ms < 10 ? ms.toFixed(2) : ms.toFixed(1));
+
+/** The q-quantile (nearest rank) of ascending `sorted`; 0 when empty. Every figure the benches print uses this. */
+export function percentile(sorted: ArrayLike<number>, q: number): number {
+  return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+}
 
 export function formatResult(r: LoadResult): string {
   const mode = r.mode.kind === 'closed' ? `closed c=${r.mode.concurrency}` : `open ${r.mode.ratePerSecond}/s`;
