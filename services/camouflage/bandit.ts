@@ -49,7 +49,6 @@ import { CamouflageKeys, RedisClient } from './redis-keys';
 import type { Tier } from './tiers';
 
 export type BanditPolicy = 'ucb1' | 'thompson';
-export const BANDIT_POLICIES: readonly BanditPolicy[] = Object.freeze(['ucb1', 'thompson']);
 
 export function isBanditPolicy(value: unknown): value is BanditPolicy {
   return value === 'ucb1' || value === 'thompson';
@@ -225,11 +224,6 @@ export class BanditStore {
   /** Replaces a tier's in-memory state with a fresh HGETALL of its hash (null = empty hash). */
   absorb(tier: Tier, record: Readonly<Record<string, string>> | null): void {
     this.cache.set(tier, { arms: parseTierState(record ?? {}), loadedAtMs: this.now(), loadedFromRedis: true });
-  }
-
-  /** Fetches a tier's state from Redis into memory (cold start without a piggyback). */
-  async load(tier: Tier): Promise<void> {
-    this.absorb(tier, await this.redis.hgetall(this.keys.bandit(tier)));
   }
 
   private counters(tier: Tier, decoyIds: readonly string[]): { pulls: Float64Array; rewardSums: Float64Array } {

@@ -7,8 +7,9 @@
  * TEST_REDIS_URL_RUN (a redis-server they started, or TEST_REDIS_URL when set); run standalone
  * with `--no-config`, TEST_REDIS_URL is read directly.
  */
-import { randomUUID } from 'node:crypto';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
+import { createRedis } from '../../platform/redis';
+import { uniquePrefix as harnessUniquePrefix } from '../../test/harness';
 import type { AssessInput } from './threat-signals';
 
 export function testRedisUrl(): string {
@@ -19,12 +20,14 @@ export function testRedisUrl(): string {
   return url;
 }
 
+/** A client with production's options (platform/redis.ts: auto-pipelining off). */
 export function connectTestRedis(): Redis {
-  return new Redis(testRedisUrl(), { enableAutoPipelining: true, maxRetriesPerRequest: 2 });
+  return createRedis(testRedisUrl());
 }
 
+/** `test:camo:<label>:<random>:` (the harness' unique prefix under `camo:`). */
 export function uniquePrefix(label: string): string {
-  return `test:camo:${label}:${randomUUID().slice(0, 8)}:`;
+  return harnessUniquePrefix(`camo:${label}`);
 }
 
 /** Bound on keys a test may create under its prefix (the sweep loop stops there). */

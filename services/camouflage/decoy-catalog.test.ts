@@ -65,6 +65,27 @@ describe('camouflage decoy catalog', () => {
     expect((await engine.listDecoys()).decoys).to.have.length(BUILT_IN_DECOYS.length + 1);
   });
 
+  // Proves a tier filter applies before paging: pages stay within page size and together list every match once.
+  it('filters by tier without over-full pages or skipped decoys', async () => {
+    await engine.registerDecoy(CUSTOM);
+    const expected = [...BUILT_IN_DECOYS, CUSTOM]
+      .filter((decoy) => (decoy.tiers as readonly string[]).includes('likely_bot'))
+      .map((decoy) => decoy.id)
+      .sort();
+    const seen: string[] = [];
+    let pageToken = '';
+    for (let page = 0; page < 20; page += 1) {
+      const result = await engine.listDecoys({ pageSize: 2, pageToken, tier: 'likely_bot' });
+      expect(result.decoys.length).to.be.at.most(2);
+      for (const decoy of result.decoys) expect(decoy.tiers).to.include('likely_bot');
+      seen.push(...result.decoys.map((decoy) => decoy.id));
+      pageToken = result.nextPageToken;
+      if (pageToken === '') break;
+    }
+    expect(seen).to.deep.equal(expected);
+    await expectReason(engine.listDecoys({ tier: 'paranoid' as 'attack' }), 'INVALID_ARGUMENT', 'tier');
+  });
+
   // Proves a registration is visible to another replica (separate client and engine) through Redis.
   it('shares registrations across replicas', async () => {
     const registered = await engine.registerDecoy(CUSTOM);

@@ -547,6 +547,8 @@ export interface ListDecoysRequest {
   pageSize?: number;
   /** Opaque token from a previous page's `nextPageToken`; '' or omitted for the first page. */
   pageToken?: string;
+  /** Only decoys listing this tier (filtered before paging, so a page is never over-full). */
+  tier?: Tier;
 }
 
 export interface DecoyPage {
@@ -588,11 +590,6 @@ export class DecoyCatalog {
 
   constructor(private readonly store: DecoyStore) {
     this.rebuild([]);
-  }
-
-  /** Catalog version the in-memory view reflects (-1 before the first load). */
-  get version(): number {
-    return this.loadedVersion;
   }
 
   /** Loads custom decoys from the store. Concurrent callers share one load. */
@@ -674,17 +671,19 @@ export class DecoyCatalog {
     return result;
   }
 
-  /** One page of all decoys (built-in and custom) ordered by id, read fresh from the store. */
+  /** One page of all decoys (built-in and custom; those listing `tier` if given) ordered by id, read fresh from the store. */
   async list(request: ListDecoysRequest = {}): Promise<DecoyPage> {
     const pageSize = normalisePageSize(request.pageSize);
     const token = request.pageToken ?? '';
     if (typeof token !== 'string') throw CamouflageError.invalidArgument('pageToken', 'pageToken must be a string');
+    const tier = request.tier;
+    if (tier !== undefined && !isTier(tier)) throw CamouflageError.invalidArgument('tier', `tier must be one of ${TIERS.join(', ')}`);
     const after = token === '' ? undefined : decodePageToken(token);
     const custom = await this.store.listCustom();
     const all = new Map<string, Decoy>();
     for (const decoy of BUILT_IN_DECOYS) all.set(decoy.id, decoy);
     for (const decoy of custom) if (!all.has(decoy.id)) all.set(decoy.id, decoy);
-    const ordered = [...all.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    const ordered = [...all.values()].filter((decoy) => tier === undefined || decoy.tiers.includes(tier)).sort((a, b) => (a.id < b.id ? -1 : 1));
     const start = after === undefined ? 0 : ordered.findIndex((decoy) => decoy.id > after);
     const from = start === -1 ? ordered.length : start;
     const page = ordered.slice(from, from + pageSize);

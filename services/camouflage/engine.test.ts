@@ -153,6 +153,7 @@ describe('camouflage engine (real Redis)', () => {
       expect(result.tier).to.equal(tierForLevel(result.threatLevel));
       expect(result.strategy.responseDelayMs).to.be.at.most(FIRST_BYTE_DELAY_MS_MAX);
       expect((await engine.getDecoy(result.decoy.id)).tiers).to.include(result.tier);
+      expect(result.decoyDefinition).to.deep.equal(await engine.getDecoy(result.decoy.id));
       if (result.threatLevel <= 2) {
         expect(result.honeytoken).to.equal(undefined);
         expect(result.decoy.carriesHoneytoken).to.equal(false);
@@ -196,6 +197,33 @@ describe('camouflage engine (real Redis)', () => {
     const final = (await engine.getBanditStats('attack')).arms.find((arm) => arm.decoyId === origin.decoy.id);
     expect(final?.rewardSum).to.be.closeTo(after?.rewardSum ?? -1, 1e-9);
     expect(final?.outcomes).to.equal((after?.outcomes ?? 0) + 1);
+  });
+
+  // Proves a failed honeytoken credit (after the decision was committed) is reported, not thrown: Assess still answers.
+  it('still assesses when crediting a returning honeytoken fails', async () => {
+    const origin = await serveHoneytoken('leaker-broken');
+    const token = origin.honeytoken?.token as string;
+    // The credit script writes the origin decision's state hash last: make that write fail (WRONGTYPE).
+    await redis.set(`${prefix}dec:${origin.decisionId}:s`, 'not-a-hash');
+    const creditErrors: { error: unknown; origin: { decisionId: string; decoyId: string } }[] = [];
+    const reporting = new CamouflageEngine({
+      redis,
+      keyPrefix: prefix,
+      random: createSeededRandom(5),
+      onHoneytokenAlert: (alert) => alerts.push(alert),
+      onHoneytokenCreditError: (error, from) => creditErrors.push({ error, origin: from }),
+    });
+    const replay = await reporting.assess(browserRequest({ sessionKey: 'thief-2', headers: { host: 'api.example.com', authorization: `Bearer ${token}` } }));
+    expect(replay.threatLevel).to.equal(10);
+    expect(replay.honeytokenHits).to.have.length(1);
+    expect(replay.honeytokenHits[0]).to.deep.include({ originDecisionId: origin.decisionId, firstUse: false });
+    expect(creditErrors).to.have.length(1);
+    expect(creditErrors[0]?.origin).to.deep.equal({ decisionId: origin.decisionId, decoyId: origin.decoy.id });
+    expect(String(creditErrors[0]?.error)).to.match(/WRONGTYPE/);
+    expect(alerts).to.have.length(1);
+    expect(alerts[0]).to.deep.include({ originDecisionId: origin.decisionId, firstUse: false, creditedReward: 0 });
+    // The assessment itself was committed: its decision takes an outcome.
+    expect((await reporting.recordOutcome(replay.decisionId, { interactions: 1, dwellSeconds: 1, honeytokenUsed: false, credentialsSubmitted: false })).replayed).to.equal(false);
   });
 
   // Proves an outcome first, then the honeytoken: the credit tops the pull up to exactly 1.0.
@@ -265,6 +293,8 @@ describe('camouflage engine (real Redis)', () => {
     expect(rewardForOutcome({ interactions: 0, dwellSeconds: 0, honeytokenUsed: false, credentialsSubmitted: false })).to.equal(0);
     expect(rewardForOutcome({ interactions: 0, dwellSeconds: 0, honeytokenUsed: true, credentialsSubmitted: false })).to.equal(1);
     expect(rewardForOutcome({ interactions: 20, dwellSeconds: 300, honeytokenUsed: false, credentialsSubmitted: true })).to.be.closeTo(1, 1e-12);
+    // Reaching a real asset means the decoy failed: nothing, whatever the engagement.
+    expect(rewardForOutcome({ interactions: 20, dwellSeconds: 300, honeytokenUsed: true, credentialsSubmitted: true, reachedRealAsset: true })).to.equal(0);
     const expected = 0.35 * (Math.log(6) / Math.log(21)) + 0.35 * (Math.log(61) / Math.log(301));
     expect(rewardForOutcome({ interactions: 5, dwellSeconds: 60, honeytokenUsed: false, credentialsSubmitted: false })).to.be.closeTo(expected, 1e-12);
 

@@ -7,7 +7,7 @@
  * | assess(input, {policy?})                 | INVALID_ARGUMENT (field), BACKEND_UNAVAILABLE                     |
  * | recordOutcome(decisionId, outcome, {idempotencyKey?}) | INVALID_ARGUMENT (field), DECISION_NOT_FOUND, OUTCOME_ALREADY_RECORDED, IDEMPOTENCY_KEY_REUSED |
  * | registerDecoy(input, {idempotencyKey?})  | INVALID_ARGUMENT (field), DUPLICATE_DECOY, CATALOG_FULL, IDEMPOTENCY_KEY_REUSED |
- * | listDecoys({pageSize?, pageToken?})      | INVALID_ARGUMENT (pageSize / pageToken)                            |
+ * | listDecoys({pageSize?, pageToken?, tier?}) | INVALID_ARGUMENT (pageSize / pageToken / tier)                  |
  * | getDecoy(id)                             | INVALID_ARGUMENT (id), DECOY_NOT_FOUND                            |
  * | getBanditStats(tier, {policy?})          | INVALID_ARGUMENT (tier / policy)                                  |
  * | getDecision(decisionId)                  | INVALID_ARGUMENT (decisionId), DECISION_NOT_FOUND                 |
@@ -18,8 +18,10 @@
  * integer rules as JavaScript, and commits the decision the engine prepared for that tier
  * (decision record, bandit pull, honeytoken, level memory). Two rare cases add one: a request
  * carrying a known honeytoken (the credit script), and a tier whose bandit state was not
- * refreshed for `statsMaxAgeMs` (only at under ~2 requests/s per tier per replica). Run the ioredis
- * client with `enableAutoPipelining: true` so concurrent Assess calls share socket writes.
+ * refreshed for `statsMaxAgeMs` (only at under ~2 requests/s per tier per replica). Concurrent
+ * Assess calls already share socket writes (RedisScript pipelines the calls of one event-loop
+ * turn); keep ioredis' `enableAutoPipelining` off, as platform/redis.ts does: it crashes the
+ * process with defineCommand scripts (redis/ioredis#1931).
  *
  * Not idempotent by design: Assess is an observation (each call is one more request of the
  * session) and always mints a new decision.
@@ -72,12 +74,15 @@ export { CamouflageError, grpcCodeNameFor } from './camouflage-error';
 export type { CamouflageErrorReason } from './camouflage-error';
 
 export const KEY_PREFIX_DEFAULT = 'shieldx:camouflage:';
-const DECISION_TTL_SECONDS_MAX = 7 * 86_400;
-const HONEYTOKEN_TTL_SECONDS_MAX = 400 * 86_400;
+export { DECISION_TTL_SECONDS_DEFAULT } from './decision-store';
+export { HONEYTOKEN_TTL_SECONDS_DEFAULT } from './honeytokens';
+/** Longest decision lifetime the engine accepts (see decision-store.ts for the memory it costs). */
+export const DECISION_TTL_SECONDS_MAX = 7 * 86_400;
+export const HONEYTOKEN_TTL_SECONDS_MAX = 400 * 86_400;
 const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
 
 export interface CamouflageEngineOptions {
-  /** ioredis client (shared, not owned: the caller closes it). Enable `enableAutoPipelining`. */
+  /** ioredis client (shared, not owned: the caller closes it). Leave `enableAutoPipelining` off (see the module doc). */
   readonly redis: RedisClient;
   /** Namespace of every key (default `shieldx:camouflage:`). */
   readonly keyPrefix?: string;
@@ -98,6 +103,12 @@ export interface CamouflageEngineOptions {
   };
   /** Called (synchronously, errors swallowed) for every sighting of a minted honeytoken. */
   readonly onHoneytokenAlert?: (alert: HoneytokenAlert) => void;
+  /**
+   * Called (synchronously, errors swallowed) when crediting a returning honeytoken's decoy failed.
+   * Assess still succeeds: its decision is already committed, and failing it would make a client
+   * retry count the request twice. The bandit misses that one credit.
+   */
+  readonly onHoneytokenCreditError?: (error: unknown, origin: { readonly decisionId: string; readonly decoyId: string }) => void;
   /** Randomness for jitter, tie-breaks and Thompson draws (tests seed it). Ids and tokens always use node:crypto. */
   readonly random?: RandomSource;
   /** Wall clock for outcome times and cache ages (tests may inject). */
@@ -143,6 +154,8 @@ export interface AssessResult {
   readonly rawPoints: number;
   readonly strategy: ResponseStrategy;
   readonly decoy: ServedDecoy;
+  /** The catalog entry of the served decoy (template, description, tiers, creation time). */
+  readonly decoyDefinition: Decoy;
   /**
    * The minted token when the decoy carries one. It is inside `decoy.content` already; it is
    * returned separately for the guardian's bookkeeping. Never log it (use `redactToken`).
@@ -238,6 +251,7 @@ export class CamouflageEngine {
   private readonly decisionTtlSeconds: number;
   private readonly honeytokenTtlSeconds: number;
   private readonly onHoneytokenAlert: ((alert: HoneytokenAlert) => void) | undefined;
+  private readonly onHoneytokenCreditError: CamouflageEngineOptions['onHoneytokenCreditError'];
   private readonly random: RandomSource;
   private readonly now: () => number;
 
@@ -253,6 +267,7 @@ export class CamouflageEngine {
     this.random = options.random ?? Math.random;
     this.now = options.now ?? Date.now;
     this.onHoneytokenAlert = options.onHoneytokenAlert;
+    this.onHoneytokenCreditError = options.onHoneytokenCreditError;
     this.keys = new CamouflageKeys(this.keyPrefix);
     this.profileConfig = profileConfig(options.profile);
     this.scorer = new ThreatScorer({ badTlsFingerprints: options.badTlsFingerprints, profile: this.profileConfig });
@@ -346,7 +361,16 @@ export class CamouflageEngine {
       const strategy = sampleStrategy(tier, this.random);
 
       // Returning honeytokens: credit the decoy that leaked them (rare; the only extra round trip).
-      const credits = await Promise.all(hits.map((hit) => this.decisions.creditHoneytoken(hit.found.token, hit.record, snapshot.lastSeenMs)));
+      // The decision, pull and profile are committed already: a failed credit is reported, not
+      // thrown, since failing Assess now would make a client retry count the request twice.
+      const credits = await Promise.all(
+        hits.map((hit) =>
+          this.decisions.creditHoneytoken(hit.found.token, hit.record, snapshot.lastSeenMs).catch((error: unknown) => {
+            this.emitCreditError(error, hit.record);
+            return undefined;
+          }),
+        ),
+      );
       const honeytokenHits: HoneytokenHit[] = hits.map((hit, i) => {
         const credit = credits[i];
         const firstUse = credit?.status === 'credited';
@@ -392,6 +416,7 @@ export class CamouflageEngine {
           carriesHoneytoken: decoy.carriesHoneytoken,
           carriesCredentials: decoy.carriesCredentials,
         },
+        decoyDefinition: decoy,
         honeytoken:
           chosen.minted === undefined
             ? undefined
@@ -456,6 +481,15 @@ export class CamouflageEngine {
     }
   }
 
+  private emitCreditError(error: unknown, origin: HoneytokenRecord): void {
+    if (this.onHoneytokenCreditError === undefined) return;
+    try {
+      this.onHoneytokenCreditError(error, { decisionId: origin.decisionId, decoyId: origin.decoyId });
+    } catch {
+      // A reporting sink failing must not fail the assessment either.
+    }
+  }
+
   /**
    * Turns engagement into a reward (outcome-reward.ts) and adds it to the decision's arm, exactly
    * once. Validation happens before any Redis access; the write is one atomic script that refuses
@@ -469,7 +503,8 @@ export class CamouflageEngine {
       const reward = rewardForOutcome(clean);
       const rewardMicro = toRewardMicro(reward);
       const fingerprint = createHash('sha256')
-        .update(JSON.stringify([clean.interactions, clean.dwellSeconds, clean.honeytokenUsed, clean.credentialsSubmitted]))
+        // reachedRealAsset only when set, so outcomes recorded before it existed keep their fingerprint.
+        .update(JSON.stringify([clean.interactions, clean.dwellSeconds, clean.honeytokenUsed, clean.credentialsSubmitted, ...(clean.reachedRealAsset ? [true] : [])]))
         .digest('hex')
         .slice(0, 32);
 
@@ -521,7 +556,7 @@ export class CamouflageEngine {
     }
   }
 
-  /** One page of the catalog (built-in and custom, ordered by id). */
+  /** One page of the catalog (built-in and custom, ordered by id; only those serving `tier` when given). */
   async listDecoys(request: ListDecoysRequest = {}): Promise<DecoyPage> {
     try {
       return await this.catalog.list(request);

@@ -146,11 +146,6 @@ export interface HoneytokenRecord {
   readonly mintedAtMs: number;
 }
 
-/** Fields written at mint time (hash `<prefix>ht:<token>`). */
-export function honeytokenFields(record: HoneytokenRecord): string[] {
-  return ['d', record.decisionId, 'o', record.decoyId, 't', record.tier, 's', record.shape, 'm', String(record.mintedAtMs)];
-}
-
 export function parseHoneytokenRecord(record: Readonly<Record<string, string>> | null): HoneytokenRecord | undefined {
   if (record === null) return undefined;
   const tier = record.t;

@@ -4,6 +4,7 @@
  * The goal of a decoy is to keep an attacker busy with it (and so away from real assets), and
  * the strongest evidence of that is the attacker *using* what we fed them. Hence:
  *
+ *   reward = 0                                                    if reachedRealAsset
  *   reward = 1                                                    if honeytokenUsed
  *   reward = 0.35 · f(interactions, 20) + 0.35 · f(dwellSeconds, 300) + 0.30 · [credentialsSubmitted]
  *   where f(x, saturation) = min(1, ln(1 + x) / ln(1 + saturation))
@@ -12,6 +13,10 @@
  *   stuck in a loop must not dominate the mean. 20 follow-up requests or 5 minutes of dwell earn
  *   the full share of their term (5 interactions ≈ 0.59 of it, 60 s ≈ 0.72).
  * - Submitting credentials into a fake login is strong intent, worth 0.30 on its own.
+ * - Reaching a real asset means the decoy failed at its one job (keeping the attacker away from
+ *   real assets), so the pull earns nothing, whatever engagement came first. It is checked before
+ *   honeytokenUsed: the outcome is the report of this engagement as a whole. (A honeytoken that is
+ *   later seen in a request is still credited separately, by the credit script of decision-store.ts.)
  * - The weights sum to 1, so the reward is in [0, 1] without clamping; it is stored as an integer
  *   number of micro-units (reward × 10^6, rounded) so sums in Redis are exact.
  */
@@ -27,6 +32,8 @@ export interface OutcomeInput {
   honeytokenUsed: boolean;
   /** The attacker submitted credentials into this decoy (a fake login form). */
   credentialsSubmitted: boolean;
+  /** The attacker moved on to a real asset: the decoy failed (reward 0). Omitted = false. */
+  reachedRealAsset?: boolean;
 }
 
 export const INTERACTIONS_MAX = 1_000_000;
@@ -63,6 +70,7 @@ export function validateOutcome(raw: unknown): OutcomeInput {
     dwellSeconds,
     honeytokenUsed: flag(input.honeytokenUsed, 'outcome.honeytokenUsed'),
     credentialsSubmitted: flag(input.credentialsSubmitted, 'outcome.credentialsSubmitted'),
+    reachedRealAsset: flag(input.reachedRealAsset, 'outcome.reachedRealAsset'),
   };
 }
 
@@ -72,6 +80,7 @@ function saturating(value: number, saturation: number): number {
 
 /** The reward formula of the module doc; always in [0, 1]. */
 export function rewardForOutcome(outcome: OutcomeInput): number {
+  if (outcome.reachedRealAsset === true) return 0;
   if (outcome.honeytokenUsed) return 1;
   const reward =
     REWARD_WEIGHTS.interactions * saturating(outcome.interactions, INTERACTIONS_SATURATION) +

@@ -58,8 +58,7 @@ export class CamouflageKeys {
   }
 }
 
-/** Key prefixes are namespaces, not data: keep them short, printable and bounded. */
-export const KEY_PREFIX_LENGTH_MAX = 64;
+/** Key prefixes are namespaces, not data: keep them short, printable and bounded (1-64 characters). */
 const KEY_PREFIX_PATTERN = /^[\x21-\x7e]{1,64}$/;
 
 export function isValidKeyPrefix(prefix: string): boolean {

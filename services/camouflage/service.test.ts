@@ -8,12 +8,16 @@ import {
   type AssessResponse,
   type AssessStreamRequest,
   type AssessStreamResponse,
+  type Engagement,
   type GetBanditStatsResponse,
 } from '../../gen/shieldx/camouflage/v1/camouflage';
+import { ConfigError } from '../../platform/config';
 import { errorDetails } from '../../platform/grpc-errors';
 import { statusDetails } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
+import { connectTestRedis, dumpPrefix } from './camouflage-test-support';
+import { DECISION_TTL_SECONDS_MAX } from './engine';
 import { camouflageService } from './service';
 
 const BROWSER_HEADERS = { accept: 'text/html,application/xhtml+xml', 'accept-language': 'en-GB,en;q=0.9', host: 'shop.example.com' };
@@ -48,12 +52,19 @@ describe('camouflage service over gRPC', function () {
 
   const assess = (client: CamouflageServiceClient, req: AssessRequest): Call<AssessResponse> =>
     new Promise((resolve) => client.assess(req, bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
-  const outcome = (client: CamouflageServiceClient, decisionId: string, interactions: number, dwellSeconds: number) =>
+  const outcome = (client: CamouflageServiceClient, decisionId: string, interactions: number, dwellSeconds: number, extra: Partial<Engagement> = {}) =>
     new Promise<{ error: unknown; response?: { reward: number } }>((resolve) =>
       client.recordOutcome(
         {
           decisionId,
-          engagement: { interactions, dwell: { seconds: BigInt(dwellSeconds), nanos: 0 }, honeytokenUsed: false, credentialsSubmitted: false, reachedRealAsset: false },
+          engagement: {
+            interactions,
+            dwell: { seconds: BigInt(dwellSeconds), nanos: 0 },
+            honeytokenUsed: false,
+            credentialsSubmitted: false,
+            reachedRealAsset: false,
+            ...extra,
+          },
         },
         bearer(testKeys.camouflage),
         (error, response) => resolve({ error, response }),
@@ -148,13 +159,29 @@ describe('camouflage service over gRPC', function () {
     expect(unchanged.rewardSum).to.equal(armAfter.rewardSum);
   });
 
+  // Engagement that ends with the attacker on a real asset means the decoy failed: reward 0, however engaged.
+  it('rewards nothing when the attacker reached a real asset', async () => {
+    const { response } = await assess(a, request({ path: '/wp-login.php', userAgent: 'gobuster/3.6', headers: {} }));
+    const failed = await outcome(a, response!.decisionId, 12, 120, { credentialsSubmitted: true, reachedRealAsset: true });
+    expect(failed.error).to.equal(null);
+    expect(failed.response!.reward).to.equal(0);
+    const { response: other } = await assess(a, request({ path: '/wp-login.php', userAgent: 'gobuster/3.6', headers: {} }));
+    const engaged = await outcome(a, other!.decisionId, 12, 120, { credentialsSubmitted: true });
+    expect(engaged.response!.reward).to.be.greaterThan(0);
+  });
+
   // Bad input on every RPC: a clear INVALID_ARGUMENT / NOT_FOUND and no state change.
   it('rejects bad input on every RPC', async () => {
     expect(errorDetails((await assess(a, request({ clientIp: 'not-an-ip' }))).error)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
     expect(errorDetails((await assess(a, request({ path: 'x'.repeat(10_000) }))).error)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
-    expect(errorDetails((await outcome(a, 'no-such-decision', 1, 1)).error)?.code).to.be.oneOf([grpcStatus.NOT_FOUND, grpcStatus.INVALID_ARGUMENT]);
+    expect(errorDetails((await outcome(a, 'no-such-decision', 1, 1)).error)).to.deep.include({ code: grpcStatus.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT' });
+    expect(errorDetails((await outcome(a, 'no-such-decision', 1, 1)).error)?.fieldViolations[0]?.field).to.equal('decision_id');
     const { response } = await assess(a, request({ path: '/.git/config', userAgent: 'nuclei', headers: {} }));
     expect(errorDetails((await outcome(a, response!.decisionId, -1, 1)).error)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+    const badDwell = errorDetails((await outcome(a, response!.decisionId, 1, 100_000)).error);
+    expect(badDwell?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+    expect(badDwell?.fieldViolations[0]?.field).to.equal('engagement.dwell');
+    expect(errorDetails((await assess(a, request({ timestamp: new Date(-1) }))).error)?.fieldViolations[0]?.field).to.equal('timestamp');
     // The bad outcome did not consume the decision: a valid one still records.
     expect((await outcome(a, response!.decisionId, 1, 1)).error).to.equal(null);
     expect(errorDetails((await stats(a, ThreatTier.THREAT_TIER_UNSPECIFIED)).error)?.fieldViolations[0]?.field).to.equal('tier');
@@ -162,6 +189,12 @@ describe('camouflage service over gRPC', function () {
       new Promise<unknown>((resolve) => a.registerDecoy({ decoy: decoy as never }, bearer(testKeys.admin), (error) => resolve(error)));
     expect(errorDetails(await register({ id: 'x', kind: 'banner', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentTemplate: 'hi' }))?.code).to.equal(
       grpcStatus.INVALID_ARGUMENT,
+    );
+    expect(errorDetails(await register({ id: 'x', kind: 'banner', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentTemplate: 'hi' }))?.fieldViolations[0]?.field).to.equal(
+      'decoy.id',
+    );
+    expect(errorDetails(await register({ id: 'no-template', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentTemplate: '' }))?.fieldViolations[0]?.field).to.equal(
+      'decoy.content_template',
     );
     // A decoy carrying a honeytoken may not serve the benign tier.
     const benignToken = await register({
@@ -177,6 +210,39 @@ describe('camouflage service over gRPC', function () {
       a.registerDecoy({ decoy: undefined }, bearer(testKeys.camouflage), (error) => resolve(error)),
     );
     expect(errorDetails(denied)?.code).to.equal(grpcStatus.PERMISSION_DENIED);
+
+    // Every validation branch of the handlers: INVALID_ARGUMENT (or NOT_FOUND for an unknown decision) and no state change.
+    const redis = connectTestRedis();
+    try {
+      const before = await dumpPrefix(redis, prefix);
+      const invalid = (error: unknown, field: string) => expect(errorDetails(error), field).to.deep.include({ code: grpcStatus.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT' });
+      const badPolicy = (await assess(a, request({ path: '/.env', userAgent: 'nuclei', headers: {}, policy: 99 as AssessRequest['policy'] }))).error;
+      invalid(badPolicy, 'policy');
+      expect(errorDetails(badPolicy)?.fieldViolations[0]?.field).to.equal('policy');
+      const noEngagement = await new Promise<unknown>((resolve) =>
+        a.recordOutcome({ decisionId: response!.decisionId, engagement: undefined }, bearer(testKeys.camouflage), (error) => resolve(error)),
+      );
+      invalid(noEngagement, 'engagement');
+      expect(errorDetails(noEngagement)?.fieldViolations[0]?.field).to.equal('engagement');
+      expect(errorDetails((await outcome(a, randomUUID(), 1, 1)).error)).to.deep.include({ code: grpcStatus.NOT_FOUND, reason: 'DECISION_NOT_FOUND' });
+      const list = (req: { pageSize: number; tier: ThreatTier }) =>
+        new Promise<unknown>((resolve) => a.listDecoys({ pageToken: '', ...req }, bearer(testKeys.camouflage), (error) => resolve(error)));
+      const negativePage = await list({ pageSize: -1, tier: ThreatTier.THREAT_TIER_UNSPECIFIED });
+      invalid(negativePage, 'page_size');
+      expect(errorDetails(negativePage)?.fieldViolations[0]?.field).to.equal('page_size');
+      const unknownListTier = await list({ pageSize: 3, tier: 99 as ThreatTier });
+      invalid(unknownListTier, 'list tier');
+      expect(errorDetails(unknownListTier)?.fieldViolations[0]?.field).to.equal('tier');
+      const noDecoy = await new Promise<unknown>((resolve) => a.registerDecoy({ decoy: undefined }, bearer(testKeys.admin), (error) => resolve(error)));
+      invalid(noDecoy, 'decoy');
+      expect(errorDetails(noDecoy)?.fieldViolations[0]?.field).to.equal('decoy');
+      const unknownStatsTier = (await stats(a, 99 as ThreatTier)).error;
+      invalid(unknownStatsTier, 'stats tier');
+      expect(errorDetails(unknownStatsTier)?.fieldViolations[0]?.field).to.equal('tier');
+      expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
+    } finally {
+      await redis.quit();
+    }
   });
 
   /** Sends `items` on one AssessStream call (half-closing when `halfClose`), collects answers until the call ends. */
@@ -300,6 +366,7 @@ describe('camouflage service over gRPC', function () {
       const page = await new Promise<{ decoys: { id: string }[]; nextPageToken: string }>((resolve, reject) =>
         b.listDecoys({ pageSize: 3, pageToken: token, tier: ThreatTier.THREAT_TIER_ATTACK }, bearer(testKeys.camouflage), (e, r) => (e ? reject(e) : resolve(r!))),
       );
+      expect(page.decoys.length).to.be.at.most(3);
       seen.push(...page.decoys.map((d) => d.id));
       token = page.nextPageToken;
       if (token === '') break;
@@ -310,6 +377,22 @@ describe('camouflage service over gRPC', function () {
       b.listDecoys({ pageSize: 3, pageToken: 'garbage', tier: 0 }, bearer(testKeys.camouflage), (e) => resolve(e)),
     );
     expect(errorDetails(bad)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+  });
+});
+
+describe('camouflage configuration', () => {
+  // A decision TTL the engine would refuse is refused by the config, naming the variable, before anything starts.
+  it('refuses a decision TTL beyond the engine maximum', async () => {
+    for (const value of [String(DECISION_TTL_SECONDS_MAX + 1), String(30 * 86_400), '59']) {
+      let error: unknown;
+      const started = await startTestService(camouflageService, { CAMOUFLAGE_DECISION_TTL_SECONDS: value, MIGRATE_ON_START: 'false' }).catch((e: unknown) => {
+        error = e;
+        return undefined;
+      });
+      await started?.shutdown();
+      expect(error, value).to.be.instanceOf(ConfigError);
+      expect((error as ConfigError).variable).to.equal('CAMOUFLAGE_DECISION_TTL_SECONDS');
+    }
   });
 });
 

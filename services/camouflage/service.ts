@@ -20,7 +20,19 @@ import {
 import { itemErrorStatus, multiplexedStream, unary } from '../../platform/handlers';
 import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
-import { CamouflageEngine, CamouflageError, grpcCodeNameFor, type ArmStats, type BanditPolicy, type Decoy, type Tier } from './engine';
+import {
+  CamouflageEngine,
+  CamouflageError,
+  DECISION_TTL_SECONDS_DEFAULT,
+  DECISION_TTL_SECONDS_MAX,
+  HONEYTOKEN_TTL_SECONDS_DEFAULT,
+  HONEYTOKEN_TTL_SECONDS_MAX,
+  grpcCodeNameFor,
+  type ArmStats,
+  type BanditPolicy,
+  type Decoy,
+  type Tier,
+} from './engine';
 
 const TIER_TO_PROTO: Record<Tier, ThreatTier> = {
   benign: ThreatTier.THREAT_TIER_BENIGN,
@@ -28,7 +40,6 @@ const TIER_TO_PROTO: Record<Tier, ThreatTier> = {
   likely_bot: ThreatTier.THREAT_TIER_LIKELY_BOT,
   attack: ThreatTier.THREAT_TIER_ATTACK,
 };
-const STRATEGY_NAMES: Record<Tier, string> = { benign: 'lightweight', suspicious: 'balanced', likely_bot: 'complex', attack: 'honeypot' };
 const CODES: Record<string, Code> = {
   INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
   NOT_FOUND: Code.NOT_FOUND,
@@ -57,23 +68,68 @@ function policyToProto(policy: BanditPolicy): ProtoPolicy {
   return policy === 'thompson' ? ProtoPolicy.BANDIT_POLICY_THOMPSON_SAMPLING : ProtoPolicy.BANDIT_POLICY_UCB1;
 }
 
-/** The engine's errors → ServiceError with the proto's reasons; snake_case field names. */
-function fromEngine(error: unknown): unknown {
+/**
+ * Engine field names → the request's proto field paths, per RPC (the engine's input types name
+ * some fields differently from the proto). A name not listed falls back to snake_case.
+ */
+type FieldMap = Readonly<Record<string, string>>;
+const ASSESS_FIELDS: FieldMap = {
+  request: 'request',
+  clientIp: 'client_ip',
+  userAgent: 'user_agent',
+  tlsFingerprint: 'tls_fingerprint',
+  sessionKey: 'session_key',
+  timestampMs: 'timestamp',
+  previousStatus: 'previous_status',
+};
+const RECORD_OUTCOME_FIELDS: FieldMap = {
+  decisionId: 'decision_id',
+  outcome: 'engagement',
+  'outcome.interactions': 'engagement.interactions',
+  'outcome.dwellSeconds': 'engagement.dwell',
+  'outcome.honeytokenUsed': 'engagement.honeytoken_used',
+  'outcome.credentialsSubmitted': 'engagement.credentials_submitted',
+  'outcome.reachedRealAsset': 'engagement.reached_real_asset',
+};
+const REGISTER_DECOY_FIELDS: FieldMap = {
+  decoy: 'decoy',
+  id: 'decoy.id',
+  kind: 'decoy.kind',
+  description: 'decoy.name',
+  tiers: 'decoy.tiers',
+  template: 'decoy.content_template',
+  contentType: 'decoy.content_type',
+  carriesHoneytoken: 'decoy.carries_honeytoken',
+  carriesCredentials: 'decoy.carries_credentials',
+};
+const LIST_DECOYS_FIELDS: FieldMap = { pageSize: 'page_size', pageToken: 'page_token', tier: 'tier' };
+const NO_FIELDS: FieldMap = {};
+
+function protoField(field: string, fields: FieldMap): string {
+  const mapped = fields[field];
+  if (mapped !== undefined) return mapped;
+  // Header names are data (a map key), not field names: keep them as sent.
+  if (field.startsWith('headers.')) return field;
+  return field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/** The engine's errors → ServiceError with the proto's reasons and field paths. */
+function fromEngine(error: unknown, fields: FieldMap): unknown {
   if (!(error instanceof CamouflageError)) return error;
   if (error.reason === 'INTERNAL') return error;
   const reason = REASON_ALIASES[error.reason] ?? error.reason;
-  const field = error.field?.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  const field = error.field === undefined || error.field === '' ? undefined : protoField(error.field, fields);
   return new ServiceError(CODES[grpcCodeNameFor(error.reason)] ?? Code.INTERNAL, reason, error.message, {
     metadata: { ...error.metadata, ...(field ? { field } : {}) },
     fieldViolations: field ? [{ field, description: error.message }] : [],
   });
 }
 
-async function engineCall<T>(work: () => Promise<T>): Promise<T> {
+async function engineCall<T>(work: () => Promise<T>, fields: FieldMap): Promise<T> {
   try {
     return await work();
   } catch (error) {
-    throw fromEngine(error);
+    throw fromEngine(error, fields);
   }
 }
 
@@ -109,8 +165,19 @@ function durationOf(ms: number) {
 const camouflageConfigShape = {
   CAMOUFLAGE_BANDIT_POLICY: z.enum(['ucb1', 'thompson']).default('ucb1'),
   CAMOUFLAGE_REDIS_PREFIX: z.string().min(1).max(64).default('shieldx:camouflage:'),
-  CAMOUFLAGE_DECISION_TTL_SECONDS: z.coerce.number().int().min(60, 'must be at least 60').max(30 * 86_400, 'must be at most 2592000').default(86_400),
-  CAMOUFLAGE_HONEYTOKEN_TTL_SECONDS: z.coerce.number().int().min(3600, 'must be at least 3600').max(400 * 86_400, 'must be at most 34560000').default(90 * 86_400),
+  // Bounds and defaults are the engine's, so a value the config accepts never fails engine.start().
+  CAMOUFLAGE_DECISION_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60, 'must be at least 60')
+    .max(DECISION_TTL_SECONDS_MAX, `must be at most ${DECISION_TTL_SECONDS_MAX}`)
+    .default(DECISION_TTL_SECONDS_DEFAULT),
+  CAMOUFLAGE_HONEYTOKEN_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(3600, 'must be at least 3600')
+    .max(HONEYTOKEN_TTL_SECONDS_MAX, `must be at most ${HONEYTOKEN_TTL_SECONDS_MAX}`)
+    .default(HONEYTOKEN_TTL_SECONDS_DEFAULT),
 };
 
 /** Assessments one AssessStream call runs at once; reading pauses beyond it (backpressure). */
@@ -157,6 +224,11 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
       labelNames: ['tier'],
       registers: [registry],
     });
+    const honeytokenCreditErrors = new Counter({
+      name: 'camouflage_honeytoken_credit_errors_total',
+      help: 'Returning honeytokens whose decoy could not be credited (the assessment still succeeded).',
+      registers: [registry],
+    });
 
     const engine = new CamouflageEngine({
       redis: ctx.redis,
@@ -170,6 +242,13 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
         logger.warn(
           { alert: 'honeytoken_used', origin_decision_id: alert.originDecisionId, origin_decoy_id: alert.originDecoyId },
           'honeytoken used: a decoy credential came back',
+        );
+      },
+      onHoneytokenCreditError: (error, origin) => {
+        honeytokenCreditErrors.inc();
+        logger.error(
+          { err: error instanceof Error ? error.message : String(error), origin_decision_id: origin.decisionId, origin_decoy_id: origin.decoyId },
+          'honeytoken credit failed: the decoy was not rewarded for this sighting',
         );
       },
     });
@@ -195,17 +274,17 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
           },
           policy ? { policy } : {},
         ),
+        ASSESS_FIELDS,
       );
       assessSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
       assessments.inc({ tier: result.tier });
-      const decoy = await engine.getDecoy(result.decoy.id);
       return {
         decisionId: result.decisionId,
         threatLevel: result.threatLevel,
         tier: TIER_TO_PROTO[result.tier],
         signals: result.signals.map((s) => ({ name: s.name, points: s.points, detail: s.detail })),
-        strategy: { name: STRATEGY_NAMES[result.tier], responseDelay: durationOf(result.strategy.responseDelayMs) },
-        decoy: decoyToProto(decoy),
+        strategy: { name: result.strategy.decoyWeight, responseDelay: durationOf(result.strategy.responseDelayMs) },
+        decoy: decoyToProto(result.decoyDefinition),
         content: result.decoy.content,
         honeytoken: result.honeytoken?.token ?? '',
         selection: {
@@ -247,10 +326,14 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
             dwellSeconds,
             honeytokenUsed: engagement.honeytokenUsed,
             credentialsSubmitted: engagement.credentialsSubmitted,
+            reachedRealAsset: engagement.reachedRealAsset,
           }),
+          RECORD_OUTCOME_FIELDS,
         );
         outcomes.inc({ tier: result.tier });
-        const stats = await engineCall(() => engine.getBanditStats(result.tier));
+        // UCB1 whatever the default policy: the arm's numbers do not depend on it, and Thompson
+        // would run a Monte Carlo propensity estimate over every arm to return this one.
+        const stats = await engineCall(() => engine.getBanditStats(result.tier, { policy: 'ucb1' }), NO_FIELDS);
         const arm = stats.arms.find((a) => a.decoyId === result.decoyId);
         return { reward: result.reward, arm: arm ? armToProto(arm) : undefined };
       }),
@@ -258,17 +341,12 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
       listDecoys: unary(CamouflageServiceService.listDecoys.path, options, async (request) => {
         if (request.pageSize < 0) throw ServiceError.invalidArgument('page_size', 'must not be negative');
         const tier = request.tier === ThreatTier.THREAT_TIER_UNSPECIFIED ? undefined : tierFromProto(request.tier, 'tier');
-        // Filtering by tier walks pages of the catalog (bounded by its size) until one page is full.
-        const decoys: ProtoDecoy[] = [];
-        let token = request.pageToken;
-        const wanted = request.pageSize === 0 ? 50 : Math.min(request.pageSize, 200);
-        for (let pages = 0; pages < 64; pages++) {
-          const page = await engineCall(() => engine.listDecoys({ pageSize: wanted, pageToken: token }));
-          for (const decoy of page.decoys) if (!tier || decoy.tiers.includes(tier)) decoys.push(decoyToProto(decoy));
-          token = page.nextPageToken;
-          if (token === '' || decoys.length >= wanted || !tier) break;
-        }
-        return { decoys, nextPageToken: token };
+        // The catalog filters by tier before paging: a page never exceeds page_size and none is skipped.
+        const page = await engineCall(
+          () => engine.listDecoys({ pageSize: request.pageSize, pageToken: request.pageToken, ...(tier ? { tier } : {}) }),
+          LIST_DECOYS_FIELDS,
+        );
+        return { decoys: page.decoys.map(decoyToProto), nextPageToken: page.nextPageToken };
       }),
 
       registerDecoy: unary(CamouflageServiceService.registerDecoy.path, options, async (request) => {
@@ -286,13 +364,14 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
             contentType: decoy.contentType || undefined,
             template: decoy.contentTemplate,
           }),
+          REGISTER_DECOY_FIELDS,
         );
         return { decoy: decoyToProto(registered.decoy) };
       }),
 
       getBanditStats: unary(CamouflageServiceService.getBanditStats.path, options, async (request) => {
         const tier = tierFromProto(request.tier, 'tier');
-        const stats = await engineCall(() => engine.getBanditStats(tier));
+        const stats = await engineCall(() => engine.getBanditStats(tier), { tier: 'tier' });
         return { tier: request.tier, totalPulls: BigInt(stats.totalPulls), arms: stats.arms.map(armToProto) };
       }),
     };
