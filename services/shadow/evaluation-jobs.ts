@@ -1,13 +1,17 @@
 /**
  * Persisted evaluation jobs. A job is a row in `shadow_evaluations`; any
  * replica claims PENDING work with FOR UPDATE SKIP LOCKED and holds a lease
- * while it runs. A replica that dies leaves a RUNNING row whose lease expires:
- * the next claim re-queues it (up to MAX_ATTEMPTS, then FAILED) — a job is
- * never stuck RUNNING. PgBouncer-safe: every step is one statement.
+ * while it runs, renewing it until the job ends. A replica that dies leaves a
+ * RUNNING row whose lease expires: the next claim re-queues it (up to
+ * MAX_ATTEMPTS, then FAILED) — a job is never stuck RUNNING. Renewal and
+ * completion are guarded by the attempt, so a replica whose lease was lost
+ * cannot overwrite the attempt that took the job over. PgBouncer-safe: every
+ * step is one statement.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { Code, ServiceError } from '../../platform/service-error';
+import { isUuid } from './rollout-spec';
 
 export const MAX_ATTEMPTS = 3;
 export const LEASE_SECONDS = 120;
@@ -45,7 +49,6 @@ export interface NewEvaluation {
 export interface CompletedEvaluation {
   result: unknown;
   decision: string;
-  isSignificant: boolean;
 }
 
 function requestHash(request: NewEvaluation): string {
@@ -56,8 +59,15 @@ function requestHash(request: NewEvaluation): string {
 const COLUMNS = `id, name, state, rule, baseline_rule, selection, thresholds, result, decision, error, attempts,
                  created_at, started_at, completed_at`;
 
+/** The attempt of a claimed job: `attempts` as `claim` returned it. */
+export type ClaimedJob = Pick<EvaluationRow, 'id' | 'attempts'>;
+
 export class EvaluationJobs {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** How long a claim holds a job without renewal (the runner renews at a third of it). */
+    readonly leaseSeconds: number = LEASE_SECONDS,
+  ) {}
 
   /** Inserts a PENDING job; the same idempotency key with the same request returns the first job. */
   async create(request: NewEvaluation): Promise<EvaluationRow> {
@@ -88,7 +98,7 @@ export class EvaluationJobs {
   }
 
   async get(id: string): Promise<EvaluationRow> {
-    if (!/^[0-9a-f-]{36}$/i.test(id)) throw ServiceError.invalidArgument('id', 'must be a UUID');
+    if (!isUuid(id)) throw ServiceError.invalidArgument('id', 'must be a UUID');
     const result = await this.pool.query<EvaluationRow>(`SELECT ${COLUMNS} FROM shadow_evaluations WHERE id = $1`, [id]);
     if (!result.rows[0]) throw new ServiceError(Code.NOT_FOUND, 'EVALUATION_NOT_FOUND', `evaluation ${id} not found`);
     return result.rows[0];
@@ -132,24 +142,36 @@ export class EvaluationJobs {
        WHERE id = (SELECT id FROM shadow_evaluations WHERE state = 'PENDING'
                    ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
        RETURNING ${COLUMNS}`,
-      [LEASE_SECONDS],
+      [this.leaseSeconds],
     );
     return claimed.rows[0];
   }
 
-  async succeed(id: string, completed: CompletedEvaluation): Promise<void> {
+  /** Extends the lease of this attempt; false when the job is no longer ours (re-claimed or finished). */
+  async renewLease(job: ClaimedJob): Promise<boolean> {
+    const result = await this.pool.query(
+      `UPDATE shadow_evaluations SET lease_expires_at = now() + make_interval(secs => $3)
+       WHERE id = $1 AND state = 'RUNNING' AND attempts = $2`,
+      [job.id, job.attempts, this.leaseSeconds],
+    );
+    return result.rowCount === 1;
+  }
+
+  /** Completes this attempt (a no-op when another attempt has taken the job over). */
+  async succeed(job: ClaimedJob, completed: CompletedEvaluation): Promise<void> {
     await this.pool.query(
-      `UPDATE shadow_evaluations SET state = 'SUCCEEDED', result = $2, decision = $3, completed_at = now(), lease_expires_at = NULL
-       WHERE id = $1 AND state = 'RUNNING'`,
-      [id, completed.result, completed.decision],
+      `UPDATE shadow_evaluations SET state = 'SUCCEEDED', result = $3, decision = $4, completed_at = now(), lease_expires_at = NULL
+       WHERE id = $1 AND state = 'RUNNING' AND attempts = $2`,
+      [job.id, job.attempts, completed.result, completed.decision],
     );
   }
 
-  async fail(id: string, error: string): Promise<void> {
+  /** Fails this attempt (a no-op when another attempt has taken the job over). */
+  async fail(job: ClaimedJob, error: string): Promise<void> {
     await this.pool.query(
-      `UPDATE shadow_evaluations SET state = 'FAILED', error = $2, completed_at = now(), lease_expires_at = NULL
-       WHERE id = $1 AND state = 'RUNNING'`,
-      [id, error.slice(0, 2000)],
+      `UPDATE shadow_evaluations SET state = 'FAILED', error = $3, completed_at = now(), lease_expires_at = NULL
+       WHERE id = $1 AND state = 'RUNNING' AND attempts = $2`,
+      [job.id, job.attempts, error.slice(0, 2000)],
     );
   }
 }
@@ -193,12 +215,19 @@ export class EvaluationRunner {
         this.onError(error);
       }
       if (job) {
+        const claimed = job;
+        // Keep the lease while the job runs, however long it takes (a lapsed lease lets another replica re-claim it).
+        const renewal = setInterval(() => {
+          this.jobs.renewLease(claimed).catch(this.onError);
+        }, (this.jobs.leaseSeconds * 1000) / 3);
         try {
           const completed = await this.execute(job);
-          await this.jobs.succeed(job.id, completed);
+          await this.jobs.succeed(job, completed);
         } catch (error) {
           this.onError(error);
-          await this.jobs.fail(job.id, error instanceof Error ? error.message : String(error)).catch(this.onError);
+          await this.jobs.fail(job, error instanceof Error ? error.message : String(error)).catch(this.onError);
+        } finally {
+          clearInterval(renewal);
         }
         continue;
       }

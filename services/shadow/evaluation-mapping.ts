@@ -124,5 +124,3 @@ export function resultToProto(result: EvaluationResult): ProtoEvaluationResult {
 export function decisionName(result: EvaluationResult): string {
   return `DECISION_${result.recommendation.decision}`;
 }
-
-export { ProtoEvaluationResult };

@@ -380,5 +380,5 @@ export async function executePlanParallel(
 /** Runs a plan single-threaded (workers = 0) or on the shared pool of that many workers. */
 export async function runPlan(plan: ReplayPlan, columns: SampleColumns, workers: number): Promise<ReplayOutput[]> {
   if (workers <= 0) return executePlan(plan, columns);
-  return executePlanParallel(plan, columns, getEvaluationWorkerPool(workers), workers);
+  return executePlanParallel(plan, columns, getEvaluationWorkerPool(workers));
 }

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { AnalysisVerdict } from '../../gen/shieldx/shadow/v1/shadow';
+import { waitFor } from '../../test/harness';
 import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../test/prometheus';
 import { analyse, istioQueries, PrometheusClient, verdictFor, type AnalysisThresholds } from './rollout-analysis';
 
@@ -64,11 +65,12 @@ describe('rollout analysis against a real Prometheus', function () {
     client = new PrometheusClient({ baseUrl: prometheus.url });
     // rate() needs two samples inside the window, and the figures below a window full of them.
     await new Promise((resolve) => setTimeout(resolve, thresholds.windowMs + 1_500));
-    for (let i = 0; i < 50; i++) {
-      const snapshot = await analyse(client, target('healthy'), thresholds);
-      if (snapshot.verdict === AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY) break;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
+    await waitFor(
+      'a healthy analysis of the healthy canary',
+      async () => ((await analyse(client, target('healthy'), thresholds)).verdict === AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY ? true : undefined),
+      15_000,
+      200,
+    );
   });
 
   after(async () => {

@@ -10,6 +10,7 @@
  *      │                 │  └────unhealthy, auto_rollback ──▶ ROLLED_BACK (weight 0 at once)
  *      │                 └───────last step reached ─────────▶ SUCCEEDED (weight 100)
  *      └── AbortRollout (any live state) ─────────────────────▶ ABORTED (weight 0)
+ *   (any live state) ── VirtualService misconfigured (RouterConfigError) ──▶ FAILED (weight 0)
  *
  * Crash safety: each transition is one compare-and-set transaction on the
  * row's version (rollout-store.ts), the router is written *after* the commit
@@ -30,8 +31,8 @@ import { AnalysisVerdict, type AnalysisSnapshot } from '../../gen/shieldx/shadow
 import type { Logger } from '../../platform/logger';
 import { analyse, type PrometheusClient } from './rollout-analysis';
 import type { PgLease } from './rollout-lease';
-import { listActionable, markApplied, transition, type RolloutRow, type Transition } from './rollout-store';
-import { weightsFor, type TrafficRouter } from './traffic-router';
+import { isTerminal, listActionable, markApplied, transition, type RolloutRow, type Transition } from './rollout-store';
+import { RouterConfigError, weightsFor, type TrafficRouter } from './traffic-router';
 
 export const CONTROLLER_LEASE_NAME = 'rollout-controller';
 
@@ -123,6 +124,21 @@ export function decide(row: RolloutRow, snapshot: AnalysisSnapshot): Transition 
       return hold('ANALYSIS_INCONCLUSIVE_HOLD', count);
     }
   }
+}
+
+/**
+ * A live rollout whose VirtualService lacks what the split needs (RouterConfigError: retrying cannot help,
+ * an operator must act) fails back to weight 0 (pure).
+ */
+export function routerConfigFailure(row: RolloutRow, error: RouterConfigError): Transition {
+  return {
+    to: 'FAILED',
+    step: row.currentStep,
+    canaryWeight: 0,
+    reason: `ROUTER_CONFIG_ERROR: ${error.message}`,
+    inconclusiveCount: row.inconclusiveCount,
+    restartStepClock: false,
+  };
 }
 
 export interface RolloutControllerOptions {
@@ -261,6 +277,13 @@ export class RolloutController {
       await router.setWeights(row.target, weightsFor(row.canaryWeight));
     } catch (err) {
       metrics.routerErrors.inc({ router: router.kind });
+      if (err instanceof RouterConfigError && !isTerminal(row.state)) {
+        // Retrying cannot help (an operator must fix the VirtualService): fail the rollout rather than retry
+        // every tick. Its weight 0 is written once the route can take it (like any finished rollout's).
+        logger.error({ err, rollout: row.id, canary_weight: row.canaryWeight }, 'the VirtualService cannot take the traffic split; failing the rollout');
+        await this.commit(row, routerConfigFailure(row, err));
+        return;
+      }
       logger.warn({ err, rollout: row.id, canary_weight: row.canaryWeight }, 'could not set the traffic split; retrying next tick');
       return;
     }

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
+import { status as grpcStatus } from '@grpc/grpc-js';
 import {
   RolloutState,
   type CreateRolloutRequest,
@@ -205,6 +206,9 @@ describe('rollout RPCs (controller off)', function () {
     expect(pending.rollouts.every((r) => r.state === RolloutState.ROLLOUT_STATE_PENDING)).to.equal(true);
     expect((await failure(() => api.list({ pageSize: 2, pageToken: 'garbage!', state: 0 }))).fieldViolations[0]!.field).to.equal('page_token');
     expect((await failure(() => api.list({ pageSize: -1, pageToken: '', state: 0 }))).fieldViolations[0]!.field).to.equal('page_size');
+    // An enum number this version does not know (ts-proto keeps it as it is) is refused, not taken as "any state".
+    const unknownState = await failure(() => api.list({ pageSize: 2, pageToken: '', state: 99 as RolloutState }));
+    expect([unknownState.code, unknownState.fieldViolations[0]!.field]).to.deep.equal([grpcStatus.INVALID_ARGUMENT, 'state']);
   });
 
   // Promote before the gate is ROLLOUT_NOT_AWAITING_PROMOTION; Abort moves any live rollout to ABORTED at weight 0 (replayable by key); a finished rollout refuses both with ROLLOUT_FINISHED.

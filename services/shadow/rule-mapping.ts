@@ -9,6 +9,11 @@ import { compileRule, RULE_LIMITS, type RuleConfig } from './rules';
 import { ShadowInputError } from './shadow-errors';
 
 const KIND_NAMES = 'rate_limit, ip_blocklist, path_pattern, header_pattern, all, any';
+const KEY_BY_VALUES: readonly RateLimitKey[] = [
+  RateLimitKey.RATE_LIMIT_KEY_UNSPECIFIED,
+  RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP,
+  RateLimitKey.RATE_LIMIT_KEY_CLIENT_KEY,
+];
 
 function invalidRule(field: string, description: string): ServiceError {
   return new ServiceError(Code.INVALID_ARGUMENT, 'INVALID_RULE', `${field}: ${description}`, {
@@ -28,7 +33,10 @@ export function ruleFromProto(rule: Rule | undefined, field = 'rule', depth = 0)
       if (maxRequests > BigInt(Number.MAX_SAFE_INTEGER) || maxRequests < BigInt(Number.MIN_SAFE_INTEGER)) {
         throw invalidRule(`${field}.rate_limit.max_requests`, 'out of range');
       }
-      if (keyBy === RateLimitKey.UNRECOGNIZED) throw invalidRule(`${field}.rate_limit.key_by`, 'unknown key');
+      // ts-proto keeps an unknown enum number as it is (not UNRECOGNIZED): accept only the known keys (0 = client_ip).
+      if (!KEY_BY_VALUES.includes(keyBy)) {
+        throw invalidRule(`${field}.rate_limit.key_by`, 'must be RATE_LIMIT_KEY_CLIENT_IP or RATE_LIMIT_KEY_CLIENT_KEY');
+      }
       return {
         type: 'rate_limit',
         maxRequests: Number(maxRequests),

@@ -14,7 +14,7 @@ import {
 } from '../../gen/shieldx/shadow/v1/shadow';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { address, bearer, insecure, startTestService, testKeys } from '../../test/harness';
+import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
 import { shadowService } from './service';
 import { generateTraffic } from './traffic-generator';
 
@@ -62,16 +62,16 @@ describe('shadow service over gRPC', function () {
     new Promise<{ error: unknown; evaluation?: Evaluation }>((resolve) =>
       client.getEvaluation({ id }, bearer(testKeys.shadowWriter), (error, response) => resolve({ error, evaluation: response?.evaluation })),
     );
-  async function waitDone(id: string): Promise<Evaluation> {
-    for (let i = 0; i < 200; i++) {
+  const waitDone = (id: string): Promise<Evaluation> =>
+    waitFor(`evaluation ${id} to finish`, async () => {
       const { evaluation } = await get(id);
-      if (evaluation && (evaluation.state === EvaluationState.EVALUATION_STATE_SUCCEEDED || evaluation.state === EvaluationState.EVALUATION_STATE_FAILED)) {
-        return evaluation;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    throw new Error(`evaluation ${id} did not finish`);
-  }
+      const done = evaluation && (evaluation.state === EvaluationState.EVALUATION_STATE_SUCCEEDED || evaluation.state === EvaluationState.EVALUATION_STATE_FAILED);
+      return done ? evaluation : undefined;
+    });
+  const list = (pageSize: number, pageToken: string, state: EvaluationState = EvaluationState.EVALUATION_STATE_UNSPECIFIED) =>
+    new Promise<{ error: unknown; response?: { evaluations: Evaluation[]; nextPageToken: string } }>((resolve) =>
+      client.listEvaluations({ pageSize, pageToken, state }, bearer(testKeys.shadowWriter), (error, response) => resolve({ error, response })),
+    );
 
   before(async () => {
     service = await startTestService(shadowService, { ROLLOUT_CONTROLLER: 'off' });
@@ -102,11 +102,13 @@ describe('shadow service over gRPC', function () {
 
   // A bad dataset name fails the stream with INVALID_ARGUMENT and writes nothing.
   it('refuses a stream without a valid dataset', async () => {
+    const total = async () => (await service.pool.query('SELECT count(*)::int AS n FROM shadow_samples')).rows[0].n as number;
+    const before = await total();
     const { error } = await ingest([{ dataset: 'Bad Name!', samples: generateTraffic({ count: 3, seed: 1 }).map(toProto) }]);
     expect(errorDetails(error)).to.include({ code: grpcStatus.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT' });
     expect(errorDetails(error)!.fieldViolations[0]!.field).to.equal('dataset');
-    const count = await service.pool.query(`SELECT count(*)::int AS n FROM shadow_samples WHERE dataset = 'Bad Name!'`);
-    expect(count.rows[0].n).to.equal(0);
+    // Not a row in any dataset (the CHECK on the column would refuse 'Bad Name!' itself anyway).
+    expect(await total()).to.equal(before);
   });
 
   // From ingest to a recommendation: the job runs, the matrix adds up to the samples, and a baseline gets McNemar.
@@ -141,6 +143,9 @@ describe('shadow service over gRPC', function () {
       [{ kind: { $case: 'pathPattern', value: { patterns: ['(unclosed'], caseInsensitive: false } } }, 'rule.path_pattern.patterns[0]'],
       [{ kind: { $case: 'any', value: { rules: [scannerRule, { kind: { $case: 'ipBlocklist', value: { cidrs: ['10.0.0.0/33'] } } }] } } }, 'rule.any.rules[1].ip_blocklist.cidrs[0]'],
       [{ kind: { $case: 'rateLimit', value: { maxRequests: 0n, window: { seconds: 1n, nanos: 0 }, keyBy: RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP } } }, 'rule.rate_limit.max_requests'],
+      // An enum number this version does not know arrives as itself (ts-proto keeps it), not as UNRECOGNIZED.
+      [{ kind: { $case: 'rateLimit', value: { maxRequests: 10n, window: { seconds: 1n, nanos: 0 }, keyBy: 99 as RateLimitKey } } }, 'rule.rate_limit.key_by'],
+      [{ kind: { $case: 'all', value: { rules: [scannerRule, { kind: { $case: 'rateLimit', value: { maxRequests: 10n, window: { seconds: 1n, nanos: 0 }, keyBy: 99 as RateLimitKey } } }] } } }, 'rule.all.rules[1].rate_limit.key_by'],
     ];
     for (const [rule, field] of cases) {
       const details = errorDetails((await start({ rule, selection: { dataset, limit: 0n } })).error);
@@ -177,11 +182,15 @@ describe('shadow service over gRPC', function () {
   it('reports unknown evaluations and bad pagination', async () => {
     expect(errorDetails((await get(randomUUID())).error)).to.include({ code: grpcStatus.NOT_FOUND, reason: 'EVALUATION_NOT_FOUND' });
     expect(errorDetails((await get('nope')).error)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
-    const list = (pageSize: number, pageToken: string) =>
-      new Promise<{ error: unknown; response?: { evaluations: Evaluation[]; nextPageToken: string } }>((resolve) =>
-        client.listEvaluations({ pageSize, pageToken, state: 0 }, bearer(testKeys.shadowWriter), (error, response) => resolve({ error, response })),
-      );
+    // 36 characters of [0-9a-f-] that are no UUID: refused up front, not an INTERNAL from PostgreSQL's uuid cast.
+    const dashes = errorDetails((await get('-'.repeat(36))).error);
+    expect(dashes).to.include({ code: grpcStatus.INVALID_ARGUMENT });
+    expect(dashes!.fieldViolations[0]!.field).to.equal('id');
     expect(errorDetails((await list(10, 'garbage')).error)?.fieldViolations[0]?.field).to.equal('page_token');
+    const dashToken = Buffer.from(JSON.stringify({ c: new Date().toISOString(), i: '-'.repeat(36) })).toString('base64url');
+    const badToken = errorDetails((await list(10, dashToken)).error);
+    expect(badToken).to.include({ code: grpcStatus.INVALID_ARGUMENT });
+    expect(badToken!.fieldViolations[0]!.field).to.equal('page_token');
     expect(errorDetails((await list(501, '')).error)?.fieldViolations[0]?.field).to.equal('page_size');
     // Pages of one walk all evaluations newest first without repeats.
     const seen: string[] = [];
@@ -194,6 +203,17 @@ describe('shadow service over gRPC', function () {
     }
     const all = await service.pool.query('SELECT id FROM shadow_evaluations ORDER BY created_at DESC, id DESC');
     expect(seen).to.deep.equal(all.rows.map((r) => r.id));
+  });
+
+  // A state filter this version does not know is INVALID_ARGUMENT, not a silent "list everything"; a known one filters.
+  it('rejects an unknown state filter', async () => {
+    const unknown = errorDetails((await list(10, '', 99 as EvaluationState)).error);
+    expect(unknown).to.include({ code: grpcStatus.INVALID_ARGUMENT });
+    expect(unknown!.fieldViolations[0]!.field).to.equal('state');
+    const { error, response } = await list(500, '', EvaluationState.EVALUATION_STATE_SUCCEEDED);
+    expect(error).to.equal(null);
+    expect(response!.evaluations.length).to.be.greaterThan(0);
+    expect(response!.evaluations.every((e) => e.state === EvaluationState.EVALUATION_STATE_SUCCEEDED)).to.equal(true);
   });
 
   // Re-evaluating a selection reuses the loaded samples, yet samples ingested since are never missed.

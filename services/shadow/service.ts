@@ -28,6 +28,7 @@ import { evaluateRule } from './evaluate';
 import { resolveThresholds } from './recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
 import { ruleFromProto, toServiceError, validatedRule } from './rule-mapping';
+import { isUuid } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
 import { countSamples, DATASET_PATTERN, SampleColumnsCache, SampleIngestor } from './sample-store';
 import { streamTraffic } from './traffic-generator';
@@ -64,7 +65,7 @@ function decodePageToken(token: string): { createdAt: string; id: string } | und
   if (token === '') return undefined;
   try {
     const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { c?: unknown; i?: unknown };
-    if (typeof parsed.c === 'string' && typeof parsed.i === 'string' && !Number.isNaN(Date.parse(parsed.c)) && /^[0-9a-f-]{36}$/.test(parsed.i)) {
+    if (typeof parsed.c === 'string' && typeof parsed.i === 'string' && !Number.isNaN(Date.parse(parsed.c)) && isUuid(parsed.i)) {
       return { createdAt: parsed.c, id: parsed.i };
     }
   } catch {
@@ -178,9 +179,9 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
             workers: config.SHADOW_EVALUATION_WORKERS,
           });
           const proto = resultToProto(result);
-          completed.inc({ is_significant: String(proto.chiSquare?.significant ?? false) });
+          completed.inc({ is_significant: String(result.candidate.significance.significant) });
           logger.info({ evaluation_id: job.id, samples: columns.length, samples_cached: cached, decision: result.recommendation.decision }, 'evaluation done');
-          return { result: ProtoEvaluationResult.toJSON(proto), decision: decisionName(result), isSignificant: proto.chiSquare?.significant ?? false };
+          return { result: ProtoEvaluationResult.toJSON(proto), decision: decisionName(result) };
         } finally {
           active.dec();
           duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
@@ -270,8 +271,12 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       listEvaluations: unary(ShadowServiceService.listEvaluations.path, options, async (request) => {
         const size = pageSize(request.pageSize);
         const cursor = decodePageToken(request.pageToken);
-        if (request.state === EvaluationState.UNRECOGNIZED) throw ServiceError.invalidArgument('state', 'unknown state');
-        const state = (Object.keys(STATE_NAMES) as JobState[]).find((k) => STATE_NAMES[k] === request.state);
+        // ts-proto keeps an unknown enum number as it is (not UNRECOGNIZED): accept only the known states.
+        let state: JobState | undefined;
+        if (request.state !== EvaluationState.EVALUATION_STATE_UNSPECIFIED) {
+          state = (Object.keys(STATE_NAMES) as JobState[]).find((k) => STATE_NAMES[k] === request.state);
+          if (state === undefined) throw ServiceError.invalidArgument('state', 'is not an evaluation state');
+        }
         const page = await jobs.list(size, cursor, state);
         return { evaluations: page.rows.map(toEvaluation), nextPageToken: encodePageToken(page.next) };
       }),
