@@ -60,8 +60,9 @@ async function main(): Promise<void> {
   // BENCH_CAMOUFLAGE_ADDRESS + BENCH_API_KEY: measure a service that is already running (e.g. under a profiler).
   const external = process.env.BENCH_CAMOUFLAGE_ADDRESS;
   const apiKey = external ? (process.env.BENCH_API_KEY ?? '') : key.key;
+  // The address is used as given (host and port, or any gRPC target), never reduced to a port on 127.0.0.1.
   const service = external
-    ? { port: Number(external.split(':')[1]), stop: async () => undefined }
+    ? { target: external, stop: async () => undefined }
     : await startServiceProcess('camouflage', {
     GRPC_HOST: '127.0.0.1',
     GRPC_PORT: '0',
@@ -72,10 +73,12 @@ async function main(): Promise<void> {
     CAMOUFLAGE_REDIS_PREFIX: `bench:${randomUUID().slice(0, 8)}:`,
     MIGRATE_ON_START: 'false',
     LOG_LEVEL: 'info',
-    });
+    }).then((started) => ({ target: `127.0.0.1:${started.port}`, stop: () => started.stop() }));
+  // A connection per channel (grpc-js otherwise shares one subchannel between identical channels).
+  const channelOptions = { 'grpc.use_local_subchannel_pool': 1 };
   // Several HTTP/2 connections, as a fleet of guardians would open.
-  const clients = Array.from({ length: 4 }, (_, i) =>
-    new CamouflageServiceClient(`127.0.0.1:${service.port}`, insecure, { 'grpc.use_local_subchannel_pool': 1, 'grpc.channel_id': i } as never),
+  const clients = Array.from({ length: 4 }, () =>
+    new CamouflageServiceClient(service.target, insecure, channelOptions),
   );
   const metadata = new Metadata();
   metadata.set('authorization', `Bearer ${apiKey}`);
@@ -89,7 +92,7 @@ async function main(): Promise<void> {
     // The same run's ceiling: grpc.health.v1 Check through the same server, interceptors and
     // connections, with no work behind it. Assess cannot go faster than this on this machine.
     const Health = grpc.makeGenericClientConstructor(healthServiceDefinition, 'Health');
-    const health = clients.map((_, i) => new Health(`127.0.0.1:${service.port}`, insecure, { 'grpc.use_local_subchannel_pool': 1, 'grpc.channel_id': i } as never) as unknown as { check(r: object, cb: (e: unknown) => void): void; close(): void });
+    const health = clients.map(() => new Health(service.target, insecure, channelOptions) as unknown as { check(r: object, cb: (e: unknown) => void): void; close(): void });
     const healthCall = (i: number) => new Promise<void>((resolve, reject) => health[i % health.length]!.check({ service: '' }, (e) => (e ? reject(e) : resolve())));
     const ceiling = await runLoad({ name: `Health/Check (gRPC ceiling), concurrency ${concurrency}`, mode: { kind: 'closed', concurrency }, durationMs, warmupMs: 1000, call: healthCall });
     console.log(formatResult(ceiling));

@@ -14,6 +14,12 @@ import { accessSync, constants, existsSync, readdirSync, readFileSync, statSync 
 import path from 'node:path';
 import { expect } from 'chai';
 import { parseAllDocuments, visit } from 'yaml';
+import type { z } from 'zod';
+import { platformConfigSchema } from '../platform/config';
+import type { ServiceModule } from '../platform/server';
+import { camouflageService } from '../services/camouflage/service';
+import { creditsService } from '../services/credits/service';
+import { shadowService } from '../services/shadow/service';
 import {
   checkUnknownFields,
   describeObject,
@@ -46,7 +52,14 @@ const SERVICES: Record<string, ServiceSpec> = {
     callers: ['orchestrator', 'guardian'],
     hpa: { min: 3, max: 10, cpu: 70, memory: 80 },
     pdbMinAvailable: 2,
-    secretEnv: ['DATABASE_URL', 'REDIS_URL', 'SHIELDX_API_KEYS', 'CREDITS_PAYMENT_KEYS'],
+    secretEnv: [
+      'DATABASE_URL',
+      'REDIS_URL',
+      'SHIELDX_API_KEYS',
+      'CREDITS_PAYMENT_KEYS',
+      'CREDITS_PAYMENT_ACTIVE_KEY_ID',
+      'CREDITS_AUDIT_HMAC_KEY',
+    ],
     kubeApi: false,
   },
   shadow: {
@@ -70,7 +83,14 @@ const SERVICES: Record<string, ServiceSpec> = {
 };
 const SERVICE_NAMES = Object.keys(SERVICES);
 /** Variables that carry credentials or keys: only ever from a Secret. */
-const ALL_SECRET_ENV = new Set(['DATABASE_URL', 'REDIS_URL', 'SHIELDX_API_KEYS', 'CREDITS_PAYMENT_KEYS']);
+const ALL_SECRET_ENV = new Set([
+  'DATABASE_URL',
+  'REDIS_URL',
+  'SHIELDX_API_KEYS',
+  'CREDITS_PAYMENT_KEYS',
+  'CREDITS_PAYMENT_ACTIVE_KEY_ID',
+  'CREDITS_AUDIT_HMAC_KEY',
+]);
 const REQUIRED_PLAIN_ENV = [
   'SHIELDX_SERVICE',
   'GRPC_PORT',
@@ -79,6 +99,31 @@ const REQUIRED_PLAIN_ENV = [
   'OTEL_SERVICE_NAME',
   'OTEL_EXPORTER_OTLP_ENDPOINT',
 ];
+/** The service modules the pods run (SHIELDX_SERVICE selects one, as scripts/start-service.ts does). */
+const SERVICE_MODULES: Record<string, ServiceModule<z.ZodRawShape>> = {
+  credits: creditsService as unknown as ServiceModule<z.ZodRawShape>,
+  shadow: shadowService as unknown as ServiceModule<z.ZodRawShape>,
+  camouflage: camouflageService as unknown as ServiceModule<z.ZodRawShape>,
+};
+
+/**
+ * The variables a service refuses to start without: every key of the schema startService builds
+ * (platform settings, GRPC_PORT/METRICS_PORT defaulted from the module, then the module's
+ * configShape) whose validator rejects `undefined`, i.e. has neither a default nor `.optional()`.
+ */
+function requiredConfigKeys(svc: string): string[] {
+  const module = SERVICE_MODULES[svc];
+  const shape: z.ZodRawShape = {
+    ...platformConfigSchema.shape,
+    GRPC_PORT: platformConfigSchema.shape.GRPC_PORT.default(module.defaultGrpcPort),
+    METRICS_PORT: platformConfigSchema.shape.METRICS_PORT.default(module.defaultMetricsPort),
+    ...(module.configShape ?? {}),
+  };
+  return Object.keys(shape)
+    .filter((key) => shape[key].safeParse(undefined).success === false)
+    .sort();
+}
+
 const PROMETHEUS_PRINCIPAL = 'cluster.local/ns/monitoring/sa/prometheus-k8s';
 const CLUSTER_SCOPED = new Set(['Namespace']);
 
@@ -200,6 +245,29 @@ function containersOf(deployment: K8sObject): Container[] {
 
 function envOf(container: Container): Map<string, Container> {
   return new Map((container.env ?? []).map((e: Container) => [e.name, e]));
+}
+
+/**
+ * The variables a container is sure to receive: `env` entries with a non-empty value (the config
+ * loader treats an empty one as unset) or a non-optional `valueFrom`, and the keys of ConfigMaps
+ * it loads with a non-optional `envFrom`. (A Secret's keys are not in this repository, so a
+ * variable only an `envFrom` Secret would supply cannot be shown to be set.)
+ */
+function providedEnv(container: Container, objects: K8sObject[]): Set<string> {
+  const names = new Set<string>();
+  for (const e of container.env ?? []) {
+    if (typeof e.value === 'string' ? e.value !== '' : e.valueFrom !== undefined) {
+      const ref = e.valueFrom?.secretKeyRef ?? e.valueFrom?.configMapKeyRef;
+      if (ref?.optional !== true) names.add(e.name);
+    }
+  }
+  for (const from of container.envFrom ?? []) {
+    const ref = from.configMapRef;
+    if (!ref || ref.optional === true) continue;
+    const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata?.name === ref.name);
+    for (const key of Object.keys((cm?.data ?? {}) as Record<string, string>)) names.add(`${from.prefix ?? ''}${key}`);
+  }
+  return names;
 }
 
 /** Every image reference must carry a tag other than `latest`, or a digest. */
@@ -391,6 +459,18 @@ function manifestChecks(load: () => K8sObject[], options: SuiteOptions): void {
       expect(env.get('OTEL_SERVICE_NAME').value).to.equal(svc);
       expect(env.get('GRPC_PORT').value).to.equal(String(SERVICES[svc].grpcPort));
       expect(env.get('METRICS_PORT').value).to.equal(String(SERVICES[svc].metricsPort));
+    }
+  });
+
+  // A variable the config schema requires (no default) but the pod never receives stops the
+  // process at start with `invalid configuration: <VAR> is required`: pods that never get ready.
+  it('every Deployment sets each configuration variable its service requires (no default in its zod shape)', function () {
+    for (const d of ofKind(objects, 'Deployment')) {
+      const svc = d.spec.template.metadata.labels.app as string;
+      const [main] = d.spec.template.spec.containers;
+      const provided = providedEnv(main, objects);
+      const missing = requiredConfigKeys(svc).filter((key) => !provided.has(key));
+      expect(missing, `${describeObject(d)}: required configuration missing from env`).to.deep.equal([]);
     }
   });
 
@@ -627,6 +707,20 @@ describe('mesh manifests', function () {
       expect(SOURCE_FILES.length).to.be.greaterThan(10);
       for (const file of SOURCE_FILES) {
         expect(parseDocuments(readFileSync(file, 'utf8'), file).length, file).to.be.greaterThan(0);
+      }
+    });
+
+    // Guards the check above against passing vacuously (e.g. if the schema stopped rejecting undefined).
+    it('reads the required variables from the services’ config schemas', function () {
+      expect(requiredConfigKeys('credits')).to.deep.equal([
+        'CREDITS_AUDIT_HMAC_KEY',
+        'CREDITS_PAYMENT_ACTIVE_KEY_ID',
+        'CREDITS_PAYMENT_KEYS',
+        'DATABASE_URL',
+        'SHIELDX_API_KEYS',
+      ]);
+      for (const svc of ['shadow', 'camouflage']) {
+        expect(requiredConfigKeys(svc), svc).to.deep.equal(['DATABASE_URL', 'SHIELDX_API_KEYS']);
       }
     });
 

@@ -7,7 +7,7 @@
  * those tests are skipped with a reason, except under CI=true, where a missing promtool fails.
  */
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -71,6 +71,54 @@ const KNOWN_METRICS = new Set([
   ...COUNTERS_AND_GAUGES,
   ...HISTOGRAMS.flatMap((h) => [`${h}_bucket`, `${h}_sum`, `${h}_count`]),
 ]);
+/** Series Prometheus itself adds to every scrape target; no service registers them. */
+const SCRAPE_SERIES = new Set(['up']);
+
+type MetricType = 'Counter' | 'Gauge' | 'Histogram' | 'Summary';
+/** `new Counter(`, `new prom.Gauge<'x'>(`, …: every place a prom-client metric is constructed. */
+const METRIC_CONSTRUCTION = /\bnew\s+(?:\w+\.)?(Counter|Gauge|Histogram|Summary)\s*(?:<[^>()]*>)?\s*\(/g;
+/** What must follow the construction: an object literal whose first property is the literal `name`. */
+const LITERAL_NAME = /^\s*\{\s*name\s*:\s*(['"`])([a-zA-Z_:][a-zA-Z0-9_:]*)\1/;
+
+/**
+ * The prom-client metrics a TypeScript source constructs, by name, and the line of every
+ * construction whose name could not be read (not a literal, or not the first property): those
+ * make the cross-check fail rather than be skipped silently.
+ */
+export function metricRegistrationsIn(source: string): { metrics: Map<string, MetricType>; unreadable: number[] } {
+  const metrics = new Map<string, MetricType>();
+  const unreadable: number[] = [];
+  if (!/from\s+['"]prom-client['"]|require\(\s*['"]prom-client['"]\s*\)/.test(source)) return { metrics, unreadable };
+  for (const m of source.matchAll(METRIC_CONSTRUCTION)) {
+    const after = source.slice((m.index ?? 0) + m[0].length);
+    const name = LITERAL_NAME.exec(after);
+    if (name) metrics.set(name[2]!, m[1] as MetricType);
+    else unreadable.push(source.slice(0, m.index).split('\n').length);
+  }
+  return { metrics, unreadable };
+}
+
+/** The TypeScript sources under `dir` (recursively), without tests and test support files. */
+function sourcesUnder(dir: string): string[] {
+  return readdirSync(dir).flatMap((entry) => {
+    const full = path.join(dir, entry);
+    if (statSync(full).isDirectory()) return sourcesUnder(full);
+    return /\.ts$/.test(entry) && !/\.test(-support)?\.ts$|-test-(support|kit)\.ts$|\.d\.ts$/.test(entry) ? [full] : [];
+  });
+}
+
+/** Every metric registered in services/ and platform/, with where each was found. */
+function registeredMetrics(): { metrics: Map<string, { type: MetricType; file: string }>; unreadable: string[] } {
+  const metrics = new Map<string, { type: MetricType; file: string }>();
+  const unreadable: string[] = [];
+  for (const file of [...sourcesUnder(path.join(REPO, 'services')), ...sourcesUnder(path.join(REPO, 'platform'))]) {
+    const found = metricRegistrationsIn(readFileSync(file, 'utf8'));
+    for (const [name, type] of found.metrics) metrics.set(name, { type, file: path.relative(REPO, file) });
+    unreadable.push(...found.unreadable.map((line) => `${path.relative(REPO, file)}:${line}`));
+  }
+  return { metrics, unreadable };
+}
+
 const PROMQL_KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset', 'inf', 'nan', 'Inf', 'NaN']);
 
 /**
@@ -202,6 +250,42 @@ describe('alert rules (ops/alerts/shieldx.rules.yml)', function () {
       expect(unknown, `${rule.alert} reads unknown metrics`).to.deep.equal([]);
       expect(metricNamesIn(rule.expr), `${rule.alert} reads some metric`).not.to.be.empty;
     }
+  });
+
+  // The list above is the contract; this holds the services to it: each name is read from the
+  // prom-client constructions in services/ and platform/, so renaming or dropping a metric there
+  // fails here instead of leaving an alert or panel that silently never matches.
+  it('lists only metrics the services actually register, with their types', function () {
+    const { metrics, unreadable } = registeredMetrics();
+    expect(unreadable, 'metric constructions whose name is not a literal first property').to.deep.equal([]);
+    expect(metrics.size, 'metrics found in services/ and platform/').to.be.greaterThan(20);
+    for (const name of COUNTERS_AND_GAUGES.filter((n) => !SCRAPE_SERIES.has(n))) {
+      expect(metrics.get(name)?.type, `${name} is registered as a counter or gauge`).to.be.oneOf(['Counter', 'Gauge']);
+    }
+    for (const name of HISTOGRAMS) {
+      expect(metrics.get(name)?.type, `${name} is registered as a histogram`).to.equal('Histogram');
+    }
+  });
+
+  it('the registration reader finds literal names and reports the ones it cannot read', function () {
+    const source = [
+      "import { Counter, Gauge, Histogram } from 'prom-client';",
+      "const a = new Counter({ name: 'a_total', help: 'x' });",
+      'const b = new Gauge<"l">({',
+      "  name: 'b_state',",
+      '});',
+      "const c = new client.Histogram({ name: 'c_seconds', buckets: [1] });",
+      "const d = new Counter({ help: 'name second', name: 'd_total' });",
+      'const e = new Gauge({ name: NAME });',
+    ].join('\n');
+    const { metrics, unreadable } = metricRegistrationsIn(source);
+    expect([...metrics]).to.deep.equal([
+      ['a_total', 'Counter'],
+      ['b_state', 'Gauge'],
+      ['c_seconds', 'Histogram'],
+    ]);
+    expect(unreadable).to.deep.equal([7, 8]);
+    expect(metricRegistrationsIn("const x = new Counter({ name: 'not_prom' });").metrics.size, 'not prom-client').to.equal(0);
   });
 
   it('the metric-name reader finds names and ignores functions, labels and durations', function () {

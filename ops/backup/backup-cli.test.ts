@@ -343,6 +343,145 @@ describe('backup CLI (real PostgreSQL, pg_dump, pg_restore)', function () {
     expect((await cli(['restore', archive, '--key-file', keyFile, '--db-url', server.serverUrl], env)).stderr).to.match(/--target-db is required/);
     expect((await cli(['frobnicate'], env)).code).to.equal(2);
   });
+
+  // Options belong to their command: `restore … --dry-run --force` is refused (exit 2) before any connection,
+  // instead of ignoring --dry-run and dropping the target; the target is left exactly as it was.
+  it('refuses an option of another command, e.g. restore --dry-run, and restores nothing', async () => {
+    const target = targetName('dryrun');
+    await query(server.serverUrl, `CREATE DATABASE "${target}"`);
+    const targetUrl = withDatabase(server.serverUrl, target);
+    await query(targetUrl, "CREATE TABLE precious (note text); INSERT INTO precious VALUES ('keep me')");
+
+    const refused = await cli(['restore', archive, '--target-db', target, '--db-url', server.serverUrl, '--key-file', keyFile, '--dry-run', '--force'], env);
+    expect(refused.code).to.equal(2);
+    expect(refused.stderr).to.match(/^usage error: restore does not take --dry-run/);
+    expect(refused.stdout).to.equal('');
+    expect(await query(targetUrl, 'SELECT note FROM precious')).to.deep.equal([{ note: 'keep me' }]);
+    expect((await snapshotDatabase(targetUrl)).has('public.accounts')).to.equal(false);
+
+    // A new target is not created, and the refusal comes before connecting (an unreachable server still gives 2).
+    const fresh = targetName('dryrun_new');
+    const notCreated = await cli(['restore', archive, '--target-db', fresh, '--db-url', server.serverUrl, '--key-file', keyFile, '--dry-run'], env);
+    expect(notCreated.code).to.equal(2);
+    expect(await databaseExists(server.serverUrl, fresh)).to.equal(false);
+    const unreachable = await cli(['restore', archive, '--target-db', fresh, '--db-url', 'postgres://127.0.0.1:1/postgres', '--key-file', keyFile, '--dry-run=true'], env);
+    expect(unreachable.code).to.equal(2);
+    expect(unreachable.stderr).to.match(/restore does not take --dry-run/);
+
+    // The same for the other commands.
+    for (const [argv, flag] of [
+      [['verify', archive, '--key-file', keyFile, '--force'], '--force'],
+      [['backup', '--db-url', source.url, '--out-dir', join(dir, 'never'), '--key-file', keyFile, '--dry-run'], '--dry-run'],
+      [['prune', '--dir', backupDir, '--older-than-days', '0', '--keep-last', '0', '--force'], '--force'],
+      [['keygen', '--out', join(dir, 'never.key'), '--key-file', keyFile], '--key-file'],
+    ] as const) {
+      const result = await cli([...argv], env);
+      expect(result.code, argv.join(' ')).to.equal(2);
+      expect(result.stderr, argv.join(' ')).to.match(new RegExp(`^usage error: ${argv[0]} does not take ${flag}`));
+    }
+    expect(existsSync(join(dir, 'never'))).to.equal(false);
+    expect(existsSync(join(dir, 'never.key'))).to.equal(false);
+    expect(readdirSync(backupDir).sort()).to.deep.equal([manifest.archive, `${manifest.archive}.manifest.json`].sort());
+  });
+
+  // A manifest whose sizes, chunk count or chunk size disagree with the archive (checksum still right) is a
+  // MANIFEST_MISMATCH (exit 3), on verify and on restore, which then creates nothing.
+  it('rejects a manifest whose sizes or chunk count disagree with the archive (MANIFEST_MISMATCH)', async () => {
+    const withManifest = (name: string, change: (m: Manifest) => Manifest) =>
+      damagedCopy(name, (path) => {
+        const m = JSON.parse(readFileSync(manifestPathFor(path), 'utf8')) as Manifest;
+        writeFileSync(manifestPathFor(path), JSON.stringify(change(m)));
+      });
+    const cases: Array<[string, (m: Manifest) => Manifest, RegExp]> = [
+      [
+        'sizes',
+        (m) => ({ ...m, chunkCount: m.chunkCount + 1, sizes: { ...m.sizes, plainBytes: m.sizes.plainBytes + 1 } }),
+        new RegExp(
+          `INTEGRITY FAILURE \\(MANIFEST_MISMATCH\\): archive does not match its manifest: ` +
+            `dump ${manifest.sizes.plainBytes} B vs ${manifest.sizes.plainBytes + 1} B, ${manifest.chunkCount} chunks vs ${manifest.chunkCount + 1}`,
+        ),
+      ],
+      [
+        'filesize',
+        (m) => ({ ...m, sizes: { ...m.sizes, encryptedBytes: m.sizes.encryptedBytes - 1, compressedBytes: m.sizes.compressedBytes + 7 } }),
+        new RegExp(
+          `MANIFEST_MISMATCH\\): archive does not match its manifest: file ${manifest.sizes.encryptedBytes} B vs ${manifest.sizes.encryptedBytes - 1} B, ` +
+            `compressed ${manifest.sizes.compressedBytes} B vs ${manifest.sizes.compressedBytes + 7} B`,
+        ),
+      ],
+      [
+        'chunksize',
+        (m) => ({ ...m, chunkSizeBytes: m.chunkSizeBytes * 2 }),
+        /MANIFEST_MISMATCH\): archive header \(compression gzip, chunk 32768 B\) does not match its manifest \(compression gzip, chunk 65536 B\)/,
+      ],
+    ];
+    for (const [name, change, message] of cases) {
+      const copy = withManifest(`mismatch-${name}`, change);
+      const verified = await cli(['verify', copy, '--key-file', keyFile], env);
+      expect(verified.code, name).to.equal(3);
+      expect(verified.stderr, name).to.match(message);
+      expect(verified.stdout, name).to.equal('');
+    }
+    const target = targetName('mismatch');
+    const restored = await cli(['restore', withManifest('mismatch-restore', (m) => ({ ...m, chunkCount: m.chunkCount + 1 })), '--target-db', target, '--db-url', server.serverUrl, '--key-file', keyFile], env);
+    expect(restored.code).to.equal(3);
+    expect(restored.stderr).to.match(/MANIFEST_MISMATCH/);
+    expect(await databaseExists(server.serverUrl, target)).to.equal(false);
+  });
+});
+
+describe('backup keys', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'shieldx-backup-key-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  // keygen never overwrites: an existing key file (the only copy of a key, maybe) is refused and left byte for byte.
+  it('keygen refuses an existing file and leaves it unchanged', async () => {
+    const keyFile = join(dir, 'backup.key');
+    const first = await cli(['keygen', '--out', keyFile, '--json'], {});
+    expect(first.code, first.stderr).to.equal(0);
+    const before = readFileSync(keyFile);
+    const mode = statSync(keyFile).mode;
+    const again = await cli(['keygen', '--out', keyFile], {});
+    expect(again.code).to.equal(2);
+    expect(again.stderr).to.match(/^usage error: cannot create key file .*backup\.key: EEXIST/);
+    expect(again.stdout).to.equal('');
+    expect(readFileSync(keyFile).equals(before)).to.equal(true);
+    expect(statSync(keyFile).mode).to.equal(mode);
+
+    const other = join(dir, 'notes.txt');
+    writeFileSync(other, 'not a key');
+    expect((await cli(['keygen', '--out', other], {})).code).to.equal(2);
+    expect(readFileSync(other, 'utf8')).to.equal('not a key');
+  });
+
+  // A key of the wrong length (raw bytes, base64 text, or the environment variable) is refused with a message
+  // saying what a key must be, before any archive or database is touched.
+  it('refuses a key of the wrong length with a clear error', async () => {
+    const archive = join(dir, 'absent.pgdump.enc');
+    const cases: Array<[string, Buffer | string, RegExp]> = [
+      ['raw16.key', randomBytes(16), /key file .*raw16\.key is not base64 \(expected 32 bytes, base64-encoded: 44 characters\)/],
+      ['raw33.key', Buffer.concat([randomBytes(32), Buffer.from([0xff])]), /key file .*raw33\.key is not base64/],
+      ['b64-16.key', `${randomBytes(16).toString('base64')}\n`, /key file .*b64-16\.key decodes to 16 bytes; an AES-256 key is 32 bytes/],
+      ['b64-48.key', randomBytes(48).toString('base64'), /key file .*b64-48\.key decodes to 48 bytes; an AES-256 key is 32 bytes/],
+      ['empty.key', '', /key file .*empty\.key is not base64/],
+    ];
+    for (const [name, content, message] of cases) {
+      const keyFile = join(dir, name);
+      writeFileSync(keyFile, content, { mode: 0o600 });
+      const result = await cli(['verify', archive, '--key-file', keyFile], {});
+      expect(result.code, name).to.equal(2);
+      expect(result.stderr, name).to.match(message);
+    }
+    const fromEnv = await cli(['backup', '--db-url', 'postgres://127.0.0.1:1/x', '--out-dir', join(dir, 'out')], {
+      SHIELDX_BACKUP_KEY: randomBytes(31).toString('base64'),
+    });
+    expect(fromEnv.code).to.equal(2);
+    expect(fromEnv.stderr).to.match(/SHIELDX_BACKUP_KEY decodes to 31 bytes; an AES-256 key is 32 bytes/);
+    expect(existsSync(join(dir, 'out'))).to.equal(false);
+  });
 });
 
 describe('backup prune', () => {
@@ -441,14 +580,16 @@ describe('backup prune', () => {
   it('rejects bad arguments', async () => {
     fakeBackup('ledger', 400);
     fakeBackup('ledger', 300);
-    for (const argv of [
-      ['prune', '--dir', dir],
-      ['prune', '--dir', dir, '--older-than-days', '-1'],
-      ['prune', '--dir', dir, '--older-than-days', 'ten'],
-      ['prune', '--dir', join(dir, 'absent'), '--older-than-days', '1'],
-    ]) {
-      const result = await cli(argv, {});
+    for (const [argv, message] of [
+      [['prune', '--dir', dir], /--older-than-days is required/],
+      // `=` form: `--older-than-days -1` would be refused by parseArgs as ambiguous, never reaching prune's own check.
+      [['prune', '--dir', dir, '--older-than-days=-1'], /^usage error: --older-than-days must be a number of days, 0 or more$/],
+      [['prune', '--dir', dir, '--older-than-days', 'ten'], /--older-than-days must be a number \(got "ten"\)/],
+      [['prune', '--dir', join(dir, 'absent'), '--older-than-days', '1'], /cannot read backup directory .*absent/],
+    ] as const) {
+      const result = await cli([...argv], {});
       expect(result.code, argv.join(' ')).to.equal(2);
+      expect(result.stderr, argv.join(' ')).to.match(message);
     }
     expect(readdirSync(dir)).to.have.length(4);
   });

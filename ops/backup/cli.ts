@@ -7,6 +7,8 @@
  *   npx tsx ops/backup/cli.ts prune   --dir DIR --older-than-days N [--keep-last K] [--dry-run]
  *   npx tsx ops/backup/cli.ts keygen  --out FILE
  *
+ * Each command takes only its own options (and --json); any other is a usage error.
+ *
  * Exit codes: 0 ok, 1 other failure, 2 usage, 3 integrity (tampered, truncated,
  * wrong key, checksum), 4 PostgreSQL tool, 5 restore refused. See README.md.
  */
@@ -36,6 +38,37 @@ database: --db-url, or DATABASE_URL. PG_BIN_DIR overrides where pg_dump/pg_resto
 const KEY_ON_ARGV =
   `--key is not accepted: a key on the command line is visible to every user (ps, /proc/<pid>/cmdline) ` +
   `and kept in shell history. Use --key-file FILE (mode 600) or ${KEY_ENV}.`;
+
+/** Every option any command takes; COMMAND_OPTIONS says which command takes which. */
+const OPTIONS = {
+  'key-file': { type: 'string' },
+  'db-url': { type: 'string' },
+  'out-dir': { type: 'string' },
+  compression: { type: 'string' },
+  'chunk-kib': { type: 'string' },
+  quiet: { type: 'boolean' },
+  'target-db': { type: 'string' },
+  force: { type: 'boolean' },
+  'no-owner': { type: 'boolean' },
+  'no-privileges': { type: 'boolean' },
+  'skip-verify': { type: 'boolean' },
+  dir: { type: 'string' },
+  'older-than-days': { type: 'string' },
+  'keep-last': { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  out: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+type OptionName = keyof typeof OPTIONS;
+type OptionValues = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean };
+
+const COMMAND_OPTIONS: Record<string, readonly OptionName[] | undefined> = {
+  backup: ['db-url', 'out-dir', 'key-file', 'compression', 'chunk-kib', 'json'],
+  verify: ['key-file', 'quiet', 'json'],
+  restore: ['target-db', 'db-url', 'key-file', 'force', 'no-owner', 'no-privileges', 'skip-verify', 'json'],
+  prune: ['dir', 'older-than-days', 'keep-last', 'dry-run', 'json'],
+  keygen: ['out', 'json'],
+};
 
 type Out = (line: string) => void;
 
@@ -68,30 +101,25 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, out: Out, err
       out(USAGE);
       return command === undefined ? 2 : 0;
     }
+    const allowed = Object.hasOwn(COMMAND_OPTIONS, command) ? COMMAND_OPTIONS[command] : undefined;
+    if (allowed === undefined) throw new BackupUsageError(`unknown command "${command}"\n${USAGE}`);
+    // Each command accepts only its own options: a flag meant for another command (`restore … --dry-run`)
+    // is refused rather than silently ignored.
+    for (const arg of rest) {
+      if (arg === '--') break;
+      if (!arg.startsWith('--')) continue;
+      const name = arg.slice(2).split('=', 1)[0]!;
+      if (Object.hasOwn(OPTIONS, name) && !allowed.includes(name as OptionName)) {
+        throw new BackupUsageError(`${command} does not take --${name}\n${USAGE}`);
+      }
+    }
     const { values, positionals } = parseArgs({
       args: rest,
       allowPositionals: true,
       strict: true,
-      options: {
-        'key-file': { type: 'string' },
-        'db-url': { type: 'string' },
-        'out-dir': { type: 'string' },
-        compression: { type: 'string' },
-        'chunk-kib': { type: 'string' },
-        quiet: { type: 'boolean' },
-        'target-db': { type: 'string' },
-        force: { type: 'boolean' },
-        'no-owner': { type: 'boolean' },
-        'no-privileges': { type: 'boolean' },
-        'skip-verify': { type: 'boolean' },
-        dir: { type: 'string' },
-        'older-than-days': { type: 'string' },
-        'keep-last': { type: 'string' },
-        'dry-run': { type: 'boolean' },
-        out: { type: 'string' },
-        json: { type: 'boolean' },
-      },
-    });
+      // Only this command's options: parseArgs rejects any other as unknown.
+      options: Object.fromEntries(allowed.map((name) => [name, OPTIONS[name]])),
+    }) as { values: OptionValues; positionals: string[] };
     const json = values.json === true;
     const key = () => {
       const loaded = loadKey(values['key-file'], env);
