@@ -83,14 +83,7 @@ const SERVICES: Record<string, ServiceSpec> = {
 };
 const SERVICE_NAMES = Object.keys(SERVICES);
 /** Variables that carry credentials or keys: only ever from a Secret. */
-const ALL_SECRET_ENV = new Set([
-  'DATABASE_URL',
-  'REDIS_URL',
-  'SHIELDX_API_KEYS',
-  'CREDITS_PAYMENT_KEYS',
-  'CREDITS_PAYMENT_ACTIVE_KEY_ID',
-  'CREDITS_AUDIT_HMAC_KEY',
-]);
+const ALL_SECRET_ENV = new Set(Object.values(SERVICES).flatMap((service) => service.secretEnv));
 const REQUIRED_PLAIN_ENV = [
   'SHIELDX_SERVICE',
   'GRPC_PORT',

@@ -326,12 +326,11 @@ describe('rollout controller: leadership and crash recovery', function () {
     await service?.shutdown();
   });
 
-  // Only the lease holder acts; when it dies without releasing, a peer takes over after expiry and re-applies the committed weight without a new transition.
-  it('lets one leader act and recovers a crash between commit and router write', async () => {
-    const api = rpc(clientFor(service));
+  /** A rollout on 'lease/<virtualService>' whose first step lasts 600 s: nothing reaches an analysis. */
+  const createLongStepRollout = async (api: ReturnType<typeof rpc>, virtualService: string): Promise<string> => {
     const { rollout } = await api.create({
       evaluationId,
-      target: { namespace: 'lease', virtualService: 'vs', host: 'vs.lease.svc', stableSubset: 'stable', canarySubset: 'canary', routeName: '' },
+      target: { namespace: 'lease', virtualService, host: `${virtualService}.lease.svc`, stableSubset: 'stable', canarySubset: 'canary', routeName: '' },
       steps: [10, 100],
       stepDuration: { seconds: 600n, nanos: 0 },
       analysis: undefined,
@@ -339,7 +338,13 @@ describe('rollout controller: leadership and crash recovery', function () {
       manualPromotion: false,
       idempotencyKey: '',
     });
-    const id = rollout!.id;
+    return rollout!.id;
+  };
+
+  // Only the lease holder acts; when it dies without releasing, a peer takes over after expiry and re-applies the committed weight without a new transition.
+  it('lets one leader act and recovers a crash between commit and router write', async () => {
+    const api = rpc(clientFor(service));
+    const id = await createLongStepRollout(api, 'vs');
     const routerA = new RecordingRouter();
     const routerB = new RecordingRouter();
     const a = controller(routerA, 'replica-a');
@@ -378,17 +383,7 @@ describe('rollout controller: leadership and crash recovery', function () {
   // A VirtualService that cannot take the split (RouterConfigError) is not retried as a live step every tick: the rollout FAILS at weight 0, once, naming the problem.
   it('fails a rollout whose VirtualService is misconfigured', async () => {
     const api = rpc(clientFor(service));
-    const { rollout } = await api.create({
-      evaluationId,
-      target: { namespace: 'lease', virtualService: 'misconfigured', host: 'misconfigured.lease.svc', stableSubset: 'stable', canarySubset: 'canary', routeName: '' },
-      steps: [10, 100],
-      stepDuration: { seconds: 600n, nanos: 0 },
-      analysis: undefined,
-      autoRollback: true,
-      manualPromotion: false,
-      idempotencyKey: '',
-    });
-    const id = rollout!.id;
+    const id = await createLongStepRollout(api, 'misconfigured');
     const router = new MisconfiguredRouter();
     const c = controller(router, 'replica-c');
     try {
