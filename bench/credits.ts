@@ -1,7 +1,10 @@
 /**
  * Credits benchmark: `npx tsx bench/credits.ts [--duration 10] [--warmup 2]
- *   [--concurrency 16,32,64] [--tenants 8] [--rate 2000] [--channels 4] [--skip-pgbench] [--in-process]`
- * (or the same as env: BENCH_DURATION_SECONDS, BENCH_CONCURRENCY, BENCH_TENANTS, BENCH_RATE, BENCH_CHANNELS).
+ *   [--concurrency 16,32,64] [--tenants 8] [--rate 2000] [--channels 4] [--skip-pgbench] [--in-process]
+ *   [--phases closed,open,balance]`
+ * (or the same as env: BENCH_DURATION_SECONDS, BENCH_CONCURRENCY, BENCH_TENANTS, BENCH_RATE, BENCH_CHANNELS,
+ * BENCH_PHASES). --phases picks which of (a)+(b) "closed", (c) "open" and (d) "balance" run, e.g. to
+ * profile one of them alone with BENCH_SERVICE_NODE_ARGS.
  *
  * In one run, on one fresh database in the PostgreSQL at BENCH_DATABASE_URL
  * (default postgres://postgres@127.0.0.1:5432/postgres) and the Redis at
@@ -51,6 +54,8 @@ const RATE = Number(arg('rate', 'BENCH_RATE', '2000'));
 /** Open loop: calls due within half of the generator's ~1 ms timer tick start at the tick (see grpc-load.ts). */
 const START_EARLY_MS = 0.5;
 const CHANNELS = Math.max(1, Number(arg('channels', 'BENCH_CHANNELS', '4')));
+const PHASES = new Set(arg('phases', 'BENCH_PHASES', 'closed,open,balance').split(','));
+for (const phase of PHASES) if (!['closed', 'open', 'balance'].includes(phase)) throw new Error(`--phases: unknown phase "${phase}" (closed, open, balance)`);
 const SERVER_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SEED = { tps: 1000, consumeAvgMs: 15, cachedBalanceAvgMs: 2 };
@@ -219,7 +224,7 @@ async function main(): Promise<void> {
     await pool.query(`INSERT INTO credit_accounts (tenant_id, balance) SELECT 'pgb-' || g, $1 FROM generate_series(1, $2) g`, [START_BALANCE, TENANTS]);
   }
   const comparisons: string[] = [];
-  for (const concurrency of CONCURRENCIES) {
+  for (const concurrency of PHASES.has('closed') ? CONCURRENCIES : []) {
     const r = await runLoad({ name: 'Consume (gRPC)', mode: { kind: 'closed', concurrency }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: consumeCall(`c${concurrency}`) });
     results.push(r);
     console.log(formatResult(r));
@@ -233,7 +238,7 @@ async function main(): Promise<void> {
     }
   }
   let fullPgbench: string | undefined;
-  if (pgbench) {
+  if (pgbench && PHASES.has('closed')) {
     const c = Math.max(...CONCURRENCIES.filter((n) => n <= PGBENCH_CLIENTS_MAX));
     const b = runPgbench(pgbench, databaseUrl, c, Math.round(DURATION_MS / 1000), TENANTS, PGBENCH_FULL);
     if (Number.isNaN(b.tps)) console.log(`pgbench (full) failed:\n${b.output}`);
@@ -260,68 +265,74 @@ async function main(): Promise<void> {
     bucketsBefore = buckets;
     return line;
   };
-  await loopDelay();
-  const open = await runLoad({
-    name: 'Consume (gRPC)',
-    mode: { kind: 'open', ratePerSecond: RATE, maxInFlight: 5_000 },
-    startEarlyMs: START_EARLY_MS,
-    durationMs: DURATION_MS,
-    warmupMs: WARMUP_MS,
-    call: consumeCall('open'),
-  });
-  results.push(open);
-  console.log(formatResult(open));
-  const openLoopDelay = await loopDelay();
-  console.log(`  during it: ${openLoopDelay}`);
-  let pgbenchAtRate = '';
-  if (pgbench) {
-    const b = runPgbenchAtRate(pgbench, databaseUrl, RATE, Math.round(DURATION_MS / 1000), TENANTS);
-    if (b.count === 0) console.log(`pgbench -R failed:\n${b.output}`);
-    pgbenchAtRate = `pgbench 1 tx/consume     open ${RATE}/s (-R, 16 clients): p50 ${b.p50.toFixed(2)} p95 ${b.p95.toFixed(2)} p99 ${b.p99.toFixed(2)} ms over ${b.count} tx`;
-    console.log(pgbenchAtRate);
+  const lat = (r: LoadResult) => `p50 ${r.latencyMs.p50.toFixed(2)} p95 ${r.latencyMs.p95.toFixed(2)} p99 ${r.latencyMs.p99.toFixed(2)} mean ${r.latencyMs.mean.toFixed(2)} ms`;
+  const summary: string[] = [];
+  if (PHASES.has('open')) {
+    await loopDelay();
+    const open = await runLoad({
+      name: 'Consume (gRPC)',
+      mode: { kind: 'open', ratePerSecond: RATE, maxInFlight: 5_000 },
+      startEarlyMs: START_EARLY_MS,
+      durationMs: DURATION_MS,
+      warmupMs: WARMUP_MS,
+      call: consumeCall('open'),
+    });
+    results.push(open);
+    console.log(formatResult(open));
+    const openLoopDelay = await loopDelay();
+    console.log(`  during it: ${openLoopDelay}`);
+    summary.push(`consume open loop ${RATE}/s: ${lat(open)} (target p99 < 10 ms)   seed: ${SEED.consumeAvgMs} ms avg`, `  ${openLoopDelay}`);
+    if (pgbench) {
+      const b = runPgbenchAtRate(pgbench, databaseUrl, RATE, Math.round(DURATION_MS / 1000), TENANTS);
+      if (b.count === 0) console.log(`pgbench -R failed:\n${b.output}`);
+      const line = `pgbench 1 tx/consume     open ${RATE}/s (-R, 16 clients): p50 ${b.p50.toFixed(2)} p95 ${b.p95.toFixed(2)} p99 ${b.p99.toFixed(2)} ms over ${b.count} tx`;
+      console.log(line);
+      summary.push(line);
+    }
   }
-  const balanceCall = (i: number) => getBalance({ tenantId: tenants[i % tenants.length]!, consistentRead: false });
-  const cachedOne = await runLoad({
-    name: 'GetBalance (cached)',
-    mode: { kind: 'closed', concurrency: 1 },
-    durationMs: Math.min(DURATION_MS, 5_000),
-    warmupMs: 1_000,
-    call: balanceCall,
-  });
-  console.log(formatResult(cachedOne));
-  const cached = await runLoad({
-    name: 'GetBalance (cached)',
-    mode: { kind: 'closed', concurrency: 8 },
-    durationMs: Math.min(DURATION_MS, 5_000),
-    warmupMs: 1_000,
-    call: balanceCall,
-  });
-  results.push(cached);
-  console.log(formatResult(cached));
-  const cachedOpen = await runLoad({
-    name: 'GetBalance (cached)',
-    mode: { kind: 'open', ratePerSecond: 1_000 },
-    startEarlyMs: START_EARLY_MS,
-    durationMs: Math.min(DURATION_MS, 5_000),
-    warmupMs: 1_000,
-    call: balanceCall,
-  });
-  console.log(formatResult(cachedOpen));
+  if (PHASES.has('balance')) {
+    const balanceCall = (i: number) => getBalance({ tenantId: tenants[i % tenants.length]!, consistentRead: false });
+    const cachedOne = await runLoad({
+      name: 'GetBalance (cached)',
+      mode: { kind: 'closed', concurrency: 1 },
+      durationMs: Math.min(DURATION_MS, 5_000),
+      warmupMs: 1_000,
+      call: balanceCall,
+    });
+    console.log(formatResult(cachedOne));
+    const cached = await runLoad({
+      name: 'GetBalance (cached)',
+      mode: { kind: 'closed', concurrency: 8 },
+      durationMs: Math.min(DURATION_MS, 5_000),
+      warmupMs: 1_000,
+      call: balanceCall,
+    });
+    results.push(cached);
+    console.log(formatResult(cached));
+    const cachedOpen = await runLoad({
+      name: 'GetBalance (cached)',
+      mode: { kind: 'open', ratePerSecond: 1_000 },
+      startEarlyMs: START_EARLY_MS,
+      durationMs: Math.min(DURATION_MS, 5_000),
+      warmupMs: 1_000,
+      call: balanceCall,
+    });
+    console.log(formatResult(cachedOpen));
+    summary.push(
+      `cached GetBalance closed c=1: ${lat(cachedOne)}   closed c=8 (${cached.throughputPerSecond.toFixed(0)}/s): ${lat(cached)}`,
+      `cached GetBalance open 1000/s: ${lat(cachedOpen)} (target p99 < 2 ms)   seed: ${SEED.cachedBalanceAvgMs} ms avg`,
+    );
+  }
 
   const metrics = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
   const batchSum = Number(/^credits_consume_batch_size_sum(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
   const batchCount = Number(/^credits_consume_batch_size_count(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
-  const best = Math.max(...results.filter((r) => r.name.startsWith('Consume') && r.mode.kind === 'closed').map((r) => r.throughputPerSecond));
+  const closed = results.filter((r) => r.name.startsWith('Consume') && r.mode.kind === 'closed');
   console.log('\nsummary');
-  console.log(`  consume throughput (best closed loop): ${best.toFixed(0)} req/s   seed: ${SEED.tps} TPS`);
+  if (closed.length > 0) console.log(`  consume throughput (best closed loop): ${Math.max(...closed.map((r) => r.throughputPerSecond)).toFixed(0)} req/s   seed: ${SEED.tps} TPS`);
   for (const c of comparisons) console.log(`  ${c}`);
   if (fullPgbench) console.log(`  ${fullPgbench}`);
-  const lat = (r: LoadResult) => `p50 ${r.latencyMs.p50.toFixed(2)} p95 ${r.latencyMs.p95.toFixed(2)} p99 ${r.latencyMs.p99.toFixed(2)} mean ${r.latencyMs.mean.toFixed(2)} ms`;
-  console.log(`  consume open loop ${RATE}/s: ${lat(open)} (target p99 < 10 ms)   seed: ${SEED.consumeAvgMs} ms avg`);
-  console.log(`    ${openLoopDelay}`);
-  if (pgbenchAtRate) console.log(`  ${pgbenchAtRate}`);
-  console.log(`  cached GetBalance closed c=1: ${lat(cachedOne)}   closed c=8 (${cached.throughputPerSecond.toFixed(0)}/s): ${lat(cached)}`);
-  console.log(`  cached GetBalance open 1000/s: ${lat(cachedOpen)} (target p99 < 2 ms)   seed: ${SEED.cachedBalanceAvgMs} ms avg`);
+  for (const line of summary) console.log(`  ${line}`);
   if (batchCount > 0) console.log(`  mean consume batch size (group commit): ${(batchSum / batchCount).toFixed(1)} over ${batchCount} batches`);
   const paths = [...metrics.matchAll(/^credits_consume_batches_total\{[^}]*path="([a-z]+)"[^}]*\} ([0-9.e+]+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
   if (paths.length > 0) console.log(`  consume batches by path: ${paths.join(', ')}`);
