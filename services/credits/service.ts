@@ -10,7 +10,10 @@ import { Status } from '../../gen/google/rpc/status';
 import {
   BatchConsumeResponse,
   CommitReservationResponse,
+  type ConsumeRequest,
   ConsumeResponse,
+  type ConsumeStreamRequest,
+  type ConsumeStreamResponse,
   CreditsServiceService,
   type GetOperationResponse,
   OperationState,
@@ -19,7 +22,7 @@ import {
   TopUpResponse,
 } from '../../gen/shieldx/credits/v1/credits';
 import { ConfigError } from '../../platform/config';
-import { unary, type CallContext } from '../../platform/handlers';
+import { itemErrorStatus, multiplexedStream, unary, type CallContext } from '../../platform/handlers';
 import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
 import { AuditChain } from './audit-chain';
@@ -82,6 +85,7 @@ type CreditsShape = typeof creditsConfigShape;
 const OPS = {
   GetBalance: 'get_balance',
   Consume: 'consume',
+  ConsumeStream: 'consume',
   TopUp: 'top_up',
   Reserve: 'reserve',
   CommitReservation: 'commit_reservation',
@@ -91,6 +95,13 @@ const OPS = {
   GetOperation: 'get_operation',
   VerifyAuditChain: 'verify_audit_chain',
 } as const;
+
+/**
+ * Requests of one ConsumeStream call being worked on at once (reading pauses beyond it). Large
+ * enough to fill several group-commit batches from one caller; the batcher's queue bound
+ * (CREDITS_BATCH_MAX_QUEUED) still caps the whole process.
+ */
+const CONSUME_STREAM_IN_FLIGHT_MAX = 512;
 
 const METHOD_RESULTS: Record<string, (bytes: Uint8Array) => GetOperationResponse['result']> = {
   [METHOD.consume]: (b) => ({ $case: 'consume', value: ConsumeResponse.decode(b) }),
@@ -114,6 +125,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
     GetOperation: 'credits:read',
     VerifyAuditChain: 'credits:audit',
     Consume: 'credits:write',
+    ConsumeStream: 'credits:write',
     TopUp: 'credits:write',
     Reserve: 'credits:write',
     CommitReservation: 'credits:write',
@@ -230,13 +242,13 @@ export const creditsService: ServiceModule<CreditsShape> = {
       logger,
     );
 
-    /** Counts every call in credits_operations_total{op,result}. */
-    function handler<Req, Res extends object>(name: keyof typeof OPS, fn: (req: Req, call: CallContext) => Promise<Res>) {
+    /** Runs one operation and counts it in credits_operations_total{op,result}. */
+    function counted<Req, Res extends object>(name: keyof typeof OPS, fn: (req: Req, call: CallContext) => Promise<Res>) {
       const op = OPS[name];
       // Hot path: the two success series bound once (prom-client hashes a label object per inc otherwise).
       const succeeded = metrics.operations.labels({ op, result: 'success' });
       const replayed = metrics.operations.labels({ op, result: 'replayed' });
-      return unary<Req, Res>(`/shieldx.credits.v1.CreditsService/${name}`, ctx.handlerOptions, async (req, call) => {
+      return async (req: Req, call: CallContext): Promise<Res> => {
         try {
           const res = await fn(req, call);
           ((res as { replayed?: boolean }).replayed ? replayed : succeeded).inc();
@@ -245,8 +257,34 @@ export const creditsService: ServiceModule<CreditsShape> = {
           metrics.operations.inc({ op, result: ServiceError.from(error).reason.toLowerCase() });
           throw error;
         }
-      });
+      };
     }
+
+    /** A unary RPC whose calls are counted in credits_operations_total{op,result}. */
+    function handler<Req, Res extends object>(name: keyof typeof OPS, fn: (req: Req, call: CallContext) => Promise<Res>) {
+      return unary<Req, Res>(`/shieldx.credits.v1.CreditsService/${name}`, ctx.handlerOptions, counted(name, fn));
+    }
+
+    /** Consume's rules, shared by the unary RPC and each item of ConsumeStream. */
+    const consumeOne = async (req: ConsumeRequest, call: CallContext): Promise<ConsumeResponse> => {
+      const tenantId = v.tenantId('tenant_id', req.tenantId);
+      const amount = v.amount('amount', req.amount);
+      const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
+      const reference = v.reference('reference', req.reference);
+      const metadata = v.metadata('metadata', req.metadata);
+      const outcome = await batcher.submit({
+        tenantId,
+        key,
+        amount,
+        reference,
+        metadata,
+        actor: call.keyId,
+        requestHash: hasher.hash(METHOD.consume, [tenantId, amount, reference, metadata]),
+      });
+      if ('error' in outcome) throw outcome.error;
+      return outcome.response;
+    };
+    const consumeStreamItem = counted('ConsumeStream', consumeOne);
 
     const implementation = {
       getBalance: handler('GetBalance', async (req: { tenantId: string; consistentRead: boolean }) => {
@@ -256,24 +294,23 @@ export const creditsService: ServiceModule<CreditsShape> = {
         return { account: accountProto(account), fromCache };
       }),
 
-      consume: handler('Consume', async (req: import('../../gen/shieldx/credits/v1/credits').ConsumeRequest, call) => {
-        const tenantId = v.tenantId('tenant_id', req.tenantId);
-        const amount = v.amount('amount', req.amount);
-        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
-        const reference = v.reference('reference', req.reference);
-        const metadata = v.metadata('metadata', req.metadata);
-        const outcome = await batcher.submit({
-          tenantId,
-          key,
-          amount,
-          reference,
-          metadata,
-          actor: call.keyId,
-          requestHash: hasher.hash(METHOD.consume, [tenantId, amount, reference, metadata]),
-        });
-        if ('error' in outcome) throw outcome.error;
-        return outcome.response;
-      }),
+      consume: handler('Consume', consumeOne),
+
+      consumeStream: multiplexedStream(
+        CreditsServiceService.consumeStream.path,
+        ctx.handlerOptions,
+        CONSUME_STREAM_IN_FLIGHT_MAX,
+        async (item: ConsumeStreamRequest, call): Promise<ConsumeStreamResponse> => {
+          const requestId = item.requestId;
+          try {
+            if (requestId.length === 0 || requestId.length > 128) throw ServiceError.invalidArgument('request_id', 'must be 1-128 characters');
+            if (!item.request) throw ServiceError.invalidArgument('request', 'is required');
+            return { requestId, result: { $case: 'response', value: await consumeStreamItem(item.request, call) } };
+          } catch (error) {
+            return { requestId, result: { $case: 'error', value: itemErrorStatus(error, ctx.handlerOptions, CreditsServiceService.consumeStream.path) } };
+          }
+        },
+      ),
 
       topUp: handler('TopUp', async (req: import('../../gen/shieldx/credits/v1/credits').TopUpRequest, call) => {
         const tenantId = v.tenantId('tenant_id', req.tenantId);

@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -248,6 +250,19 @@ export interface ConsumeResponse {
     | undefined;
   /** True when this is the stored result of an earlier call with the same key. */
   replayed: boolean;
+}
+
+export interface ConsumeStreamRequest {
+  /** Chosen by the caller (1-128 characters) and echoed in the response. */
+  requestId: string;
+  request?: ConsumeRequest | undefined;
+}
+
+export interface ConsumeStreamResponse {
+  requestId: string;
+  result?: { $case: "response"; value: ConsumeResponse } | //
+  /** What Consume would have failed with: code, message, and ErrorInfo/BadRequest details. */
+  { $case: "error"; value: Status } | undefined;
 }
 
 /**
@@ -1568,6 +1583,218 @@ export const ConsumeResponse: MessageFns<ConsumeResponse> = {
       ? Account.fromPartial(object.account)
       : undefined;
     message.replayed = object.replayed ?? false;
+    return message;
+  },
+};
+
+function createBaseConsumeStreamRequest(): ConsumeStreamRequest {
+  return { requestId: "", request: undefined };
+}
+
+export const ConsumeStreamRequest: MessageFns<ConsumeStreamRequest> = {
+  encode(message: ConsumeStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.request !== undefined) {
+      ConsumeRequest.encode(message.request, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsumeStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsumeStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.request = ConsumeRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsumeStreamRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      request: isSet(object.request) ? ConsumeRequest.fromJSON(object.request) : undefined,
+    };
+  },
+
+  toJSON(message: ConsumeStreamRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.request !== undefined) {
+      obj.request = ConsumeRequest.toJSON(message.request);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConsumeStreamRequest>, I>>(base?: I): ConsumeStreamRequest {
+    return ConsumeStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConsumeStreamRequest>, I>>(object: I): ConsumeStreamRequest {
+    const message = createBaseConsumeStreamRequest();
+    message.requestId = object.requestId ?? "";
+    message.request = (object.request !== undefined && object.request !== null)
+      ? ConsumeRequest.fromPartial(object.request)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseConsumeStreamResponse(): ConsumeStreamResponse {
+  return { requestId: "", result: undefined };
+}
+
+export const ConsumeStreamResponse: MessageFns<ConsumeStreamResponse> = {
+  encode(message: ConsumeStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    switch (message.result?.$case) {
+      case "response":
+        ConsumeResponse.encode(message.result.value, writer.uint32(18).fork()).join();
+        break;
+      case "error":
+        Status.encode(message.result.value, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsumeStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsumeStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.result = { $case: "response", value: ConsumeResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.result = { $case: "error", value: Status.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsumeStreamResponse {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      result: isSet(object.response)
+        ? { $case: "response", value: ConsumeResponse.fromJSON(object.response) }
+        : isSet(object.error)
+        ? { $case: "error", value: Status.fromJSON(object.error) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ConsumeStreamResponse): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.result?.$case === "response") {
+      obj.response = ConsumeResponse.toJSON(message.result.value);
+    } else if (message.result?.$case === "error") {
+      obj.error = Status.toJSON(message.result.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConsumeStreamResponse>, I>>(base?: I): ConsumeStreamResponse {
+    return ConsumeStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConsumeStreamResponse>, I>>(object: I): ConsumeStreamResponse {
+    const message = createBaseConsumeStreamResponse();
+    message.requestId = object.requestId ?? "";
+    switch (object.result?.$case) {
+      case "response": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "response", value: ConsumeResponse.fromPartial(object.result.value) };
+        }
+        break;
+      }
+      case "error": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "error", value: Status.fromPartial(object.result.value) };
+        }
+        break;
+      }
+    }
     return message;
   },
 };
@@ -5041,6 +5268,25 @@ export const CreditsServiceService = {
     responseSerialize: (value: ConsumeResponse): Buffer => Buffer.from(ConsumeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ConsumeResponse => ConsumeResponse.decode(value),
   },
+  /**
+   * Many Consume calls over one long-lived call (a caller that consumes on every request it
+   * serves keeps one open): each request is answered once, matched by request_id, in any
+   * order, with exactly what Consume would have answered — its result or its error. Same
+   * scope, idempotency and per-item semantics as Consume. The call ends OK after the client
+   * half-closes and every answer is written; on server shutdown the requests already read are
+   * answered, then the call ends UNAVAILABLE (reason SERVER_SHUTTING_DOWN): resend the
+   * unanswered ones (their idempotency keys make that safe).
+   */
+  consumeStream: {
+    path: "/shieldx.credits.v1.CreditsService/ConsumeStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ConsumeStreamRequest): Buffer => Buffer.from(ConsumeStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ConsumeStreamRequest => ConsumeStreamRequest.decode(value),
+    responseSerialize: (value: ConsumeStreamResponse): Buffer =>
+      Buffer.from(ConsumeStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ConsumeStreamResponse => ConsumeStreamResponse.decode(value),
+  },
   /** Credits a tenant's account, opening it on first top-up; payment data is encrypted at rest. */
   topUp: {
     path: "/shieldx.credits.v1.CreditsService/TopUp" as const,
@@ -5138,6 +5384,16 @@ export interface CreditsServiceServer extends UntypedServiceImplementation {
   getBalance: handleUnaryCall<GetBalanceRequest, GetBalanceResponse>;
   /** Debits credits atomically; never overdraws. */
   consume: handleUnaryCall<ConsumeRequest, ConsumeResponse>;
+  /**
+   * Many Consume calls over one long-lived call (a caller that consumes on every request it
+   * serves keeps one open): each request is answered once, matched by request_id, in any
+   * order, with exactly what Consume would have answered — its result or its error. Same
+   * scope, idempotency and per-item semantics as Consume. The call ends OK after the client
+   * half-closes and every answer is written; on server shutdown the requests already read are
+   * answered, then the call ends UNAVAILABLE (reason SERVER_SHUTTING_DOWN): resend the
+   * unanswered ones (their idempotency keys make that safe).
+   */
+  consumeStream: handleBidiStreamingCall<ConsumeStreamRequest, ConsumeStreamResponse>;
   /** Credits a tenant's account, opening it on first top-up; payment data is encrypted at rest. */
   topUp: handleUnaryCall<TopUpRequest, TopUpResponse>;
   /** Holds credits for a while (two-phase: reserve, then commit or release). */
@@ -5189,6 +5445,21 @@ export interface CreditsServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ConsumeResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Many Consume calls over one long-lived call (a caller that consumes on every request it
+   * serves keeps one open): each request is answered once, matched by request_id, in any
+   * order, with exactly what Consume would have answered — its result or its error. Same
+   * scope, idempotency and per-item semantics as Consume. The call ends OK after the client
+   * half-closes and every answer is written; on server shutdown the requests already read are
+   * answered, then the call ends UNAVAILABLE (reason SERVER_SHUTTING_DOWN): resend the
+   * unanswered ones (their idempotency keys make that safe).
+   */
+  consumeStream(): ClientDuplexStream<ConsumeStreamRequest, ConsumeStreamResponse>;
+  consumeStream(options: Partial<CallOptions>): ClientDuplexStream<ConsumeStreamRequest, ConsumeStreamResponse>;
+  consumeStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<ConsumeStreamRequest, ConsumeStreamResponse>;
   /** Credits a tenant's account, opening it on first top-up; payment data is encrypted at rest. */
   topUp(
     request: TopUpRequest,
