@@ -19,11 +19,11 @@ import { randomUUID } from 'node:crypto';
 import { Metadata } from '@grpc/grpc-js';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthServiceDefinition } from 'grpc-health-check';
-import { CamouflageServiceClient, type AssessRequest, type AssessStreamResponse } from '../gen/shieldx/camouflage/v1/camouflage';
+import { CamouflageServiceClient, type AssessRequest } from '../gen/shieldx/camouflage/v1/camouflage';
 import { generateApiKey } from '../platform/auth';
 import { startServiceProcess } from './service-process';
 import { insecure } from '../test/harness';
-import { formatResult, runLoad } from './grpc-load';
+import { formatResult, runLoad, streamCaller } from './grpc-load';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -103,35 +103,16 @@ async function main(): Promise<void> {
     console.log(formatResult(await runLoad({ name: `Assess open loop, ${rate} req/s offered`, mode: { kind: 'open', ratePerSecond: rate }, durationMs, warmupMs: 1000, call })));
 
     // AssessStream: one call per connection, each assessment a message on it.
-    const streams = clients.map((client) => {
-      const waiting = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
-      const stream = client.assessStream(metadata);
-      stream.on('data', (m: AssessStreamResponse) => {
-        const w = waiting.get(m.requestId);
-        waiting.delete(m.requestId);
-        if (m.result?.$case === 'error') w?.reject(new Error(m.result.value.message));
-        else w?.resolve();
-      });
-      stream.on('error', (e: Error) => {
-        for (const w of waiting.values()) w.reject(e);
-        waiting.clear();
-      });
-      return { stream, waiting };
-    });
-    let sequence = 0;
-    const streamCall = (i: number) =>
-      new Promise<void>((resolve, reject) => {
-        const { stream, waiting } = streams[i % streams.length]!;
-        const requestId = String(sequence++);
-        waiting.set(requestId, { resolve, reject });
-        stream.write({ requestId, request: requestFor(i) });
-      });
+    const { call: streamCall, close: closeStreams } = streamCaller(
+      clients.map((client) => client.assessStream(metadata)),
+      (requestId, i) => ({ requestId, request: requestFor(i) }),
+    );
     const streamConcurrency = concurrency * 4;
     const streamed = await runLoad({ name: `AssessStream closed loop, ${streamConcurrency} in flight`, mode: { kind: 'closed', concurrency: streamConcurrency }, durationMs, warmupMs: 2000, call: streamCall });
     console.log(formatResult(streamed));
     console.log(`AssessStream throughput = ${((streamed.throughputPerSecond / ceiling.throughputPerSecond) * 100).toFixed(0)} % of the unary gRPC ceiling, ${(streamed.throughputPerSecond / closed.throughputPerSecond).toFixed(1)}x unary Assess`);
     console.log(formatResult(await runLoad({ name: `AssessStream open loop, ${rate} req/s offered`, mode: { kind: 'open', ratePerSecond: rate }, durationMs, warmupMs: 1000, call: streamCall })));
-    for (const { stream } of streams) stream.end();
+    closeStreams();
     console.log(`machine: ${require('node:os').cpus().length} cores, load average ${require('node:os').loadavg().map((l: number) => l.toFixed(2)).join(' ')}`);
     console.log('targets: >= 10,000 assessments/s (closed loop); p99 < 5 ms at 2,000 req/s offered');
   } finally {

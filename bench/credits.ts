@@ -1,10 +1,10 @@
 /**
  * Credits benchmark: `npx tsx bench/credits.ts [--duration 10] [--warmup 2]
  *   [--concurrency 16,32,64] [--tenants 8] [--rate 2000] [--channels 4] [--skip-pgbench] [--in-process]
- *   [--phases closed,open,balance]`
+ *   [--phases closed,stream,open,balance]`
  * (or the same as env: BENCH_DURATION_SECONDS, BENCH_CONCURRENCY, BENCH_TENANTS, BENCH_RATE, BENCH_CHANNELS,
- * BENCH_PHASES). --phases picks which of (a)+(b) "closed", (c) "open" and (d) "balance" run, e.g. to
- * profile one of them alone with BENCH_SERVICE_NODE_ARGS.
+ * BENCH_PHASES). --phases picks which of (a)+(b) "closed", (e) "stream", (c) "open" and (d) "balance"
+ * run, e.g. to profile one of them alone with BENCH_SERVICE_NODE_ARGS.
  *
  * In one run, on one fresh database in the PostgreSQL at BENCH_DATABASE_URL
  * (default postgres://postgres@127.0.0.1:5432/postgres) and the Redis at
@@ -17,7 +17,11 @@
  *      completed, debit, transaction row, audit row) at the highest concurrency;
  *  (c) Consume open loop at --rate req/s: p50/p95/p99;
  *  (d) cached GetBalance: closed loop c=1 (latency) and c=8 (capacity), open
- *      loop 1,000/s: p50/p95/p99.
+ *      loop 1,000/s: p50/p95/p99;
+ *  (e) the same consumes over ConsumeStream (one long-lived call per channel,
+ *      answers matched by request_id): closed loop at 4x the highest
+ *      concurrency in flight, compared with the best pgbench figure of the run,
+ *      then open loop at --rate.
  * Calls are spread round-robin over --channels client channels, each with its
  * own HTTP/2 connection (local subchannel pool), so one connection's flow
  * control and stream limit are not the bottleneck.
@@ -31,10 +35,18 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import pg from 'pg';
-import { CreditsServiceClient, type GetBalanceRequest } from '../gen/shieldx/credits/v1/credits';
+import {
+  ConsumeRequest,
+  ConsumeResponse,
+  CreditsServiceClient,
+  CreditsServiceService,
+  GetBalanceRequest,
+  GetBalanceResponse,
+} from '../gen/shieldx/credits/v1/credits';
 import { generateApiKey } from '../platform/auth';
 import { freePort } from '../platform/local-servers';
-import { formatResult, percentile, runLoad, type LoadResult } from './grpc-load';
+import { formatResult, percentile, runLoad, streamCaller, type LoadResult } from './grpc-load';
+import { H2GrpcClient } from './h2-client';
 import { startServiceProcess } from './service-process';
 
 function arg(name: string, env: string, fallback: string): string {
@@ -54,8 +66,12 @@ const RATE = Number(arg('rate', 'BENCH_RATE', '2000'));
 /** Open loop: calls due within half of the generator's ~1 ms timer tick start at the tick (see grpc-load.ts). */
 const START_EARLY_MS = 0.5;
 const CHANNELS = Math.max(1, Number(arg('channels', 'BENCH_CHANNELS', '4')));
-const PHASES = new Set(arg('phases', 'BENCH_PHASES', 'closed,open,balance').split(','));
-for (const phase of PHASES) if (!['closed', 'open', 'balance'].includes(phase)) throw new Error(`--phases: unknown phase "${phase}" (closed, open, balance)`);
+/** Unary calls through the generated grpc-js client, or the lean HTTP/2 one (bench/h2-client.ts). */
+const CLIENT = arg('client', 'BENCH_CLIENT', 'grpc-js');
+if (CLIENT !== 'grpc-js' && CLIENT !== 'h2') throw new Error(`--client: "${CLIENT}" is neither grpc-js nor h2`);
+const PHASE_NAMES = ['closed', 'stream', 'open', 'balance'];
+const PHASES = new Set(arg('phases', 'BENCH_PHASES', PHASE_NAMES.join(',')).split(','));
+for (const phase of PHASES) if (!PHASE_NAMES.includes(phase)) throw new Error(`--phases: unknown phase "${phase}" (${PHASE_NAMES.join(', ')})`);
 const SERVER_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SEED = { tps: 1000, consumeAvgMs: 15, cachedBalanceAvgMs: 2 };
@@ -201,8 +217,13 @@ async function main(): Promise<void> {
     let next = 0;
     return (req: Req) => fns[next++ % fns.length]!(req);
   };
-  const consume = roundRobin<object>('consume');
-  const getBalance = roundRobin<GetBalanceRequest>('getBalance');
+  const h2 = CLIENT === 'h2' ? new H2GrpcClient(`127.0.0.1:${port}`, CHANNELS, { authorization: `Bearer ${apiKey.key}` }) : undefined;
+  const consume = h2
+    ? (req: ConsumeRequest) => h2.unary(CreditsServiceService.consume.path, ConsumeRequest, ConsumeResponse, req, 10_000)
+    : roundRobin<ConsumeRequest>('consume');
+  const getBalance = h2
+    ? (req: GetBalanceRequest) => h2.unary(CreditsServiceService.getBalance.path, GetBalanceRequest, GetBalanceResponse, req, 10_000)
+    : roundRobin<GetBalanceRequest>('getBalance');
   const topUp = roundRobin<object>('topUp');
   const tenants = Array.from({ length: TENANTS }, (_, i) => `bench-${i + 1}`);
   const card = { cardNumber: '4242424242424242', expiryMonth: 12, expiryYear: new Date().getUTCFullYear() + 3, cardholderName: 'Bench', processorReference: '' };
@@ -215,7 +236,7 @@ async function main(): Promise<void> {
 
   console.log(
     `credits bench: duration ${DURATION_MS / 1000}s (+${WARMUP_MS / 1000}s warm-up), tenants ${TENANTS}, ${CHANNELS} gRPC channels, ` +
-      `service ${flag('in-process') ? 'in-process' : 'child process'}, database ${dbName}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+      `unary client ${CLIENT}, service ${flag('in-process') ? 'in-process' : 'child process'}, database ${dbName}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
   );
   const results: LoadResult[] = [];
   const pgbench = flag('skip-pgbench') ? undefined : pgbenchPath();
@@ -224,6 +245,7 @@ async function main(): Promise<void> {
     await pool.query(`INSERT INTO credit_accounts (tenant_id, balance) SELECT 'pgb-' || g, $1 FROM generate_series(1, $2) g`, [START_BALANCE, TENANTS]);
   }
   const comparisons: string[] = [];
+  let bestPgbench = 0;
   for (const concurrency of PHASES.has('closed') ? CONCURRENCIES : []) {
     const r = await runLoad({ name: 'Consume (gRPC)', mode: { kind: 'closed', concurrency }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: consumeCall(`c${concurrency}`) });
     results.push(r);
@@ -232,6 +254,7 @@ async function main(): Promise<void> {
     else if (pgbench) {
       const b = runPgbench(pgbench, databaseUrl, concurrency, Math.round(DURATION_MS / 1000), TENANTS);
       if (Number.isNaN(b.tps)) console.log(`pgbench failed:\n${b.output}`);
+      else bestPgbench = Math.max(bestPgbench, b.tps);
       const line = `pgbench 1 tx/consume     closed c=${String(concurrency).padEnd(7)} ${b.tps.toFixed(0).padStart(7)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(r.throughputPerSecond / b.tps).toFixed(2)}x`;
       console.log(line);
       comparisons.push(line);
@@ -255,18 +278,50 @@ async function main(): Promise<void> {
     );
   let bucketsBefore = new Map<string, number>();
   /** The service's event-loop delay since the previous scrape (prom-client resets it on each one), and where Consume's server-side time fell. */
-  const loopDelay = async () => {
+  const loopDelay = async (withConsumeTime = true) => {
     const text = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
     const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
     const buckets = consumeBuckets(text);
     const total = (buckets.get('+Inf') ?? 0) - (bucketsBefore.get('+Inf') ?? 0);
     const upTo = (q: number) => [...buckets.entries()].find(([le, n]) => total > 0 && n - (bucketsBefore.get(le) ?? 0) >= q * total)?.[0] ?? '?';
-    const line = `service event-loop delay p50 ${value('nodejs_eventloop_lag_p50_seconds').toFixed(1)} p99 ${value('nodejs_eventloop_lag_p99_seconds').toFixed(1)} max ${value('nodejs_eventloop_lag_max_seconds').toFixed(1)} ms; Consume in the service (handler start to status): p50 <= ${upTo(0.5)} s, p99 <= ${upTo(0.99)} s`;
+    const line = `service event-loop delay p50 ${value('nodejs_eventloop_lag_p50_seconds').toFixed(1)} p99 ${value('nodejs_eventloop_lag_p99_seconds').toFixed(1)} max ${value('nodejs_eventloop_lag_max_seconds').toFixed(1)} ms` +
+      (withConsumeTime ? `; Consume in the service (handler start to status): p50 <= ${upTo(0.5)} s, p99 <= ${upTo(0.99)} s` : '');
     bucketsBefore = buckets;
     return line;
   };
   const lat = (r: LoadResult) => `p50 ${r.latencyMs.p50.toFixed(2)} p95 ${r.latencyMs.p95.toFixed(2)} p99 ${r.latencyMs.p99.toFixed(2)} mean ${r.latencyMs.mean.toFixed(2)} ms`;
   const summary: string[] = [];
+  if (PHASES.has('stream')) {
+    const { call: streamCall, close: closeStreams } = streamCaller(
+      clients.map((client) => client.consumeStream(metadata)),
+      (requestId, i) => ({
+        requestId,
+        request: { tenantId: tenants[i % tenants.length]!, amount: 1n, idempotencyKey: `s-${runId}-${requestId}`, reference: 'bench', metadata: {} },
+      }),
+    );
+    const inFlight = Math.max(...CONCURRENCIES) * 4;
+    const streamed = await runLoad({ name: 'ConsumeStream', mode: { kind: 'closed', concurrency: inFlight }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: streamCall });
+    results.push(streamed);
+    console.log(formatResult(streamed));
+    const line = `ConsumeStream closed loop, ${inFlight} in flight: ${streamed.throughputPerSecond.toFixed(0)} consumes/s` +
+      (bestPgbench > 0 ? `   ratio to the best pgbench figure above (${bestPgbench.toFixed(0)} tx/s) = ${(streamed.throughputPerSecond / bestPgbench).toFixed(2)}x` : '');
+    console.log(line);
+    summary.push(line);
+    await loopDelay();
+    const streamOpen = await runLoad({
+      name: 'ConsumeStream',
+      mode: { kind: 'open', ratePerSecond: RATE, maxInFlight: 5_000 },
+      startEarlyMs: START_EARLY_MS,
+      durationMs: DURATION_MS,
+      warmupMs: WARMUP_MS,
+      call: streamCall,
+    });
+    console.log(formatResult(streamOpen));
+    const streamDelay = await loopDelay(false);
+    console.log(`  during it: ${streamDelay}`);
+    summary.push(`ConsumeStream open loop ${RATE}/s: ${lat(streamOpen)} (target p99 < 10 ms)`, `  ${streamDelay}`);
+    closeStreams();
+  }
   if (PHASES.has('open')) {
     await loopDelay();
     const open = await runLoad({
@@ -327,9 +382,10 @@ async function main(): Promise<void> {
   const metrics = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
   const batchSum = Number(/^credits_consume_batch_size_sum(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
   const batchCount = Number(/^credits_consume_batch_size_count(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
-  const closed = results.filter((r) => r.name.startsWith('Consume') && r.mode.kind === 'closed');
+  const closed = results.filter((r) => r.name === 'Consume (gRPC)' && r.mode.kind === 'closed');
   console.log('\nsummary');
-  if (closed.length > 0) console.log(`  consume throughput (best closed loop): ${Math.max(...closed.map((r) => r.throughputPerSecond)).toFixed(0)} req/s   seed: ${SEED.tps} TPS`);
+  if (closed.length > 0) console.log(`  unary Consume throughput (best closed loop): ${Math.max(...closed.map((r) => r.throughputPerSecond)).toFixed(0)} req/s   seed: ${SEED.tps} TPS`);
+  if (bestPgbench > 0) console.log(`  best pgbench 1 tx/consume figure: ${bestPgbench.toFixed(0)} tx/s`);
   for (const c of comparisons) console.log(`  ${c}`);
   if (fullPgbench) console.log(`  ${fullPgbench}`);
   for (const line of summary) console.log(`  ${line}`);
@@ -339,6 +395,7 @@ async function main(): Promise<void> {
   console.log(`  load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 
   for (const c of clients) c.close();
+  h2?.close();
   await pool.end();
   await stopService();
   const drop = new pg.Client({ connectionString: SERVER_URL });

@@ -191,3 +191,51 @@ export function formatResult(r: LoadResult): string {
     `${errors ? `  errors: ${errors}` : ''}${r.dropped ? `  dropped: ${r.dropped}` : ''}`
   );
 }
+
+/** A bidirectional call of a multiplexed …Stream RPC (AssessStream, ConsumeStream), as the generated client returns it. */
+interface MultiplexedCall<Item> {
+  write(item: Item): boolean;
+  end(): void;
+  on(event: 'data', fn: (answer: { requestId: string; result?: { $case: string; value: unknown } }) => void): unknown;
+  on(event: 'error', fn: (error: Error) => void): unknown;
+}
+
+/**
+ * Turns multiplexed streams into a `call` for runLoad: call `i` goes out as one
+ * message on stream `i % streams.length` under a fresh request_id and settles
+ * when its answer comes back (an item error rejects with its gRPC code, so
+ * runLoad counts it by status name). `close` half-closes every stream.
+ */
+export function streamCaller<Item>(
+  streams: readonly MultiplexedCall<Item>[],
+  itemFor: (requestId: string, i: number) => Item,
+): { call: (i: number) => Promise<void>; close: () => void } {
+  const waiting = streams.map(() => new Map<string, { resolve: () => void; reject: (e: unknown) => void }>());
+  streams.forEach((stream, s) => {
+    stream.on('data', (answer) => {
+      const w = waiting[s]!.get(answer.requestId);
+      waiting[s]!.delete(answer.requestId);
+      if (answer.result?.$case === 'error') {
+        const status = answer.result.value as { code: number; message: string };
+        w?.reject(Object.assign(new Error(status.message), { code: status.code }));
+      } else w?.resolve();
+    });
+    stream.on('error', (error) => {
+      for (const w of waiting[s]!.values()) w.reject(error);
+      waiting[s]!.clear();
+    });
+  });
+  let sequence = 0;
+  return {
+    call: (i) =>
+      new Promise<void>((resolve, reject) => {
+        const s = i % streams.length;
+        const requestId = String(sequence++);
+        waiting[s]!.set(requestId, { resolve, reject });
+        streams[s]!.write(itemFor(requestId, i));
+      }),
+    close: () => {
+      for (const stream of streams) stream.end();
+    },
+  };
+}
