@@ -80,7 +80,9 @@ export function reservationId(field: string, value: string): string {
 export function ttlMs(field: string, value: Duration | undefined): number {
   if (value === undefined) return RESERVATION_TTL_MS_DEFAULT;
   if (value.seconds < 0n || value.nanos < 0 || value.nanos > 999_999_999) throw ServiceError.invalidArgument(field, 'must be a positive duration');
-  if (value.seconds > BigInt(RESERVATION_TTL_MS_MAX / 1000)) throw ServiceError.invalidArgument(field, 'must be at most 24 hours');
+  // Compared exactly, before truncating to milliseconds: 24 h + 1 ns is over the limit too.
+  const secondsMax = BigInt(RESERVATION_TTL_MS_MAX / 1000);
+  if (value.seconds > secondsMax || (value.seconds === secondsMax && value.nanos > 0)) throw ServiceError.invalidArgument(field, 'must be at most 24 hours');
   const ms = Number(value.seconds) * 1000 + Math.floor(value.nanos / 1_000_000);
   if (ms < 1) throw ServiceError.invalidArgument(field, 'must be at least 1 millisecond');
   if (ms > RESERVATION_TTL_MS_MAX) throw ServiceError.invalidArgument(field, 'must be at most 24 hours');
