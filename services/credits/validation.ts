@@ -126,6 +126,8 @@ export function decodePageToken(field: string, token: string, fingerprint: strin
   } catch {
     throw bad();
   }
+  // JSON.parse accepts any JSON value: reading fields of null would throw a TypeError (INTERNAL).
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw bad();
   const p = parsed as { v?: unknown; s?: unknown; f?: unknown };
   if (p.v !== 1 || typeof p.s !== 'string' || !/^[1-9][0-9]{0,18}$/.test(p.s) || p.f !== fingerprint) throw bad();
   const seq = BigInt(p.s);
