@@ -110,3 +110,27 @@ export async function footprint(tenantId: string): Promise<string> {
   );
   return JSON.stringify(rows[0]);
 }
+
+/**
+ * Everything a refused call must leave as it was: the account (balance,
+ * reserved, version, audit head) and the tenant's row counts.
+ */
+export async function ledgerState(tenantId: string): Promise<string> {
+  const { rows } = await db().query(
+    `SELECT a.balance::text, a.reserved::text, a.version::text, a.audit_seq::text, encode(a.audit_head, 'hex') AS audit_head,
+            (SELECT count(*) FROM credit_transactions WHERE tenant_id = $1) AS transactions,
+            (SELECT count(*) FROM credit_idempotency_keys WHERE tenant_id = $1) AS keys,
+            (SELECT count(*) FROM credit_audit_logs WHERE tenant_id = $1) AS audit_rows,
+            (SELECT count(*) FROM credit_reservations WHERE tenant_id = $1) AS reservations,
+            (SELECT count(*) FROM credit_payments WHERE tenant_id = $1) AS payments
+       FROM (SELECT $1::text AS tenant_id) q LEFT JOIN credit_accounts a ON a.tenant_id = q.tenant_id`,
+    [tenantId],
+  );
+  return JSON.stringify(rows[0]);
+}
+
+/** Whether an idempotency record exists for (tenant, key). */
+export async function keyStored(tenantId: string, idempotencyKey: string): Promise<boolean> {
+  const { rows } = await db().query('SELECT 1 FROM credit_idempotency_keys WHERE tenant_id = $1 AND key = $2', [tenantId, idempotencyKey]);
+  return rows.length > 0;
+}

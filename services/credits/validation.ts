@@ -47,8 +47,12 @@ export function idempotencyKey(field: string, value: string): string {
   return value;
 }
 
+/** PostgreSQL text and jsonb cannot hold U+0000: refused here, not as INTERNAL after a round trip. */
+const NUL = '\u0000';
+
 export function reference(field: string, value: string): string {
   if (value.length > REFERENCE_LENGTH_MAX) throw ServiceError.invalidArgument(field, `must be at most ${REFERENCE_LENGTH_MAX} characters`);
+  if (value.includes(NUL)) throw ServiceError.invalidArgument(field, 'must not contain NUL characters');
   return value;
 }
 
@@ -62,6 +66,7 @@ export function metadata(field: string, value: Record<string, string>): Record<s
     if (v.length > METADATA_VALUE_LENGTH_MAX) {
       throw ServiceError.invalidArgument(`${field}[${k}]`, `value must be at most ${METADATA_VALUE_LENGTH_MAX} characters`);
     }
+    if (v.includes(NUL)) throw ServiceError.invalidArgument(`${field}[${k}]`, 'value must not contain NUL characters');
   }
   return value;
 }
@@ -75,7 +80,9 @@ export function reservationId(field: string, value: string): string {
 export function ttlMs(field: string, value: Duration | undefined): number {
   if (value === undefined) return RESERVATION_TTL_MS_DEFAULT;
   if (value.seconds < 0n || value.nanos < 0 || value.nanos > 999_999_999) throw ServiceError.invalidArgument(field, 'must be a positive duration');
-  if (value.seconds > BigInt(RESERVATION_TTL_MS_MAX / 1000)) throw ServiceError.invalidArgument(field, 'must be at most 24 hours');
+  // Compared exactly, before truncating to milliseconds: 24 h + 1 ns is over the limit too.
+  const secondsMax = BigInt(RESERVATION_TTL_MS_MAX / 1000);
+  if (value.seconds > secondsMax || (value.seconds === secondsMax && value.nanos > 0)) throw ServiceError.invalidArgument(field, 'must be at most 24 hours');
   const ms = Number(value.seconds) * 1000 + Math.floor(value.nanos / 1_000_000);
   if (ms < 1) throw ServiceError.invalidArgument(field, 'must be at least 1 millisecond');
   if (ms > RESERVATION_TTL_MS_MAX) throw ServiceError.invalidArgument(field, 'must be at most 24 hours');
@@ -119,6 +126,8 @@ export function decodePageToken(field: string, token: string, fingerprint: strin
   } catch {
     throw bad();
   }
+  // JSON.parse accepts any JSON value: reading fields of null would throw a TypeError (INTERNAL).
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw bad();
   const p = parsed as { v?: unknown; s?: unknown; f?: unknown };
   if (p.v !== 1 || typeof p.s !== 'string' || !/^[1-9][0-9]{0,18}$/.test(p.s) || p.f !== fingerprint) throw bad();
   const seq = BigInt(p.s);
