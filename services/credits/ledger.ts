@@ -1145,7 +1145,9 @@ export class Ledger {
     }
     const [account] = await this.accounts([tenantId]);
     if (!account) throw tenantNotFound(tenantId);
-    await this.deps.cache.put(account);
+    // Read-repair off the response path: the caller has its answer; put never throws, and its
+    // version compare-and-set keeps a slow repair from replacing a newer balance.
+    void this.deps.cache.put(account);
     return { account, fromCache: false };
   }
 
