@@ -192,6 +192,8 @@ function invariant(condition: boolean, message: string): asserts condition {
 interface Completion {
   readonly tenantId: string;
   readonly key: string;
+  /** The request's fingerprint, when the record is inserted with its outcome (the fast path). */
+  readonly requestHash: Buffer | undefined;
   readonly response: Uint8Array | null;
   readonly error: StoredError | null;
 }
@@ -327,10 +329,11 @@ export class UnitOfWork {
     return movement;
   }
 
-  complete(claim: { tenantId: string; key: string }, outcome: { response: Uint8Array } | { error: ServiceError }): void {
+  complete(claim: { tenantId: string; key: string; requestHash?: Buffer }, outcome: { response: Uint8Array } | { error: ServiceError }): void {
     this.completions.push({
       tenantId: claim.tenantId,
       key: claim.key,
+      requestHash: claim.requestHash,
       response: 'response' in outcome ? outcome.response : null,
       error: 'error' in outcome ? storedErrorOf(outcome.error) : null,
     });
@@ -692,8 +695,8 @@ export class Ledger {
   }
 
   /** After a commit: metrics and the write-through cache (never fails the call). */
-  private async publish(unit: UnitOfWork): Promise<void> {
-    this.remember(unit.finalStates());
+  private async publish(unit: UnitOfWork, finalStates: readonly KnownAccount[] = unit.finalStates()): Promise<void> {
+    this.remember(finalStates);
     for (const m of unit.committedMovements) this.deps.metrics.transactions.inc({ type: m.type.toLowerCase() });
     await this.deps.cache.putMany(unit.changedAccounts());
   }
@@ -827,9 +830,9 @@ export class Ledger {
     work.adopt(known);
     const out = this.decideConsumes(work, items, items.map(() => null));
     const { movements: m, auditPrev, auditHash, completions: c } = work.plan();
-    const after = new Map(work.finalStates().map((a) => [a.tenantId, a]));
+    const finalStates = work.finalStates();
+    const after = new Map(finalStates.map((a) => [a.tenantId, a]));
     const hex = (b: Buffer | null) => (b === null ? null : b.toString('hex'));
-    const hashes = new Map(items.map((i) => [`${i.tenantId}\u0000${i.key}`, i.requestHash]));
     await this.guard(() =>
       this.deps.pool.query(
         `SELECT credits_consume_batch($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[],
@@ -864,14 +867,14 @@ export class Ledger {
           c.map((x) => x.tenantId),
           c.map((x) => x.key),
           METHOD.consume,
-          c.map((x) => hashes.get(`${x.tenantId}\u0000${x.key}`)!.toString('hex')),
+          c.map((x) => x.requestHash!.toString('hex')),
           c.map((x) => (x.response ? Buffer.from(x.response).toString('hex') : null)),
           c.map((x) => (x.error ? JSON.stringify(x.error) : null)),
           this.deps.idempotencyTtlHours,
         ],
       ),
     );
-    await this.publish(work);
+    await this.publish(work, finalStates);
     return out;
   }
 
