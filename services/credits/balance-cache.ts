@@ -182,11 +182,6 @@ export class BalanceCache {
       this.repairing = false;
     }
   }
-
-  /** Number of tenants whose cached value may be stale (reads bypass the cache for them). */
-  get dirtyCount(): number {
-    return this.dirty.size;
-  }
 }
 
 function parse(tenantId: string, raw: string): CachedAccount | undefined {

@@ -73,10 +73,6 @@ export class DependencyBreaker {
     this.breaker.on('close', () => gauge.set({ dependency }, 0));
   }
 
-  get opened(): boolean {
-    return this.breaker.opened;
-  }
-
   on(event: 'close' | 'open' | 'halfOpen', listener: () => void): void {
     if (event === 'close') this.breaker.on('close', listener);
     else if (event === 'open') this.breaker.on('open', listener);

@@ -932,17 +932,6 @@ export class Ledger {
     });
   }
 
-  /** Decrypts the stored payment data of a top-up (operators' tooling, tests). Never logged. */
-  async decryptPayment(tenantId: string, transactionId: string): Promise<PaymentInput | undefined> {
-    const { rows } = await this.query<{ key_id: string; nonce: Buffer; ciphertext: Buffer; auth_tag: Buffer }>(
-      'SELECT key_id, nonce, ciphertext, auth_tag FROM credit_payments WHERE tenant_id = $1 AND transaction_id = $2',
-      [tenantId, transactionId],
-    );
-    const row = rows[0];
-    if (!row) return undefined;
-    return this.deps.keyring.decrypt({ keyId: row.key_id, nonce: row.nonce, ciphertext: row.ciphertext, authTag: row.auth_tag }, tenantId, transactionId);
-  }
-
   // --- Reservations ----------------------------------------------------------------------
 
   async reserve(call: IdempotentCall & { amount: bigint; ttlMs: number; reference: string; metadata: Record<string, string> }): Promise<ReserveResponse> {
