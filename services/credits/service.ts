@@ -267,11 +267,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
 
     /** Consume's rules, shared by the unary RPC and each item of ConsumeStream. */
     const consumeOne = async (req: ConsumeRequest, call: CallContext): Promise<ConsumeResponse> => {
-      const tenantId = v.tenantId('tenant_id', req.tenantId);
-      const amount = v.amount('amount', req.amount);
-      const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
-      const reference = v.reference('reference', req.reference);
-      const metadata = v.metadata('metadata', req.metadata);
+      const { tenantId, amount, key, reference, metadata } = v.movement(req);
       const outcome = await batcher.submit({
         tenantId,
         key,
@@ -313,11 +309,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
       ),
 
       topUp: handler('TopUp', async (req: import('../../gen/shieldx/credits/v1/credits').TopUpRequest, call) => {
-        const tenantId = v.tenantId('tenant_id', req.tenantId);
-        const amount = v.amount('amount', req.amount);
-        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
-        const reference = v.reference('reference', req.reference);
-        const metadata = v.metadata('metadata', req.metadata);
+        const { tenantId, amount, key, reference, metadata } = v.movement(req);
         const { digits, masked } = validatePayment(req.payment);
         const payment = { ...req.payment!, cardNumber: digits };
         return ledger.topUp({
@@ -334,12 +326,8 @@ export const creditsService: ServiceModule<CreditsShape> = {
       }),
 
       reserve: handler('Reserve', async (req: import('../../gen/shieldx/credits/v1/credits').ReserveRequest, call) => {
-        const tenantId = v.tenantId('tenant_id', req.tenantId);
-        const amount = v.amount('amount', req.amount);
+        const { tenantId, amount, key, reference, metadata } = v.movement(req);
         const ttlMs = v.ttlMs('ttl', req.ttl);
-        const key = v.idempotencyKey('idempotency_key', req.idempotencyKey);
-        const reference = v.reference('reference', req.reference);
-        const metadata = v.metadata('metadata', req.metadata);
         return ledger.reserve({
           tenantId,
           key,

@@ -71,6 +71,23 @@ export function metadata(field: string, value: Record<string, string>): Record<s
   return value;
 }
 
+/** The fields every single-account movement request carries (Consume, TopUp, Reserve), checked in this order. */
+export function movement(req: {
+  tenantId: string;
+  amount: bigint;
+  idempotencyKey: string;
+  reference: string;
+  metadata: Record<string, string>;
+}): { tenantId: string; amount: bigint; key: string; reference: string; metadata: Record<string, string> } {
+  return {
+    tenantId: tenantId('tenant_id', req.tenantId),
+    amount: amount('amount', req.amount),
+    key: idempotencyKey('idempotency_key', req.idempotencyKey),
+    reference: reference('reference', req.reference),
+    metadata: metadata('metadata', req.metadata),
+  };
+}
+
 export function reservationId(field: string, value: string): string {
   if (value.length === 0) throw ServiceError.invalidArgument(field, 'is required');
   if (!UUID_PATTERN.test(value)) throw ServiceError.invalidArgument(field, 'must be a reservation id (lowercase UUID)');
