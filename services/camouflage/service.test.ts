@@ -378,6 +378,27 @@ describe('camouflage service over gRPC', function () {
     );
     expect(errorDetails(bad)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
   });
+
+  // The engine's own reasons reach the client as they are thrown: a second registration of an id (custom or
+  // built in) is ALREADY_EXISTS / DECOY_ALREADY_EXISTS naming decoy.id, the proto path, with the id in ErrorInfo.
+  it('refuses a duplicate decoy with DECOY_ALREADY_EXISTS on decoy.id', async () => {
+    const register = (id: string) =>
+      new Promise<unknown>((resolve) =>
+        a.registerDecoy(
+          { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined } },
+          bearer(testKeys.admin),
+          (error) => resolve(error),
+        ),
+      );
+    const id = `dup-${randomUUID().slice(0, 8)}`;
+    expect(await register(id)).to.equal(null);
+    for (const taken of [id, 'nginx-404']) {
+      const details = errorDetails(await register(taken));
+      expect(details, taken).to.deep.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'DECOY_ALREADY_EXISTS' });
+      expect(details?.fieldViolations.map((v) => v.field)).to.deep.equal(['decoy.id']);
+      expect(details?.metadata).to.deep.equal({ decoyId: taken, field: 'decoy.id' });
+    }
+  });
 });
 
 describe('camouflage configuration', () => {
