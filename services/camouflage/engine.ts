@@ -168,6 +168,8 @@ export interface AssessResult {
   /** UCB1 index (null when the arm was unplayed) or the winning Thompson sample. */
   readonly selectionScore: number | null;
   readonly selectionReason: SelectionReason;
+  /** Decoys eligible for the chosen tier when its decoy was selected: the bandit's arm count. */
+  readonly eligibleArms: number;
   /** Minted honeytokens this request carried (each also raised an alert). */
   readonly honeytokenHits: readonly HoneytokenHit[];
   /** The session profile after this request (explains the behavioural signals). */
@@ -430,6 +432,7 @@ export class CamouflageEngine {
         propensityMethod: selection.propensityMethod,
         selectionScore: selection.score,
         selectionReason: selection.reason,
+        eligibleArms: selection.armCount,
         honeytokenHits,
         session: snapshot,
         assessedAtMs: clean.timestampMs,

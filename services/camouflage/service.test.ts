@@ -379,6 +379,49 @@ describe('camouflage service over gRPC', function () {
     expect(errorDetails(bad)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
   });
 
+  // selection.eligible_arms is the number of decoys the bandit chose among for the request's tier: what
+  // ListDecoys shows for that tier, and one more once a decoy for the tier is registered.
+  it('reports the eligible arms of the chosen tier, registered decoys included', async () => {
+    // Its own key prefix: the shared one holds decoys other tests register.
+    const fresh = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: `${prefix}arms:`, MIGRATE_ON_START: 'false' });
+    const client = new CamouflageServiceClient(address(fresh), insecure);
+    try {
+      const listed = async (tier: ThreatTier) => {
+        const page = await new Promise<{ decoys: unknown[]; nextPageToken: string }>((resolve, reject) =>
+          client.listDecoys({ pageSize: 100, pageToken: '', tier }, bearer(testKeys.camouflage), (e, r) => (e ? reject(e) : resolve(r!))),
+        );
+        expect(page.nextPageToken).to.equal('');
+        return page.decoys.length;
+      };
+      const scanner = () => request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} });
+      const attackArms = await listed(ThreatTier.THREAT_TIER_ATTACK);
+      expect(attackArms).to.be.greaterThan(1);
+      const attack = (await assess(client, scanner())).response!;
+      expect(attack.tier).to.equal(ThreatTier.THREAT_TIER_ATTACK);
+      expect(attack.selection!.eligibleArms).to.equal(attackArms);
+      const benign = (await assess(client, request({ path: '/products/42' }))).response!;
+      expect(benign.tier).to.equal(ThreatTier.THREAT_TIER_BENIGN);
+      expect(benign.selection!.eligibleArms).to.equal(await listed(ThreatTier.THREAT_TIER_BENIGN));
+
+      const registered = await new Promise<unknown>((resolve) =>
+        client.registerDecoy(
+          { decoy: { id: `arm-${randomUUID().slice(0, 8)}`, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined } },
+          bearer(testKeys.admin),
+          (error) => resolve(error),
+        ),
+      );
+      expect(registered).to.equal(null);
+      expect((await assess(client, scanner())).response!.selection!.eligibleArms).to.equal(attackArms + 1);
+      // The stream answers with the same selection info.
+      const { answers, ended } = assessStream(client, [{ requestId: 'arms', request: scanner() }]);
+      expect((await ended).error).to.equal(null);
+      expect((answers[0]!.result as { value: AssessResponse }).value.selection!.eligibleArms).to.equal(attackArms + 1);
+    } finally {
+      client.close();
+      await fresh.shutdown();
+    }
+  });
+
   // The engine's own reasons reach the client as they are thrown: a second registration of an id (custom or
   // built in) is ALREADY_EXISTS / DECOY_ALREADY_EXISTS naming decoy.id, the proto path, with the id in ErrorInfo.
   it('refuses a duplicate decoy with DECOY_ALREADY_EXISTS on decoy.id', async () => {

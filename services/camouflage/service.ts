@@ -288,7 +288,7 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
           policy: policyToProto(result.policy),
           probability: result.selectionProbability,
           score: result.selectionScore ?? 0,
-          eligibleArms: 0,
+          eligibleArms: result.eligibleArms,
         },
         honeytokenTriggered: result.honeytokenHits.length > 0,
       };
