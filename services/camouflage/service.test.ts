@@ -336,6 +336,58 @@ describe('camouflage service over gRPC', function () {
     }
   });
 
+  // Shutdown with items in flight: the stream stops reading, answers every item it had read (each exactly once),
+  // then ends UNAVAILABLE / SERVER_SHUTTING_DOWN; items sent after shutdown began are not read, so never answered
+  // and safe to resend elsewhere. The items are held in flight by blocking the service's own Redis connection.
+  it('AssessStream answers the items in flight when shutdown begins, then ends UNAVAILABLE', async () => {
+    const third = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: prefix, MIGRATE_ON_START: 'false' });
+    const client = new CamouflageServiceClient(address(third), insecure);
+    const redis = connectTestRedis();
+    const gate = `${prefix}shutdown-gate:${randomUUID()}`;
+    try {
+      const { call, answers, ended } = assessStream(client, [{ requestId: 'warm', request: request({}) }], testKeys.camouflage, false);
+      await waitFor('the warm-up item answered', async () => (answers.length === 1 ? true : undefined), 5_000, 10);
+
+      // Redis runs one connection's commands in order: while a BLPOP on the service's connection waits, every
+      // Assess script queues behind it. CLIENT LIST shows when the BLPOP is really blocking.
+      const serviceClientId = await third.redis.client('ID');
+      const blocked = third.redis.blpop(gate, 20);
+      await waitFor(
+        'the service connection blocked',
+        async () => ((await redis.call('CLIENT', 'LIST', 'ID', String(serviceClientId))) as string).includes('cmd=blpop') || undefined,
+        5_000,
+        10,
+      );
+      const inFlight = Array.from({ length: 100 }, (_, i) => `f-${i}`);
+      for (const requestId of inFlight) call.write({ requestId, request: request({}) });
+      // Answered without Redis; items are read in order, so its answer proves every f-* item was read.
+      call.write({ requestId: 'probe', request: undefined });
+      await waitFor('the probe answered', async () => (answers.some((m) => m.requestId === 'probe') ? true : undefined), 5_000, 10);
+      expect(answers.map((m) => m.requestId)).to.deep.equal(['warm', 'probe']);
+
+      // SHUTDOWN_DELAY_MS is 0 in tests: shutdown() aborts the stream's shutdown signal before it returns.
+      const shutdown = third.shutdown();
+      const late = ['late-0', 'late-1', 'late-2'];
+      for (const requestId of late) call.write({ requestId, request: request({}) });
+      await redis.lpush(gate, 'open');
+      expect(await blocked).to.deep.equal([gate, 'open']);
+
+      expect(errorDetails((await ended).error)).to.include({ code: grpcStatus.UNAVAILABLE, reason: 'SERVER_SHUTTING_DOWN' });
+      await shutdown;
+      const counts = new Map<string, number>();
+      for (const m of answers) counts.set(m.requestId, (counts.get(m.requestId) ?? 0) + 1);
+      for (const requestId of ['warm', 'probe', ...inFlight]) expect(counts.get(requestId), requestId).to.equal(1);
+      for (const requestId of late) expect(counts.has(requestId), requestId).to.equal(false);
+      expect(answers).to.have.length(inFlight.length + 2);
+      for (const m of answers.filter((a) => a.requestId.startsWith('f-'))) expect(m.result?.$case, m.requestId).to.equal('response');
+    } finally {
+      client.close();
+      await third.shutdown().catch(() => undefined);
+      await redis.del(gate);
+      await redis.quit();
+    }
+  });
+
   // Registered decoys are listed (paginated) by every replica, filtered by tier.
   it('registers and lists decoys', async () => {
     const id = `fake-admin-${randomUUID().slice(0, 8)}`;
