@@ -34,7 +34,7 @@
  * fill Redis with 90-day records. Sum: ~200 B per token record; 64 per session.
  */
 import { createHash } from 'node:crypto';
-import { CamouflageError, invariant } from './camouflage-error';
+import { invariant, redisUnavailable } from './errors';
 import type { HoneytokenShape } from './decoy-catalog';
 import { pairsToRecord, RedisClient, RedisScript } from './redis-keys';
 import { PROFILE_WRITE_LUA, ProfileConfig, SNAPSHOT_REPLY_LENGTH, profileReadLua } from './session-profile';
@@ -198,19 +198,19 @@ export class AssessScript {
     } catch (thrown) {
       // Script-raised errors are broken invariants (no candidate for the tier, an id collision).
       if (thrown instanceof Error && /no candidate decoy|decision id collision/.test(thrown.message)) {
-        throw new CamouflageError('INTERNAL', `invariant violated in assess script: ${(thrown.message.split('\n')[0] ?? '').slice(0, 200)}`);
+        throw new Error(`invariant violated in assess script: ${(thrown.message.split('\n')[0] ?? '').slice(0, 200)}`);
       }
       throw thrown;
     }
     if (!Array.isArray(reply) || reply.length < SNAPSHOT_REPLY_LENGTH + 4) {
-      throw new CamouflageError('BACKEND_UNAVAILABLE', 'assess script returned an unexpected reply');
+      throw redisUnavailable('assess script returned an unexpected reply');
     }
     const level = Number(reply[SNAPSHOT_REPLY_LENGTH]);
     const tier = TIERS[Number(reply[SNAPSHOT_REPLY_LENGTH + 1]) - 1];
     const honeytokenTtlMs = Number(reply[SNAPSHOT_REPLY_LENGTH + 2]);
     const rawLookups = reply[SNAPSHOT_REPLY_LENGTH + 3];
     if (tier === undefined || !Number.isInteger(level) || !Array.isArray(rawLookups) || rawLookups.length !== request.lookupKeys.length) {
-      throw new CamouflageError('BACKEND_UNAVAILABLE', 'assess script returned an unexpected reply');
+      throw redisUnavailable('assess script returned an unexpected reply');
     }
     const lookups = rawLookups.map((flat) => (Array.isArray(flat) && flat.length > 0 ? pairsToRecord(flat) : null));
     const hasState = reply.length >= SNAPSHOT_REPLY_LENGTH + 6;

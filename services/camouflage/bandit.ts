@@ -34,7 +34,7 @@
  * draws per request would cost more than the rest of Assess; the winning posterior sample is
  * recorded as the decision's score.
  */
-import { CamouflageError, invariant } from './camouflage-error';
+import { invalidArgument, invariant, redisUnavailable } from './errors';
 import {
   ARMS_MAX,
   PROPENSITY_DRAWS_MAX,
@@ -178,13 +178,13 @@ export class BanditStore {
     this.random = options.random ?? Math.random;
     this.now = options.now ?? Date.now;
     if (!Number.isInteger(this.statsMaxAgeMs) || this.statsMaxAgeMs < 0) {
-      throw CamouflageError.invalidArgument('bandit.statsMaxAgeMs', 'statsMaxAgeMs must be a non-negative integer');
+      throw invalidArgument('bandit.statsMaxAgeMs', 'statsMaxAgeMs must be a non-negative integer');
     }
     if (!Number.isInteger(this.thompsonDraws) || this.thompsonDraws < 1 || this.thompsonDraws > PROPENSITY_DRAWS_MAX) {
-      throw CamouflageError.invalidArgument('bandit.thompsonPropensityDraws', `thompsonPropensityDraws must be an integer in 1..${PROPENSITY_DRAWS_MAX}`);
+      throw invalidArgument('bandit.thompsonPropensityDraws', `thompsonPropensityDraws must be an integer in 1..${PROPENSITY_DRAWS_MAX}`);
     }
     if (!Number.isInteger(this.propensityRefreshMs) || this.propensityRefreshMs < 0) {
-      throw CamouflageError.invalidArgument('bandit.propensityRefreshMs', 'propensityRefreshMs must be a non-negative integer');
+      throw invalidArgument('bandit.propensityRefreshMs', 'propensityRefreshMs must be a non-negative integer');
     }
   }
 
@@ -210,7 +210,7 @@ export class BanditStore {
     for (const tier of tiers) pipeline.hgetall(this.keys.bandit(tier));
     pipeline.hget(catalogMetaKey, 'version');
     const results = await pipeline.exec();
-    if (results === null) throw new CamouflageError('BACKEND_UNAVAILABLE', 'bandit refresh was aborted');
+    if (results === null) throw redisUnavailable('bandit refresh was aborted');
     tiers.forEach((tier, i) => {
       const [error, record] = results[i] as [Error | null, Record<string, string>];
       if (error !== null) throw error;

@@ -13,7 +13,7 @@
  * record; the credit script adds 1 − r (or 1 when no outcome yet) and marks the decision, after
  * which an outcome adds nothing. Either order ends at exactly 1.0 for that pull.
  */
-import { CamouflageError } from './camouflage-error';
+import { redisUnavailable } from './errors';
 import { BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from './bandit';
 import { CamouflageKeys, RedisClient, RedisScript } from './redis-keys';
 import { Tier, isTier } from './tiers';
@@ -76,10 +76,10 @@ function parseDecision(decisionId: string, json: string): DecisionRecord {
   try {
     r = JSON.parse(json) as Record<string, unknown>;
   } catch (cause) {
-    throw new CamouflageError('BACKEND_UNAVAILABLE', `decision ${decisionId} record is unreadable`, { cause });
+    throw redisUnavailable(`decision ${decisionId} record is unreadable`, cause);
   }
   if (!isTier(r.t) || !isBanditPolicy(r.pol) || typeof r.o !== 'string') {
-    throw new CamouflageError('BACKEND_UNAVAILABLE', `decision ${decisionId} record is unreadable`);
+    throw redisUnavailable(`decision ${decisionId} record is unreadable`);
   }
   return {
     decisionId,
@@ -167,7 +167,7 @@ export class DecisionStore {
   /** The stored decision and its outcome, or undefined when unknown or expired (one round trip). */
   async get(decisionId: string): Promise<{ decision: DecisionRecord; outcome: RecordedOutcome | undefined } | undefined> {
     const results = await this.redis.pipeline().get(this.keys.decision(decisionId)).hgetall(this.keys.decisionState(decisionId)).exec();
-    if (results === null) throw new CamouflageError('BACKEND_UNAVAILABLE', 'decision read was aborted');
+    if (results === null) throw redisUnavailable('decision read was aborted');
     const [[jsonError, json], [stateError, state]] = results as [[Error | null, string | null], [Error | null, Record<string, string>]];
     if (jsonError !== null) throw jsonError;
     if (stateError !== null) throw stateError;
@@ -210,7 +210,7 @@ export class DecisionStore {
         appliedRewardMicro: Number(reply[6]) || 0,
       };
     }
-    throw new CamouflageError('INTERNAL', `outcome script returned ${String(status)}`);
+    throw new Error(`outcome script returned ${String(status)}`);
   }
 
   /** Credits the decoy that leaked `token` (first sighting only). */
@@ -225,6 +225,6 @@ export class DecisionStore {
     if (status === 'CREDITED') return { status: 'credited', creditedMicro };
     if (status === 'ALREADY') return { status: 'already', creditedMicro: 0 };
     if (status === 'GONE') return { status: 'gone', creditedMicro: 0 };
-    throw new CamouflageError('INTERNAL', `honeytoken record changed under credit (${String(status)})`);
+    throw new Error(`honeytoken record changed under credit (${String(status)})`);
   }
 }

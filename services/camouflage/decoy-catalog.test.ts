@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { CamouflageError, CamouflageErrorReason } from './camouflage-error';
+import { ServiceError } from '../../platform/service-error';
 import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from './camouflage-test-support';
 import { BUILT_IN_DECOYS, RegisterDecoyInput } from './decoy-catalog';
 import { CamouflageEngine } from './engine';
@@ -16,14 +16,14 @@ const CUSTOM: RegisterDecoyInput = {
   template: '<html><head><title>Sign in [Jenkins]</title></head><body><form method="post" action="/j_spring_security_check"></form></body></html>',
 };
 
-async function expectReason(promise: Promise<unknown>, reason: CamouflageErrorReason, field?: string): Promise<CamouflageError> {
+async function expectReason(promise: Promise<unknown>, reason: string, field?: string): Promise<ServiceError> {
   try {
     await promise;
   } catch (thrown) {
-    expect(thrown).to.be.instanceOf(CamouflageError);
-    const error = thrown as CamouflageError;
+    expect(thrown).to.be.instanceOf(ServiceError);
+    const error = thrown as ServiceError;
     expect(error.reason, error.message).to.equal(reason);
-    if (field !== undefined) expect(error.field).to.equal(field);
+    if (field !== undefined) expect(error.fieldViolations[0]?.field).to.equal(field);
     return error;
   }
   return expect.fail(`expected ${reason}`);
@@ -112,7 +112,7 @@ describe('camouflage decoy catalog', () => {
     expect(again.decoy.id).to.equal(CUSTOM.id);
     const before = await dumpPrefix(redis, prefix);
     await expectReason(engine.registerDecoy({ ...CUSTOM, description: 'changed' }, { idempotencyKey: 'reg-1' }), 'IDEMPOTENCY_KEY_REUSED', 'idempotencyKey');
-    await expectReason(engine.registerDecoy(CUSTOM), 'DUPLICATE_DECOY', 'id');
+    await expectReason(engine.registerDecoy(CUSTOM), 'DECOY_ALREADY_EXISTS', 'id');
     expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
   });
 
@@ -121,9 +121,9 @@ describe('camouflage decoy catalog', () => {
     await engine.registerDecoy(CUSTOM);
     const before = await dumpPrefix(redis, prefix);
     const honeytokenTemplate = 'API_KEY={{honeytoken}}';
-    const cases: [unknown, CamouflageErrorReason, string | undefined][] = [
+    const cases: [unknown, string, string | undefined][] = [
       [{ ...CUSTOM, id: 'Bad Id' }, 'INVALID_ARGUMENT', 'id'],
-      [{ ...CUSTOM, id: 'nginx-404' }, 'DUPLICATE_DECOY', 'id'],
+      [{ ...CUSTOM, id: 'nginx-404' }, 'DECOY_ALREADY_EXISTS', 'id'],
       [{ ...CUSTOM, kind: 'rootkit' }, 'INVALID_ARGUMENT', 'kind'],
       [{ ...CUSTOM, tiers: [] }, 'INVALID_ARGUMENT', 'tiers'],
       [{ ...CUSTOM, tiers: ['suspicious', 'suspicious'] }, 'INVALID_ARGUMENT', 'tiers'],

@@ -13,7 +13,8 @@
  * `assertMayServe` before anything is rendered.
  */
 import { createHash } from 'node:crypto';
-import { CamouflageError, invariant } from './camouflage-error';
+import { Code, ServiceError } from '../../platform/service-error';
+import { idempotencyKeyReused, invalidArgument, invariant, redisUnavailable } from './errors';
 import { CamouflageKeys, RedisClient, RedisScript } from './redis-keys';
 import { TIERS, Tier, isTier, mayServe } from './tiers';
 
@@ -297,7 +298,7 @@ export const BUILT_IN_DECOYS: readonly Decoy[] = Object.freeze([
 
 function bool(value: unknown, field: string): boolean {
   if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw CamouflageError.invalidArgument(field, `${field} must be a boolean`);
+  if (typeof value !== 'boolean') throw invalidArgument(field, `${field} must be a boolean`);
   return value;
 }
 
@@ -306,76 +307,76 @@ function bool(value: unknown, field: string): boolean {
  * Throws INVALID_ARGUMENT naming the field; the tier rule is checked here (first place).
  */
 export function validateDecoyInput(raw: unknown): Omit<Decoy, 'createdAtMs'> {
-  if (typeof raw !== 'object' || raw === null) throw CamouflageError.invalidArgument('decoy', 'decoy must be an object');
+  if (typeof raw !== 'object' || raw === null) throw invalidArgument('decoy', 'decoy must be an object');
   const input = raw as Record<string, unknown>;
   const id = input.id;
   if (typeof id !== 'string' || !DECOY_ID_PATTERN.test(id)) {
-    throw CamouflageError.invalidArgument('id', 'id must be 3-63 characters of a-z, 0-9 and "-", starting with a letter or digit');
+    throw invalidArgument('id', 'id must be 3-63 characters of a-z, 0-9 and "-", starting with a letter or digit');
   }
   const kind = input.kind;
   if (typeof kind !== 'string' || !(DECOY_KINDS as readonly string[]).includes(kind)) {
-    throw CamouflageError.invalidArgument('kind', `kind must be one of ${DECOY_KINDS.join(', ')}`);
+    throw invalidArgument('kind', `kind must be one of ${DECOY_KINDS.join(', ')}`);
   }
   const description = input.description ?? '';
   if (typeof description !== 'string' || description.length > DESCRIPTION_CHARS_MAX) {
-    throw CamouflageError.invalidArgument('description', `description must be a string of at most ${DESCRIPTION_CHARS_MAX} characters`);
+    throw invalidArgument('description', `description must be a string of at most ${DESCRIPTION_CHARS_MAX} characters`);
   }
   const tiers = input.tiers;
   if (!Array.isArray(tiers) || tiers.length === 0 || tiers.length > TIERS.length) {
-    throw CamouflageError.invalidArgument('tiers', 'tiers must list 1-4 tiers');
+    throw invalidArgument('tiers', 'tiers must list 1-4 tiers');
   }
   for (const tier of tiers) {
-    if (!isTier(tier)) throw CamouflageError.invalidArgument('tiers', `unknown tier ${JSON.stringify(tier)}; use ${TIERS.join(', ')}`);
+    if (!isTier(tier)) throw invalidArgument('tiers', `unknown tier ${JSON.stringify(tier)}; use ${TIERS.join(', ')}`);
   }
-  if (new Set(tiers).size !== tiers.length) throw CamouflageError.invalidArgument('tiers', 'tiers must not repeat');
+  if (new Set(tiers).size !== tiers.length) throw invalidArgument('tiers', 'tiers must not repeat');
   const orderedTiers = TIERS.filter((tier) => (tiers as string[]).includes(tier));
   const carriesHoneytoken = bool(input.carriesHoneytoken, 'carriesHoneytoken');
   const carriesCredentials = bool(input.carriesCredentials, 'carriesCredentials') || kind === 'credentials_file';
   let honeytokenShape: HoneytokenShape | undefined;
   if (carriesHoneytoken) {
     const shape = input.honeytokenShape ?? 'shx';
-    if (shape !== 'shx' && shape !== 'aws') throw CamouflageError.invalidArgument('honeytokenShape', 'honeytokenShape must be "shx" or "aws"');
+    if (shape !== 'shx' && shape !== 'aws') throw invalidArgument('honeytokenShape', 'honeytokenShape must be "shx" or "aws"');
     honeytokenShape = shape;
   } else if (input.honeytokenShape !== undefined && input.honeytokenShape !== '') {
-    throw CamouflageError.invalidArgument('honeytokenShape', 'honeytokenShape needs carriesHoneytoken');
+    throw invalidArgument('honeytokenShape', 'honeytokenShape needs carriesHoneytoken');
   }
   if ((carriesHoneytoken || carriesCredentials) && orderedTiers.includes('benign')) {
-    throw CamouflageError.invalidArgument('tiers', 'a decoy carrying a honeytoken or credentials may not serve the benign tier');
+    throw invalidArgument('tiers', 'a decoy carrying a honeytoken or credentials may not serve the benign tier');
   }
   const template = input.template;
   if (typeof template !== 'string' || template.length === 0 || template.length > TEMPLATE_CHARS_MAX) {
-    throw CamouflageError.invalidArgument('template', `template must be 1-${TEMPLATE_CHARS_MAX} characters`);
+    throw invalidArgument('template', `template must be 1-${TEMPLATE_CHARS_MAX} characters`);
   }
   const hasPlaceholder = PLACEHOLDER_ANY.test(template);
   if (carriesHoneytoken && !/\{\{\s*honeytoken\s*\}\}/.test(template)) {
-    throw CamouflageError.invalidArgument('template', 'a honeytoken decoy must contain {{honeytoken}}');
+    throw invalidArgument('template', 'a honeytoken decoy must contain {{honeytoken}}');
   }
   if (!carriesHoneytoken && hasPlaceholder) {
-    throw CamouflageError.invalidArgument('template', 'template uses {{honeytoken}} but carriesHoneytoken is false');
+    throw invalidArgument('template', 'template uses {{honeytoken}} but carriesHoneytoken is false');
   }
   if (orderedTiers.includes('benign') && template.length > BENIGN_TEMPLATE_CHARS_MAX) {
-    throw CamouflageError.invalidArgument('template', `decoys for the benign tier must be lightweight (at most ${BENIGN_TEMPLATE_CHARS_MAX} characters)`);
+    throw invalidArgument('template', `decoys for the benign tier must be lightweight (at most ${BENIGN_TEMPLATE_CHARS_MAX} characters)`);
   }
   const status = input.status ?? 200;
   if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599) {
-    throw CamouflageError.invalidArgument('status', 'status must be an HTTP status code 100-599');
+    throw invalidArgument('status', 'status must be an HTTP status code 100-599');
   }
   const contentType = input.contentType ?? HTML;
   if (typeof contentType !== 'string' || !CONTENT_TYPE.test(contentType)) {
-    throw CamouflageError.invalidArgument('contentType', 'contentType must be 1-128 printable ASCII characters');
+    throw invalidArgument('contentType', 'contentType must be 1-128 printable ASCII characters');
   }
   const rawHeaders = input.headers ?? {};
   if (typeof rawHeaders !== 'object' || rawHeaders === null || Array.isArray(rawHeaders)) {
-    throw CamouflageError.invalidArgument('headers', 'headers must be a map of strings');
+    throw invalidArgument('headers', 'headers must be a map of strings');
   }
   const headerNames = Object.keys(rawHeaders);
-  if (headerNames.length > DECOY_HEADERS_MAX) throw CamouflageError.invalidArgument('headers', `at most ${DECOY_HEADERS_MAX} headers`);
+  if (headerNames.length > DECOY_HEADERS_MAX) throw invalidArgument('headers', `at most ${DECOY_HEADERS_MAX} headers`);
   const headers: Record<string, string> = {};
   for (const name of headerNames) {
     const value = (rawHeaders as Record<string, unknown>)[name];
-    if (!HEADER_NAME.test(name)) throw CamouflageError.invalidArgument('headers', `header name ${JSON.stringify(name.slice(0, 64))} is not an HTTP token`);
+    if (!HEADER_NAME.test(name)) throw invalidArgument('headers', `header name ${JSON.stringify(name.slice(0, 64))} is not an HTTP token`);
     if (typeof value !== 'string' || !HEADER_VALUE.test(value)) {
-      throw CamouflageError.invalidArgument(`headers.${name}`, `header ${name} must be at most 512 characters without CR, LF or NUL`);
+      throw invalidArgument(`headers.${name}`, `header ${name} must be at most 512 characters without CR, LF or NUL`);
     }
     headers[name.toLowerCase()] = value;
   }
@@ -441,7 +442,7 @@ export interface RegisterResult {
 export interface DecoyStore {
   /** All custom decoys (bounded by {@link CUSTOM_DECOYS_MAX}). */
   listCustom(): Promise<Decoy[]>;
-  /** Adds a custom decoy; DUPLICATE_DECOY / CATALOG_FULL / IDEMPOTENCY_KEY_REUSED on conflict. */
+  /** Adds a custom decoy; DECOY_ALREADY_EXISTS / CATALOG_FULL / IDEMPOTENCY_KEY_REUSED on conflict. */
   register(decoy: Decoy, idempotencyKey: string | undefined): Promise<RegisterResult>;
   /** Monotonic counter bumped by every registration. */
   version(): Promise<number>;
@@ -467,6 +468,14 @@ return {'OK', tostring(version)}
 const REGISTER_SCRIPT = new RedisScript('shxCamoRegisterDecoy', REGISTER_LUA);
 
 const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
+
+/** RegisterDecoy with an id that is built in or registered already; `field` names the id. */
+function decoyExists(decoyId: string, message: string): ServiceError {
+  return new ServiceError(Code.ALREADY_EXISTS, 'DECOY_ALREADY_EXISTS', message, {
+    metadata: { decoyId, field: 'id' },
+    fieldViolations: [{ field: 'id', description: message }],
+  });
+}
 
 function fingerprintOf(decoy: Omit<Decoy, 'createdAtMs'>): string {
   const canonical = JSON.stringify([
@@ -522,19 +531,19 @@ export class RedisDecoyStore implements DecoyStore {
       const priorFingerprint = payload.slice(0, separator);
       const priorId = payload.slice(separator + 1);
       if (priorFingerprint !== fingerprint || priorId !== decoy.id) {
-        throw new CamouflageError('IDEMPOTENCY_KEY_REUSED', 'idempotency key was used for a different RegisterDecoy request', { field: 'idempotencyKey' });
+        throw idempotencyKeyReused('idempotency key was used for a different RegisterDecoy request');
       }
       const json = await this.redis.hget(this.keys.decoys(), priorId);
-      if (json === null) throw new CamouflageError('INTERNAL', `idempotent registration of ${priorId} has no stored decoy`);
+      if (json === null) throw new Error(`idempotent registration of ${priorId} has no stored decoy`);
       return { decoy: parseStored(json).decoy, replayed: true, catalogVersion: await this.version() };
     }
     if (status === 'EXISTS') {
-      throw new CamouflageError('DUPLICATE_DECOY', `decoy ${decoy.id} already exists`, { field: 'id', metadata: { decoyId: decoy.id } });
+      throw decoyExists(decoy.id, `decoy ${decoy.id} already exists`);
     }
     if (status === 'FULL') {
-      throw new CamouflageError('CATALOG_FULL', `the catalog holds at most ${CUSTOM_DECOYS_MAX} custom decoys`);
+      throw new ServiceError(Code.RESOURCE_EXHAUSTED, 'CATALOG_FULL', `the catalog holds at most ${CUSTOM_DECOYS_MAX} custom decoys`);
     }
-    throw new CamouflageError('BACKEND_UNAVAILABLE', `register script returned ${String(status)}`);
+    throw redisUnavailable(`register script returned ${String(status)}`);
   }
 }
 
@@ -562,21 +571,21 @@ function encodePageToken(afterId: string): string {
 }
 
 function decodePageToken(token: string): string {
-  if (token.length > 256) throw CamouflageError.invalidArgument('pageToken', 'pageToken is not a token this service issued');
+  if (token.length > 256) throw invalidArgument('pageToken', 'pageToken is not a token this service issued');
   try {
     const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { v?: unknown; after?: unknown };
     if (parsed.v === 1 && typeof parsed.after === 'string' && DECOY_ID_PATTERN.test(parsed.after)) return parsed.after;
   } catch {
     // fall through to the typed error below
   }
-  throw CamouflageError.invalidArgument('pageToken', 'pageToken is not a token this service issued');
+  throw invalidArgument('pageToken', 'pageToken is not a token this service issued');
 }
 
 /** Validates a page size: 0/undefined → default, >max → max, negative or fractional → error. */
 export function normalisePageSize(pageSize: unknown): number {
   if (pageSize === undefined || pageSize === 0) return PAGE_SIZE_DEFAULT;
   if (typeof pageSize !== 'number' || !Number.isInteger(pageSize) || pageSize < 0) {
-    throw CamouflageError.invalidArgument('pageSize', 'pageSize must be a non-negative integer');
+    throw invalidArgument('pageSize', 'pageSize must be a non-negative integer');
   }
   return Math.min(pageSize, PAGE_SIZE_MAX);
 }
@@ -660,11 +669,11 @@ export class DecoyCatalog {
   /** Validates and registers a custom decoy, then reloads this replica's view. */
   async register(raw: unknown, idempotencyKey?: string): Promise<RegisterResult> {
     if (idempotencyKey !== undefined && idempotencyKey !== '' && !IDEMPOTENCY_KEY_PATTERN.test(idempotencyKey)) {
-      throw CamouflageError.invalidArgument('idempotencyKey', 'idempotencyKey must be 1-128 printable ASCII characters');
+      throw invalidArgument('idempotencyKey', 'idempotencyKey must be 1-128 printable ASCII characters');
     }
     const decoy = validateDecoyInput(raw);
     if (BUILT_IN_DECOYS.some((builtInDecoy) => builtInDecoy.id === decoy.id)) {
-      throw new CamouflageError('DUPLICATE_DECOY', `decoy ${decoy.id} is built in`, { field: 'id', metadata: { decoyId: decoy.id } });
+      throw decoyExists(decoy.id, `decoy ${decoy.id} is built in`);
     }
     const result = await this.store.register({ ...decoy, createdAtMs: 0 }, idempotencyKey === '' ? undefined : idempotencyKey);
     await this.refresh();
@@ -675,9 +684,9 @@ export class DecoyCatalog {
   async list(request: ListDecoysRequest = {}): Promise<DecoyPage> {
     const pageSize = normalisePageSize(request.pageSize);
     const token = request.pageToken ?? '';
-    if (typeof token !== 'string') throw CamouflageError.invalidArgument('pageToken', 'pageToken must be a string');
+    if (typeof token !== 'string') throw invalidArgument('pageToken', 'pageToken must be a string');
     const tier = request.tier;
-    if (tier !== undefined && !isTier(tier)) throw CamouflageError.invalidArgument('tier', `tier must be one of ${TIERS.join(', ')}`);
+    if (tier !== undefined && !isTier(tier)) throw invalidArgument('tier', `tier must be one of ${TIERS.join(', ')}`);
     const after = token === '' ? undefined : decodePageToken(token);
     const custom = await this.store.listCustom();
     const all = new Map<string, Decoy>();

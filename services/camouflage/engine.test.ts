@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
 import { createSeededRandom } from './bandit-math';
-import { CamouflageError, CamouflageErrorReason } from './camouflage-error';
+import { ServiceError } from '../../platform/service-error';
 import {
   CHROME_UA,
   T0_MS,
@@ -19,14 +19,14 @@ import { FIRST_BYTE_DELAY_MS_MAX, TIERS, tierForLevel } from './tiers';
 
 const MINUTE_MS = 60_000;
 
-async function expectReason(promise: Promise<unknown>, reason: CamouflageErrorReason, field?: string): Promise<void> {
+async function expectReason(promise: Promise<unknown>, reason: string, field?: string): Promise<void> {
   try {
     await promise;
   } catch (thrown) {
-    expect(thrown, String(thrown)).to.be.instanceOf(CamouflageError);
-    const error = thrown as CamouflageError;
+    expect(thrown, String(thrown)).to.be.instanceOf(ServiceError);
+    const error = thrown as ServiceError;
     expect(error.reason, error.message).to.equal(reason);
-    if (field !== undefined) expect(error.field, error.message).to.equal(field);
+    if (field !== undefined) expect(error.fieldViolations[0]?.field, error.message).to.equal(field);
     return;
   }
   expect.fail(`expected ${reason}${field === undefined ? '' : ` on ${field}`}`);
@@ -304,7 +304,7 @@ describe('camouflage engine (real Redis)', () => {
     const fulfilled = attempts.filter((a) => a.status === 'fulfilled');
     expect(fulfilled).to.have.length(1);
     for (const attempt of attempts.filter((a) => a.status === 'rejected')) {
-      expect(((attempt as PromiseRejectedResult).reason as CamouflageError).reason).to.equal('OUTCOME_ALREADY_RECORDED');
+      expect(((attempt as PromiseRejectedResult).reason as ServiceError).reason).to.equal('OUTCOME_ALREADY_RECORDED');
     }
     const arm = (await engine.getBanditStats('attack')).arms.find((a) => a.decoyId === decision.decoy.id);
     expect(arm).to.deep.include({ pulls: 1, outcomes: 1 });
@@ -379,9 +379,9 @@ describe('camouflage engine (real Redis)', () => {
 
   // Proves engine options are validated up front with the option named.
   it('validates its configuration', () => {
-    expect(() => new CamouflageEngine({ redis, keyPrefix: '' })).to.throw(CamouflageError, /keyPrefix/);
-    expect(() => new CamouflageEngine({ redis, decisionTtlSeconds: 0 })).to.throw(CamouflageError, /decisionTtlSeconds/);
-    expect(() => new CamouflageEngine({ redis, profile: { rateHalfLifeSeconds: -1 } })).to.throw(CamouflageError, /rateHalfLifeSeconds/);
-    expect(() => new CamouflageEngine({ redis, policy: 'random' as 'ucb1' })).to.throw(CamouflageError, /policy/);
+    expect(() => new CamouflageEngine({ redis, keyPrefix: '' })).to.throw(ServiceError, /keyPrefix/);
+    expect(() => new CamouflageEngine({ redis, decisionTtlSeconds: 0 })).to.throw(ServiceError, /decisionTtlSeconds/);
+    expect(() => new CamouflageEngine({ redis, profile: { rateHalfLifeSeconds: -1 } })).to.throw(ServiceError, /rateHalfLifeSeconds/);
+    expect(() => new CamouflageEngine({ redis, policy: 'random' as 'ucb1' })).to.throw(ServiceError, /policy/);
   });
 });

@@ -1,17 +1,18 @@
 /**
- * CamouflageEngine: the camouflage service's domain API. The gRPC handlers decode a request,
- * call one method here and map a thrown {@link CamouflageError} (by `reason`) to a status.
+ * CamouflageEngine: the camouflage service's domain API. The gRPC handlers decode a request and
+ * call one method here; what it throws is a ServiceError (built in errors.ts) whose code and
+ * reason are what the client sees, so the handlers only rename field paths to the proto's.
  *
  * | method                                   | errors (reason)                                                   |
  * |------------------------------------------|-------------------------------------------------------------------|
- * | assess(input, {policy?})                 | INVALID_ARGUMENT (field), BACKEND_UNAVAILABLE                     |
+ * | assess(input, {policy?})                 | INVALID_ARGUMENT (field), REDIS_UNAVAILABLE                       |
  * | recordOutcome(decisionId, outcome, {idempotencyKey?}) | INVALID_ARGUMENT (field), DECISION_NOT_FOUND, OUTCOME_ALREADY_RECORDED, IDEMPOTENCY_KEY_REUSED |
- * | registerDecoy(input, {idempotencyKey?})  | INVALID_ARGUMENT (field), DUPLICATE_DECOY, CATALOG_FULL, IDEMPOTENCY_KEY_REUSED |
+ * | registerDecoy(input, {idempotencyKey?})  | INVALID_ARGUMENT (field), DECOY_ALREADY_EXISTS, CATALOG_FULL, IDEMPOTENCY_KEY_REUSED |
  * | listDecoys({pageSize?, pageToken?, tier?}) | INVALID_ARGUMENT (pageSize / pageToken / tier)                  |
  * | getDecoy(id)                             | INVALID_ARGUMENT (id), DECOY_NOT_FOUND                            |
  * | getBanditStats(tier, {policy?})          | INVALID_ARGUMENT (tier / policy)                                  |
  * | getDecision(decisionId)                  | INVALID_ARGUMENT (decisionId), DECISION_NOT_FOUND                 |
- * Any method may also raise BACKEND_UNAVAILABLE (Redis) or INTERNAL (a broken invariant: a bug).
+ * Any method may also raise REDIS_UNAVAILABLE or INTERNAL (a broken invariant: a bug).
  *
  * Assess costs one Redis round trip: a single EVALSHA (assess-script.ts) updates the session
  * profile, looks up honeytokens found in the request, computes the level in Lua with the same
@@ -27,7 +28,8 @@
  * session) and always mints a new decision.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { CamouflageError, invariant } from './camouflage-error';
+import { Code, ServiceError } from '../../platform/service-error';
+import { idempotencyKeyReused, invalidArgument, invariant, serviceErrorFrom } from './errors';
 import { RandomSource } from './bandit-math';
 import { BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit';
 import { AssessScript, AssessScriptReply, TierCandidate } from './assess-script';
@@ -70,8 +72,6 @@ export type { Decoy, DecoyPage, ListDecoysRequest, RegisterDecoyInput, RegisterR
 export type { HoneytokenAlert } from './honeytokens';
 export type { OutcomeInput } from './outcome-reward';
 export type { ResponseStrategy, Tier } from './tiers';
-export { CamouflageError, grpcCodeNameFor } from './camouflage-error';
-export type { CamouflageErrorReason } from './camouflage-error';
 
 export const KEY_PREFIX_DEFAULT = 'shieldx:camouflage:';
 export { DECISION_TTL_SECONDS_DEFAULT } from './decision-store';
@@ -168,6 +168,8 @@ export interface AssessResult {
   /** UCB1 index (null when the arm was unplayed) or the winning Thompson sample. */
   readonly selectionScore: number | null;
   readonly selectionReason: SelectionReason;
+  /** Decoys eligible for the chosen tier when its decoy was selected: the bandit's arm count. */
+  readonly eligibleArms: number;
   /** Minted honeytokens this request carried (each also raised an alert). */
   readonly honeytokenHits: readonly HoneytokenHit[];
   /** The session profile after this request (explains the behavioural signals). */
@@ -211,14 +213,18 @@ export interface DecisionView {
 
 function positiveInteger(value: number | undefined, fallback: number, max: number, field: string): number {
   const v = value ?? fallback;
-  if (!Number.isInteger(v) || v <= 0 || v > max) throw CamouflageError.invalidArgument(field, `${field} must be an integer in 1..${max}`);
+  if (!Number.isInteger(v) || v <= 0 || v > max) throw invalidArgument(field, `${field} must be an integer in 1..${max}`);
   return v;
 }
 
+function decisionNotFound(decisionId: string, message: string): ServiceError {
+  return new ServiceError(Code.NOT_FOUND, 'DECISION_NOT_FOUND', message, { metadata: { decisionId } });
+}
+
 function checkDecisionId(decisionId: unknown): string {
-  if (typeof decisionId !== 'string' || decisionId === '') throw CamouflageError.invalidArgument('decisionId', 'decisionId is required');
+  if (typeof decisionId !== 'string' || decisionId === '') throw invalidArgument('decisionId', 'decisionId is required');
   if (!DECISION_ID_PATTERN.test(decisionId)) {
-    throw CamouflageError.invalidArgument('decisionId', 'decisionId must be a decision id returned by Assess (a lower-case UUID)');
+    throw invalidArgument('decisionId', 'decisionId must be a decision id returned by Assess (a lower-case UUID)');
   }
   return decisionId;
 }
@@ -226,14 +232,14 @@ function checkDecisionId(decisionId: unknown): string {
 function checkIdempotencyKey(key: unknown): string {
   if (key === undefined || key === '') return '';
   if (typeof key !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(key)) {
-    throw CamouflageError.invalidArgument('idempotencyKey', 'idempotencyKey must be 1-128 printable ASCII characters');
+    throw invalidArgument('idempotencyKey', 'idempotencyKey must be 1-128 printable ASCII characters');
   }
   return key;
 }
 
 function checkPolicy(policy: unknown, fallback: BanditPolicy): BanditPolicy {
   if (policy === undefined) return fallback;
-  if (!isBanditPolicy(policy)) throw CamouflageError.invalidArgument('policy', 'policy must be "ucb1" or "thompson"');
+  if (!isBanditPolicy(policy)) throw invalidArgument('policy', 'policy must be "ucb1" or "thompson"');
   return policy;
 }
 
@@ -257,10 +263,10 @@ export class CamouflageEngine {
 
   /** Validates the options (INVALID_ARGUMENT naming the option) and wires the parts; no I/O. */
   constructor(options: CamouflageEngineOptions) {
-    if (options.redis === undefined || options.redis === null) throw CamouflageError.invalidArgument('redis', 'redis client is required');
+    if (options.redis === undefined || options.redis === null) throw invalidArgument('redis', 'redis client is required');
     this.redis = options.redis;
     this.keyPrefix = options.keyPrefix ?? KEY_PREFIX_DEFAULT;
-    if (!isValidKeyPrefix(this.keyPrefix)) throw CamouflageError.invalidArgument('keyPrefix', 'keyPrefix must be 1-64 printable ASCII characters');
+    if (!isValidKeyPrefix(this.keyPrefix)) throw invalidArgument('keyPrefix', 'keyPrefix must be 1-64 printable ASCII characters');
     this.defaultPolicy = checkPolicy(options.policy, 'ucb1');
     this.decisionTtlSeconds = positiveInteger(options.decisionTtlSeconds, DECISION_TTL_SECONDS_DEFAULT, DECISION_TTL_SECONDS_MAX, 'decisionTtlSeconds');
     this.honeytokenTtlSeconds = positiveInteger(options.honeytokenTtlSeconds, HONEYTOKEN_TTL_SECONDS_DEFAULT, HONEYTOKEN_TTL_SECONDS_MAX, 'honeytokenTtlSeconds');
@@ -288,7 +294,7 @@ export class CamouflageEngine {
       await this.catalog.refresh();
       await this.bandit.refresh(TIERS, this.keys.decoysMeta());
     } catch (thrown) {
-      throw CamouflageError.from(thrown);
+      throw serviceErrorFrom(thrown);
     }
   }
 
@@ -426,12 +432,13 @@ export class CamouflageEngine {
         propensityMethod: selection.propensityMethod,
         selectionScore: selection.score,
         selectionReason: selection.reason,
+        eligibleArms: selection.armCount,
         honeytokenHits,
         session: snapshot,
         assessedAtMs: clean.timestampMs,
       };
     } catch (thrown) {
-      throw CamouflageError.from(thrown);
+      throw serviceErrorFrom(thrown);
     }
   }
 
@@ -509,11 +516,11 @@ export class CamouflageEngine {
         .slice(0, 32);
 
       const stored = await this.decisions.get(id);
-      if (stored === undefined) throw new CamouflageError('DECISION_NOT_FOUND', `decision ${id} does not exist or has expired`, { metadata: { decisionId: id } });
+      if (stored === undefined) throw decisionNotFound(id, `decision ${id} does not exist or has expired`);
       const d = stored.decision;
       const recordedAtMs = this.now();
       const write = await this.decisions.writeOutcome(d, rewardMicro, recordedAtMs, idempotencyKey, fingerprint);
-      if (write === 'not_found') throw new CamouflageError('DECISION_NOT_FOUND', `decision ${id} expired`, { metadata: { decisionId: id } });
+      if (write === 'not_found') throw decisionNotFound(id, `decision ${id} expired`);
       const base = { decisionId: id, tier: d.tier, decoyId: d.decoyId, policy: d.policy, selectionProbability: d.selectionProbability };
       if (write.status === 'recorded') {
         return {
@@ -527,10 +534,7 @@ export class CamouflageEngine {
       }
       if (idempotencyKey !== '' && write.idempotencyKey === idempotencyKey) {
         if (write.fingerprint !== fingerprint) {
-          throw new CamouflageError('IDEMPOTENCY_KEY_REUSED', 'idempotency key was used with a different outcome for this decision', {
-            field: 'idempotencyKey',
-            metadata: { decisionId: id },
-          });
+          throw idempotencyKeyReused('idempotency key was used with a different outcome for this decision', { decisionId: id });
         }
         return {
           ...base,
@@ -541,9 +545,9 @@ export class CamouflageEngine {
           recordedAtMs: write.recordedAtMs,
         };
       }
-      throw new CamouflageError('OUTCOME_ALREADY_RECORDED', `decision ${id} already has an outcome`, { metadata: { decisionId: id } });
+      throw new ServiceError(Code.ALREADY_EXISTS, 'OUTCOME_ALREADY_RECORDED', `decision ${id} already has an outcome`, { metadata: { decisionId: id } });
     } catch (thrown) {
-      throw CamouflageError.from(thrown);
+      throw serviceErrorFrom(thrown);
     }
   }
 
@@ -552,7 +556,7 @@ export class CamouflageEngine {
     try {
       return await this.catalog.register(input, checkIdempotencyKey(options.idempotencyKey) || undefined);
     } catch (thrown) {
-      throw CamouflageError.from(thrown);
+      throw serviceErrorFrom(thrown);
     }
   }
 
@@ -561,36 +565,36 @@ export class CamouflageEngine {
     try {
       return await this.catalog.list(request);
     } catch (thrown) {
-      throw CamouflageError.from(thrown);
+      throw serviceErrorFrom(thrown);
     }
   }
 
   async getDecoy(decoyId: string): Promise<Decoy> {
     try {
       if (typeof decoyId !== 'string' || !DECOY_ID_PATTERN.test(decoyId)) {
-        throw CamouflageError.invalidArgument('id', 'id must be a decoy id (3-63 characters of a-z, 0-9 and "-")');
+        throw invalidArgument('id', 'id must be a decoy id (3-63 characters of a-z, 0-9 and "-")');
       }
       let decoy = this.catalog.get(decoyId);
       if (decoy === undefined) {
         await this.catalog.refresh();
         decoy = this.catalog.get(decoyId);
       }
-      if (decoy === undefined) throw new CamouflageError('DECOY_NOT_FOUND', `decoy ${decoyId} does not exist`, { metadata: { decoyId } });
+      if (decoy === undefined) throw new ServiceError(Code.NOT_FOUND, 'DECOY_NOT_FOUND', `decoy ${decoyId} does not exist`, { metadata: { decoyId } });
       return decoy;
     } catch (thrown) {
-      throw CamouflageError.from(thrown);
+      throw serviceErrorFrom(thrown);
     }
   }
 
   /** Pulls, mean reward, UCB1 index, Thompson posterior and selection probability per eligible arm. */
   async getBanditStats(tier: Tier, options: { policy?: BanditPolicy } = {}): Promise<BanditStats> {
     try {
-      if (!isTier(tier)) throw CamouflageError.invalidArgument('tier', 'tier must be one of benign, suspicious, likely_bot, attack');
+      if (!isTier(tier)) throw invalidArgument('tier', 'tier must be one of benign, suspicious, likely_bot, attack');
       const policy = checkPolicy(options.policy, this.defaultPolicy);
       await this.catalog.ensureLoaded();
       return await this.bandit.getStats(tier, this.catalog.eligible(tier).map((decoy) => decoy.id), policy);
     } catch (thrown) {
-      throw CamouflageError.from(thrown);
+      throw serviceErrorFrom(thrown);
     }
   }
 
@@ -599,10 +603,10 @@ export class CamouflageEngine {
     try {
       const id = checkDecisionId(decisionId);
       const stored = await this.decisions.get(id);
-      if (stored === undefined) throw new CamouflageError('DECISION_NOT_FOUND', `decision ${id} does not exist or has expired`, { metadata: { decisionId: id } });
+      if (stored === undefined) throw decisionNotFound(id, `decision ${id} does not exist or has expired`);
       return stored;
     } catch (thrown) {
-      throw CamouflageError.from(thrown);
+      throw serviceErrorFrom(thrown);
     }
   }
 }

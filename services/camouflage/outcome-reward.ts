@@ -20,7 +20,7 @@
  * - The weights sum to 1, so the reward is in [0, 1] without clamping; it is stored as an integer
  *   number of micro-units (reward × 10^6, rounded) so sums in Redis are exact.
  */
-import { CamouflageError, invariant } from './camouflage-error';
+import { invalidArgument, invariant } from './errors';
 import { REWARD_MICRO_UNITS } from './bandit';
 
 export interface OutcomeInput {
@@ -49,21 +49,21 @@ invariant(
 
 function flag(value: unknown, field: string): boolean {
   if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw CamouflageError.invalidArgument(field, `${field} must be a boolean`);
+  if (typeof value !== 'boolean') throw invalidArgument(field, `${field} must be a boolean`);
   return value;
 }
 
 /** Validates an outcome; omitted numbers are 0 and omitted flags false (proto3 defaults). */
 export function validateOutcome(raw: unknown): OutcomeInput {
-  if (typeof raw !== 'object' || raw === null) throw CamouflageError.invalidArgument('outcome', 'outcome must be an object');
+  if (typeof raw !== 'object' || raw === null) throw invalidArgument('outcome', 'outcome must be an object');
   const input = raw as Record<string, unknown>;
   const interactions = input.interactions ?? 0;
   if (typeof interactions !== 'number' || !Number.isInteger(interactions) || interactions < 0 || interactions > INTERACTIONS_MAX) {
-    throw CamouflageError.invalidArgument('outcome.interactions', `interactions must be an integer in 0..${INTERACTIONS_MAX}`);
+    throw invalidArgument('outcome.interactions', `interactions must be an integer in 0..${INTERACTIONS_MAX}`);
   }
   const dwellSeconds = input.dwellSeconds ?? 0;
   if (typeof dwellSeconds !== 'number' || !Number.isFinite(dwellSeconds) || dwellSeconds < 0 || dwellSeconds > DWELL_SECONDS_MAX) {
-    throw CamouflageError.invalidArgument('outcome.dwellSeconds', `dwellSeconds must be a number in 0..${DWELL_SECONDS_MAX}`);
+    throw invalidArgument('outcome.dwellSeconds', `dwellSeconds must be a number in 0..${DWELL_SECONDS_MAX}`);
   }
   return {
     interactions,

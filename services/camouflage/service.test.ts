@@ -336,6 +336,58 @@ describe('camouflage service over gRPC', function () {
     }
   });
 
+  // Shutdown with items in flight: the stream stops reading, answers every item it had read (each exactly once),
+  // then ends UNAVAILABLE / SERVER_SHUTTING_DOWN; items sent after shutdown began are not read, so never answered
+  // and safe to resend elsewhere. The items are held in flight by blocking the service's own Redis connection.
+  it('AssessStream answers the items in flight when shutdown begins, then ends UNAVAILABLE', async () => {
+    const third = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: prefix, MIGRATE_ON_START: 'false' });
+    const client = new CamouflageServiceClient(address(third), insecure);
+    const redis = connectTestRedis();
+    const gate = `${prefix}shutdown-gate:${randomUUID()}`;
+    try {
+      const { call, answers, ended } = assessStream(client, [{ requestId: 'warm', request: request({}) }], testKeys.camouflage, false);
+      await waitFor('the warm-up item answered', async () => (answers.length === 1 ? true : undefined), 5_000, 10);
+
+      // Redis runs one connection's commands in order: while a BLPOP on the service's connection waits, every
+      // Assess script queues behind it. CLIENT LIST shows when the BLPOP is really blocking.
+      const serviceClientId = await third.redis.client('ID');
+      const blocked = third.redis.blpop(gate, 20);
+      await waitFor(
+        'the service connection blocked',
+        async () => ((await redis.call('CLIENT', 'LIST', 'ID', String(serviceClientId))) as string).includes('cmd=blpop') || undefined,
+        5_000,
+        10,
+      );
+      const inFlight = Array.from({ length: 100 }, (_, i) => `f-${i}`);
+      for (const requestId of inFlight) call.write({ requestId, request: request({}) });
+      // Answered without Redis; items are read in order, so its answer proves every f-* item was read.
+      call.write({ requestId: 'probe', request: undefined });
+      await waitFor('the probe answered', async () => (answers.some((m) => m.requestId === 'probe') ? true : undefined), 5_000, 10);
+      expect(answers.map((m) => m.requestId)).to.deep.equal(['warm', 'probe']);
+
+      // SHUTDOWN_DELAY_MS is 0 in tests: shutdown() aborts the stream's shutdown signal before it returns.
+      const shutdown = third.shutdown();
+      const late = ['late-0', 'late-1', 'late-2'];
+      for (const requestId of late) call.write({ requestId, request: request({}) });
+      await redis.lpush(gate, 'open');
+      expect(await blocked).to.deep.equal([gate, 'open']);
+
+      expect(errorDetails((await ended).error)).to.include({ code: grpcStatus.UNAVAILABLE, reason: 'SERVER_SHUTTING_DOWN' });
+      await shutdown;
+      const counts = new Map<string, number>();
+      for (const m of answers) counts.set(m.requestId, (counts.get(m.requestId) ?? 0) + 1);
+      for (const requestId of ['warm', 'probe', ...inFlight]) expect(counts.get(requestId), requestId).to.equal(1);
+      for (const requestId of late) expect(counts.has(requestId), requestId).to.equal(false);
+      expect(answers).to.have.length(inFlight.length + 2);
+      for (const m of answers.filter((a) => a.requestId.startsWith('f-'))) expect(m.result?.$case, m.requestId).to.equal('response');
+    } finally {
+      client.close();
+      await third.shutdown().catch(() => undefined);
+      await redis.del(gate);
+      await redis.quit();
+    }
+  });
+
   // Registered decoys are listed (paginated) by every replica, filtered by tier.
   it('registers and lists decoys', async () => {
     const id = `fake-admin-${randomUUID().slice(0, 8)}`;
@@ -377,6 +429,70 @@ describe('camouflage service over gRPC', function () {
       b.listDecoys({ pageSize: 3, pageToken: 'garbage', tier: 0 }, bearer(testKeys.camouflage), (e) => resolve(e)),
     );
     expect(errorDetails(bad)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+  });
+
+  // selection.eligible_arms is the number of decoys the bandit chose among for the request's tier: what
+  // ListDecoys shows for that tier, and one more once a decoy for the tier is registered.
+  it('reports the eligible arms of the chosen tier, registered decoys included', async () => {
+    // Its own key prefix: the shared one holds decoys other tests register.
+    const fresh = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: `${prefix}arms:`, MIGRATE_ON_START: 'false' });
+    const client = new CamouflageServiceClient(address(fresh), insecure);
+    try {
+      const listed = async (tier: ThreatTier) => {
+        const page = await new Promise<{ decoys: unknown[]; nextPageToken: string }>((resolve, reject) =>
+          client.listDecoys({ pageSize: 100, pageToken: '', tier }, bearer(testKeys.camouflage), (e, r) => (e ? reject(e) : resolve(r!))),
+        );
+        expect(page.nextPageToken).to.equal('');
+        return page.decoys.length;
+      };
+      const scanner = () => request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} });
+      const attackArms = await listed(ThreatTier.THREAT_TIER_ATTACK);
+      expect(attackArms).to.be.greaterThan(1);
+      const attack = (await assess(client, scanner())).response!;
+      expect(attack.tier).to.equal(ThreatTier.THREAT_TIER_ATTACK);
+      expect(attack.selection!.eligibleArms).to.equal(attackArms);
+      const benign = (await assess(client, request({ path: '/products/42' }))).response!;
+      expect(benign.tier).to.equal(ThreatTier.THREAT_TIER_BENIGN);
+      expect(benign.selection!.eligibleArms).to.equal(await listed(ThreatTier.THREAT_TIER_BENIGN));
+
+      const registered = await new Promise<unknown>((resolve) =>
+        client.registerDecoy(
+          { decoy: { id: `arm-${randomUUID().slice(0, 8)}`, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined } },
+          bearer(testKeys.admin),
+          (error) => resolve(error),
+        ),
+      );
+      expect(registered).to.equal(null);
+      expect((await assess(client, scanner())).response!.selection!.eligibleArms).to.equal(attackArms + 1);
+      // The stream answers with the same selection info.
+      const { answers, ended } = assessStream(client, [{ requestId: 'arms', request: scanner() }]);
+      expect((await ended).error).to.equal(null);
+      expect((answers[0]!.result as { value: AssessResponse }).value.selection!.eligibleArms).to.equal(attackArms + 1);
+    } finally {
+      client.close();
+      await fresh.shutdown();
+    }
+  });
+
+  // The engine's own reasons reach the client as they are thrown: a second registration of an id (custom or
+  // built in) is ALREADY_EXISTS / DECOY_ALREADY_EXISTS naming decoy.id, the proto path, with the id in ErrorInfo.
+  it('refuses a duplicate decoy with DECOY_ALREADY_EXISTS on decoy.id', async () => {
+    const register = (id: string) =>
+      new Promise<unknown>((resolve) =>
+        a.registerDecoy(
+          { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined } },
+          bearer(testKeys.admin),
+          (error) => resolve(error),
+        ),
+      );
+    const id = `dup-${randomUUID().slice(0, 8)}`;
+    expect(await register(id)).to.equal(null);
+    for (const taken of [id, 'nginx-404']) {
+      const details = errorDetails(await register(taken));
+      expect(details, taken).to.deep.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'DECOY_ALREADY_EXISTS' });
+      expect(details?.fieldViolations.map((v) => v.field)).to.deep.equal(['decoy.id']);
+      expect(details?.metadata).to.deep.equal({ decoyId: taken, field: 'decoy.id' });
+    }
   });
 });
 

@@ -19,15 +19,13 @@ import {
 } from '../../gen/shieldx/camouflage/v1/camouflage';
 import { itemErrorStatus, multiplexedStream, unary } from '../../platform/handlers';
 import type { ServiceModule } from '../../platform/server';
-import { Code, ServiceError } from '../../platform/service-error';
+import { ServiceError } from '../../platform/service-error';
 import {
   CamouflageEngine,
-  CamouflageError,
   DECISION_TTL_SECONDS_DEFAULT,
   DECISION_TTL_SECONDS_MAX,
   HONEYTOKEN_TTL_SECONDS_DEFAULT,
   HONEYTOKEN_TTL_SECONDS_MAX,
-  grpcCodeNameFor,
   type ArmStats,
   type BanditPolicy,
   type Decoy,
@@ -40,16 +38,6 @@ const TIER_TO_PROTO: Record<Tier, ThreatTier> = {
   likely_bot: ThreatTier.THREAT_TIER_LIKELY_BOT,
   attack: ThreatTier.THREAT_TIER_ATTACK,
 };
-const CODES: Record<string, Code> = {
-  INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
-  NOT_FOUND: Code.NOT_FOUND,
-  ALREADY_EXISTS: Code.ALREADY_EXISTS,
-  RESOURCE_EXHAUSTED: Code.RESOURCE_EXHAUSTED,
-  UNAVAILABLE: Code.UNAVAILABLE,
-  INTERNAL: Code.INTERNAL,
-};
-/** The proto names its one "already exists" reason DECOY_ALREADY_EXISTS. */
-const REASON_ALIASES: Record<string, string> = { DUPLICATE_DECOY: 'DECOY_ALREADY_EXISTS', BACKEND_UNAVAILABLE: 'REDIS_UNAVAILABLE' };
 
 function tierFromProto(tier: ThreatTier, field: string): Tier {
   const found = (Object.keys(TIER_TO_PROTO) as Tier[]).find((t) => TIER_TO_PROTO[t] === tier);
@@ -113,23 +101,32 @@ function protoField(field: string, fields: FieldMap): string {
   return field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }
 
-/** The engine's errors → ServiceError with the proto's reasons and field paths. */
-function fromEngine(error: unknown, fields: FieldMap): unknown {
-  if (!(error instanceof CamouflageError)) return error;
-  if (error.reason === 'INTERNAL') return error;
-  const reason = REASON_ALIASES[error.reason] ?? error.reason;
-  const field = error.field === undefined || error.field === '' ? undefined : protoField(error.field, fields);
-  return new ServiceError(CODES[grpcCodeNameFor(error.reason)] ?? Code.INTERNAL, reason, error.message, {
-    metadata: { ...error.metadata, ...(field ? { field } : {}) },
-    fieldViolations: field ? [{ field, description: error.message }] : [],
-  });
+/**
+ * The engine's ServiceError with its field paths renamed to this RPC's proto field paths (in the
+ * BadRequest and in ErrorInfo's `field`); code, reason, message and other metadata are the engine's.
+ */
+function withProtoFields(error: unknown, fields: FieldMap): unknown {
+  if (!(error instanceof ServiceError)) return error;
+  const field = error.metadata.field;
+  if (error.fieldViolations.length === 0 && field === undefined) return error;
+  return new ServiceError(
+    error.code,
+    error.reason,
+    error.message,
+    {
+      metadata: field === undefined ? error.metadata : { ...error.metadata, field: protoField(field, fields) },
+      fieldViolations: error.fieldViolations.map((v) => ({ field: protoField(v.field, fields), description: v.description })),
+      cause: error.cause,
+    },
+    error.domain,
+  );
 }
 
 async function engineCall<T>(work: () => Promise<T>, fields: FieldMap): Promise<T> {
   try {
     return await work();
   } catch (error) {
-    throw fromEngine(error, fields);
+    throw withProtoFields(error, fields);
   }
 }
 
@@ -291,7 +288,7 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
           policy: policyToProto(result.policy),
           probability: result.selectionProbability,
           score: result.selectionScore ?? 0,
-          eligibleArms: 0,
+          eligibleArms: result.eligibleArms,
         },
         honeytokenTriggered: result.honeytokenHits.length > 0,
       };

@@ -36,7 +36,7 @@
  * the behavioural thresholds exact integer comparisons that JavaScript and Lua evaluate
  * identically.
  */
-import { CamouflageError } from './camouflage-error';
+import { invalidArgument, redisUnavailable } from './errors';
 
 export interface ProfileConfig {
   readonly rateHalfLifeSeconds: number;
@@ -72,7 +72,7 @@ export function profileConfig(overrides: Partial<ProfileConfig> = {}): ProfileCo
   for (const name of Object.keys(PROFILE_DEFAULTS) as (keyof ProfileConfig)[]) {
     const value = config[name];
     if (!Number.isInteger(value) || value <= 0 || value > PROFILE_BOUNDS[name]) {
-      throw CamouflageError.invalidArgument(`profile.${name}`, `profile.${name} must be an integer in 1..${PROFILE_BOUNDS[name]}`);
+      throw invalidArgument(`profile.${name}`, `profile.${name} must be an integer in 1..${PROFILE_BOUNDS[name]}`);
     }
   }
   return Object.freeze(config);
@@ -117,7 +117,7 @@ export function decodeSnapshot(reply: readonly unknown[], config: ProfileConfig)
   const values: number[] = [];
   for (let i = 0; i < SNAPSHOT_REPLY_LENGTH; i += 1) {
     const n = Number(reply[i]);
-    if (!Number.isFinite(n)) throw new CamouflageError('BACKEND_UNAVAILABLE', 'assess script returned a malformed profile');
+    if (!Number.isFinite(n)) throw redisUnavailable('assess script returned a malformed profile');
     values.push(n);
   }
   const [rc, sn, s4, sa, s5, lvd, n, f, now, dt, distinct] = values as [number, number, number, number, number, number, number, number, number, number, number];

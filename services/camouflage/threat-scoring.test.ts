@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { CamouflageError } from './camouflage-error';
+import { ServiceError } from '../../platform/service-error';
 import { CHROME_UA, FIREFOX_UA, SAFARI_UA, T0_MS, browserRequest, scannerRequest } from './camouflage-test-support';
 import { ThreatScorer } from './threat-scoring';
 import { AssessInput, HEADER_VALUE_CHARS_MAX, SCAN_PART_CHARS_MAX, percentDecode } from './threat-signals';
@@ -14,9 +14,9 @@ function expectInvalid(input: unknown, field: string): void {
   try {
     scorer.prepare(input);
   } catch (thrown) {
-    expect(thrown).to.be.instanceOf(CamouflageError);
-    expect((thrown as CamouflageError).reason).to.equal('INVALID_ARGUMENT');
-    expect((thrown as CamouflageError).field).to.equal(field);
+    expect(thrown).to.be.instanceOf(ServiceError);
+    expect((thrown as ServiceError).reason).to.equal('INVALID_ARGUMENT');
+    expect((thrown as ServiceError).fieldViolations[0]?.field).to.equal(field);
     return;
   }
   expect.fail(`expected INVALID_ARGUMENT on ${field}`);

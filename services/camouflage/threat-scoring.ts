@@ -13,7 +13,7 @@
  * can pick the decoy in the same round trip; the engine asserts that both agree.
  */
 import { isIP } from 'node:net';
-import { CamouflageError, invariant } from './camouflage-error';
+import { invalidArgument, invariant } from './errors';
 import { PROFILE_DEFAULTS, ProfileConfig, SessionSnapshot } from './session-profile';
 import {
   AssessInput,
@@ -54,9 +54,9 @@ const TIMESTAMP_MS_MIN = 1_000_000_000_000;
 const TIMESTAMP_MS_MAX = 9_999_999_999_999;
 
 function requireString(value: unknown, field: string, maxChars: number, allowEmpty: boolean): string {
-  if (typeof value !== 'string') throw CamouflageError.invalidArgument(field, `${field} must be a string`);
-  if (!allowEmpty && value.length === 0) throw CamouflageError.invalidArgument(field, `${field} is required`);
-  if (value.length > maxChars) throw CamouflageError.invalidArgument(field, `${field} must be at most ${maxChars} characters`);
+  if (typeof value !== 'string') throw invalidArgument(field, `${field} must be a string`);
+  if (!allowEmpty && value.length === 0) throw invalidArgument(field, `${field} is required`);
+  if (value.length > maxChars) throw invalidArgument(field, `${field} must be at most ${maxChars} characters`);
   return value;
 }
 
@@ -66,60 +66,60 @@ function requireString(value: unknown, field: string, maxChars: number, allowEmp
  * 16 KiB header value); a request beyond them never reached the application anyway.
  */
 export function validateAssessInput(raw: unknown): AssessInput {
-  if (typeof raw !== 'object' || raw === null) throw CamouflageError.invalidArgument('request', 'request must be an object');
+  if (typeof raw !== 'object' || raw === null) throw invalidArgument('request', 'request must be an object');
   const input = raw as Record<string, unknown>;
   const clientIp = requireString(input.clientIp, 'clientIp', 64, false);
-  if (isIP(clientIp) === 0) throw CamouflageError.invalidArgument('clientIp', 'clientIp must be an IPv4 or IPv6 address');
+  if (isIP(clientIp) === 0) throw invalidArgument('clientIp', 'clientIp must be an IPv4 or IPv6 address');
   const method = requireString(input.method, 'method', 16, false);
-  if (!METHOD_PATTERN.test(method)) throw CamouflageError.invalidArgument('method', 'method must be 1-16 ASCII letters');
+  if (!METHOD_PATTERN.test(method)) throw invalidArgument('method', 'method must be 1-16 ASCII letters');
   const path = requireString(input.path, 'path', PATH_CHARS_MAX, false);
   const query = requireString(input.query ?? '', 'query', QUERY_CHARS_MAX, true);
   const userAgent = requireString(input.userAgent ?? '', 'userAgent', USER_AGENT_CHARS_MAX, true);
   const sessionKey = requireString(input.sessionKey, 'sessionKey', SESSION_KEY_CHARS_MAX, false);
   if (!SESSION_KEY_PATTERN.test(sessionKey)) {
-    throw CamouflageError.invalidArgument('sessionKey', 'sessionKey must be printable ASCII without spaces');
+    throw invalidArgument('sessionKey', 'sessionKey must be printable ASCII without spaces');
   }
   const timestampMs = input.timestampMs;
   if (typeof timestampMs !== 'number' || !Number.isInteger(timestampMs) || timestampMs < TIMESTAMP_MS_MIN || timestampMs > TIMESTAMP_MS_MAX) {
-    throw CamouflageError.invalidArgument('timestampMs', 'timestampMs must be an integer Unix time in milliseconds');
+    throw invalidArgument('timestampMs', 'timestampMs must be an integer Unix time in milliseconds');
   }
 
   const rawHeaders = input.headers ?? {};
   if (typeof rawHeaders !== 'object' || rawHeaders === null || Array.isArray(rawHeaders)) {
-    throw CamouflageError.invalidArgument('headers', 'headers must be a map of strings');
+    throw invalidArgument('headers', 'headers must be a map of strings');
   }
   const names = Object.keys(rawHeaders);
-  if (names.length > HEADER_COUNT_MAX) throw CamouflageError.invalidArgument('headers', `at most ${HEADER_COUNT_MAX} headers`);
+  if (names.length > HEADER_COUNT_MAX) throw invalidArgument('headers', `at most ${HEADER_COUNT_MAX} headers`);
   const headers: Record<string, string> = {};
   let totalChars = 0;
   for (const name of names) {
     const value = (rawHeaders as Record<string, unknown>)[name];
     if (name.length === 0 || name.length > HEADER_NAME_CHARS_MAX || !HEADER_NAME_PATTERN.test(name)) {
-      throw CamouflageError.invalidArgument('headers', `header name must be an HTTP token of at most ${HEADER_NAME_CHARS_MAX} characters`);
+      throw invalidArgument('headers', `header name must be an HTTP token of at most ${HEADER_NAME_CHARS_MAX} characters`);
     }
-    if (typeof value !== 'string') throw CamouflageError.invalidArgument(`headers.${name}`, `header ${name} must be a string`);
+    if (typeof value !== 'string') throw invalidArgument(`headers.${name}`, `header ${name} must be a string`);
     if (value.length > HEADER_VALUE_CHARS_MAX) {
-      throw CamouflageError.invalidArgument(`headers.${name}`, `header ${name} must be at most ${HEADER_VALUE_CHARS_MAX} characters`);
+      throw invalidArgument(`headers.${name}`, `header ${name} must be at most ${HEADER_VALUE_CHARS_MAX} characters`);
     }
     totalChars += name.length + value.length;
     headers[name] = value;
   }
   if (totalChars > HEADERS_TOTAL_CHARS_MAX) {
-    throw CamouflageError.invalidArgument('headers', `headers must total at most ${HEADERS_TOTAL_CHARS_MAX} characters`);
+    throw invalidArgument('headers', `headers must total at most ${HEADERS_TOTAL_CHARS_MAX} characters`);
   }
 
   const result: AssessInput = { clientIp, method, path, query, headers, userAgent, sessionKey, timestampMs };
   if (input.tlsFingerprint !== undefined && input.tlsFingerprint !== '') {
     const fingerprint = requireString(input.tlsFingerprint, 'tlsFingerprint', TLS_FINGERPRINT_CHARS_MAX, false);
     if (!TLS_FINGERPRINT_PATTERN.test(fingerprint)) {
-      throw CamouflageError.invalidArgument('tlsFingerprint', 'tlsFingerprint must be a JA3 hash/string or JA4 fingerprint');
+      throw invalidArgument('tlsFingerprint', 'tlsFingerprint must be a JA3 hash/string or JA4 fingerprint');
     }
     result.tlsFingerprint = fingerprint;
   }
   if (input.previousStatus !== undefined && input.previousStatus !== 0) {
     const status = input.previousStatus;
     if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599) {
-      throw CamouflageError.invalidArgument('previousStatus', 'previousStatus must be an HTTP status code 100-599 (or omitted)');
+      throw invalidArgument('previousStatus', 'previousStatus must be an HTTP status code 100-599 (or omitted)');
     }
     result.previousStatus = status;
   }
@@ -182,7 +182,7 @@ export class ThreatScorer {
     } else {
       const entries = source instanceof Map ? [...source.entries()] : Object.entries(source);
       if (entries.length > BAD_TLS_FINGERPRINTS_MAX) {
-        throw CamouflageError.invalidArgument('badTlsFingerprints', `at most ${BAD_TLS_FINGERPRINTS_MAX} fingerprints`);
+        throw invalidArgument('badTlsFingerprints', `at most ${BAD_TLS_FINGERPRINTS_MAX} fingerprints`);
       }
       this.badTls = new Map(entries.map(([fingerprint, label]) => [String(fingerprint).toLowerCase(), String(label)]));
     }

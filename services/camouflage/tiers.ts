@@ -23,7 +23,7 @@
  * catalog never lists such a decoy as eligible for `benign` (and refuses to register one), and the
  * engine calls {@link assertMayServe} on the chosen decoy before it renders or mints anything.
  */
-import { CamouflageError, invariant } from './camouflage-error';
+import { invariant } from './errors';
 
 export type Tier = 'benign' | 'suspicious' | 'likely_bot' | 'attack';
 
@@ -101,9 +101,7 @@ export function mayServe(tier: Tier, decoy: TierCheckedDecoy): boolean {
 /** Second enforcement point of the tier rule: throws INTERNAL (a bug) if the choice is illegal. */
 export function assertMayServe(tier: Tier, decoy: TierCheckedDecoy): void {
   if (!mayServe(tier, decoy)) {
-    throw new CamouflageError('INTERNAL', `invariant violated: decoy ${decoy.id} may not be served to tier ${tier}`, {
-      metadata: { decoyId: decoy.id, tier },
-    });
+    throw new Error(`invariant violated: decoy ${decoy.id} may not be served to tier ${tier}`);
   }
 }
 
