@@ -1,11 +1,9 @@
 import { expect } from 'chai';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { CreditsServiceClient, type GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';
-import { camouflageService } from '../services/camouflage/service';
-import { creditsService } from '../services/credits/service';
-import { shadowService } from '../services/shadow/service';
 import { errorDetails } from './grpc-errors';
 import type { RunningService } from './server';
+import { SERVICES } from './service-registry';
 import { address, bearer, insecure, startTestService, testKeys } from '../test/harness';
 import { checkHealth, probeModule, type ProbeState } from '../test/probe-service';
 import { clientFromReflection, listServices } from '../test/reflection-client';
@@ -175,9 +173,7 @@ describe('platform server: the three services', () => {
     // (a leaked shadow keeps its rollout controller leading for later suites).
     const services: RunningService[] = [];
     try {
-      services.push(await startTestService(creditsService));
-      services.push(await startTestService(shadowService));
-      services.push(await startTestService(camouflageService));
+      for (const entry of SERVICES) services.push(await startTestService(entry.load()));
       const listed = await Promise.all(services.map((s) => listServices(address(s))));
       expect(listed[0]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService']);
       expect(listed[1]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.shadow.v1.ShadowService']);

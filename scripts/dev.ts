@@ -15,6 +15,7 @@ import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
 import { startEmbeddedPostgres, type LocalServer } from '../platform/local-servers';
 import { projectRoot } from '../platform/paths';
+import { SERVICES } from '../platform/service-registry';
 
 interface DevSecrets {
   postgresPassword: string;
@@ -27,12 +28,6 @@ interface DevSecrets {
 
 const root = projectRoot();
 const dataDir = join(root, '.data');
-
-const SERVICES = [
-  { name: 'credits', grpc: 'CREDITS_PORT', metrics: 'CREDITS_METRICS_PORT', grpcDefault: 5004, metricsDefault: 9004 },
-  { name: 'shadow', grpc: 'SHADOW_PORT', metrics: 'SHADOW_METRICS_PORT', grpcDefault: 5005, metricsDefault: 9005 },
-  { name: 'camouflage', grpc: 'CAMOUFLAGE_PORT', metrics: 'CAMOUFLAGE_METRICS_PORT', grpcDefault: 5006, metricsDefault: 9006 },
-] as const;
 
 function loadOrCreateSecrets(): DevSecrets {
   const file = join(dataDir, 'dev-secrets.json');
@@ -118,7 +113,11 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => void stopAll(0));
   process.once('SIGTERM', () => void stopAll(0));
 
-  const ports = SERVICES.map((s) => ({ ...s, grpcPort: port(s.grpc, s.grpcDefault), metricsPort: port(s.metrics, s.metricsDefault) }));
+  // CREDITS_PORT, CREDITS_METRICS_PORT, SHADOW_PORT, ... (README, Configuration).
+  const ports = SERVICES.map((s) => {
+    const prefix = s.name.toUpperCase();
+    return { name: s.name, grpcPort: port(`${prefix}_PORT`, s.defaultGrpcPort), metricsPort: port(`${prefix}_METRICS_PORT`, s.defaultMetricsPort) };
+  });
   for (const service of ports) {
     const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'start-service.ts')], {
       cwd: root,
