@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
+import { withDatabase } from '../platform/db';
 import { startEmbeddedPostgres, type LocalServer } from '../platform/local-servers';
 import { projectRoot } from '../platform/paths';
 import { SERVICES } from '../platform/service-registry';
@@ -54,9 +55,7 @@ async function ensureDatabase(serverUrl: string, name: string): Promise<string> 
   } finally {
     await client.end();
   }
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
+  return withDatabase(serverUrl, name);
 }
 
 function port(variable: string, fallback: number): number {
