@@ -5,6 +5,7 @@ import { errorDetails } from './grpc-errors';
 import type { RunningService } from './server';
 import { SERVICES } from './service-registry';
 import { address, bearer, insecure, startTestService, testKeys } from '../test/harness';
+import { metricValue, scrapeMetrics } from '../test/metrics';
 import { checkHealth, probeModule, type ProbeState } from '../test/probe-service';
 import { clientFromReflection, listServices } from '../test/reflection-client';
 import { Metadata } from '@grpc/grpc-js';
@@ -16,21 +17,6 @@ function getBalance(client: CreditsServiceClient, tenantId: string, metadata = b
     const options = deadlineMs ? { deadline: Date.now() + deadlineMs } : {};
     client.getBalance({ tenantId, consistentRead: false }, metadata, options, (error, response) => resolve({ error, response }));
   });
-}
-
-async function scrape(service: RunningService): Promise<string> {
-  const response = await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`);
-  expect(response.status).to.equal(200);
-  return response.text();
-}
-
-/** Value of the sample of `name` whose labels include all of `labels`. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
 }
 
 describe('platform server', () => {
@@ -131,19 +117,19 @@ describe('platform server', () => {
     // /metrics counts calls by method and code, with go-grpc-prometheus names and labels.
     it('counts handled calls with the right grpc_code', async () => {
       const labels = { grpc_type: 'unary', grpc_service: 'shieldx.credits.v1.CreditsService', grpc_method: 'GetBalance' };
-      const before = await scrape(service);
-      const okBefore = sample(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' }) ?? 0;
-      const deniedBefore = sample(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' }) ?? 0;
-      const startedBefore = sample(before, 'grpc_server_started_total', labels) ?? 0;
-      const timedBefore = sample(before, 'grpc_server_handling_seconds_count', labels) ?? 0;
+      const before = await scrapeMetrics(service);
+      const okBefore = metricValue(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' }) ?? 0;
+      const deniedBefore = metricValue(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' }) ?? 0;
+      const startedBefore = metricValue(before, 'grpc_server_started_total', labels) ?? 0;
+      const timedBefore = metricValue(before, 'grpc_server_handling_seconds_count', labels) ?? 0;
       await getBalance(client, 'acme');
       await getBalance(client, 'acme');
       await getBalance(client, 'acme', bearer(testKeys.noScopes));
-      const after = await scrape(service);
-      expect(sample(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' })).to.equal(okBefore + 2);
-      expect(sample(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' })).to.equal(deniedBefore + 1);
-      expect(sample(after, 'grpc_server_started_total', labels)).to.equal(startedBefore + 3);
-      expect(sample(after, 'grpc_server_handling_seconds_count', labels)).to.equal(timedBefore + 3);
+      const after = await scrapeMetrics(service);
+      expect(metricValue(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' })).to.equal(okBefore + 2);
+      expect(metricValue(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' })).to.equal(deniedBefore + 1);
+      expect(metricValue(after, 'grpc_server_started_total', labels)).to.equal(startedBefore + 3);
+      expect(metricValue(after, 'grpc_server_handling_seconds_count', labels)).to.equal(timedBefore + 3);
       expect(after).to.include('process_cpu_seconds_total');
       expect(after).to.include('db_pool_max_connections');
     });
