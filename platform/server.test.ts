@@ -4,7 +4,7 @@ import { CreditsServiceClient, type GetBalanceResponse } from '../gen/shieldx/cr
 import { errorDetails } from './grpc-errors';
 import type { RunningService } from './server';
 import { SERVICES } from './service-registry';
-import { address, bearer, insecure, startTestService, testKeys } from '../test/harness';
+import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../test/harness';
 import { metricValue, scrapeMetrics } from '../test/metrics';
 import { checkHealth, probeModule, type ProbeState } from '../test/probe-service';
 import { clientFromReflection, listServices } from '../test/reflection-client';
@@ -149,6 +149,49 @@ describe('platform server', () => {
       reflected.close();
       expect(response.account).to.include({ tenant_id: 'by-reflection', available: '5' });
     });
+
+    // GRPC_REFLECTION defaults to open (README): grpcurl lists the services without a key.
+    it('is open by default: lists services without a key', async () => {
+      expect(await listServices(address(service))).to.deep.equal(['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService']);
+    });
+  });
+});
+
+/** The gRPC status a rejected reflection call ended with. */
+async function reflectionError(target: string, metadata?: Metadata): Promise<number | undefined> {
+  return listServices(target, metadata).then(
+    () => undefined,
+    (error: { code?: number }) => error.code,
+  );
+}
+
+describe('platform server: GRPC_REFLECTION', () => {
+  // off: the reflection service is not registered at all, so even an admin key gets UNIMPLEMENTED; health stays open.
+  it('off: reflection is UNIMPLEMENTED, for any key', async () => {
+    const service = await startTestService(probeModule({ handlerCalls: 0 }), { MIGRATE_ON_START: 'false', GRPC_REFLECTION: 'off' });
+    try {
+      expect(await reflectionError(address(service), bearer(testKeys.admin))).to.equal(grpcStatus.UNIMPLEMENTED);
+      expect(await reflectionError(address(service), bearer(testKeys.reflection))).to.equal(grpcStatus.UNIMPLEMENTED);
+      expect(await checkHealth(address(service))).to.equal('SERVING');
+    } finally {
+      await service.shutdown();
+    }
+  });
+
+  // authenticated: no key is UNAUTHENTICATED, a key without scope "reflection" PERMISSION_DENIED,
+  // a key with it (or an admin key) lists the service; health stays open.
+  it('authenticated: needs a key with scope "reflection"', async () => {
+    const service = await startTestService(probeModule({ handlerCalls: 0 }), { MIGRATE_ON_START: 'false', GRPC_REFLECTION: 'authenticated' });
+    const listed = ['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService'];
+    try {
+      expect(await reflectionError(address(service))).to.equal(grpcStatus.UNAUTHENTICATED);
+      expect(await reflectionError(address(service), bearer(testKeys.noScopes))).to.equal(grpcStatus.PERMISSION_DENIED);
+      expect(await listServices(address(service), bearer(testKeys.reflection))).to.deep.equal(listed);
+      expect(await listServices(address(service), bearer(testKeys.admin))).to.deep.equal(listed);
+      expect(await checkHealth(address(service))).to.equal('SERVING');
+    } finally {
+      await service.shutdown();
+    }
   });
 });
 
@@ -222,6 +265,29 @@ describe('platform server: deadlines and shutdown', () => {
       expect(finished.error).to.equal(null);
       expect(finished.response?.account?.tenantId).to.equal('slow-800');
       await stopping;
+      const after = await getBalance(client, 'acme', bearer(testKeys.creditsReader), 1000);
+      expect((after.error as { code: number }).code).to.be.oneOf([grpcStatus.UNAVAILABLE, grpcStatus.DEADLINE_EXCEEDED]);
+    } finally {
+      client.close();
+    }
+  });
+
+  // A call still running when SHUTDOWN_GRACE_MS is over is cut off (the client gets an error, not a
+  // late answer), and the shutdown still completes: background work closed, new calls refused.
+  it('cuts off calls that outlive the grace period and still stops', async () => {
+    const state: ProbeState = { handlerCalls: 0 };
+    const service = await startTestService(probeModule(state), { MIGRATE_ON_START: 'false', SHUTDOWN_GRACE_MS: '200' });
+    const client = new CreditsServiceClient(address(service), insecure);
+    try {
+      // Far longer than the grace period (and than this test's timeout): only a forced shutdown ends it.
+      const inFlight = getBalance(client, 'slow-60000');
+      await waitFor('the slow call to reach its handler', async () => (state.handlerCalls === 1 ? true : undefined));
+      await service.shutdown('test');
+      const cutOff = await inFlight;
+      expect(state.handlerEnds ?? 0, 'the handler was still running').to.equal(0);
+      expect(cutOff.response).to.equal(undefined);
+      expect((cutOff.error as { code: number }).code).to.be.oneOf([grpcStatus.CANCELLED, grpcStatus.UNAVAILABLE]);
+      expect(state.closes).to.equal(1);
       const after = await getBalance(client, 'acme', bearer(testKeys.creditsReader), 1000);
       expect((after.error as { code: number }).code).to.be.oneOf([grpcStatus.UNAVAILABLE, grpcStatus.DEADLINE_EXCEEDED]);
     } finally {

@@ -111,6 +111,7 @@ export const testKeys = {
   shadowWriter: generateApiKey('test-shadow-writer', ['shadow:read', 'shadow:write', 'shadow:rollout']),
   camouflage: generateApiKey('test-camouflage', ['camouflage:assess', 'camouflage:read']),
   noScopes: generateApiKey('test-no-scopes', ['nothing']),
+  reflection: generateApiKey('test-reflection', ['reflection']),
 };
 
 export function bearer(key: { key: string } = testKeys.admin): Metadata {
