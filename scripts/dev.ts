@@ -17,15 +17,7 @@ import { withDatabase } from '../platform/db';
 import { startEmbeddedPostgres, type LocalServer } from '../platform/local-servers';
 import { projectRoot } from '../platform/paths';
 import { SERVICES } from '../platform/service-registry';
-
-interface DevSecrets {
-  postgresPassword: string;
-  apiKey: string;
-  apiKeySha256: string;
-  paymentKeyId: string;
-  paymentKey: string;
-  auditHmacKey: string;
-}
+import { devServiceEnv, usesDevApiKey, type DevSecrets } from './dev-env';
 
 const root = projectRoot();
 const dataDir = join(root, '.data');
@@ -88,7 +80,7 @@ async function main(): Promise<void> {
     databaseUrl = await ensureDatabase(embedded.url, 'shieldx');
   }
 
-  const apiKeys = process.env.SHIELDX_API_KEYS ?? JSON.stringify([{ id: 'dev', sha256: secrets.apiKeySha256, scopes: ['*'] }]);
+  const devKey = usesDevApiKey(process.env);
   const children = new Map<string, ChildProcess>();
   const ready = new Set<string>();
   let stopping = false;
@@ -121,25 +113,14 @@ async function main(): Promise<void> {
     const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'start-service.ts')], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'inherit'],
-      env: {
-        ...process.env,
-        SHIELDX_SERVICE: service.name,
-        GRPC_PORT: String(service.grpcPort),
-        METRICS_PORT: String(service.metricsPort),
-        DATABASE_URL: databaseUrl,
-        SHIELDX_API_KEYS: apiKeys,
-        CREDITS_PAYMENT_KEYS: process.env.CREDITS_PAYMENT_KEYS ?? JSON.stringify({ [secrets.paymentKeyId]: secrets.paymentKey }),
-        CREDITS_PAYMENT_ACTIVE_KEY_ID: process.env.CREDITS_PAYMENT_ACTIVE_KEY_ID ?? secrets.paymentKeyId,
-        CREDITS_AUDIT_HMAC_KEY: process.env.CREDITS_AUDIT_HMAC_KEY ?? secrets.auditHmacKey,
-        SHADOW_DEMO_DATA: process.env.SHADOW_DEMO_DATA ?? 'true',
-      },
+      env: devServiceEnv(process.env, secrets, service, databaseUrl),
     });
     children.set(service.name, child);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       process.stdout.write(`${line}\n`);
       if (!ready.has(service.name) && line.includes(`"${service.name} listening"`)) {
         ready.add(service.name);
-        if (ready.size === SERVICES.length) printBanner(ports, secrets, apiKeys !== process.env.SHIELDX_API_KEYS, !!embedded);
+        if (ready.size === SERVICES.length) printBanner(ports, secrets, devKey, !!embedded);
       }
     });
     child.once('exit', (code) => {
