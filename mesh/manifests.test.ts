@@ -17,9 +17,7 @@ import { parseAllDocuments, visit } from 'yaml';
 import type { z } from 'zod';
 import { platformConfigSchema } from '../platform/config';
 import type { ServiceModule } from '../platform/server';
-import { camouflageService } from '../services/camouflage/service';
-import { creditsService } from '../services/credits/service';
-import { shadowService } from '../services/shadow/service';
+import { SERVICES as SERVICE_ENTRIES } from '../platform/service-registry';
 import {
   checkUnknownFields,
   describeObject,
@@ -93,11 +91,9 @@ const REQUIRED_PLAIN_ENV = [
   'OTEL_EXPORTER_OTLP_ENDPOINT',
 ];
 /** The service modules the pods run (SHIELDX_SERVICE selects one, as scripts/start-service.ts does). */
-const SERVICE_MODULES: Record<string, ServiceModule<z.ZodRawShape>> = {
-  credits: creditsService as unknown as ServiceModule<z.ZodRawShape>,
-  shadow: shadowService as unknown as ServiceModule<z.ZodRawShape>,
-  camouflage: camouflageService as unknown as ServiceModule<z.ZodRawShape>,
-};
+const SERVICE_MODULES: Record<string, ServiceModule<z.ZodRawShape>> = Object.fromEntries(
+  SERVICE_ENTRIES.map((entry) => [entry.name, entry.load()]),
+);
 
 /**
  * The variables a service refuses to start without: every key of the schema startService builds

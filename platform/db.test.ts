@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import pg from 'pg';
-import { createPool, withTransaction } from './db';
+import { createPool, withDatabase, withTransaction } from './db';
 import { testInfrastructure } from '../test/harness';
 
 describe('platform db: withTransaction', function () {
@@ -42,5 +42,14 @@ describe('platform db: withTransaction', function () {
     expect(killed).to.not.equal('not reached');
     // The pool (max 1) hands out a fresh, working connection.
     expect((await withTransaction(pool, (c) => c.query('SELECT 1 AS one'))).rows[0].one).to.equal(1);
+  });
+});
+
+describe('platform db: withDatabase', () => {
+  // Only the database changes: user, password, host, port and query parameters stay, and the name is encoded.
+  it('swaps the database and keeps everything else', () => {
+    const server = 'postgres://app:p%40ss@db.example:6432/postgres?sslmode=require&application_name=x';
+    expect(withDatabase(server, 'shieldx')).to.equal('postgres://app:p%40ss@db.example:6432/shieldx?sslmode=require&application_name=x');
+    expect(withDatabase('postgres://127.0.0.1', 'a/b c')).to.equal('postgres://127.0.0.1/a%2Fb%20c');
   });
 });

@@ -23,6 +23,16 @@ export interface PoolOptions {
   readonly connectTimeoutMs?: number;
 }
 
+/**
+ * `databaseUrl` pointing at another database on the same server (same user,
+ * password, host and parameters): for creating, migrating or restoring into one.
+ */
+export function withDatabase(databaseUrl: string, database: string): string {
+  const url = new URL(databaseUrl);
+  url.pathname = `/${encodeURIComponent(database)}`;
+  return url.toString();
+}
+
 export function createPool(databaseUrl: string, options: PoolOptions, logger?: Logger): pg.Pool {
   const pool = new pg.Pool({
     connectionString: databaseUrl,

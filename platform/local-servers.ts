@@ -56,32 +56,67 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   return { url, stop: () => pg.stop() };
 }
 
-/** Starts `redis-server` from PATH with nothing persisted; rejects if it is not installed. */
-export async function startRedisServer(): Promise<LocalServer> {
+export interface RedisServerOptions {
+  /** The redis-server executable; default `redis-server` from PATH. */
+  readonly binary?: string;
+  readonly readyTimeoutMs?: number;
+}
+
+const OUTPUT_TAIL_CHARS = 4000;
+
+/**
+ * Starts `redis-server` from PATH with nothing persisted; rejects if it is not
+ * installed, exits, or is not ready in time — and then leaves no process behind.
+ */
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<LocalServer> {
   const port = await freePort();
+  const binary = options.binary ?? 'redis-server';
+  const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
   const child: ChildProcess = spawn(
-    'redis-server',
+    binary,
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('redis-server did not start within 10 s')), 10_000);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start redis-server from PATH: ${err.message}`));
-    });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      if (chunk.toString().includes('Ready to accept connections')) {
+  // Both pipes are read for as long as the server runs (a full pipe would block it); the tail goes into errors.
+  let output = '';
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-OUTPUT_TAIL_CHARS);
+  };
+  child.stderr?.on('data', keep);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${binary} did not start within ${readyTimeoutMs} ms: ${output}`)), readyTimeoutMs);
+      child.once('error', (err) => {
         clearTimeout(timer);
-        resolve();
-      }
+        reject(new Error(`cannot start ${binary} from PATH: ${err.message}`));
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`${binary} exited (${code ?? signal}) before it was ready: ${output}`));
+      });
+      child.stdout?.on('data', (chunk: Buffer) => {
+        keep(chunk);
+        // Checked on the tail, not the chunk: the line may arrive split over two reads.
+        if (output.includes('Ready to accept connections')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
     });
-  });
+  } catch (error) {
+    // A server that never became ready is not the caller's to stop: it must not outlive this call.
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    throw error;
+  }
   return {
     url: `redis://127.0.0.1:${port}`,
     stop: () =>
       new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
       }),

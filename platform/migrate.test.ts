@@ -1,11 +1,10 @@
 import { expect } from 'chai';
 import pg from 'pg';
-import { runMigrations, type ServiceName } from './migrate';
+import { runMigrations } from './migrate';
 import { createDatabase, testInfrastructure } from '../test/harness';
 import { readdirSync } from 'node:fs';
 import { projectPath } from './paths';
-
-const SERVICES: ServiceName[] = ['credits', 'shadow', 'camouflage'];
+import { SERVICE_NAMES as SERVICES } from './service-registry';
 
 describe('migrations', () => {
   // Every service's migrations apply on an empty database, and a second run applies nothing and changes nothing.

@@ -11,8 +11,7 @@ import { existsSync } from 'node:fs';
 import { runner } from 'node-pg-migrate';
 import type { Logger } from './logger';
 import { projectPath } from './paths';
-
-export type ServiceName = 'credits' | 'shadow' | 'camouflage';
+import type { ServiceName } from './service-registry';
 
 /** node-pg-migrate takes its lock with a try-lock and fails at once when another runner holds it. */
 const LOCK_BUSY = /Another migration is already running/;

@@ -1,12 +1,11 @@
 import { expect } from 'chai';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { CreditsServiceClient, type GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';
-import { camouflageService } from '../services/camouflage/service';
-import { creditsService } from '../services/credits/service';
-import { shadowService } from '../services/shadow/service';
 import { errorDetails } from './grpc-errors';
 import type { RunningService } from './server';
-import { address, bearer, insecure, startTestService, testKeys } from '../test/harness';
+import { SERVICES } from './service-registry';
+import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../test/harness';
+import { metricValue, scrapeMetrics } from '../test/metrics';
 import { checkHealth, probeModule, type ProbeState } from '../test/probe-service';
 import { clientFromReflection, listServices } from '../test/reflection-client';
 import { Metadata } from '@grpc/grpc-js';
@@ -18,21 +17,6 @@ function getBalance(client: CreditsServiceClient, tenantId: string, metadata = b
     const options = deadlineMs ? { deadline: Date.now() + deadlineMs } : {};
     client.getBalance({ tenantId, consistentRead: false }, metadata, options, (error, response) => resolve({ error, response }));
   });
-}
-
-async function scrape(service: RunningService): Promise<string> {
-  const response = await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`);
-  expect(response.status).to.equal(200);
-  return response.text();
-}
-
-/** Value of the sample of `name` whose labels include all of `labels`. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
 }
 
 describe('platform server', () => {
@@ -133,19 +117,19 @@ describe('platform server', () => {
     // /metrics counts calls by method and code, with go-grpc-prometheus names and labels.
     it('counts handled calls with the right grpc_code', async () => {
       const labels = { grpc_type: 'unary', grpc_service: 'shieldx.credits.v1.CreditsService', grpc_method: 'GetBalance' };
-      const before = await scrape(service);
-      const okBefore = sample(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' }) ?? 0;
-      const deniedBefore = sample(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' }) ?? 0;
-      const startedBefore = sample(before, 'grpc_server_started_total', labels) ?? 0;
-      const timedBefore = sample(before, 'grpc_server_handling_seconds_count', labels) ?? 0;
+      const before = await scrapeMetrics(service);
+      const okBefore = metricValue(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' }) ?? 0;
+      const deniedBefore = metricValue(before, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' }) ?? 0;
+      const startedBefore = metricValue(before, 'grpc_server_started_total', labels) ?? 0;
+      const timedBefore = metricValue(before, 'grpc_server_handling_seconds_count', labels) ?? 0;
       await getBalance(client, 'acme');
       await getBalance(client, 'acme');
       await getBalance(client, 'acme', bearer(testKeys.noScopes));
-      const after = await scrape(service);
-      expect(sample(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' })).to.equal(okBefore + 2);
-      expect(sample(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' })).to.equal(deniedBefore + 1);
-      expect(sample(after, 'grpc_server_started_total', labels)).to.equal(startedBefore + 3);
-      expect(sample(after, 'grpc_server_handling_seconds_count', labels)).to.equal(timedBefore + 3);
+      const after = await scrapeMetrics(service);
+      expect(metricValue(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' })).to.equal(okBefore + 2);
+      expect(metricValue(after, 'grpc_server_handled_total', { ...labels, grpc_code: 'PermissionDenied' })).to.equal(deniedBefore + 1);
+      expect(metricValue(after, 'grpc_server_started_total', labels)).to.equal(startedBefore + 3);
+      expect(metricValue(after, 'grpc_server_handling_seconds_count', labels)).to.equal(timedBefore + 3);
       expect(after).to.include('process_cpu_seconds_total');
       expect(after).to.include('db_pool_max_connections');
     });
@@ -165,6 +149,49 @@ describe('platform server', () => {
       reflected.close();
       expect(response.account).to.include({ tenant_id: 'by-reflection', available: '5' });
     });
+
+    // GRPC_REFLECTION defaults to open (README): grpcurl lists the services without a key.
+    it('is open by default: lists services without a key', async () => {
+      expect(await listServices(address(service))).to.deep.equal(['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService']);
+    });
+  });
+});
+
+/** The gRPC status a rejected reflection call ended with. */
+async function reflectionError(target: string, metadata?: Metadata): Promise<number | undefined> {
+  return listServices(target, metadata).then(
+    () => undefined,
+    (error: { code?: number }) => error.code,
+  );
+}
+
+describe('platform server: GRPC_REFLECTION', () => {
+  // off: the reflection service is not registered at all, so even an admin key gets UNIMPLEMENTED; health stays open.
+  it('off: reflection is UNIMPLEMENTED, for any key', async () => {
+    const service = await startTestService(probeModule({ handlerCalls: 0 }), { MIGRATE_ON_START: 'false', GRPC_REFLECTION: 'off' });
+    try {
+      expect(await reflectionError(address(service), bearer(testKeys.admin))).to.equal(grpcStatus.UNIMPLEMENTED);
+      expect(await reflectionError(address(service), bearer(testKeys.reflection))).to.equal(grpcStatus.UNIMPLEMENTED);
+      expect(await checkHealth(address(service))).to.equal('SERVING');
+    } finally {
+      await service.shutdown();
+    }
+  });
+
+  // authenticated: no key is UNAUTHENTICATED, a key without scope "reflection" PERMISSION_DENIED,
+  // a key with it (or an admin key) lists the service; health stays open.
+  it('authenticated: needs a key with scope "reflection"', async () => {
+    const service = await startTestService(probeModule({ handlerCalls: 0 }), { MIGRATE_ON_START: 'false', GRPC_REFLECTION: 'authenticated' });
+    const listed = ['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService'];
+    try {
+      expect(await reflectionError(address(service))).to.equal(grpcStatus.UNAUTHENTICATED);
+      expect(await reflectionError(address(service), bearer(testKeys.noScopes))).to.equal(grpcStatus.PERMISSION_DENIED);
+      expect(await listServices(address(service), bearer(testKeys.reflection))).to.deep.equal(listed);
+      expect(await listServices(address(service), bearer(testKeys.admin))).to.deep.equal(listed);
+      expect(await checkHealth(address(service))).to.equal('SERVING');
+    } finally {
+      await service.shutdown();
+    }
   });
 });
 
@@ -175,9 +202,7 @@ describe('platform server: the three services', () => {
     // (a leaked shadow keeps its rollout controller leading for later suites).
     const services: RunningService[] = [];
     try {
-      services.push(await startTestService(creditsService));
-      services.push(await startTestService(shadowService));
-      services.push(await startTestService(camouflageService));
+      for (const entry of SERVICES) services.push(await startTestService(entry.load()));
       const listed = await Promise.all(services.map((s) => listServices(address(s))));
       expect(listed[0]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService']);
       expect(listed[1]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.shadow.v1.ShadowService']);
@@ -240,6 +265,29 @@ describe('platform server: deadlines and shutdown', () => {
       expect(finished.error).to.equal(null);
       expect(finished.response?.account?.tenantId).to.equal('slow-800');
       await stopping;
+      const after = await getBalance(client, 'acme', bearer(testKeys.creditsReader), 1000);
+      expect((after.error as { code: number }).code).to.be.oneOf([grpcStatus.UNAVAILABLE, grpcStatus.DEADLINE_EXCEEDED]);
+    } finally {
+      client.close();
+    }
+  });
+
+  // A call still running when SHUTDOWN_GRACE_MS is over is cut off (the client gets an error, not a
+  // late answer), and the shutdown still completes: background work closed, new calls refused.
+  it('cuts off calls that outlive the grace period and still stops', async () => {
+    const state: ProbeState = { handlerCalls: 0 };
+    const service = await startTestService(probeModule(state), { MIGRATE_ON_START: 'false', SHUTDOWN_GRACE_MS: '200' });
+    const client = new CreditsServiceClient(address(service), insecure);
+    try {
+      // Far longer than the grace period (and than this test's timeout): only a forced shutdown ends it.
+      const inFlight = getBalance(client, 'slow-60000');
+      await waitFor('the slow call to reach its handler', async () => (state.handlerCalls === 1 ? true : undefined));
+      await service.shutdown('test');
+      const cutOff = await inFlight;
+      expect(state.handlerEnds ?? 0, 'the handler was still running').to.equal(0);
+      expect(cutOff.response).to.equal(undefined);
+      expect((cutOff.error as { code: number }).code).to.be.oneOf([grpcStatus.CANCELLED, grpcStatus.UNAVAILABLE]);
+      expect(state.closes).to.equal(1);
       const after = await getBalance(client, 'acme', bearer(testKeys.creditsReader), 1000);
       expect((after.error as { code: number }).code).to.be.oneOf([grpcStatus.UNAVAILABLE, grpcStatus.DEADLINE_EXCEEDED]);
     } finally {

@@ -25,9 +25,10 @@ import type { HandlerOptions } from './handlers';
 import { authInterceptor, loggingInterceptor, metricsInterceptor, type ScopeResolver } from './interceptors';
 import { createLogger, type Logger } from './logger';
 import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, startMetricsServer } from './metrics';
-import { runMigrations, type ServiceName } from './migrate';
+import { runMigrations } from './migrate';
 import { projectPath } from './paths';
 import { createRedis, type RedisClient } from './redis';
+import type { ServiceName } from './service-registry';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
 const REFLECTION_PREFIXES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];

@@ -13,26 +13,14 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
+import { withDatabase } from '../platform/db';
 import { startEmbeddedPostgres, type LocalServer } from '../platform/local-servers';
 import { projectRoot } from '../platform/paths';
-
-interface DevSecrets {
-  postgresPassword: string;
-  apiKey: string;
-  apiKeySha256: string;
-  paymentKeyId: string;
-  paymentKey: string;
-  auditHmacKey: string;
-}
+import { SERVICES } from '../platform/service-registry';
+import { devServiceEnv, usesDevApiKey, type DevSecrets } from './dev-env';
 
 const root = projectRoot();
 const dataDir = join(root, '.data');
-
-const SERVICES = [
-  { name: 'credits', grpc: 'CREDITS_PORT', metrics: 'CREDITS_METRICS_PORT', grpcDefault: 5004, metricsDefault: 9004 },
-  { name: 'shadow', grpc: 'SHADOW_PORT', metrics: 'SHADOW_METRICS_PORT', grpcDefault: 5005, metricsDefault: 9005 },
-  { name: 'camouflage', grpc: 'CAMOUFLAGE_PORT', metrics: 'CAMOUFLAGE_METRICS_PORT', grpcDefault: 5006, metricsDefault: 9006 },
-] as const;
 
 function loadOrCreateSecrets(): DevSecrets {
   const file = join(dataDir, 'dev-secrets.json');
@@ -59,9 +47,7 @@ async function ensureDatabase(serverUrl: string, name: string): Promise<string> 
   } finally {
     await client.end();
   }
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
+  return withDatabase(serverUrl, name);
 }
 
 function port(variable: string, fallback: number): number {
@@ -94,7 +80,7 @@ async function main(): Promise<void> {
     databaseUrl = await ensureDatabase(embedded.url, 'shieldx');
   }
 
-  const apiKeys = process.env.SHIELDX_API_KEYS ?? JSON.stringify([{ id: 'dev', sha256: secrets.apiKeySha256, scopes: ['*'] }]);
+  const devKey = usesDevApiKey(process.env);
   const children = new Map<string, ChildProcess>();
   const ready = new Set<string>();
   let stopping = false;
@@ -118,30 +104,23 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => void stopAll(0));
   process.once('SIGTERM', () => void stopAll(0));
 
-  const ports = SERVICES.map((s) => ({ ...s, grpcPort: port(s.grpc, s.grpcDefault), metricsPort: port(s.metrics, s.metricsDefault) }));
+  // CREDITS_PORT, CREDITS_METRICS_PORT, SHADOW_PORT, ... (README, Configuration).
+  const ports = SERVICES.map((s) => {
+    const prefix = s.name.toUpperCase();
+    return { name: s.name, grpcPort: port(`${prefix}_PORT`, s.defaultGrpcPort), metricsPort: port(`${prefix}_METRICS_PORT`, s.defaultMetricsPort) };
+  });
   for (const service of ports) {
     const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'start-service.ts')], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'inherit'],
-      env: {
-        ...process.env,
-        SHIELDX_SERVICE: service.name,
-        GRPC_PORT: String(service.grpcPort),
-        METRICS_PORT: String(service.metricsPort),
-        DATABASE_URL: databaseUrl,
-        SHIELDX_API_KEYS: apiKeys,
-        CREDITS_PAYMENT_KEYS: process.env.CREDITS_PAYMENT_KEYS ?? JSON.stringify({ [secrets.paymentKeyId]: secrets.paymentKey }),
-        CREDITS_PAYMENT_ACTIVE_KEY_ID: process.env.CREDITS_PAYMENT_ACTIVE_KEY_ID ?? secrets.paymentKeyId,
-        CREDITS_AUDIT_HMAC_KEY: process.env.CREDITS_AUDIT_HMAC_KEY ?? secrets.auditHmacKey,
-        SHADOW_DEMO_DATA: process.env.SHADOW_DEMO_DATA ?? 'true',
-      },
+      env: devServiceEnv(process.env, secrets, service, databaseUrl),
     });
     children.set(service.name, child);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       process.stdout.write(`${line}\n`);
       if (!ready.has(service.name) && line.includes(`"${service.name} listening"`)) {
         ready.add(service.name);
-        if (ready.size === SERVICES.length) printBanner(ports, secrets, apiKeys !== process.env.SHIELDX_API_KEYS, !!embedded);
+        if (ready.size === SERVICES.length) printBanner(ports, secrets, devKey, !!embedded);
       }
     });
     child.once('exit', (code) => {

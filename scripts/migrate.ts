@@ -5,10 +5,9 @@
  * connection (the migration lock is session-level: not through PgBouncer in
  * transaction mode). Reads DATABASE_URL.
  */
-import { runMigrations, type ServiceName } from '../platform/migrate';
+import { runMigrations } from '../platform/migrate';
 import { createLogger } from '../platform/logger';
-
-const SERVICES: ServiceName[] = ['credits', 'shadow', 'camouflage'];
+import { SERVICE_NAMES } from '../platform/service-registry';
 
 async function main(): Promise<void> {
   const target = process.argv[2] ?? 'all';
@@ -17,9 +16,9 @@ async function main(): Promise<void> {
     process.stderr.write('invalid configuration: DATABASE_URL is required (postgres://...)\n');
     process.exit(2);
   }
-  const services = target === 'all' ? SERVICES : SERVICES.filter((s) => s === target);
+  const services = target === 'all' ? SERVICE_NAMES : SERVICE_NAMES.filter((s) => s === target);
   if (services.length === 0) {
-    process.stderr.write(`usage: migrate <${SERVICES.join('|')}|all>\n`);
+    process.stderr.write(`usage: migrate <${SERVICE_NAMES.join('|')}|all>\n`);
     process.exit(2);
   }
   const logger = createLogger('migrate');

@@ -5,15 +5,15 @@
  * else is required after it.
  */
 import { startTelemetry, stopTelemetry } from '../platform/telemetry';
+// Loads no service module until load() is called below, after telemetry.
+import { isServiceName, SERVICE_NAMES, serviceEntry, type ServiceName } from '../platform/service-registry';
 
-const SERVICES = ['credits', 'shadow', 'camouflage'] as const;
-type ServiceName = (typeof SERVICES)[number];
-
-const name = process.env.SHIELDX_SERVICE as ServiceName;
-if (!SERVICES.includes(name)) {
-  process.stderr.write(`invalid configuration: SHIELDX_SERVICE must be one of ${SERVICES.join(', ')}\n`);
+const requested = process.env.SHIELDX_SERVICE;
+if (!isServiceName(requested)) {
+  process.stderr.write(`invalid configuration: SHIELDX_SERVICE must be one of ${SERVICE_NAMES.join(', ')}\n`);
   process.exit(2);
 }
+const name: ServiceName = requested;
 startTelemetry({ serviceName: `shieldx-${name}` });
 
 async function main(): Promise<void> {
@@ -21,16 +21,10 @@ async function main(): Promise<void> {
   /* eslint-disable @typescript-eslint/no-require-imports */
   const { startService } = require('../platform/server') as typeof import('../platform/server');
   const { ConfigError } = require('../platform/config') as typeof import('../platform/config');
-  const modules = {
-    credits: () => (require('../services/credits/service') as typeof import('../services/credits/service')).creditsService,
-    shadow: () => (require('../services/shadow/service') as typeof import('../services/shadow/service')).shadowService,
-    camouflage: () =>
-      (require('../services/camouflage/service') as typeof import('../services/camouflage/service')).camouflageService,
-  };
   /* eslint-enable @typescript-eslint/no-require-imports */
   let running: Awaited<ReturnType<typeof startService>>;
   try {
-    running = await startService(modules[name]() as never);
+    running = await startService(serviceEntry(name).load());
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { freePort } from '../platform/local-servers';
+import type { ServiceName } from '../platform/service-registry';
 import { serviceEnv } from './harness';
 
 export interface ChildService {
@@ -25,7 +26,7 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 }
 
 /** Spawns the entry point; resolves once the service logs that it listens. */
-export async function spawnService(service: string, extra: Record<string, string> = {}): Promise<ChildService> {
+export async function spawnService(service: ServiceName, extra: Record<string, string> = {}): Promise<ChildService> {
   const grpcPort = await freePort();
   const metricsPort = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, '..', 'scripts', 'start-service.ts')], {

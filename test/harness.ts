@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
+import { withDatabase } from '../platform/db';
 import { startEmbeddedPostgres, startRedisServer, type LocalServer } from '../platform/local-servers';
 import { startService, type RunningService, type ServiceModule } from '../platform/server';
 
@@ -25,12 +26,6 @@ interface Infrastructure {
 }
 
 let infra: Infrastructure | undefined;
-
-function withDatabase(url: string, database: string): string {
-  const parsed = new URL(url);
-  parsed.pathname = `/${database}`;
-  return parsed.toString();
-}
 
 /** Creates an empty database on the test server and returns its URL. */
 export async function createDatabase(serverUrl: string, prefix = 'shieldx_test'): Promise<{ url: string; drop: () => Promise<void> }> {
@@ -116,6 +111,7 @@ export const testKeys = {
   shadowWriter: generateApiKey('test-shadow-writer', ['shadow:read', 'shadow:write', 'shadow:rollout']),
   camouflage: generateApiKey('test-camouflage', ['camouflage:assess', 'camouflage:read']),
   noScopes: generateApiKey('test-no-scopes', ['nothing']),
+  reflection: generateApiKey('test-reflection', ['reflection']),
 };
 
 export function bearer(key: { key: string } = testKeys.admin): Metadata {

@@ -13,6 +13,8 @@ import { ServiceError } from '../platform/service-error';
 export interface ProbeState {
   /** Calls that reached the GetBalance handler. */
   handlerCalls: number;
+  /** GetBalance handlers that ran to their end (a "slow-<ms>" one after its sleep). */
+  handlerEnds?: number;
   /** Times the service's close() ran. */
   closes?: number;
 }
@@ -35,6 +37,7 @@ export function probeModule(state: ProbeState): ServiceModule {
           state.handlerCalls += 1;
           const slow = /^slow-(\d+)$/.exec(request.tenantId);
           if (slow) await new Promise((resolve) => setTimeout(resolve, Number(slow[1])));
+          state.handlerEnds = (state.handlerEnds ?? 0) + 1;
           if (request.tenantId === 'invalid') throw ServiceError.invalidArgument('tenant_id', 'must not be "invalid"');
           if (request.tenantId === 'crash') throw new Error('secret internal detail: password=hunter2');
           return {

@@ -24,7 +24,9 @@ interface ReflectionResponse {
   errorResponse?: { errorCode: number; errorMessage: string };
 }
 
-function reflectionClient(address: string): grpc.Client & { ServerReflectionInfo(): grpc.ClientDuplexStream<object, ReflectionResponse> } {
+function reflectionClient(
+  address: string,
+): grpc.Client & { ServerReflectionInfo(metadata: grpc.Metadata): grpc.ClientDuplexStream<object, ReflectionResponse> } {
   const definition = protoLoader.loadSync(reflectionProto, { keepCase: false, defaults: true, oneofs: true });
   const loaded = grpc.loadPackageDefinition(definition) as unknown as {
     grpc: { reflection: { v1: { ServerReflection: grpc.ServiceClientConstructor } } };
@@ -32,11 +34,11 @@ function reflectionClient(address: string): grpc.Client & { ServerReflectionInfo
   return new loaded.grpc.reflection.v1.ServerReflection(address, grpc.credentials.createInsecure()) as never;
 }
 
-async function ask(address: string, request: object): Promise<ReflectionResponse> {
+async function ask(address: string, request: object, metadata = new grpc.Metadata()): Promise<ReflectionResponse> {
   const client = reflectionClient(address);
   try {
     return await new Promise<ReflectionResponse>((resolve, reject) => {
-      const stream = client.ServerReflectionInfo();
+      const stream = client.ServerReflectionInfo(metadata);
       stream.once('data', (response: ReflectionResponse) => {
         resolve(response);
         stream.end();
@@ -49,8 +51,9 @@ async function ask(address: string, request: object): Promise<ReflectionResponse
   }
 }
 
-export async function listServices(address: string): Promise<string[]> {
-  const response = await ask(address, { listServices: '' });
+/** Reflection's ListServices, with `metadata` (e.g. a bearer key) if given; rejects with the call's error. */
+export async function listServices(address: string, metadata?: grpc.Metadata): Promise<string[]> {
+  const response = await ask(address, { listServices: '' }, metadata);
   return (response.listServicesResponse?.service ?? []).map((s) => s.name).sort();
 }
 

@@ -14,12 +14,13 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
 import { createDatabase } from '../../test/harness';
+import { withDatabase } from '../../platform/db';
 import { projectRoot } from '../../platform/paths';
 import { PgToolError } from './backup-errors';
 import { keyIdOf } from './backup-key';
 import { main } from './cli';
 import { manifestPathFor, sha256File, type Manifest } from './manifest';
-import { pickBinDir, serverVersion, withDatabase } from './pg-tools';
+import { pickBinDir, serverVersion } from './pg-tools';
 import { snapshotDatabase, sequenceValues } from './table-snapshot';
 import { backupTestServerOrSkip, type BackupTestServer } from './test-server';
 

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import pg from 'pg';
+import { withDatabase } from '../../platform/db';
 import { PgToolError } from './backup-errors';
 
 export interface ServerVersion {
@@ -158,10 +159,9 @@ export function connectionForTool(
   baseEnv: NodeJS.ProcessEnv,
   database?: string,
 ): { dbname: string; env: NodeJS.ProcessEnv } {
-  const url = new URL(databaseUrl);
+  const url = new URL(database === undefined ? databaseUrl : withDatabase(databaseUrl, database));
   const password = decodeURIComponent(url.password);
   url.password = '';
-  if (database !== undefined) url.pathname = `/${encodeURIComponent(database)}`;
   const env: NodeJS.ProcessEnv = { ...baseEnv };
   // A password in the URL wins over an inherited PGPASSWORD.
   if (password) env.PGPASSWORD = password;
@@ -173,12 +173,6 @@ export function databaseOf(databaseUrl: string): string {
   const name = decodeURIComponent(new URL(databaseUrl).pathname.replace(/^\//, ''));
   if (!name) throw new PgToolError(`connection URL names no database: ${redactUrl(databaseUrl)}`);
   return name;
-}
-
-export function withDatabase(databaseUrl: string, database: string): string {
-  const url = new URL(databaseUrl);
-  url.pathname = `/${encodeURIComponent(database)}`;
-  return url.toString();
 }
 
 /** The URL with any password replaced, for messages and logs. */

@@ -23,12 +23,12 @@ import type {
   BatchConsumeResponse,
   ConsumeResponse,
 } from '../../gen/shieldx/credits/v1/credits';
+import { withDatabase } from '../../platform/db';
 import type { RunningService } from '../../platform/server';
 import { createDatabase, startTestService } from '../../test/harness';
 import { Credits, creditsEnv, failure, key, payment, tenant } from '../../services/credits/credits-test-kit';
 import { creditsService } from '../../services/credits/service';
 import { main } from './cli';
-import { withDatabase } from './pg-tools';
 import { sequenceValues, snapshotDatabase, type TableSnapshot } from './table-snapshot';
 import { backupTestServerOrSkip, type BackupTestServer } from './test-server';
 

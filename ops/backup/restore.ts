@@ -14,10 +14,11 @@
  */
 import { join } from 'node:path';
 import pg from 'pg';
+import { withDatabase } from '../../platform/db';
 import { BackupIntegrityError, BackupUsageError, PgToolError, RestoreRefusedError } from './backup-errors';
 import { feedStdin, killTool, startTool } from './child-process';
 import { locateManifest, type Manifest } from './manifest';
-import { connectionForTool, databaseOf, serverVersion, withDatabase, type PgBinDir } from './pg-tools';
+import { connectionForTool, databaseOf, serverVersion, type PgBinDir } from './pg-tools';
 import { assertKeyMatches, readArchive, type ReadSummary } from './read-archive';
 import { pgRestoreFor, verify } from './verify';
 

@@ -14,6 +14,7 @@ import {
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
 import { bearer, startTestService, waitFor } from '../../test/harness';
+import { metricValue, scrapeMetrics } from '../../test/metrics';
 import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../test/prometheus';
 import { PrometheusClient } from './rollout-analysis';
 import { CONTROLLER_LEASE_NAME, createControllerMetrics, RolloutController } from './rollout-controller';
@@ -174,8 +175,8 @@ describe('rollout controller against a real Prometheus', function () {
     expect(analysis.detail).to.contain('error rate');
     await waitForFileWeights('erroring', 0);
     expect(fileWeights('erroring')).to.deep.equal({ stable: 100, canary: 0 });
-    const metrics = await (await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`)).text();
-    expect(metrics).to.match(new RegExp(`^canary_rollbacks_total\\{rollout="${id}"(,service="shadow")?\\} 1$`, 'm'));
+    const metrics = await scrapeMetrics(service);
+    expect(metricValue(metrics, 'canary_rollbacks_total', { rollout: id })).to.equal(1);
   });
 
   // Without canary traffic every analysis is inconclusive: the step is held (weight unchanged), and after max_inconclusive in a row the rollout FAILS back to weight 0.

@@ -1,0 +1,61 @@
+/**
+ * The services this repository runs, written out once: the entry point
+ * (scripts/start-service.ts), `npm start`, `npm run migrate`, migrations and the
+ * tests all read this list, so adding a service is one entry here (plus its
+ * module).
+ *
+ * Importing this file loads nothing but itself: a module is required only when
+ * `load()` is called, because the entry point must start telemetry before
+ * grpc-js, pg and ioredis are first required.
+ */
+import type { z } from 'zod';
+import type { ServiceModule } from './server';
+
+export const SERVICE_NAMES = ['credits', 'shadow', 'camouflage'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+export interface ServiceEntry {
+  readonly name: ServiceName;
+  /**
+   * The module's own defaults, repeated here so `npm start` can print and pass
+   * ports without loading every service; service-registry.test.ts proves they agree.
+   */
+  readonly defaultGrpcPort: number;
+  readonly defaultMetricsPort: number;
+  /** Requires the service's module (and with it grpc-js, pg, ioredis). */
+  load(): ServiceModule<z.ZodRawShape>;
+}
+
+/* eslint-disable @typescript-eslint/no-require-imports */
+const ENTRIES: Readonly<Record<ServiceName, ServiceEntry>> = {
+  credits: {
+    name: 'credits',
+    defaultGrpcPort: 5004,
+    defaultMetricsPort: 9004,
+    load: () => (require('../services/credits/service') as typeof import('../services/credits/service')).creditsService as never,
+  },
+  shadow: {
+    name: 'shadow',
+    defaultGrpcPort: 5005,
+    defaultMetricsPort: 9005,
+    load: () => (require('../services/shadow/service') as typeof import('../services/shadow/service')).shadowService as never,
+  },
+  camouflage: {
+    name: 'camouflage',
+    defaultGrpcPort: 5006,
+    defaultMetricsPort: 9006,
+    load: () => (require('../services/camouflage/service') as typeof import('../services/camouflage/service')).camouflageService as never,
+  },
+};
+/* eslint-enable @typescript-eslint/no-require-imports */
+
+/** Every service, in SERVICE_NAMES order. */
+export const SERVICES: readonly ServiceEntry[] = SERVICE_NAMES.map((name) => ENTRIES[name]);
+
+export function isServiceName(value: unknown): value is ServiceName {
+  return typeof value === 'string' && (SERVICE_NAMES as readonly string[]).includes(value);
+}
+
+export function serviceEntry(name: ServiceName): ServiceEntry {
+  return ENTRIES[name];
+}
