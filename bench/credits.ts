@@ -44,6 +44,7 @@ import {
   GetBalanceResponse,
 } from '../gen/shieldx/credits/v1/credits';
 import { generateApiKey } from '../platform/auth';
+import { withDatabase } from '../platform/db';
 import { freePort } from '../platform/local-servers';
 import { formatResult, percentile, runLoad, streamCaller, type LoadResult } from './grpc-load';
 import { H2GrpcClient } from './h2-client';
@@ -81,12 +82,6 @@ function pgbenchPath(): string | undefined {
   for (const p of ['/usr/lib/postgresql/15/bin/pgbench', '/usr/lib/postgresql/16/bin/pgbench', '/usr/lib/postgresql/17/bin/pgbench']) if (existsSync(p)) return p;
   const which = spawnSync('which', ['pgbench'], { encoding: 'utf8' });
   return which.status === 0 ? which.stdout.trim() : undefined;
-}
-
-function withDatabase(url: string, database: string): string {
-  const u = new URL(url);
-  u.pathname = `/${database}`;
-  return u.toString();
 }
 
 function unary<Req, Res>(client: CreditsServiceClient, method: 'consume' | 'getBalance' | 'topUp', metadata: Metadata) {

@@ -26,6 +26,7 @@ import {
   type TrafficSample as ProtoSample,
 } from '../gen/shieldx/shadow/v1/shadow';
 import { generateApiKey } from '../platform/auth';
+import { withDatabase } from '../platform/db';
 import { streamTraffic } from '../services/shadow/traffic-generator';
 import { insecure } from '../test/harness';
 import { startServiceProcess } from './service-process';
@@ -119,14 +120,12 @@ async function main(): Promise<void> {
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${dbName}`);
-  const url = new URL(serverUrl);
-  url.pathname = `/${dbName}`;
   const key = generateApiKey('bench', ['*']);
   const service = await startServiceProcess('shadow', {
     GRPC_HOST: '127.0.0.1',
     GRPC_PORT: '0',
     METRICS_PORT: '0',
-    DATABASE_URL: url.toString(),
+    DATABASE_URL: withDatabase(serverUrl, dbName),
     SHIELDX_API_KEYS: JSON.stringify([key.config]),
     ROLLOUT_CONTROLLER: 'off',
     GRPC_MAX_MESSAGE_BYTES: String(16 * 1024 * 1024),
