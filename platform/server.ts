@@ -22,7 +22,7 @@ import { ApiKeyVerifier } from './auth';
 import { loadConfig, platformConfigSchema, type PlatformConfig } from './config';
 import { createPool } from './db';
 import type { HandlerOptions } from './handlers';
-import { authInterceptor, loggingInterceptor, metricsInterceptor, type ScopeResolver } from './interceptors';
+import { callInterceptor, type ScopeResolver } from './interceptors';
 import { createLogger, type Logger } from './logger';
 import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, startMetricsServer } from './metrics';
 import { runMigrations } from './migrate';
@@ -163,9 +163,13 @@ export async function startService<S extends z.ZodRawShape>(
     'grpc.max_receive_message_length': config.GRPC_MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': config.GRPC_MAX_MESSAGE_BYTES,
     interceptors: [
-      metricsInterceptor(new GrpcServerMetrics(registry)),
-      loggingInterceptor(logger),
-      authInterceptor(new ApiKeyVerifier(config.SHIELDX_API_KEYS), scopeResolver(module, config.GRPC_REFLECTION), module.errorDomain),
+      callInterceptor({
+        metrics: new GrpcServerMetrics(registry),
+        logger,
+        verifier: new ApiKeyVerifier(config.SHIELDX_API_KEYS),
+        scopeFor: scopeResolver(module, config.GRPC_REFLECTION),
+        domain: module.errorDomain,
+      }),
     ],
   });
   server.addService(instance.definition, instance.implementation);
