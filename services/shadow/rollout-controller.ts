@@ -37,7 +37,7 @@ import { RouterConfigError, weightsFor, type TrafficRouter } from './traffic-rou
 export const CONTROLLER_LEASE_NAME = 'rollout-controller';
 
 export interface ControllerMetrics {
-  readonly rollbacks: Counter<'rollout'>;
+  readonly rollbacks: Counter<'target_namespace' | 'target_virtual_service'>;
   readonly analyses: Counter<'verdict'>;
   readonly transitions: Counter<'to_state'>;
   readonly routerErrors: Counter<'router'>;
@@ -48,8 +48,10 @@ export function createControllerMetrics(registry: Registry): ControllerMetrics {
   return {
     rollbacks: new Counter({
       name: 'canary_rollbacks_total',
-      help: 'Canary rollouts rolled back automatically because the canary analysis was unhealthy.',
-      labelNames: ['rollout'],
+      help: 'Canary rollouts rolled back automatically because the canary analysis was unhealthy, by target VirtualService.',
+      // By target, never by rollout id: the VirtualServices of the mesh are a fixed set, rollout ids
+      // grow without bound (one series each). Which rollout it was: ListRollouts / the controller's log.
+      labelNames: ['target_namespace', 'target_virtual_service'],
       registers: [registry],
     }),
     analyses: new Counter({
@@ -255,10 +257,12 @@ export class RolloutController {
     const next = await this.commit(row, decision);
     if (!next) return;
     logger.info(
-      { rollout: row.id, from: row.state, to: next.state, step: next.currentStep, canary_weight: next.canaryWeight, reason: decision.reason, verdict: snapshot.verdict, detail: snapshot.detail },
+      { rollout: row.id, namespace: row.target.namespace, virtual_service: row.target.virtualService, from: row.state, to: next.state, step: next.currentStep, canary_weight: next.canaryWeight, reason: decision.reason, verdict: snapshot.verdict, detail: snapshot.detail },
       'rollout decision',
     );
-    if (next.state === 'ROLLED_BACK') metrics.rollbacks.inc({ rollout: next.id });
+    if (next.state === 'ROLLED_BACK') {
+      metrics.rollbacks.inc({ target_namespace: next.target.namespace, target_virtual_service: next.target.virtualService });
+    }
     // A rollback (or any weight change) is applied at once, not on the next tick.
     if (next.appliedWeight !== next.canaryWeight) await this.apply(next);
   }
