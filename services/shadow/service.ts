@@ -28,14 +28,13 @@ import { evaluateRule } from './evaluate';
 import { resolveThresholds } from './recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
 import { ruleFromProto, toServiceError, validatedRule } from './rule-mapping';
+import { pageSize } from './page-size';
 import { isUuid } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
 import { countSamples, DATASET_PATTERN, SampleColumnsCache, SampleIngestor } from './sample-store';
 import { streamTraffic } from './traffic-generator';
 import type { TrafficSample } from './traffic-sample';
 
-const PAGE_SIZE_DEFAULT = 50;
-const PAGE_SIZE_MAX = 500;
 const DEMO_DATASET = 'demo';
 
 const shadowConfigShape = {
@@ -55,11 +54,6 @@ const STATE_NAMES: Record<JobState, EvaluationState> = {
   SUCCEEDED: EvaluationState.EVALUATION_STATE_SUCCEEDED,
   FAILED: EvaluationState.EVALUATION_STATE_FAILED,
 };
-
-function pageSize(requested: number): number {
-  if (requested < 0 || requested > PAGE_SIZE_MAX) throw ServiceError.invalidArgument('page_size', `must be between 0 and ${PAGE_SIZE_MAX}`);
-  return requested === 0 ? PAGE_SIZE_DEFAULT : requested;
-}
 
 function decodePageToken(token: string): { createdAt: string; id: string } | undefined {
   if (token === '') return undefined;
