@@ -78,7 +78,7 @@ export class RolloutOperations {
    * key with the same request replays the stored response; with a different
    * request it fails with IDEMPOTENCY_KEY_REUSED.
    */
-  private async idempotent<Req, Res>(
+  private async idempotent<Req, Res extends { rollout?: { id: string } | undefined }>(
     key: string | undefined,
     method: string,
     request: Req,
@@ -100,7 +100,7 @@ export class RolloutOperations {
         }
       }
       const response = await fn(client);
-      if (key !== undefined) await saveIdempotentResponse(client, key, responseCodec.encode(response).finish());
+      if (key !== undefined) await saveIdempotentResponse(client, key, responseCodec.encode(response).finish(), response.rollout?.id);
       return response;
     });
   }
