@@ -49,6 +49,11 @@ export interface ServiceContext<C> {
 export interface ServiceInstance {
   readonly definition: ServiceDefinition;
   readonly implementation: UntypedServiceImplementation;
+  /**
+   * Called once, when the server is bound and serving: starts work that must not delay serving
+   * (e.g. loading demo data). It must not throw; failures of what it starts are its own to log.
+   */
+  serving?(): void;
   /** Stops background work (sweepers, controllers) after the server drained. */
   close?(): Promise<void>;
 }
@@ -202,6 +207,7 @@ export async function startService<S extends z.ZodRawShape>(
   }
   const metricsPort = boundPort(metricsServer);
   logger.info({ grpc_port: grpcPort, metrics_port: metricsPort }, `${module.name} listening`);
+  instance.serving?.();
 
   let stopping: Promise<void> | undefined;
   const shutdown = (reason = 'shutdown requested') =>

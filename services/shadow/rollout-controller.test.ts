@@ -14,7 +14,7 @@ import {
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
 import { bearer, startTestService, waitFor } from '../../test/harness';
-import { metricValue, scrapeMetrics } from '../../test/metrics';
+import { metricSamples, metricValue, scrapeMetrics } from '../../test/metrics';
 import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../test/prometheus';
 import { PrometheusClient } from './rollout-analysis';
 import { CONTROLLER_LEASE_NAME, createControllerMetrics, RolloutController } from './rollout-controller';
@@ -156,7 +156,7 @@ describe('rollout controller against a real Prometheus', function () {
     expect(fileWeights('promote')).to.deep.equal({ stable: 0, canary: 100 });
   });
 
-  // A canary erroring above max_error_rate is rolled back on the first analysis: weight 0 in the manifest, ROLLED_BACK with the measured error rate, canary_rollbacks_total incremented.
+  // A canary erroring above max_error_rate is rolled back on the first analysis: weight 0 in the manifest, ROLLED_BACK with the measured error rate, canary_rollbacks_total{target_namespace,target_virtual_service} incremented.
   it('rolls an erroring canary back at once', async () => {
     const { rollout } = await api.create(request('erroring'));
     const id = rollout!.id;
@@ -176,7 +176,9 @@ describe('rollout controller against a real Prometheus', function () {
     await waitForFileWeights('erroring', 0);
     expect(fileWeights('erroring')).to.deep.equal({ stable: 100, canary: 0 });
     const metrics = await scrapeMetrics(service);
-    expect(metricValue(metrics, 'canary_rollbacks_total', { rollout: id })).to.equal(1);
+    // Labelled by the target (a bounded set), never by the rollout id (a new series per rollout).
+    expect(metricValue(metrics, 'canary_rollbacks_total', { target_namespace: 'ctl', target_virtual_service: 'erroring' })).to.equal(1);
+    expect(metricSamples(metrics, 'canary_rollbacks_total').every((sample) => !Object.values(sample.labels).includes(id))).to.equal(true);
   });
 
   // Without canary traffic every analysis is inconclusive: the step is held (weight unchanged), and after max_inconclusive in a row the rollout FAILS back to weight 0.

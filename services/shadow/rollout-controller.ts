@@ -31,13 +31,13 @@ import { AnalysisVerdict, type AnalysisSnapshot } from '../../gen/shieldx/shadow
 import type { Logger } from '../../platform/logger';
 import { analyse, type PrometheusClient } from './rollout-analysis';
 import type { PgLease } from './rollout-lease';
-import { isTerminal, listActionable, markApplied, transition, type RolloutRow, type Transition } from './rollout-store';
+import { isTerminal, listActionable, markApplied, pruneIdempotencyKeys, transition, type RolloutRow, type Transition } from './rollout-store';
 import { RouterConfigError, weightsFor, type TrafficRouter } from './traffic-router';
 
 export const CONTROLLER_LEASE_NAME = 'rollout-controller';
 
 export interface ControllerMetrics {
-  readonly rollbacks: Counter<'rollout'>;
+  readonly rollbacks: Counter<'target_namespace' | 'target_virtual_service'>;
   readonly analyses: Counter<'verdict'>;
   readonly transitions: Counter<'to_state'>;
   readonly routerErrors: Counter<'router'>;
@@ -48,8 +48,10 @@ export function createControllerMetrics(registry: Registry): ControllerMetrics {
   return {
     rollbacks: new Counter({
       name: 'canary_rollbacks_total',
-      help: 'Canary rollouts rolled back automatically because the canary analysis was unhealthy.',
-      labelNames: ['rollout'],
+      help: 'Canary rollouts rolled back automatically because the canary analysis was unhealthy, by target VirtualService.',
+      // By target, never by rollout id: the VirtualServices of the mesh are a fixed set, rollout ids
+      // grow without bound (one series each). Which rollout it was: ListRollouts / the controller's log.
+      labelNames: ['target_namespace', 'target_virtual_service'],
       registers: [registry],
     }),
     analyses: new Counter({
@@ -149,13 +151,21 @@ export interface RolloutControllerOptions {
   readonly logger: Logger;
   readonly metrics: ControllerMetrics;
   readonly tickMs: number;
+  /** Pruning of old idempotency keys, run by the leader at most every `intervalMs` (off when absent). */
+  readonly idempotencyPrune?: { readonly intervalMs: number; readonly retentionHours: number };
 }
+
+/** Bounds of one prune: at most PRUNE_BATCH_ROWS × PRUNE_BATCHES_MAX keys per run, so a tick stays short. */
+const PRUNE_BATCH_ROWS = 1_000;
+const PRUNE_BATCHES_MAX = 10;
 
 export class RolloutController {
   private stopped = false;
   private loop: Promise<void> | undefined;
   private wakeUp: (() => void) | undefined;
   private wakeRequested = false;
+  /** performance.now() of the next idempotency-key prune (the first on the first tick as leader). */
+  private nextPruneAt = 0;
 
   constructor(private readonly options: RolloutControllerOptions) {}
 
@@ -225,6 +235,20 @@ export class RolloutController {
         logger.error({ err, rollout: row.id }, 'rollout reconcile failed');
       }
     }
+    await this.pruneIfDue();
+  }
+
+  /** Leader only (one replica prunes), after the rollouts of the tick: old idempotency keys, bounded. */
+  private async pruneIfDue(): Promise<void> {
+    const { idempotencyPrune: prune, pool, logger, lease } = this.options;
+    if (!prune || this.stopped || !lease.isHeld() || performance.now() < this.nextPruneAt) return;
+    this.nextPruneAt = performance.now() + prune.intervalMs;
+    try {
+      const pruned = await pruneIdempotencyKeys(pool, prune.retentionHours, PRUNE_BATCH_ROWS, PRUNE_BATCHES_MAX);
+      if (pruned > 0) logger.info({ pruned, retention_hours: prune.retentionHours }, 'old rollout idempotency keys pruned');
+    } catch (err) {
+      logger.warn({ err }, 'could not prune rollout idempotency keys; retrying at the next interval');
+    }
   }
 
   private async reconcile(initial: RolloutRow): Promise<void> {
@@ -255,10 +279,12 @@ export class RolloutController {
     const next = await this.commit(row, decision);
     if (!next) return;
     logger.info(
-      { rollout: row.id, from: row.state, to: next.state, step: next.currentStep, canary_weight: next.canaryWeight, reason: decision.reason, verdict: snapshot.verdict, detail: snapshot.detail },
+      { rollout: row.id, namespace: row.target.namespace, virtual_service: row.target.virtualService, from: row.state, to: next.state, step: next.currentStep, canary_weight: next.canaryWeight, reason: decision.reason, verdict: snapshot.verdict, detail: snapshot.detail },
       'rollout decision',
     );
-    if (next.state === 'ROLLED_BACK') metrics.rollbacks.inc({ rollout: next.id });
+    if (next.state === 'ROLLED_BACK') {
+      metrics.rollbacks.inc({ target_namespace: next.target.namespace, target_virtual_service: next.target.virtualService });
+    }
     // A rollback (or any weight change) is applied at once, not on the next tick.
     if (next.appliedWeight !== next.canaryWeight) await this.apply(next);
   }

@@ -34,6 +34,7 @@ describe('rollout RPCs (controller off)', function () {
   let routeCounter = 0;
   const keyPrefix = `handlers-${Date.now().toString(36)}-`;
 
+  const requestCount = async () => Number((await service.pool.query<{ n: bigint }>('SELECT count(*) AS n FROM shadow_rollout_requests')).rows[0]!.n);
   const rowCount = async () => Number((await service.pool.query<{ n: bigint }>('SELECT count(*) AS n FROM shadow_rollouts')).rows[0]!.n);
   const request = (overrides: Partial<CreateRolloutRequest> = {}): CreateRolloutRequest => ({
     evaluationId: approved,
@@ -142,7 +143,37 @@ describe('rollout RPCs (controller off)', function () {
       ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: -2, window: undefined } }],
       ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1_000_000 } } }],
       ['idempotency_key', { idempotencyKey: 'k'.repeat(201) }],
+      // Every other rule parseCreateRollout enforces: lengths, patterns, bounds of each field.
+      ['target.namespace', { target: { ...base.target!, namespace: 'n'.repeat(64) } }],
+      ['target.virtual_service', { target: { ...base.target!, virtualService: 'v'.repeat(254) } }],
+      ['target.virtual_service', { target: { ...base.target!, virtualService: 'Bad_VS' } }],
+      ['target.host', { target: { ...base.target!, host: 'h'.repeat(254) } }],
+      ['target.host', { target: { ...base.target!, host: 'has space.example' } }],
+      ['target.stable_subset', { target: { ...base.target!, stableSubset: 's'.repeat(64) } }],
+      ['target.stable_subset', { target: { ...base.target!, stableSubset: 'Stable' } }],
+      ['target.canary_subset', { target: { ...base.target!, canarySubset: 'c'.repeat(64) } }],
+      ['target.canary_subset', { target: { ...base.target!, canarySubset: 'can_ary' } }],
+      ['target.route_name', { target: { ...base.target!, routeName: 'r'.repeat(64) } }],
+      ['steps', { steps: [...Array.from({ length: 20 }, (_, i) => i + 1), 100] }],
+      ['step_duration', { stepDuration: { seconds: 86_401n, nanos: 0 } }],
+      ['step_duration', { stepDuration: { seconds: 86_400n, nanos: 500_000_000 } }],
+      ['step_duration', { stepDuration: { seconds: 1n, nanos: -1 } }],
+      ['step_duration', { stepDuration: { seconds: 1n, nanos: 1_000_000_000 } }],
+      // Set but under a millisecond: refused, not taken as "unset" (the 60 s default).
+      ['step_duration', { stepDuration: { seconds: 0n, nanos: 1 } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: -0.1, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.NaN, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.POSITIVE_INFINITY, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: -1n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_401n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_400n, nanos: 999_000_000 }, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 0n, nanos: 1 }, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
+      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 101, window: undefined } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 86_401n, nanos: 0 } } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: -5n, nanos: 0 } } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1 } } }],
     ];
+    const keysBefore = await requestCount();
     const before = await rowCount();
     for (const [field, overrides] of cases) {
       const error = await failure(() => api.create({ ...base, ...overrides }));
@@ -153,6 +184,38 @@ describe('rollout RPCs (controller off)', function () {
       ]);
     }
     expect(await rowCount()).to.equal(before);
+    // Not even an idempotency key was claimed.
+    expect(await requestCount()).to.equal(keysBefore);
+  });
+
+  // PromoteRollout and AbortRollout: each bad field is INVALID_ARGUMENT naming it; the rollout (state, version, events) and the key table are unchanged.
+  it('validates PromoteRollout and AbortRollout field by field', async () => {
+    const { rollout } = await api.create(request({ manualPromotion: true }));
+    const id = rollout!.id;
+    await service.pool.query(`UPDATE shadow_rollouts SET state = 'AWAITING_PROMOTION' WHERE id = $1`, [id]);
+    const snapshot = async () =>
+      (await service.pool.query('SELECT state, version, canary_weight, (SELECT count(*)::int FROM shadow_rollout_events WHERE rollout_id = $1) AS events FROM shadow_rollouts WHERE id = $1', [id])).rows[0];
+    const before = await snapshot();
+    const keysBefore = await requestCount();
+    const cases: [string, string, () => Promise<unknown>][] = [
+      ['PromoteRollout', 'id', () => api.promote({ id: '', idempotencyKey: '' })],
+      ['PromoteRollout', 'id', () => api.promote({ id: 'not-a-uuid', idempotencyKey: '' })],
+      ['PromoteRollout', 'id', () => api.promote({ id: '-'.repeat(36), idempotencyKey: '' })],
+      ['PromoteRollout', 'idempotency_key', () => api.promote({ id, idempotencyKey: `${keyPrefix}${'k'.repeat(200)}` })],
+      ['AbortRollout', 'id', () => api.abort({ id: '', reason: '', idempotencyKey: '' })],
+      ['AbortRollout', 'id', () => api.abort({ id: 'not-a-uuid', reason: '', idempotencyKey: '' })],
+      ['AbortRollout', 'idempotency_key', () => api.abort({ id, reason: '', idempotencyKey: `${keyPrefix}${'k'.repeat(200)}` })],
+      ['AbortRollout', 'reason', () => api.abort({ id, reason: 'r'.repeat(1001), idempotencyKey: `${keyPrefix}abort-long-reason` })],
+    ];
+    for (const [method, field, call] of cases) {
+      const error = await failure(call);
+      expect([error.code, error.reason, error.fieldViolations.map((v) => v.field)], `${method} ${field}`).to.deep.equal([grpcStatus.INVALID_ARGUMENT, 'INVALID_ARGUMENT', [field]]);
+    }
+    expect(await snapshot()).to.deep.equal(before);
+    expect(await requestCount()).to.equal(keysBefore);
+    // The limits themselves are allowed: a 1000-character reason aborts.
+    const aborted = await api.abort({ id, reason: 'r'.repeat(1000), idempotencyKey: '' });
+    expect(aborted.rollout!.state).to.equal(RolloutState.ROLLOUT_STATE_ABORTED);
   });
 
   // The same idempotency key with the same request replays the first rollout; with another request it is IDEMPOTENCY_KEY_REUSED.

@@ -64,6 +64,14 @@ export const rolloutConfigShape = {
   ROLLOUT_LEADER_LEASE_SECONDS: int(1, 600).default(15),
   /** WatchRollout's poll interval of the event table. */
   ROLLOUT_WATCH_POLL_MS: int(50, 10_000).default(500),
+  /**
+   * How long idempotency keys of CreateRollout / PromoteRollout / AbortRollout are kept (a retry
+   * within it replays the first response). The leader prunes older keys, except those of rollouts
+   * it still drives.
+   */
+  ROLLOUT_IDEMPOTENCY_RETENTION_HOURS: int(24, 24 * 365).default(168),
+  /** How often the leader prunes expired rollout idempotency keys. */
+  ROLLOUT_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS: int(1, 86_400).default(600),
   /** `off`: this replica serves the rollout RPCs but never runs the controller. */
   ROLLOUT_CONTROLLER: z.enum(['on', 'off'], { errorMap: () => ({ message: 'must be "on" or "off"' }) }).default('on'),
 };
@@ -116,6 +124,10 @@ export function createRolloutHandlers(deps: RolloutHandlerDeps): RolloutHandlers
       logger: logger.child({ component: 'rollout-controller', holder }),
       metrics: createControllerMetrics(registry),
       tickMs: config.ROLLOUT_TICK_MS,
+      idempotencyPrune: {
+        intervalMs: config.ROLLOUT_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS * 1000,
+        retentionHours: config.ROLLOUT_IDEMPOTENCY_RETENTION_HOURS,
+      },
     });
     logger.info({ router: router.kind, holder }, 'rollout controller starting');
     controller.start();

@@ -19,6 +19,7 @@ import {
 } from '../../gen/shieldx/shadow/v1/shadow';
 import { withTransaction } from '../../platform/db';
 import { Code, ServiceError } from '../../platform/service-error';
+import { pageSize as pageSizeFor } from './page-size';
 import { isUuid, parseCreateRollout, validateIdempotencyKey } from './rollout-spec';
 import {
   claimIdempotencyKey,
@@ -36,8 +37,6 @@ import {
   type RolloutRow,
 } from './rollout-store';
 
-export const DEFAULT_PAGE_SIZE = 50;
-export const MAX_PAGE_SIZE = 500;
 export const MAX_EVENTS_PER_ROLLOUT_READ = 1000;
 export const MAX_ABORT_REASON_LENGTH = 1000;
 
@@ -79,7 +78,7 @@ export class RolloutOperations {
    * key with the same request replays the stored response; with a different
    * request it fails with IDEMPOTENCY_KEY_REUSED.
    */
-  private async idempotent<Req, Res>(
+  private async idempotent<Req, Res extends { rollout?: { id: string } | undefined }>(
     key: string | undefined,
     method: string,
     request: Req,
@@ -101,7 +100,7 @@ export class RolloutOperations {
         }
       }
       const response = await fn(client);
-      if (key !== undefined) await saveIdempotentResponse(client, key, responseCodec.encode(response).finish());
+      if (key !== undefined) await saveIdempotentResponse(client, key, responseCodec.encode(response).finish(), response.rollout?.id);
       return response;
     });
   }
@@ -153,8 +152,7 @@ export class RolloutOperations {
 
   /** Newest first; events are left out of list pages (GetRollout has them). */
   async list(pageSize: number, pageToken: string, state: RolloutState): Promise<{ rollouts: Rollout[]; nextPageToken: string }> {
-    if (pageSize < 0) throw ServiceError.invalidArgument('page_size', 'must not be negative');
-    const limit = Math.min(pageSize === 0 ? DEFAULT_PAGE_SIZE : pageSize, MAX_PAGE_SIZE);
+    const limit = pageSizeFor(pageSize);
     let beforeSeq: bigint | undefined;
     if (pageToken !== '') {
       const decoded = Buffer.from(pageToken, 'base64url').toString('utf8');

@@ -36,14 +36,17 @@ function requireName(field: string, value: string, pattern: RegExp, maxLength: n
   return value;
 }
 
-/** Milliseconds of a Duration; undefined when unset or zero (the default applies). */
+/**
+ * Milliseconds of a Duration; undefined when unset or exactly zero (the default applies). A set
+ * duration that rounds to 0 ms (e.g. 1ns) is 0, for the caller's lower bound to refuse, not the default.
+ */
 function durationMs(field: string, duration: Duration | undefined): number | undefined {
   if (duration === undefined) return undefined;
   const { seconds, nanos } = duration;
   if (seconds < 0n || nanos < 0 || nanos > 999_999_999) throw ServiceError.invalidArgument(field, 'must be a positive duration');
   if (seconds > BigInt(MAX_DURATION_MS / 1000)) throw ServiceError.invalidArgument(field, 'must be at most 24h');
-  const ms = Number(seconds) * 1000 + Math.round(nanos / 1_000_000);
-  return ms === 0 ? undefined : ms;
+  if (seconds === 0n && nanos === 0) return undefined;
+  return Number(seconds) * 1000 + Math.round(nanos / 1_000_000);
 }
 
 function boundedDuration(field: string, ms: number | undefined, fallback: number): number {
@@ -89,11 +92,14 @@ export function parseCreateRollout(request: CreateRolloutRequest): RolloutSpec {
   const stepDurationMs = boundedDuration('step_duration', durationMs('step_duration', request.stepDuration), DEFAULT_STEP_DURATION_MS);
 
   const analysis = request.analysis;
-  const maxErrorRate = analysis?.maxErrorRate || DEFAULT_MAX_ERROR_RATE;
+  // Only an unset (0) rate takes the default: NaN is refused below, not silently replaced.
+  const maxErrorRate = analysis === undefined || analysis.maxErrorRate === 0 ? DEFAULT_MAX_ERROR_RATE : analysis.maxErrorRate;
   if (!Number.isFinite(maxErrorRate) || maxErrorRate < 0 || maxErrorRate > 1) {
     throw ServiceError.invalidArgument('analysis.max_error_rate', 'must be between 0 and 1');
   }
   const maxP99LatencyMs = durationMs('analysis.max_p99_latency', analysis?.maxP99Latency) ?? DEFAULT_MAX_P99_LATENCY_MS;
+  if (maxP99LatencyMs < 1) throw ServiceError.invalidArgument('analysis.max_p99_latency', 'must be at least 1ms');
+  if (maxP99LatencyMs > MAX_DURATION_MS) throw ServiceError.invalidArgument('analysis.max_p99_latency', 'must be at most 24h');
   const minRequests = analysis?.minRequests || DEFAULT_MIN_REQUESTS;
   if (minRequests < 0n) throw ServiceError.invalidArgument('analysis.min_requests', 'must not be negative');
   const maxInconclusive = analysis?.maxInconclusive || DEFAULT_MAX_INCONCLUSIVE;

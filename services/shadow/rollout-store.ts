@@ -389,6 +389,41 @@ export async function claimIdempotencyKey(client: pg.PoolClient, key: string, me
   return { claimed: false, sameRequest: existing.method === method && existing.request_hash === requestHash, response: existing.response };
 }
 
-export async function saveIdempotentResponse(client: pg.PoolClient, key: string, response: Uint8Array): Promise<void> {
-  await client.query('UPDATE shadow_rollout_requests SET response = $2 WHERE idempotency_key = $1', [key, Buffer.from(response)]);
+/** Stores the response replayed for `key`, and the rollout it is about (pruning keeps keys of live rollouts). */
+export async function saveIdempotentResponse(client: pg.PoolClient, key: string, response: Uint8Array, rolloutId: string | undefined): Promise<void> {
+  await client.query('UPDATE shadow_rollout_requests SET response = $2, rollout_id = $3 WHERE idempotency_key = $1', [
+    key,
+    Buffer.from(response),
+    rolloutId ?? null,
+  ]);
+}
+
+/**
+ * Deletes idempotency keys older than `retentionHours`, at most `batchRows` ×
+ * `batchesMax` per call (bounded work per controller tick). Never the key of a
+ * rollout the controller still needs: a live one, or a finished one whose
+ * weight the router has not confirmed (the same set `listActionable` reads);
+ * a retry of such a call must replay, not run again. Returns the rows deleted.
+ */
+export async function pruneIdempotencyKeys(pool: pg.Pool, retentionHours: number, batchRows: number, batchesMax: number): Promise<number> {
+  let total = 0;
+  for (let batch = 0; batch < batchesMax; batch++) {
+    const result = await pool.query(
+      `DELETE FROM shadow_rollout_requests WHERE ctid IN (
+         SELECT q.ctid FROM shadow_rollout_requests q
+          WHERE q.created_at < now() - make_interval(hours => $1)
+            AND NOT EXISTS (
+              SELECT 1 FROM shadow_rollouts r
+               WHERE r.id = q.rollout_id
+                 AND (r.state IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION') OR r.applied_weight IS DISTINCT FROM r.canary_weight))
+          ORDER BY q.created_at
+          LIMIT $2
+          FOR UPDATE OF q SKIP LOCKED)`,
+      [retentionHours, batchRows],
+    );
+    const deleted = result.rowCount ?? 0;
+    total += deleted;
+    if (deleted < batchRows) break;
+  }
+  return total;
 }

@@ -40,7 +40,8 @@ export class SampleIngestor {
   readonly summary: IngestSummary = { received: 0, accepted: 0, rejected: 0, rejectedSamples: [] };
 
   constructor(
-    private readonly pool: pg.Pool,
+    /** A pool, or a client inside a transaction (rows appear all at once, or not at all). */
+    private readonly pool: Pick<pg.Pool | pg.PoolClient, 'query'>,
     private readonly dataset: string,
   ) {}
 
@@ -66,7 +67,7 @@ export class SampleIngestor {
   }
 }
 
-async function insertSamples(pool: pg.Pool, dataset: string, rows: readonly TrafficSample[]): Promise<void> {
+async function insertSamples(pool: Pick<pg.Pool | pg.PoolClient, 'query'>, dataset: string, rows: readonly TrafficSample[]): Promise<void> {
   const columns = {
     observedAt: [] as string[],
     clientKey: [] as string[],

@@ -28,19 +28,17 @@ import { evaluateRule } from './evaluate';
 import { resolveThresholds } from './recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
 import { ruleFromProto, toServiceError, validatedRule } from './rule-mapping';
+import { pageSize } from './page-size';
 import { isUuid } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
 import { countSamples, DATASET_PATTERN, SampleColumnsCache, SampleIngestor } from './sample-store';
-import { streamTraffic } from './traffic-generator';
+import { loadDemoDataInBackground } from './demo-data';
 import type { TrafficSample } from './traffic-sample';
 
-const PAGE_SIZE_DEFAULT = 50;
-const PAGE_SIZE_MAX = 500;
-const DEMO_DATASET = 'demo';
 
 const shadowConfigShape = {
   ...rolloutConfigShape,
-  /** Load a generated, labelled demo dataset ("demo") at start when it is empty (npm start sets it). */
+  /** Load a generated, labelled demo dataset ("demo") in the background after start when it is empty (npm start sets it). */
   SHADOW_DEMO_DATA: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   SHADOW_DEMO_SAMPLES: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(5_000_000, 'must be at most 5000000').default(20_000),
   /** Samples kept loaded (columnar, ~30 bytes each) for re-evaluating the same selection; 0 disables. */
@@ -55,11 +53,6 @@ const STATE_NAMES: Record<JobState, EvaluationState> = {
   SUCCEEDED: EvaluationState.EVALUATION_STATE_SUCCEEDED,
   FAILED: EvaluationState.EVALUATION_STATE_FAILED,
 };
-
-function pageSize(requested: number): number {
-  if (requested < 0 || requested > PAGE_SIZE_MAX) throw ServiceError.invalidArgument('page_size', `must be between 0 and ${PAGE_SIZE_MAX}`);
-  return requested === 0 ? PAGE_SIZE_DEFAULT : requested;
-}
 
 function decodePageToken(token: string): { createdAt: string; id: string } | undefined {
   if (token === '') return undefined;
@@ -282,18 +275,19 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       }),
     };
 
-    if (config.SHADOW_DEMO_DATA && (await countSamples(pool, DEMO_DATASET)) === 0) {
-      const ingestor = new SampleIngestor(pool, DEMO_DATASET);
-      for (const sample of streamTraffic({ count: config.SHADOW_DEMO_SAMPLES, seed: 42 })) await ingestor.add(sample);
-      await ingestor.flush();
-      logger.info({ dataset: DEMO_DATASET, samples: ingestor.summary.accepted }, 'demo traffic loaded');
-    }
     runner.start();
+    let demoLoad: Promise<void> | undefined;
 
     return {
       definition: ShadowServiceService,
       implementation,
+      serving() {
+        // In the background: serving (and readiness) never waits for demo data.
+        if (config.SHADOW_DEMO_DATA) demoLoad = loadDemoDataInBackground(pool, config.SHADOW_DEMO_SAMPLES, ctx.shutdownSignal, logger);
+      },
       async close() {
+        // Shutdown fired the signal: the load stops at its next sample and rolls back (never rejects).
+        await demoLoad;
         await rollouts.close();
         await runner.stopped();
         await closeEvaluationWorkerPools();

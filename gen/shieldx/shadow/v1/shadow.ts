@@ -571,6 +571,7 @@ export interface GetEvaluationResponse {
 }
 
 export interface ListEvaluationsRequest {
+  /** Rows per page: 0 means 50; above 500 means 500 (AIP-158); negative is INVALID_ARGUMENT. */
   pageSize: number;
   pageToken: string;
   /** Only this state; unspecified means all. */
@@ -683,6 +684,7 @@ export interface GetRolloutResponse {
 }
 
 export interface ListRolloutsRequest {
+  /** Rows per page: 0 means 50; above 500 means 500 (AIP-158); negative is INVALID_ARGUMENT. */
   pageSize: number;
   pageToken: string;
   state: RolloutState;
