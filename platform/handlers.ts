@@ -221,6 +221,7 @@ export function multiplexedStream<Req, Res>(
   handle: (request: Req, ctx: CallContext) => Promise<Res>,
 ): handleBidiStreamingCall<Req, Res> {
   return (call: ServerDuplexStream<Req, Res>) => {
+    coalesceWrites(call);
     // Shutdown is handled below (stop reading, answer what was read), so it does not abort ctx.signal.
     const { ctx, dispose } = contextFor(call, options, false);
     let inFlight = 0;
@@ -289,6 +290,39 @@ export function multiplexedStream<Req, Res>(
           },
         );
     });
+  };
+}
+
+/**
+ * grpc-js's server stream is a Node Writable whose `_write` sends one message
+ * and calls back only once its HTTP/2 write has completed, so messages leave
+ * one at a time: a syscall and an event-loop turn each (measured: one writev
+ * per ConsumeStream answer). Answers that complete together — a
+ * group-committed batch — then trickle out one turn apart. Given a `_writev`,
+ * the Writable hands over everything queued behind the write in flight at
+ * once; sending those straight to grpc-js's call lets the HTTP/2 stream (whose
+ * own `_writev` batches) put them in one write. Relies on grpc-js's
+ * `ServerDuplexStreamImpl` delegating `_write` to `this.call.sendMessage`
+ * (1.14); if that shape is not there, nothing is changed.
+ */
+function coalesceWrites(call: object): void {
+  const duplex = call as {
+    _writev?: unknown;
+    call?: { sendMessage?: (message: unknown, callback: () => void) => void };
+  };
+  const inner = duplex.call;
+  if (typeof duplex._writev === 'function' || typeof inner?.sendMessage !== 'function') return;
+  const send = inner.sendMessage.bind(inner);
+  duplex._writev = (chunks: readonly { chunk: unknown }[], callback: () => void) => {
+    // grpc-js calls back only on success (a failed write ends the call with a status instead),
+    // exactly as for `_write`: the Writable is done when every message of the group is.
+    let pending = chunks.length;
+    for (const { chunk } of chunks) {
+      send(chunk, () => {
+        pending -= 1;
+        if (pending === 0) callback();
+      });
+    }
   };
 }
 
