@@ -13,7 +13,7 @@
  * overload sheds instead of queueing without bound).
  *
  * Batches in flight never share a tenant: an item whose tenant is in a running
- * batch waits for the next one (natural group commit per tenant: the next
+ * batch (until it commits; its cache write-through may still be on the way) waits for the next one (natural group commit per tenant: the next
  * batch is cut the moment the previous one finishes, holding everything that
  * arrived meanwhile), while tenants not in flight start at once in a batch of
  * their own. So the ledger's fast path always decides from the state the
@@ -50,6 +50,8 @@ interface Pending {
 export class ConsumeBatcher {
   private queue: Pending[] = [];
   private inFlight = 0;
+  /** Batches not yet answered (in flight, or committed and writing through the cache). */
+  private unanswered = 0;
   /** Tenants of the batches in flight. */
   private readonly busy = new Set<string>();
   private scheduled = false;
@@ -57,7 +59,12 @@ export class ConsumeBatcher {
   private readonly idle: (() => void)[] = [];
 
   constructor(
-    private readonly apply: (items: readonly ConsumeItem[]) => Promise<ConsumeOutcome[]>,
+    /**
+     * Applies a batch. May call `committed` once the batch is durable and the states it
+     * leaves are known (before the cache write-through that precedes the answers): the
+     * batch's tenants and slot are then free for the next batch.
+     */
+    private readonly apply: (items: readonly ConsumeItem[], committed?: () => void) => Promise<ConsumeOutcome[]>,
     private readonly options: BatcherOptions,
     private readonly metrics: CreditsMetrics,
     private readonly logger: Logger,
@@ -107,19 +114,30 @@ export class ConsumeBatcher {
       this.queue = rest;
       for (const t of tenants) this.busy.add(t);
       this.inFlight += 1;
-      void this.run(batch).finally(() => {
+      this.unanswered += 1;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
         for (const t of tenants) this.busy.delete(t);
         this.inFlight -= 1;
         this.schedule();
-        if (this.inFlight === 0 && this.queue.length === 0) for (const done of this.idle.splice(0)) done();
+      };
+      void this.run(batch, release).finally(() => {
+        release();
+        this.unanswered -= 1;
+        if (this.unanswered === 0 && this.queue.length === 0) for (const done of this.idle.splice(0)) done();
       });
     }
   }
 
-  private async run(batch: Pending[]): Promise<void> {
+  private async run(batch: Pending[], release: () => void): Promise<void> {
     this.metrics.consumeBatchSize.observe(batch.length);
     try {
-      const outcomes = await this.apply(batch.map((p) => p.item));
+      const outcomes = await this.apply(
+        batch.map((p) => p.item),
+        release,
+      );
       batch.forEach((p, i) => p.resolve(outcomes[i]!));
     } catch (error) {
       const failure = ServiceError.from(error);
@@ -142,7 +160,7 @@ export class ConsumeBatcher {
   /** Stops accepting items and waits for queued and in-flight ones to finish. */
   async close(): Promise<void> {
     this.closed = true;
-    if (this.inFlight === 0 && this.queue.length === 0) return;
+    if (this.unanswered === 0 && this.queue.length === 0) return;
     await new Promise<void>((resolve) => this.idle.push(resolve));
   }
 }

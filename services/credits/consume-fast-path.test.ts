@@ -5,9 +5,10 @@
  * account changed elsewhere or a key was already used.
  */
 import { expect } from 'chai';
-import type { ConsumeResponse, VerifyAuditChainResponse } from '../../gen/shieldx/credits/v1/credits';
+import type { ConsumeResponse, GetBalanceResponse, VerifyAuditChainResponse } from '../../gen/shieldx/credits/v1/credits';
 import type { RunningService } from '../../platform/server';
-import { uniquePrefix } from '../../test/harness';
+import Redis from 'ioredis';
+import { testInfrastructure, uniquePrefix } from '../../test/harness';
 import { Credits, db, failure, key, payment, startCredits, tenant } from './credits-test-kit';
 
 async function batches(service: RunningService): Promise<Record<string, number>> {
@@ -23,7 +24,8 @@ describe('credits consume fast path', function () {
   const clients: Credits[] = [];
 
   before(async () => {
-    const shared = { CREDITS_CACHE_KEY_PREFIX: uniquePrefix('fast') };
+    // A generous Redis timeout: the read-your-writes test pauses Redis writes briefly and must not see them time out.
+    const shared = { CREDITS_CACHE_KEY_PREFIX: uniquePrefix('fast'), CREDITS_REDIS_TIMEOUT_MS: '2000' };
     for (let i = 0; i < 2; i++) {
       services.push(await startCredits(shared));
       clients.push(new Credits(services[i]!));
@@ -118,5 +120,30 @@ describe('credits consume fast path', function () {
     expect((await failure(consume(a, t, 6n, k, 'ref'))).reason).to.equal('IDEMPOTENCY_KEY_REUSED');
     const { rows } = await db().query('SELECT balance FROM credit_accounts WHERE tenant_id = $1', [t]);
     expect(rows[0].balance).to.equal('95');
+  });
+
+  // A batch frees its tenant for the next batch as soon as it commits, before its cache write-through: its
+  // answers must still wait for that write, so a caller that got a consume back reads (from the cache, through
+  // the other instance) a version at least as new — read-your-writes across replicas. Redis writes are paused
+  // (CLIENT PAUSE WRITE; reads go on) for well under the cache timeout, so an answer sent before the write lands
+  // would meet the old cached version.
+  it('answers a consume only after the cache holds its version', async () => {
+    const [a, b] = clients as [Credits, Credits];
+    const t = tenant('ryw');
+    await a.call('topUp', { tenantId: t, amount: 1_000n, idempotencyKey: key('seed'), reference: '', payment: payment(), metadata: {} });
+    await consume(a, t, 1n);
+    const redis = new Redis(testInfrastructure().redisUrl);
+    try {
+      for (let round = 0; round < 5; round++) {
+        await redis.call('CLIENT', 'PAUSE', '40', 'WRITE');
+        const done = await consume(a, t, 1n);
+        const seen = await b.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+        expect(seen.fromCache, `round ${round}`).to.equal(true);
+        expect(seen.account!.version, `round ${round}`).to.equal(done.account!.version);
+      }
+    } finally {
+      await redis.call('CLIENT', 'UNPAUSE');
+      redis.disconnect();
+    }
   });
 });

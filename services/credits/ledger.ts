@@ -695,8 +695,10 @@ export class Ledger {
   }
 
   /** After a commit: metrics and the write-through cache (never fails the call). */
-  private async publish(unit: UnitOfWork, finalStates: readonly KnownAccount[] = unit.finalStates()): Promise<void> {
+  private async publish(unit: UnitOfWork, finalStates: readonly KnownAccount[] = unit.finalStates(), committed?: () => void): Promise<void> {
     this.remember(finalStates);
+    // The next batch on these accounts may now be decided (from the states just remembered).
+    committed?.();
     for (const m of unit.committedMovements) this.deps.metrics.transactions.inc({ type: m.type.toLowerCase() });
     await this.deps.cache.putMany(unit.changedAccounts());
   }
@@ -755,12 +757,12 @@ export class Ledger {
    * and its own outcome; one failing item does not fail the others. Callers
    * must not put two items with the same (tenant, key) in one call.
    */
-  async consumeMany(items: readonly ConsumeItem[]): Promise<ConsumeOutcome[]> {
+  async consumeMany(items: readonly ConsumeItem[], committed?: () => void): Promise<ConsumeOutcome[]> {
     const tenants = [...new Set(items.map((i) => i.tenantId))];
     const known = tenants.map((t) => this.known.get(t));
     if (known.every((k) => k !== undefined)) {
       try {
-        const outcomes = await this.consumeFast(items, known as KnownAccount[]);
+        const outcomes = await this.consumeFast(items, known as KnownAccount[], committed);
         this.deps.metrics.consumeBatches.inc({ path: 'fast' });
         return outcomes;
       } catch (error) {
@@ -769,11 +771,11 @@ export class Ledger {
         const code = (error as { code?: unknown }).code;
         if (!(typeof code === 'string' && FAST_PATH_MISSES.has(code))) throw error;
         this.deps.metrics.consumeBatches.inc({ path: 'fallback' });
-        return this.consumeLocked(items);
+        return this.consumeLocked(items, committed);
       }
     }
     this.deps.metrics.consumeBatches.inc({ path: 'transactional' });
-    return this.consumeLocked(items);
+    return this.consumeLocked(items, committed);
   }
 
   /**
@@ -825,7 +827,7 @@ export class Ledger {
    * exactly in that state (checked under the row lock) and no key is used yet;
    * otherwise it raises and nothing is written.
    */
-  private async consumeFast(items: readonly ConsumeItem[], known: readonly KnownAccount[]): Promise<ConsumeOutcome[]> {
+  private async consumeFast(items: readonly ConsumeItem[], known: readonly KnownAccount[], committed?: () => void): Promise<ConsumeOutcome[]> {
     const work = new UnitOfWork(NO_CONNECTION, this.deps.chain, new Date(), '');
     work.adopt(known);
     const out = this.decideConsumes(work, items, items.map(() => null));
@@ -874,12 +876,12 @@ export class Ledger {
         ],
       ),
     );
-    await this.publish(work, finalStates);
+    await this.publish(work, finalStates, committed);
     return out;
   }
 
   /** The transactional path: claim the keys, lock the accounts, decide, write, commit. */
-  private async consumeLocked(items: readonly ConsumeItem[]): Promise<ConsumeOutcome[]> {
+  private async consumeLocked(items: readonly ConsumeItem[], committed?: () => void): Promise<ConsumeOutcome[]> {
     let unit: UnitOfWork | undefined;
     const claims: KeyClaim[] = items.map((i) => ({ tenantId: i.tenantId, key: i.key, method: METHOD.consume, requestHash: i.requestHash }));
     const outcomes = await this.transaction(async (client) => {
@@ -892,7 +894,7 @@ export class Ledger {
       unit = work;
       return out;
     });
-    if (unit) await this.publish(unit);
+    if (unit) await this.publish(unit, undefined, committed);
     return outcomes;
   }
 

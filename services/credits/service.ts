@@ -183,7 +183,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
     });
     ledgerRef = ledger;
     const batcher = new ConsumeBatcher(
-      (items) => ledger.consumeMany(items),
+      (items, committed) => ledger.consumeMany(items, committed),
       {
         maxBatchItems: config.CREDITS_BATCH_MAX_ITEMS,
         maxInFlight: config.CREDITS_BATCH_MAX_IN_FLIGHT,
