@@ -16,6 +16,7 @@ import { errorDetails } from '../../platform/grpc-errors';
 import { statusDetails } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
+import { exchange } from '../../test/streams';
 import { metricSamples, scrapeMetrics } from '../../test/metrics';
 import { connectTestRedis, dumpPrefix } from './camouflage-test-support';
 import { DECISION_TTL_SECONDS_MAX } from './engine';
@@ -247,20 +248,8 @@ describe('camouflage service over gRPC', function () {
   });
 
   /** Sends `items` on one AssessStream call (half-closing when `halfClose`), collects answers until the call ends. */
-  const assessStream = (client: CamouflageServiceClient, items: AssessStreamRequest[], key = testKeys.camouflage, halfClose = true) => {
-    const call = client.assessStream(bearer(key));
-    const answers: AssessStreamResponse[] = [];
-    const ended = new Promise<{ error: unknown }>((resolve) => {
-      call.on('data', (m: AssessStreamResponse) => answers.push(m));
-      call.on('error', (error) => resolve({ error }));
-      call.on('status', (status) => {
-        if (status.code === grpcStatus.OK) resolve({ error: null });
-      });
-    });
-    for (const item of items) call.write(item);
-    if (halfClose) call.end();
-    return { call, answers, ended };
-  };
+  const assessStream = (client: CamouflageServiceClient, items: AssessStreamRequest[], key = testKeys.camouflage, halfClose = true) =>
+    exchange<AssessStreamRequest, AssessStreamResponse>(client.assessStream(bearer(key)), items, halfClose);
 
   // One stream, many assessments: each answered once by its id with what Assess would say; bad items get their
   // own INVALID_ARGUMENT and the stream goes on; the call ends OK after the client half-closes.

@@ -18,23 +18,12 @@ import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
 import { statusDetails } from '../../platform/service-error';
 import { bearer, testKeys, waitFor } from '../../test/harness';
+import { exchange } from '../../test/streams';
 import { Credits, db, footprint, key, payment, startCredits, tenant } from './credits-test-kit';
 
 /** Sends `items` on one ConsumeStream call (half-closing when `halfClose`), collects answers until the call ends. */
-function consumeStream(client: CreditsServiceClient, items: ConsumeStreamRequest[], apiKey = testKeys.creditsWriter, halfClose = true) {
-  const call = client.consumeStream(bearer(apiKey));
-  const answers: ConsumeStreamResponse[] = [];
-  const ended = new Promise<{ error: unknown }>((resolve) => {
-    call.on('data', (m: ConsumeStreamResponse) => answers.push(m));
-    call.on('error', (error) => resolve({ error }));
-    call.on('status', (status) => {
-      if (status.code === grpcStatus.OK) resolve({ error: null });
-    });
-  });
-  for (const item of items) call.write(item);
-  if (halfClose) call.end();
-  return { call, answers, ended };
-}
+const consumeStream = (client: CreditsServiceClient, items: ConsumeStreamRequest[], apiKey = testKeys.creditsWriter, halfClose = true) =>
+  exchange<ConsumeStreamRequest, ConsumeStreamResponse>(client.consumeStream(bearer(apiKey)), items, halfClose);
 
 const responseOf = (answer: ConsumeStreamResponse | undefined): ConsumeResponse => {
   expect(answer?.result?.$case, answer?.requestId).to.equal('response');
