@@ -234,6 +234,27 @@ async function main(): Promise<void> {
       `unary client ${CLIENT}, service ${flag('in-process') ? 'in-process' : 'child process'}, database ${dbName}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
   );
   const results: LoadResult[] = [];
+  /** The service process's CPU time so far (prom-client's process_cpu_seconds_total), in seconds. */
+  const serviceCpuSeconds = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
+    return { seconds: Number(/^process_cpu_seconds_total(?:\{[^}]*\})? ([0-9.e+-]+)$/m.exec(text)?.[1] ?? NaN), text };
+  };
+  /**
+   * runLoad, and the service CPU each call cost (warm-up included on both sides of the division):
+   * a figure that stays comparable between runs when the machine's speed does not.
+   */
+  const runMeasured = async (
+    options: Parameters<typeof runLoad>[0],
+  ): Promise<LoadResult & { serviceCpuUsPerCall: number; metricsAfter: string }> => {
+    let calls = 0;
+    const counted = (i: number) => options.call(i).finally(() => void (calls += 1));
+    const before = await serviceCpuSeconds();
+    const result = await runLoad({ ...options, call: counted });
+    const after = await serviceCpuSeconds();
+    // metricsAfter: that scrape also read (and so reset) the event-loop delay of the run.
+    return { ...result, serviceCpuUsPerCall: ((after.seconds - before.seconds) * 1e6) / Math.max(1, calls), metricsAfter: after.text };
+  };
+  const withCpu = (r: { serviceCpuUsPerCall: number } & LoadResult) => `${formatResult(r)}   service CPU ${r.serviceCpuUsPerCall.toFixed(0)} µs/call`;
   const pgbench = flag('skip-pgbench') ? undefined : pgbenchPath();
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   if (pgbench) {
@@ -242,15 +263,15 @@ async function main(): Promise<void> {
   const comparisons: string[] = [];
   let bestPgbench = 0;
   for (const concurrency of PHASES.has('closed') ? CONCURRENCIES : []) {
-    const r = await runLoad({ name: 'Consume (gRPC)', mode: { kind: 'closed', concurrency }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: consumeCall(`c${concurrency}`) });
+    const r = await runMeasured({ name: 'Consume (gRPC)', mode: { kind: 'closed', concurrency }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: consumeCall(`c${concurrency}`) });
     results.push(r);
-    console.log(formatResult(r));
+    console.log(withCpu(r));
     if (pgbench && concurrency > PGBENCH_CLIENTS_MAX) console.log(`pgbench skipped at c=${concurrency} (more connections than max_connections allows)`);
     else if (pgbench) {
       const b = runPgbench(pgbench, databaseUrl, concurrency, Math.round(DURATION_MS / 1000), TENANTS);
       if (Number.isNaN(b.tps)) console.log(`pgbench failed:\n${b.output}`);
       else bestPgbench = Math.max(bestPgbench, b.tps);
-      const line = `pgbench 1 tx/consume     closed c=${String(concurrency).padEnd(7)} ${b.tps.toFixed(0).padStart(7)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(r.throughputPerSecond / b.tps).toFixed(2)}x`;
+      const line = `pgbench 1 tx/consume     closed c=${String(concurrency).padEnd(7)} ${b.tps.toFixed(0).padStart(7)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(r.throughputPerSecond / b.tps).toFixed(2)}x (service ${r.throughputPerSecond.toFixed(0)}/s, ${r.serviceCpuUsPerCall.toFixed(0)} µs CPU each)`;
       console.log(line);
       comparisons.push(line);
     }
@@ -273,8 +294,8 @@ async function main(): Promise<void> {
     );
   let bucketsBefore = new Map<string, number>();
   /** The service's event-loop delay since the previous scrape (prom-client resets it on each one), and where Consume's server-side time fell. */
-  const loopDelay = async (withConsumeTime = true) => {
-    const text = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
+  const loopDelay = async (withConsumeTime = true, scraped?: string) => {
+    const text = scraped ?? (await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => ''));
     const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
     const buckets = consumeBuckets(text);
     const total = (buckets.get('+Inf') ?? 0) - (bucketsBefore.get('+Inf') ?? 0);
@@ -295,15 +316,15 @@ async function main(): Promise<void> {
       }),
     );
     const inFlight = Math.max(...CONCURRENCIES) * 4;
-    const streamed = await runLoad({ name: 'ConsumeStream', mode: { kind: 'closed', concurrency: inFlight }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: streamCall });
+    const streamed = await runMeasured({ name: 'ConsumeStream', mode: { kind: 'closed', concurrency: inFlight }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: streamCall });
     results.push(streamed);
-    console.log(formatResult(streamed));
-    const line = `ConsumeStream closed loop, ${inFlight} in flight: ${streamed.throughputPerSecond.toFixed(0)} consumes/s` +
+    console.log(withCpu(streamed));
+    const line = `ConsumeStream closed loop, ${inFlight} in flight: ${streamed.throughputPerSecond.toFixed(0)} consumes/s, service CPU ${streamed.serviceCpuUsPerCall.toFixed(0)} µs each` +
       (bestPgbench > 0 ? `   ratio to the best pgbench figure above (${bestPgbench.toFixed(0)} tx/s) = ${(streamed.throughputPerSecond / bestPgbench).toFixed(2)}x` : '');
     console.log(line);
     summary.push(line);
     await loopDelay();
-    const streamOpen = await runLoad({
+    const streamOpen = await runMeasured({
       name: 'ConsumeStream',
       mode: { kind: 'open', ratePerSecond: RATE, maxInFlight: 5_000 },
       startEarlyMs: START_EARLY_MS,
@@ -311,15 +332,15 @@ async function main(): Promise<void> {
       warmupMs: WARMUP_MS,
       call: streamCall,
     });
-    console.log(formatResult(streamOpen));
-    const streamDelay = await loopDelay(false);
+    console.log(withCpu(streamOpen));
+    const streamDelay = await loopDelay(false, streamOpen.metricsAfter);
     console.log(`  during it: ${streamDelay}`);
-    summary.push(`ConsumeStream open loop ${RATE}/s: ${lat(streamOpen)} (target p99 < 10 ms)`, `  ${streamDelay}`);
+    summary.push(`ConsumeStream open loop ${RATE}/s: ${lat(streamOpen)} (target p99 < 10 ms), service CPU ${streamOpen.serviceCpuUsPerCall.toFixed(0)} µs each`, `  ${streamDelay}`);
     closeStreams();
   }
   if (PHASES.has('open')) {
     await loopDelay();
-    const open = await runLoad({
+    const open = await runMeasured({
       name: 'Consume (gRPC)',
       mode: { kind: 'open', ratePerSecond: RATE, maxInFlight: 5_000 },
       startEarlyMs: START_EARLY_MS,
@@ -328,8 +349,8 @@ async function main(): Promise<void> {
       call: consumeCall('open'),
     });
     results.push(open);
-    console.log(formatResult(open));
-    const openLoopDelay = await loopDelay();
+    console.log(withCpu(open));
+    const openLoopDelay = await loopDelay(true, open.metricsAfter);
     console.log(`  during it: ${openLoopDelay}`);
     summary.push(`consume open loop ${RATE}/s: ${lat(open)} (target p99 < 10 ms)   seed: ${SEED.consumeAvgMs} ms avg`, `  ${openLoopDelay}`);
     if (pgbench) {
@@ -350,7 +371,7 @@ async function main(): Promise<void> {
       call: balanceCall,
     });
     console.log(formatResult(cachedOne));
-    const cached = await runLoad({
+    const cached = await runMeasured({
       name: 'GetBalance (cached)',
       mode: { kind: 'closed', concurrency: 8 },
       durationMs: Math.min(DURATION_MS, 5_000),
@@ -358,7 +379,7 @@ async function main(): Promise<void> {
       call: balanceCall,
     });
     results.push(cached);
-    console.log(formatResult(cached));
+    console.log(withCpu(cached));
     const cachedOpen = await runLoad({
       name: 'GetBalance (cached)',
       mode: { kind: 'open', ratePerSecond: 1_000 },
