@@ -20,6 +20,7 @@ import {
 } from '../../gen/shieldx/credits/v1/credits';
 import type { Duration } from '../../gen/google/protobuf/duration';
 import type { RunningService } from '../../platform/server';
+import { DEFAULT_PAGE_SIZE as PAGE_SIZE_DEFAULT, MAX_PAGE_SIZE as PAGE_SIZE_MAX } from '../../platform/page-size';
 import { Code } from '../../platform/service-error';
 import { Credits, db, failure, key, keyStored, ledgerState, payment, startCredits, tenant } from './credits-test-kit';
 import {
@@ -27,8 +28,6 @@ import {
   METADATA_ENTRIES_MAX,
   METADATA_KEY_LENGTH_MAX,
   METADATA_VALUE_LENGTH_MAX,
-  PAGE_SIZE_DEFAULT,
-  PAGE_SIZE_MAX,
   RESERVATION_TTL_MS_DEFAULT,
   RESERVATION_TTL_MS_MAX,
 } from './validation';
@@ -327,8 +326,9 @@ describe('credits bad input', function () {
       expect(res.succeeded).to.equal(TOTAL - 1);
     });
 
-    // page_size: 0 means the default (50), 1 and 500 are honoured; the proto promises 1..500, so below 0 and above 500 are INVALID_ARGUMENT.
-    it('honours page_size 0 (default), 1 and the maximum; refuses negative and above the maximum', async () => {
+    // page_size follows the mesh's rule (AIP-158, platform/page-size.ts): 0 means the default (50), 1..500 are honoured,
+    // above 500 is served as 500 (not an error), negative is INVALID_ARGUMENT naming page_size.
+    it('honours page_size 0 (default), 1 and the maximum; coerces above the maximum; refuses negative', async () => {
       const byDefault = await list({ tenantId: t });
       expect(byDefault.transactions).to.have.length(PAGE_SIZE_DEFAULT);
       expect(byDefault.nextPageToken).not.to.equal('');
@@ -337,7 +337,18 @@ describe('credits bad input', function () {
       const max = await list({ tenantId: t, pageSize: PAGE_SIZE_MAX });
       expect(max.transactions).to.have.length(TOTAL);
       expect(max.nextPageToken).to.equal('');
-      for (const pageSize of [-1, INT32_MIN, PAGE_SIZE_MAX + 1, INT32_MAX]) {
+      // More rows than the maximum page: 1 top-up + 6 x 100 consumes.
+      const big = await funded(1_000n);
+      for (let i = 0; i < 6; i++) {
+        const items = Array.from({ length: 100 }, () => ({ tenantId: big, amount: 1n, reference: '', metadata: {} }));
+        await credits.call<object, BatchConsumeResponse>('batchConsume', { tenantId: big, idempotencyKey: key(), atomic: true, items });
+      }
+      for (const pageSize of [PAGE_SIZE_MAX, PAGE_SIZE_MAX + 1, INT32_MAX]) {
+        const page = await list({ tenantId: big, pageSize });
+        expect(page.transactions, String(pageSize)).to.have.length(PAGE_SIZE_MAX);
+        expect(page.nextPageToken, String(pageSize)).not.to.equal('');
+      }
+      for (const pageSize of [-1, INT32_MIN]) {
         const err = await failure(list({ tenantId: t, pageSize }));
         expect(err.code, String(pageSize)).to.equal(Code.INVALID_ARGUMENT);
         expect(err.fieldViolations.map((v) => v.field)).to.deep.equal(['page_size']);

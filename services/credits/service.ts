@@ -23,6 +23,7 @@ import {
 } from '../../gen/shieldx/credits/v1/credits';
 import { ConfigError } from '../../platform/config';
 import { itemErrorStatus, multiplexedStream, unary, type CallContext } from '../../platform/handlers';
+import { pageSize as pageSizeFor } from '../../platform/page-size';
 import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
 import { AuditChain } from './audit-chain';
@@ -391,7 +392,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
 
       listTransactions: handler('ListTransactions', async (req: import('../../gen/shieldx/credits/v1/credits').ListTransactionsRequest) => {
         const tenantId = v.tenantId('tenant_id', req.tenantId);
-        const pageSize = v.pageSize('page_size', req.pageSize);
+        const pageSize = pageSizeFor(req.pageSize);
         const types = v.transactionTypes('types', req.types);
         if (req.startTime && req.endTime && req.startTime.getTime() >= req.endTime.getTime()) {
           throw ServiceError.invalidArgument('end_time', 'must be after start_time');

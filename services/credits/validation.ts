@@ -16,8 +16,6 @@ export const METADATA_ENTRIES_MAX = 32;
 export const METADATA_KEY_LENGTH_MAX = 64;
 export const METADATA_VALUE_LENGTH_MAX = 512;
 export const BATCH_ITEMS_MAX = 100;
-export const PAGE_SIZE_DEFAULT = 50;
-export const PAGE_SIZE_MAX = 500;
 export const RESERVATION_TTL_MS_DEFAULT = 5 * 60_000;
 export const RESERVATION_TTL_MS_MAX = 24 * 3_600_000;
 
@@ -106,11 +104,6 @@ export function ttlMs(field: string, value: Duration | undefined): number {
   return ms;
 }
 
-export function pageSize(field: string, value: number): number {
-  if (value === 0) return PAGE_SIZE_DEFAULT;
-  if (!Number.isInteger(value) || value < 1 || value > PAGE_SIZE_MAX) throw ServiceError.invalidArgument(field, `must be between 1 and ${PAGE_SIZE_MAX}`);
-  return value;
-}
 
 export function transactionTypes(field: string, values: readonly TransactionType[]): TxType[] {
   return values.map((v, i) => {

@@ -11,7 +11,7 @@ import { EvaluationState, RolloutState, ShadowServiceClient, type ListEvaluation
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService } from '../../test/harness';
-import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './page-size';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../../platform/page-size';
 import { shadowService } from './service';
 
 /** Rows inserted of each kind: more than one maximum page. */

@@ -19,7 +19,7 @@ import {
 } from '../../gen/shieldx/shadow/v1/shadow';
 import { withTransaction } from '../../platform/db';
 import { Code, ServiceError } from '../../platform/service-error';
-import { pageSize as pageSizeFor } from './page-size';
+import { pageSize as pageSizeFor } from '../../platform/page-size';
 import { isUuid, parseCreateRollout, validateIdempotencyKey } from './rollout-spec';
 import {
   claimIdempotencyKey,

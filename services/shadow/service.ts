@@ -28,7 +28,7 @@ import { evaluateRule } from './evaluate';
 import { resolveThresholds } from './recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
 import { ruleFromProto, toServiceError, validatedRule } from './rule-mapping';
-import { pageSize } from './page-size';
+import { pageSize } from '../../platform/page-size';
 import { isUuid } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
 import { countSamples, DATASET_PATTERN, SampleColumnsCache, SampleIngestor } from './sample-store';

@@ -410,7 +410,7 @@ export interface BatchConsumeResponse {
 
 export interface ListTransactionsRequest {
   tenantId: string;
-  /** 1..500, default 50. */
+  /** 0 means 50; above 500 is served as 500; negative is INVALID_ARGUMENT. */
   pageSize: number;
   pageToken: string;
   /** Inclusive lower bound on created_at. */
