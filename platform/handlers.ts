@@ -107,7 +107,7 @@ function statusFor(error: unknown, options: HandlerOptions, path: string) {
 }
 
 /** Anything thrown, as the google.rpc.Status a stream sends for one failed item. */
-export function itemErrorStatus(error: unknown, options: HandlerOptions, path: string): Status {
+function itemErrorStatus(error: unknown, options: HandlerOptions, path: string): Status {
   return serviceErrorFor(error, options, path).toStatus(options.domain);
 }
 
@@ -207,7 +207,7 @@ export function serverStream<Req, Res>(
 /**
  * A bidirectional stream in which every request gets exactly one response: a
  * request/response multiplexer over one call. `handle` answers one request and
- * must turn its failures into a response (see itemErrorStatus); at most
+ * must turn its failures into a response (requestIdStream does); at most
  * `maxInFlight` run at once, and reading pauses beyond that or while the client
  * is slow to read answers, so a fast writer cannot queue unbounded work. The
  * call ends OK once the client has half-closed and every answer is written. On
@@ -291,6 +291,42 @@ export function multiplexedStream<Req, Res>(
         );
     });
   };
+}
+
+/** One request of a request-id stream (AssessStream, ConsumeStream): `request_id` = 1, `request` = 2. */
+export interface IdentifiedRequest<Req> {
+  requestId: string;
+  request?: Req | undefined;
+}
+
+/** Its answer: the same `request_id`, and the RPC's response or the Status it would have failed with. */
+export interface IdentifiedAnswer<Res> {
+  requestId: string;
+  result?: { $case: 'response'; value: Res } | { $case: 'error'; value: Status } | undefined;
+}
+
+/**
+ * The mesh's request-id streams: a multiplexedStream whose messages carry a
+ * caller-chosen `request_id` (1-128 characters) echoed in the answer, and whose
+ * answer is what the unary RPC (`handle`) would have returned or failed with
+ * (as a google.rpc.Status with its ErrorInfo/BadRequest details).
+ */
+export function requestIdStream<Req, Res>(
+  path: string,
+  options: HandlerOptions,
+  maxInFlight: number,
+  handle: (request: Req, ctx: CallContext) => Promise<Res>,
+): handleBidiStreamingCall<IdentifiedRequest<Req>, IdentifiedAnswer<Res>> {
+  return multiplexedStream(path, options, maxInFlight, async (item: IdentifiedRequest<Req>, ctx): Promise<IdentifiedAnswer<Res>> => {
+    const requestId = item.requestId;
+    try {
+      if (requestId.length === 0 || requestId.length > 128) throw ServiceError.invalidArgument('request_id', 'must be 1-128 characters');
+      if (!item.request) throw ServiceError.invalidArgument('request', 'is required');
+      return { requestId, result: { $case: 'response', value: await handle(item.request, ctx) } };
+    } catch (error) {
+      return { requestId, result: { $case: 'error', value: itemErrorStatus(error, options, path) } };
+    }
+  });
 }
 
 /**

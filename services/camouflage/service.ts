@@ -12,12 +12,10 @@ import {
   type ArmStats as ProtoArmStats,
   type AssessRequest,
   type AssessResponse,
-  type AssessStreamRequest,
-  type AssessStreamResponse,
   type CamouflageServiceServer,
   type Decoy as ProtoDecoy,
 } from '../../gen/shieldx/camouflage/v1/camouflage';
-import { itemErrorStatus, multiplexedStream, unary } from '../../platform/handlers';
+import { requestIdStream, unary } from '../../platform/handlers';
 import type { ServiceModule } from '../../platform/server';
 import { ServiceError } from '../../platform/service-error';
 import {
@@ -297,21 +295,7 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
     const implementation: CamouflageServiceServer = {
       assess: unary(CamouflageServiceService.assess.path, options, assessOne),
 
-      assessStream: multiplexedStream(
-        CamouflageServiceService.assessStream.path,
-        options,
-        ASSESS_STREAM_IN_FLIGHT_MAX,
-        async (item: AssessStreamRequest): Promise<AssessStreamResponse> => {
-          const requestId = item.requestId;
-          try {
-            if (requestId.length === 0 || requestId.length > 128) throw ServiceError.invalidArgument('request_id', 'must be 1-128 characters');
-            if (!item.request) throw ServiceError.invalidArgument('request', 'is required');
-            return { requestId, result: { $case: 'response', value: await assessOne(item.request) } };
-          } catch (error) {
-            return { requestId, result: { $case: 'error', value: itemErrorStatus(error, options, CamouflageServiceService.assessStream.path) } };
-          }
-        },
-      ),
+      assessStream: requestIdStream(CamouflageServiceService.assessStream.path, options, ASSESS_STREAM_IN_FLIGHT_MAX, assessOne),
 
       recordOutcome: unary(CamouflageServiceService.recordOutcome.path, options, async (request) => {
         if (!request.engagement) throw ServiceError.invalidArgument('engagement', 'is required');

@@ -13,9 +13,9 @@
  * overload sheds instead of queueing without bound).
  *
  * Batches in flight never share a tenant: an item whose tenant is in a running
- * batch (until it commits; its cache write-through may still be on the way) waits for the next one (natural group commit per tenant: the next
- * batch is cut the moment the previous one finishes, holding everything that
- * arrived meanwhile), while tenants not in flight start at once in a batch of
+ * batch waits for the next one (natural group commit per tenant: the next
+ * batch is cut the moment the previous one commits — its answers then wait for
+ * the cache write-through — holding everything that arrived meanwhile), while tenants not in flight start at once in a batch of
  * their own. So the ledger's fast path always decides from the state the
  * previous batch committed. (Pipelining a second batch per tenant, decided
  * from the state the first will commit, was measured: the two race for the
@@ -134,10 +134,7 @@ export class ConsumeBatcher {
   private async run(batch: Pending[], release: () => void): Promise<void> {
     this.metrics.consumeBatchSize.observe(batch.length);
     try {
-      const outcomes = await this.apply(
-        batch.map((p) => p.item),
-        release,
-      );
+      const outcomes = await this.apply(batch.map((p) => p.item), release);
       batch.forEach((p, i) => p.resolve(outcomes[i]!));
     } catch (error) {
       const failure = ServiceError.from(error);

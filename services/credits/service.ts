@@ -12,8 +12,6 @@ import {
   CommitReservationResponse,
   type ConsumeRequest,
   ConsumeResponse,
-  type ConsumeStreamRequest,
-  type ConsumeStreamResponse,
   CreditsServiceService,
   type GetOperationResponse,
   OperationState,
@@ -22,7 +20,7 @@ import {
   TopUpResponse,
 } from '../../gen/shieldx/credits/v1/credits';
 import { ConfigError } from '../../platform/config';
-import { itemErrorStatus, multiplexedStream, unary, type CallContext } from '../../platform/handlers';
+import { requestIdStream, unary, type CallContext } from '../../platform/handlers';
 import { pageSize as pageSizeFor } from '../../platform/page-size';
 import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
@@ -293,21 +291,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
 
       consume: handler('Consume', consumeOne),
 
-      consumeStream: multiplexedStream(
-        CreditsServiceService.consumeStream.path,
-        ctx.handlerOptions,
-        CONSUME_STREAM_IN_FLIGHT_MAX,
-        async (item: ConsumeStreamRequest, call): Promise<ConsumeStreamResponse> => {
-          const requestId = item.requestId;
-          try {
-            if (requestId.length === 0 || requestId.length > 128) throw ServiceError.invalidArgument('request_id', 'must be 1-128 characters');
-            if (!item.request) throw ServiceError.invalidArgument('request', 'is required');
-            return { requestId, result: { $case: 'response', value: await consumeStreamItem(item.request, call) } };
-          } catch (error) {
-            return { requestId, result: { $case: 'error', value: itemErrorStatus(error, ctx.handlerOptions, CreditsServiceService.consumeStream.path) } };
-          }
-        },
-      ),
+      consumeStream: requestIdStream(CreditsServiceService.consumeStream.path, ctx.handlerOptions, CONSUME_STREAM_IN_FLIGHT_MAX, consumeStreamItem),
 
       topUp: handler('TopUp', async (req: import('../../gen/shieldx/credits/v1/credits').TopUpRequest, call) => {
         const { tenantId, amount, key, reference, metadata } = v.movement(req);
