@@ -15,6 +15,7 @@
  * grpc-js clients).
  */
 import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import { status as grpcStatus } from '@grpc/grpc-js';
 
 export interface Codec<T> {
   encode(message: T): { finish(): Uint8Array };
@@ -30,9 +31,6 @@ export class GrpcCallError extends Error {
     super(`${code} ${message}`);
   }
 }
-
-const UNAVAILABLE = 14;
-const INTERNAL = 13;
 
 export class H2GrpcClient {
   private readonly sessions: ClientHttp2Session[];
@@ -77,16 +75,16 @@ export class H2GrpcClient {
         status = trailers;
       });
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-      stream.on('error', (error) => reject(new GrpcCallError(UNAVAILABLE, error.message)));
+      stream.on('error', (error) => reject(new GrpcCallError(grpcStatus.UNAVAILABLE, error.message)));
       stream.on('close', () => {
-        const code = Number(status?.['grpc-status'] ?? UNAVAILABLE);
+        const code = Number(status?.['grpc-status'] ?? grpcStatus.UNAVAILABLE);
         if (code !== 0) {
           reject(new GrpcCallError(code, decodeURIComponent(String(status?.['grpc-message'] ?? 'no status'))));
           return;
         }
         const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
         if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) {
-          reject(new GrpcCallError(INTERNAL, 'malformed or compressed response message'));
+          reject(new GrpcCallError(grpcStatus.INTERNAL, 'malformed or compressed response message'));
           return;
         }
         resolve(responseCodec.decode(body.subarray(5)));
