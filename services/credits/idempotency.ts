@@ -14,6 +14,7 @@
  */
 import { createHmac } from 'node:crypto';
 import type pg from 'pg';
+import { withRolledBackTransaction } from '../../platform/db';
 import { Code, ServiceError } from '../../platform/service-error';
 
 export type StoredState = 'IN_PROGRESS' | 'SUCCEEDED' | 'FAILED';
@@ -193,26 +194,20 @@ export async function findRecord(pool: pg.Pool, tenantId: string, key: string): 
  * rolled back.
  */
 export async function probeKey(pool: pg.Pool, tenantId: string, key: string): Promise<'in_flight' | 'committed' | 'absent'> {
-  const client = await pool.connect();
-  const onError = () => undefined;
-  client.on('error', onError);
-  try {
-    await client.query('BEGIN');
+  return withRolledBackTransaction(pool, async (client) => {
     await client.query("SET LOCAL lock_timeout = '100ms'");
-    const inserted = await client.query(
-      `INSERT INTO credit_idempotency_keys (tenant_id, key, method, request_hash, expires_at)
-       VALUES ($1, $2, '', '\\x00', now()) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1`,
-      [tenantId, key],
-    );
-    return inserted.rowCount === 1 ? 'absent' : 'committed';
-  } catch (error) {
-    if ((error as { code?: string }).code === '55P03') return 'in_flight';
-    throw error;
-  } finally {
-    await client.query('ROLLBACK').catch(() => undefined);
-    client.off('error', onError);
-    client.release();
-  }
+    try {
+      const inserted = await client.query(
+        `INSERT INTO credit_idempotency_keys (tenant_id, key, method, request_hash, expires_at)
+         VALUES ($1, $2, '', '\\x00', now()) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1`,
+        [tenantId, key],
+      );
+      return inserted.rowCount === 1 ? 'absent' : 'committed';
+    } catch (error) {
+      if ((error as { code?: string }).code === '55P03') return 'in_flight';
+      throw error;
+    }
+  });
 }
 
 /** Deletes expired records, at most `batchRows` per statement and `batches` statements per call. */
