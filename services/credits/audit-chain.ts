@@ -21,7 +21,6 @@ import { createHmac } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type pg from 'pg';
 
-export const AUDIT_HASH_BYTES = 32;
 const ENCODING_TAG = 'shieldx.credits.audit.v1';
 const GENESIS_TAG = 'shieldx.credits.audit.v1.genesis';
 /** Keys derived for other uses live under their own tag: never a value that is stored anywhere. */

@@ -128,6 +128,26 @@ describe('ConsumeBatcher', () => {
     gated.open();
     for (const outcome of await Promise.all([first, ...queued])) expect(errorOf(outcome)).to.deep.equal({ code: Code.INTERNAL, reason: 'INTERNAL' });
     await closing;
+    // The failed two-item batch was retried one item at a time.
+    expect(gated.batches).to.deep.equal([['a'], ['b', 'c'], ['b'], ['c']]);
+  });
+
+  // A batch that fails as a whole (one poison item) is retried one item per call: the poison item fails alone with
+  // its own error, every other item gets its own result.
+  it('isolates a poison item by retrying a failed batch one item at a time', async () => {
+    const batches: string[][] = [];
+    const apply = async (items: readonly ConsumeItem[]): Promise<ConsumeOutcome[]> => {
+      batches.push(items.map((i) => i.key));
+      if (items.some((i) => i.key === 'poison')) throw new Error('poison item');
+      return items.map((i) => ({ response: { transaction: undefined, account: undefined, replayed: i.key === 'b' } }));
+    };
+    const b = new ConsumeBatcher(apply, { maxBatchItems: 10, maxInFlight: 1, maxQueuedItems: 100, lingerMs: 0 }, new CreditsMetrics(new Registry()), createLogger('credits-test', 'silent'));
+    const outcomes = await Promise.all([b.submit(item('a')), b.submit(item('poison')), b.submit(item('b'))]);
+    expect(batches).to.deep.equal([['a', 'poison', 'b'], ['a'], ['poison'], ['b']]);
+    expect(outcomes[0]).to.deep.equal({ response: { transaction: undefined, account: undefined, replayed: false } });
+    expect(errorOf(outcomes[1]!)).to.deep.equal({ code: Code.INTERNAL, reason: 'INTERNAL' });
+    expect(outcomes[2]).to.deep.equal({ response: { transaction: undefined, account: undefined, replayed: true } });
+    await b.close();
   });
 
   // Closing an idle batcher resolves at once and refuses what comes after.

@@ -99,9 +99,19 @@ export class ConsumeBatcher {
       const rest: Pending[] = [];
       const keys = new Set<string>();
       const tenants = new Set<string>();
-      for (const pending of this.queue) {
+      for (let i = 0; i < this.queue.length; i++) {
+        const pending = this.queue[i]!;
+        if (batch.length >= this.options.maxBatchItems) {
+          // Full: the rest of the queue waits as it is (no per-item work on a long queue).
+          for (let j = i; j < this.queue.length; j++) rest.push(this.queue[j]!);
+          break;
+        }
+        if (this.busy.has(pending.item.tenantId)) {
+          rest.push(pending);
+          continue;
+        }
         const id = `${pending.item.tenantId}\u0000${pending.item.key}`;
-        if (batch.length >= this.options.maxBatchItems || keys.has(id) || this.busy.has(pending.item.tenantId)) {
+        if (keys.has(id)) {
           rest.push(pending);
           continue;
         }

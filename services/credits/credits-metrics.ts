@@ -5,8 +5,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export type BreakerDependency = 'postgres' | 'redis';
-/** 0 closed, 1 half-open, 2 open. */
-export type BreakerStateValue = 0 | 1 | 2;
 
 export class CreditsMetrics {
   readonly operations: Counter<'op' | 'result'>;

@@ -646,7 +646,15 @@ export class Ledger {
    */
   private readonly known = new Map<string, KnownAccount>();
 
-  constructor(private readonly deps: LedgerDeps) {}
+  /** credits_transactions_total's series bound once per type (a label object per movement otherwise). */
+  private readonly transactionsByType: Record<TxType, { inc(): void }>;
+
+  constructor(private readonly deps: LedgerDeps) {
+    const types = Object.keys(TX_TYPE_TO_PROTO) as TxType[];
+    this.transactionsByType = Object.fromEntries(
+      types.map((type) => [type, deps.metrics.transactions.labels({ type: type.toLowerCase() })]),
+    ) as Record<TxType, { inc(): void }>;
+  }
 
   private remember(states: readonly KnownAccount[]): void {
     for (const state of states) {
@@ -699,7 +707,7 @@ export class Ledger {
     this.remember(finalStates);
     // The next batch on these accounts may now be decided (from the states just remembered).
     committed?.();
-    for (const m of unit.committedMovements) this.deps.metrics.transactions.inc({ type: m.type.toLowerCase() });
+    for (const m of unit.committedMovements) this.transactionsByType[m.type].inc();
     await this.deps.cache.putMany(unit.changedAccounts());
   }
 
