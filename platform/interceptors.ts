@@ -35,7 +35,8 @@ function grpcType(requestStream: boolean, responseStream: boolean): GrpcType {
 type Labels = { grpc_type: GrpcType; grpc_service: string; grpc_method: string };
 
 /** Label children bound once per method (prom-client hashes a label object on every inc otherwise). */
-interface MethodSeries {
+interface MethodInfo {
+  readonly required: string | null;
   readonly labels: Labels;
   readonly started: { inc(): void };
   readonly received: { inc(): void };
@@ -54,6 +55,12 @@ const SERVER_FAULT_CODES = new Set<number>([
   grpcStatus.DATA_LOSS,
   grpcStatus.DEADLINE_EXCEEDED,
 ]);
+
+/** The caller's trace id for a log line (read only when a line is written). */
+function traceIdField(metadata: Metadata | undefined): { trace_id?: string } {
+  const traceId = metadata && traceIdOf(metadata);
+  return traceId ? { trace_id: traceId } : {};
+}
 
 function traceIdOf(metadata: Metadata): string | undefined {
   const traceparent = metadata.get('traceparent')[0];
@@ -87,13 +94,14 @@ export interface CallInterceptorOptions {
  */
 export function callInterceptor(options: CallInterceptorOptions): ServerInterceptor {
   const { metrics, logger, verifier, scopeFor, domain } = options;
-  const series = new Map<string, MethodSeries>();
-  const seriesFor = (path: string, requestStream: boolean, responseStream: boolean): MethodSeries => {
+  const series = new Map<string, MethodInfo>();
+  const seriesFor = (path: string, requestStream: boolean, responseStream: boolean): MethodInfo => {
     const cached = series.get(path);
     if (cached) return cached;
     const { service, method } = splitPath(path);
     const labels: Labels = { grpc_type: grpcType(requestStream, responseStream), grpc_service: service, grpc_method: method };
-    const made: MethodSeries = {
+    const made: MethodInfo = {
+      required: scopeFor(path),
       labels,
       started: metrics.started.labels(labels),
       received: metrics.messagesReceived.labels(labels),
@@ -125,9 +133,9 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
   return (methodDescriptor, call) => {
     const path = methodDescriptor.path;
     const m = seriesFor(path, methodDescriptor.requestStream, methodDescriptor.responseStream);
-    const required = scopeFor(path);
+    const required = m.required;
     let startedAt = 0n;
-    let traceId: string | undefined;
+    let received: Metadata | undefined;
 
     /** Counts and logs the call's final status (once: grpc-js sends one status per call). */
     const record = (status: { code?: number; details?: string }) => {
@@ -147,7 +155,7 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
         grpc_code: grpcCodeName(code),
         duration_ms: Math.round(Number(elapsedNs) / 1e3) / 1e3,
         peer: call.getPeer(),
-        ...(traceId ? { trace_id: traceId } : {}),
+        ...traceIdField(received),
       };
       if (SERVER_FAULT_CODES.has(code)) logger.error({ ...line, details: status.details }, 'call failed');
       else if (code !== grpcStatus.OK) logger.info({ ...line, details: status.details }, 'call rejected');
@@ -158,7 +166,7 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
       .withOnReceiveMetadata((metadata, next) => {
         startedAt = process.hrtime.bigint();
         m.started.inc();
-        traceId = traceIdOf(metadata);
+        received = metadata;
         // Only this interceptor may say who the caller is.
         metadata.remove(PRINCIPAL_METADATA_KEY);
         const refused = required === null ? undefined : refusal(metadata, required);

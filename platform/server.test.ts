@@ -7,6 +7,7 @@ import { SERVICES } from './service-registry';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../test/harness';
 import { metricValue, scrapeMetrics } from '../test/metrics';
 import { checkHealth, probeModule, type ProbeState } from '../test/probe-service';
+import { PRINCIPAL_METADATA_KEY } from './interceptors';
 import { clientFromReflection, listServices } from '../test/reflection-client';
 import { Metadata } from '@grpc/grpc-js';
 
@@ -52,6 +53,16 @@ describe('platform server', () => {
       malformed.set('authorization', testKeys.admin.key);
       expect(errorDetails((await getBalance(client, 'acme', malformed)).error)).to.include({ code: grpcStatus.UNAUTHENTICATED, reason: 'INVALID_CREDENTIALS' });
       expect(state.handlerCalls).to.equal(before);
+    });
+
+    // The key id a handler sees (credits' audit actor) comes from the authenticated key only: a caller that sends
+    // its own x-shieldx-key-id header cannot pose as another key.
+    it('ignores a caller-sent key id and tells the handler which key authenticated', async () => {
+      const forged = bearer(testKeys.creditsReader);
+      forged.set(PRINCIPAL_METADATA_KEY, testKeys.admin.config.id);
+      const { error } = await getBalance(client, 'acme', forged);
+      expect(error).to.equal(null);
+      expect(state.lastKeyId).to.equal(testKeys.creditsReader.config.id);
     });
 
     // A valid key without the method's scope is PERMISSION_DENIED, naming the scope, and the handler never runs.

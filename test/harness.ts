@@ -81,7 +81,6 @@ export async function startTestInfrastructure(): Promise<Infrastructure> {
   stops.push(() => database.drop().catch(() => undefined));
   infra = { serverUrl, databaseUrl: database.url, redisUrl, stops };
   // Code under test that reads these (e.g. helpers) sees the run's own servers.
-  process.env.TEST_DATABASE_URL_RUN = database.url;
   process.env.TEST_REDIS_URL_RUN = redisUrl;
   return infra;
 }

@@ -17,6 +17,8 @@ export interface ProbeState {
   handlerEnds?: number;
   /** Times the service's close() ran. */
   closes?: number;
+  /** The key id the last GetBalance handler was told authenticated it (ctx.keyId). */
+  lastKeyId?: string;
 }
 
 /** tenant_id "slow-<ms>" sleeps, "invalid" throws INVALID_ARGUMENT, "crash" throws a plain Error. */
@@ -33,8 +35,9 @@ export function probeModule(state: ProbeState): ServiceModule {
       implementation.getBalance = unary<GetBalanceRequest, GetBalanceResponse>(
         CreditsServiceService.getBalance.path,
         ctx.handlerOptions,
-        async (request) => {
+        async (request, call) => {
           state.handlerCalls += 1;
+          state.lastKeyId = call.keyId;
           const slow = /^slow-(\d+)$/.exec(request.tenantId);
           if (slow) await new Promise((resolve) => setTimeout(resolve, Number(slow[1])));
           state.handlerEnds = (state.handlerEnds ?? 0) + 1;

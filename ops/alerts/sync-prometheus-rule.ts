@@ -1,12 +1,11 @@
 /**
  * Keeps the PrometheusRule manifest (mesh/k8s/base/monitoring/prometheus-rule.yaml) in step with
- * the plain rule file (ops/alerts/shieldx.rules.yml), which is the source of truth: the plain file
+ * the plain rule file (ops/alerts/shieldx.rules.yml), which is the source of truth : the plain file
  * is what `promtool check rules` / `promtool test rules` prove, the manifest is what a
  * prometheus-operator cluster loads. Generating one from the other means they cannot drift apart
  * unnoticed; ops/alerts.test.ts fails when the committed manifest differs from the generated one.
  *
  *   npx tsx ops/alerts/sync-prometheus-rule.ts          # rewrite the manifest
- *   npx tsx ops/alerts/sync-prometheus-rule.ts --check  # exit 1 if it is stale
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -67,28 +66,12 @@ export function renderPrometheusRule(rules: RuleFile = readRuleFile()): string {
   return HEADER + stringify(buildPrometheusRule(rules), { lineWidth: 0 });
 }
 
-function main(argv: string[]): number {
-  const expected = renderPrometheusRule();
-  if (argv.includes('--check')) {
-    let actual = '';
-    try {
-      actual = readFileSync(PROMETHEUS_RULE_FILE, 'utf8');
-    } catch {
-      // missing file: reported as stale below
-    }
-    if (actual !== expected) {
-      process.stderr.write(
-        `${path.relative(process.cwd(), PROMETHEUS_RULE_FILE)} is stale: run npx tsx ops/alerts/sync-prometheus-rule.ts\n`,
-      );
-      return 1;
-    }
-    return 0;
-  }
-  writeFileSync(PROMETHEUS_RULE_FILE, expected);
+function main(): number {
+  writeFileSync(PROMETHEUS_RULE_FILE, renderPrometheusRule());
   process.stdout.write(`wrote ${path.relative(process.cwd(), PROMETHEUS_RULE_FILE)}\n`);
   return 0;
 }
 
 if (require.main === module) {
-  process.exitCode = main(process.argv.slice(2));
+  process.exitCode = main();
 }
