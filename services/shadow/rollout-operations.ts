@@ -240,6 +240,8 @@ export class RolloutOperations {
       if (!(await sleep(pollMs, signal))) return;
       row = await getRollout(this.pool, rolloutId);
       if (!row) return;
+      // Each transition writes one event whose sequence is the rollout's new version: nothing to read until it moves.
+      if (row.version <= lastSequence) continue;
       const events = await listEvents(this.pool, rolloutId, lastSequence, 100);
       for (const event of events) {
         if (signal.aborted) return;

@@ -5,6 +5,7 @@
  * (keyset-paginated, so memory holds columns, not row objects).
  */
 import type pg from 'pg';
+import { withTransaction } from '../../platform/db';
 import { SampleColumnsBuilder, type SampleColumns } from './sample-columns';
 import { validateSample, type TrafficSample } from './traffic-sample';
 
@@ -130,9 +131,9 @@ export async function loadSampleColumns(
   const limit = selection.limit > 0 ? Math.min(selection.limit, EVALUATION_SAMPLES_MAX) : EVALUATION_SAMPLES_MAX;
   const headers = [...new Set([...headerNames].map((h) => h.toLowerCase()))].filter((h) => h !== 'user-agent');
   const builder = new SampleColumnsBuilder({ capacity: Math.min(limit, 1_000_000), headerNames: headers });
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN READ ONLY');
+  // withTransaction: a connection that drops during the FETCH loop is destroyed, not handed on.
+  await withTransaction(pool, async (client) => {
+    await client.query('SET TRANSACTION READ ONLY');
     await client.query(
       `DECLARE shadow_samples_cursor NO SCROLL CURSOR FOR
        SELECT (extract(epoch FROM observed_at) * 1000)::float8, client_key, host(client_ip), path, user_agent,
@@ -173,19 +174,14 @@ export async function loadSampleColumns(
       loaded += page.rows.length;
       if (page.rows.length < LOAD_PAGE_ROWS) break;
     }
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
   return builder.build();
 }
 
-export async function countSamples(pool: pg.Pool, dataset: string): Promise<number> {
-  const result = await pool.query<{ n: bigint }>('SELECT count(*) AS n FROM shadow_samples WHERE dataset = $1', [dataset]);
-  return Number(result.rows[0]!.n);
+/** Whether the dataset has any sample (an index probe, not a count of the whole dataset). */
+export async function hasSamples(pool: pg.Pool, dataset: string): Promise<boolean> {
+  const result = await pool.query('SELECT 1 FROM shadow_samples WHERE dataset = $1 LIMIT 1', [dataset]);
+  return result.rows.length > 0;
 }
 
 /**

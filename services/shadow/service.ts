@@ -31,7 +31,7 @@ import { ruleFromProto, toServiceError, validatedRule } from './rule-mapping';
 import { pageSize } from '../../platform/page-size';
 import { isUuid } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
-import { countSamples, DATASET_PATTERN, SampleColumnsCache, SampleIngestor } from './sample-store';
+import { DATASET_PATTERN, hasSamples, SampleColumnsCache, SampleIngestor } from './sample-store';
 import { loadDemoDataInBackground } from './demo-data';
 import type { TrafficSample } from './traffic-sample';
 
@@ -240,7 +240,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
         } catch (error) {
           throw toServiceError(error);
         }
-        if ((await countSamples(pool, selection.dataset)) === 0) {
+        if (!(await hasSamples(pool, selection.dataset))) {
           throw new ServiceError(Code.FAILED_PRECONDITION, 'NO_SAMPLES', `dataset "${selection.dataset}" has no samples`, {
             metadata: { dataset: selection.dataset },
           });
