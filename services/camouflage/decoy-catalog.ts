@@ -13,6 +13,7 @@
  * `assertMayServe` before anything is rendered.
  */
 import { createHash } from 'node:crypto';
+import { pageSize as pageSizeFor } from '../../platform/page-size';
 import { Code, ServiceError } from '../../platform/service-error';
 import { idempotencyKeyReused, invalidArgument, invariant, redisUnavailable } from './errors';
 import { CamouflageKeys, RedisClient, RedisScript } from './redis-keys';
@@ -581,14 +582,8 @@ function decodePageToken(token: string): string {
   throw invalidArgument('pageToken', 'pageToken is not a token this service issued');
 }
 
-/** Validates a page size: 0/undefined → default, >max → max, negative or fractional → error. */
-export function normalisePageSize(pageSize: unknown): number {
-  if (pageSize === undefined || pageSize === 0) return PAGE_SIZE_DEFAULT;
-  if (typeof pageSize !== 'number' || !Number.isInteger(pageSize) || pageSize < 0) {
-    throw invalidArgument('pageSize', 'pageSize must be a non-negative integer');
-  }
-  return Math.min(pageSize, PAGE_SIZE_MAX);
-}
+/** The page limits of ListDecoys (the mesh's rule, platform/page-size.ts, with a smaller maximum). */
+export const DECOY_PAGE_LIMITS = { defaultSize: PAGE_SIZE_DEFAULT, maxSize: PAGE_SIZE_MAX };
 
 export class DecoyCatalog {
   private byId = new Map<string, Decoy>();
@@ -682,7 +677,7 @@ export class DecoyCatalog {
 
   /** One page of all decoys (built-in and custom; those listing `tier` if given) ordered by id, read fresh from the store. */
   async list(request: ListDecoysRequest = {}): Promise<DecoyPage> {
-    const pageSize = normalisePageSize(request.pageSize);
+    const pageSize = pageSizeFor(request.pageSize ?? 0, 'pageSize', DECOY_PAGE_LIMITS);
     const token = request.pageToken ?? '';
     if (typeof token !== 'string') throw invalidArgument('pageToken', 'pageToken must be a string');
     const tier = request.tier;

@@ -500,6 +500,21 @@ describe('camouflage configuration', () => {
       expect((error as ConfigError).variable).to.equal('CAMOUFLAGE_DECISION_TTL_SECONDS');
     }
   });
+
+  // The config refuses a key prefix the engine would refuse (spaces, non-ASCII, too long), naming the variable,
+  // instead of failing later inside the engine.
+  it('refuses a Redis key prefix the engine cannot use', async () => {
+    for (const value of ['has space:', 'préfixe:', 'x'.repeat(65)]) {
+      let error: unknown;
+      const started = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: value, MIGRATE_ON_START: 'false' }).catch((e: unknown) => {
+        error = e;
+        return undefined;
+      });
+      await started?.shutdown();
+      expect(error, value).to.be.instanceOf(ConfigError);
+      expect((error as ConfigError).variable).to.equal('CAMOUFLAGE_REDIS_PREFIX');
+    }
+  });
 });
 
 describe('camouflage on the in-process store (npm start without REDIS_URL)', () => {

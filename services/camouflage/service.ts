@@ -16,6 +16,7 @@ import {
   type Decoy as ProtoDecoy,
 } from '../../gen/shieldx/camouflage/v1/camouflage';
 import { requestIdStream, unary } from '../../platform/handlers';
+import { pageSize } from '../../platform/page-size';
 import type { ServiceModule } from '../../platform/server';
 import { ServiceError } from '../../platform/service-error';
 import {
@@ -24,11 +25,14 @@ import {
   DECISION_TTL_SECONDS_MAX,
   HONEYTOKEN_TTL_SECONDS_DEFAULT,
   HONEYTOKEN_TTL_SECONDS_MAX,
+  KEY_PREFIX_DEFAULT,
   type ArmStats,
   type BanditPolicy,
   type Decoy,
   type Tier,
 } from './engine';
+import { DECOY_PAGE_LIMITS } from './decoy-catalog';
+import { isValidKeyPrefix } from './redis-keys';
 
 const TIER_TO_PROTO: Record<Tier, ThreatTier> = {
   benign: ThreatTier.THREAT_TIER_BENIGN,
@@ -159,7 +163,7 @@ function durationOf(ms: number) {
 
 const camouflageConfigShape = {
   CAMOUFLAGE_BANDIT_POLICY: z.enum(['ucb1', 'thompson']).default('ucb1'),
-  CAMOUFLAGE_REDIS_PREFIX: z.string().min(1).max(64).default('shieldx:camouflage:'),
+  CAMOUFLAGE_REDIS_PREFIX: z.string().refine(isValidKeyPrefix, 'must be 1-64 printable ASCII characters without spaces').default(KEY_PREFIX_DEFAULT),
   // Bounds and defaults are the engine's, so a value the config accepts never fails engine.start().
   CAMOUFLAGE_DECISION_TTL_SECONDS: z.coerce
     .number()
@@ -320,11 +324,10 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
       }),
 
       listDecoys: unary(CamouflageServiceService.listDecoys.path, options, async (request) => {
-        if (request.pageSize < 0) throw ServiceError.invalidArgument('page_size', 'must not be negative');
         const tier = request.tier === ThreatTier.THREAT_TIER_UNSPECIFIED ? undefined : tierFromProto(request.tier, 'tier');
         // The catalog filters by tier before paging: a page never exceeds page_size and none is skipped.
         const page = await engineCall(
-          () => engine.listDecoys({ pageSize: request.pageSize, pageToken: request.pageToken, ...(tier ? { tier } : {}) }),
+          () => engine.listDecoys({ pageSize: pageSize(request.pageSize, 'page_size', DECOY_PAGE_LIMITS), pageToken: request.pageToken, ...(tier ? { tier } : {}) }),
           LIST_DECOYS_FIELDS,
         );
         return { decoys: page.decoys.map(decoyToProto), nextPageToken: page.nextPageToken };
