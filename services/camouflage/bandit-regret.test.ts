@@ -20,6 +20,9 @@ describe('camouflage bandit regret (seeded simulation)', () => {
     CHECKPOINTS.forEach((n, i) => {
       expect(regret[i], `n=${n}`).to.be.at.most(auerUcb1RegretBound(SPREAD, n));
     });
+    // At n = 1000 the bound (860) exceeds the worst regret possible (always the worst arm: 0.8 · 1000 = 800), so it
+    // proves nothing there: the regret must also be a small part of that worst case.
+    expect(regret[0], 'n=1000').to.be.below(0.25 * 0.8 * 1_000);
     // The bound, computed by hand at n = 1000 for these arms:
     // 8·ln(1000)·(1/0.1 + 1/0.4 + 1/0.6 + 1/0.8) + (1 + π²/3)·(0.1 + 0.4 + 0.6 + 0.8) ≈ 860.1
     expect(auerUcb1RegretBound(SPREAD, 1_000)).to.be.closeTo(860.1, 0.1);
@@ -40,7 +43,8 @@ describe('camouflage bandit regret (seeded simulation)', () => {
   // Proves the Thompson policy learns too (lower regret than UCB1 on these arms, also sub-linear).
   it('learns with Thompson sampling as well', () => {
     const regret = averageRegret(SPREAD, 'thompson', [1_000, 10_000], SEEDS);
-    expect(regret[1]).to.be.below(auerUcb1RegretBound(SPREAD, 10_000));
+    const ucb1 = averageRegret(SPREAD, 'ucb1', [1_000, 10_000], SEEDS);
+    expect(regret[1]).to.be.below(ucb1[1] as number);
     expect((regret[1] as number) / (regret[0] as number)).to.be.below(4);
   });
 });
