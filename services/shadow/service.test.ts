@@ -165,6 +165,21 @@ describe('shadow service over gRPC', function () {
       code: grpcStatus.FAILED_PRECONDITION,
       reason: 'NO_SAMPLES',
     });
+    // Every other StartEvaluation limit: INVALID_ARGUMENT naming the field, and no job written.
+    const before = (await service.pool.query('SELECT count(*)::int AS n FROM shadow_evaluations')).rows[0].n;
+    const bad: [Partial<StartEvaluationRequest>, string][] = [
+      [{ name: 'n'.repeat(201) }, 'name'],
+      [{ idempotencyKey: 'k'.repeat(201) }, 'idempotency_key'],
+      [{ selection: { dataset, limit: -1n } }, 'selection.limit'],
+      [{ selection: { dataset, limit: 0n, startTime: new Date(2_000), endTime: new Date(2_000) } }, 'selection.end_time'],
+      [{ selection: { dataset, limit: 0n, startTime: new Date(3_000), endTime: new Date(2_000) } }, 'selection.end_time'],
+    ];
+    for (const [request, field] of bad) {
+      const details = errorDetails((await start({ rule: scannerRule, selection: { dataset, limit: 0n }, ...request })).error);
+      expect(details?.code, field).to.equal(grpcStatus.INVALID_ARGUMENT);
+      expect(details?.fieldViolations[0]?.field, field).to.equal(field);
+    }
+    expect((await service.pool.query('SELECT count(*)::int AS n FROM shadow_evaluations')).rows[0].n).to.equal(before);
   });
 
   // The same idempotency key replays the first job; a different request under it is IDEMPOTENCY_KEY_REUSED.

@@ -29,7 +29,7 @@ import { resolveThresholds } from './recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
 import { ruleFromProto, toServiceError, validatedRule } from './rule-mapping';
 import { pageSize } from '../../platform/page-size';
-import { isUuid } from './rollout-spec';
+import { isUuid, validateIdempotencyKey } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
 import { DATASET_PATTERN, hasSamples, SampleColumnsCache, SampleIngestor } from './sample-store';
 import { loadDemoDataInBackground } from './demo-data';
@@ -224,7 +224,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
 
       startEvaluation: unary(ShadowServiceService.startEvaluation.path, options, async (request: StartEvaluationRequest) => {
         if (request.name.length > 200) throw ServiceError.invalidArgument('name', 'must be at most 200 characters');
-        if (request.idempotencyKey.length > 200) throw ServiceError.invalidArgument('idempotency_key', 'must be at most 200 characters');
+        validateIdempotencyKey(request.idempotencyKey);
         validatedRule(request.rule, 'rule');
         if (request.baselineRule) validatedRule(request.baselineRule, 'baseline_rule');
         const selection = request.selection;
