@@ -4,9 +4,8 @@
  * same shape, so the mapping is structural and field paths stay proto names.
  */
 import { RateLimitKey, type Rule } from '../../gen/shieldx/shadow/v1/shadow';
-import { Code, ServiceError } from '../../platform/service-error';
 import { compileRule, RULE_LIMITS, type RuleConfig } from './rules';
-import { ShadowInputError } from './shadow-errors';
+import { RuleConfigError } from './shadow-errors';
 
 const KIND_NAMES = 'rate_limit, ip_blocklist, path_pattern, header_pattern, all, any';
 const KEY_BY_VALUES: readonly RateLimitKey[] = [
@@ -15,11 +14,8 @@ const KEY_BY_VALUES: readonly RateLimitKey[] = [
   RateLimitKey.RATE_LIMIT_KEY_CLIENT_KEY,
 ];
 
-function invalidRule(field: string, description: string): ServiceError {
-  return new ServiceError(Code.INVALID_ARGUMENT, 'INVALID_RULE', `${field}: ${description}`, {
-    fieldViolations: [{ field, description }],
-    metadata: { field },
-  });
+function invalidRule(field: string, description: string): RuleConfigError {
+  return new RuleConfigError(field, description);
 }
 
 /** Maps a proto Rule to the domain config (structure only; `compileRule` validates values). */
@@ -67,21 +63,7 @@ export function ruleFromProto(rule: Rule | undefined, field = 'rule', depth = 0)
 /** Maps and validates (compiles) a proto rule; bad input → INVALID_ARGUMENT naming the field. */
 export function validatedRule(rule: Rule | undefined, field: string): RuleConfig {
   const config = ruleFromProto(rule, field);
-  try {
-    compileRule(config, field);
-  } catch (error) {
-    throw toServiceError(error);
-  }
+  compileRule(config, field);
   return config;
 }
 
-/** Domain input errors (ShadowInputError) → INVALID_ARGUMENT with reason and field; others unchanged. */
-export function toServiceError(error: unknown): unknown {
-  if (error instanceof ShadowInputError) {
-    return new ServiceError(Code.INVALID_ARGUMENT, error.reason, error.message, {
-      fieldViolations: [{ field: error.field, description: error.description }],
-      metadata: { field: error.field },
-    });
-  }
-  return error;
-}

@@ -27,7 +27,7 @@ import { EvaluationJobs, EvaluationRunner, type EvaluationRow, type EvaluationSt
 import { evaluateRule } from './evaluate';
 import { resolveThresholds } from './recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
-import { ruleFromProto, toServiceError, validatedRule } from './rule-mapping';
+import { ruleFromProto, validatedRule } from './rule-mapping';
 import { pageSize } from '../../platform/page-size';
 import { isUuid, validateIdempotencyKey } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
@@ -235,11 +235,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
         if (selection.startTime && selection.endTime && selection.startTime >= selection.endTime) {
           throw ServiceError.invalidArgument('selection.end_time', 'must be after start_time');
         }
-        try {
-          resolveThresholds(thresholdsFromProto(request.thresholds));
-        } catch (error) {
-          throw toServiceError(error);
-        }
+        resolveThresholds(thresholdsFromProto(request.thresholds));
         if (!(await hasSamples(pool, selection.dataset))) {
           throw new ServiceError(Code.FAILED_PRECONDITION, 'NO_SAMPLES', `dataset "${selection.dataset}" has no samples`, {
             metadata: { dataset: selection.dataset },
