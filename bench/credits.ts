@@ -44,10 +44,10 @@ import {
   GetBalanceResponse,
 } from '../gen/shieldx/credits/v1/credits';
 import { generateApiKey } from '../platform/auth';
-import { withDatabase } from '../platform/db';
 import { freePort } from '../platform/local-servers';
 import { formatResult, percentile, runLoad, streamCaller, type LoadResult } from './grpc-load';
 import { H2GrpcClient } from './h2-client';
+import { createDatabase } from '../test/harness';
 import { startServiceProcess } from './service-process';
 
 function arg(name: string, env: string, fallback: string): string {
@@ -160,13 +160,18 @@ function runPgbenchAtRate(bin: string, url: string, rate: number, seconds: numbe
   return { p50: percentile(latencies, 0.5), p95: percentile(latencies, 0.95), p99: percentile(latencies, 0.99), count: latencies.length, output };
 }
 
+/** Creates the bench's database, runs the bench, and stops the service and drops the database whatever happens. */
 async function main(): Promise<void> {
-  const dbName = `credits_bench_${Date.now().toString(36)}_${randomBytes(2).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: SERVER_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  await admin.end();
-  const databaseUrl = withDatabase(SERVER_URL, dbName);
+  const database = await createDatabase(SERVER_URL, 'credits_bench');
+  const cleanups: (() => Promise<void>)[] = [database.drop];
+  try {
+    await runBench(database.url, new URL(database.url).pathname.slice(1), (cleanup) => cleanups.unshift(cleanup));
+  } finally {
+    for (const cleanup of cleanups) await cleanup().catch((error: unknown) => console.error('cleanup failed:', error));
+  }
+}
+
+async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup: () => Promise<void>) => void): Promise<void> {
   const apiKey = generateApiKey('bench', ['*']);
   const env: NodeJS.ProcessEnv = {
     GRPC_HOST: '127.0.0.1',
@@ -195,6 +200,7 @@ async function main(): Promise<void> {
   } else {
     ({ port, stop: stopService } = await startServiceProcess('credits', env));
   }
+  onCleanup(stopService);
 
   const clients = Array.from(
     { length: CHANNELS },
@@ -413,11 +419,6 @@ async function main(): Promise<void> {
   for (const c of clients) c.close();
   h2?.close();
   await pool.end();
-  await stopService();
-  const drop = new pg.Client({ connectionString: SERVER_URL });
-  await drop.connect();
-  await drop.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-  await drop.end();
 }
 
 main().then(
