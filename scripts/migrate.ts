@@ -5,15 +5,20 @@
  * connection (the migration lock is session-level: not through PgBouncer in
  * transaction mode). Reads DATABASE_URL.
  */
+import { ConfigError, loadConfig, platformConfigSchema } from '../platform/config';
 import { runMigrations } from '../platform/migrate';
 import { createLogger } from '../platform/logger';
 import { SERVICE_NAMES } from '../platform/service-registry';
 
 async function main(): Promise<void> {
   const target = process.argv[2] ?? 'all';
-  const url = process.env.DATABASE_URL;
-  if (!url || !/^postgres(ql)?:\/\//.test(url)) {
-    process.stderr.write('invalid configuration: DATABASE_URL is required (postgres://...)\n');
+  let url: string;
+  try {
+    // The services' own rule for DATABASE_URL (platform/config.ts).
+    url = loadConfig(platformConfigSchema.pick({ DATABASE_URL: true })).DATABASE_URL;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${error.message}\n`);
     process.exit(2);
   }
   const services = target === 'all' ? SERVICE_NAMES : SERVICE_NAMES.filter((s) => s === target);
