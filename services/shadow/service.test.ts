@@ -15,6 +15,7 @@ import {
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
+import { SampleColumnsCache } from './sample-store';
 import { shadowService } from './service';
 import { generateTraffic } from './traffic-generator';
 
@@ -242,6 +243,17 @@ describe('shadow service over gRPC', function () {
     const grown = await waitDone((await start({ rule: scannerRule, selection: { dataset: small, limit: 0n } })).evaluation!.id);
     expect(first.result!.samplesEvaluated).to.equal(400n);
     expect(grown.result!.samplesEvaluated).to.equal(500n);
+    // The cache itself: a second load of the same selection is served from memory, one after an ingest is not.
+    const cache = new SampleColumnsCache();
+    const selection = { dataset: small, limit: 0 };
+    const loaded = await cache.load(service.pool, selection, []);
+    expect([loaded.cached, loaded.columns.length]).to.deep.equal([false, 500]);
+    const reused = await cache.load(service.pool, selection, []);
+    expect(reused.cached).to.equal(true);
+    expect(reused.columns).to.equal(loaded.columns);
+    await ingest([{ dataset: small, samples: generateTraffic({ count: 10, seed: 5, startTimeMs: Date.UTC(2026, 0, 2) }).map(toProto) }]);
+    const refreshed = await cache.load(service.pool, selection, []);
+    expect([refreshed.cached, refreshed.columns.length]).to.deep.equal([false, 510]);
   });
 
   // A job left RUNNING by a replica that died is taken up again when its lease runs out, never stuck.
