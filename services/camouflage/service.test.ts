@@ -154,6 +154,8 @@ describe('camouflage service over gRPC', function () {
     expect(recorded.response!.reward).to.be.greaterThan(0);
     const after = (await stats(a, tier)).response!;
     const armAfter = after.arms.find((arm) => arm.decoyId === response!.decoy!.id)!;
+    // What the policy would choose now, over the tier's eligible arms.
+    expect(after.arms.reduce((sum, arm) => sum + arm.selectionProbability, 0)).to.be.closeTo(1, 1e-9);
     expect(armAfter.rewardSum).to.be.closeTo((armBefore?.rewardSum ?? 0) + recorded.response!.reward, 1e-6);
     const duplicate = await outcome(a, response!.decisionId, 1, 1);
     expect(errorDetails(duplicate.error)).to.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'OUTCOME_ALREADY_RECORDED' });

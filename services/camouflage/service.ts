@@ -154,6 +154,7 @@ function armToProto(arm: ArmStats): ProtoArmStats {
     meanReward: arm.meanReward,
     rewardSum: arm.rewardSum,
     ucbIndex: arm.ucb1Index ?? 0,
+    selectionProbability: arm.selectionProbability,
   };
 }
 

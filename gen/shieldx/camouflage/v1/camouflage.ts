@@ -242,6 +242,11 @@ export interface ArmStats {
   rewardSum: number;
   /** Current UCB1 index (mean + sqrt(2 ln N / n)); 0 for an unplayed arm. */
   ucbIndex: number;
+  /**
+   * Probability that the service's bandit policy would choose this arm now (over the tier's
+   * eligible arms: they sum to 1; Thompson sampling's is estimated by sampling).
+   */
+  selectionProbability: number;
 }
 
 export interface RecordOutcomeResponse {
@@ -1926,7 +1931,7 @@ export const RecordOutcomeRequest: MessageFns<RecordOutcomeRequest> = {
 };
 
 function createBaseArmStats(): ArmStats {
-  return { decoyId: "", pulls: 0n, meanReward: 0, rewardSum: 0, ucbIndex: 0 };
+  return { decoyId: "", pulls: 0n, meanReward: 0, rewardSum: 0, ucbIndex: 0, selectionProbability: 0 };
 }
 
 export const ArmStats: MessageFns<ArmStats> = {
@@ -1948,6 +1953,9 @@ export const ArmStats: MessageFns<ArmStats> = {
     }
     if (message.ucbIndex !== 0) {
       writer.uint32(41).double(message.ucbIndex);
+    }
+    if (message.selectionProbability !== 0) {
+      writer.uint32(49).double(message.selectionProbability);
     }
     return writer;
   },
@@ -2005,6 +2013,14 @@ export const ArmStats: MessageFns<ArmStats> = {
             message.ucbIndex = reader.double();
             continue;
           }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.selectionProbability = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2040,6 +2056,11 @@ export const ArmStats: MessageFns<ArmStats> = {
         : isSet(object.ucb_index)
         ? globalThis.Number(object.ucb_index)
         : 0,
+      selectionProbability: isSet(object.selectionProbability)
+        ? globalThis.Number(object.selectionProbability)
+        : isSet(object.selection_probability)
+        ? globalThis.Number(object.selection_probability)
+        : 0,
     };
   },
 
@@ -2060,6 +2081,9 @@ export const ArmStats: MessageFns<ArmStats> = {
     if (message.ucbIndex !== 0) {
       obj.ucbIndex = floatToJson(message.ucbIndex);
     }
+    if (message.selectionProbability !== 0) {
+      obj.selectionProbability = floatToJson(message.selectionProbability);
+    }
     return obj;
   },
 
@@ -2073,6 +2097,7 @@ export const ArmStats: MessageFns<ArmStats> = {
     message.meanReward = object.meanReward ?? 0;
     message.rewardSum = object.rewardSum ?? 0;
     message.ucbIndex = object.ucbIndex ?? 0;
+    message.selectionProbability = object.selectionProbability ?? 0;
     return message;
   },
 };
