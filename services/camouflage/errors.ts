@@ -31,7 +31,8 @@ export function invalidArgument(field: string, message: string): ServiceError {
 
 /** The same idempotency key came with a different request. */
 export function idempotencyKeyReused(message: string, metadata: Record<string, string> = {}): ServiceError {
-  return new ServiceError(Code.INVALID_ARGUMENT, 'IDEMPOTENCY_KEY_REUSED', message, {
+  // FAILED_PRECONDITION, as in credits and shadow: the key is valid, its earlier use conflicts.
+  return new ServiceError(Code.FAILED_PRECONDITION, 'IDEMPOTENCY_KEY_REUSED', message, {
     metadata: { ...metadata, field: 'idempotencyKey' },
     fieldViolations: [{ field: 'idempotencyKey', description: message }],
   });

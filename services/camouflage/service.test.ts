@@ -54,7 +54,7 @@ describe('camouflage service over gRPC', function () {
 
   const assess = (client: CamouflageServiceClient, req: AssessRequest): Call<AssessResponse> =>
     new Promise((resolve) => client.assess(req, bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
-  const outcome = (client: CamouflageServiceClient, decisionId: string, interactions: number, dwellSeconds: number, extra: Partial<Engagement> = {}) =>
+  const outcome = (client: CamouflageServiceClient, decisionId: string, interactions: number, dwellSeconds: number, extra: Partial<Engagement> = {}, idempotencyKey = '') =>
     new Promise<{ error: unknown; response?: { reward: number } }>((resolve) =>
       client.recordOutcome(
         {
@@ -67,6 +67,7 @@ describe('camouflage service over gRPC', function () {
             reachedRealAsset: false,
             ...extra,
           },
+          idempotencyKey,
         },
         bearer(testKeys.camouflage),
         (error, response) => resolve({ error, response }),
@@ -163,6 +164,42 @@ describe('camouflage service over gRPC', function () {
     expect(unchanged.rewardSum).to.equal(armAfter.rewardSum);
   });
 
+  // With an idempotency key, a client that lost RecordOutcome's reply retries safely: the same engagement replays the
+  // reward (no OUTCOME_ALREADY_RECORDED, nothing added twice), another one is FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED,
+  // and a malformed key is INVALID_ARGUMENT naming idempotency_key.
+  it('replays a retried outcome under its idempotency key', async () => {
+    const { response } = await assess(a, request({ path: '/.git/config', userAgent: 'nikto/2.5', headers: {} }));
+    const key = `outcome-${randomUUID()}`;
+    const bad = await outcome(a, response!.decisionId, 3, 30, {}, 'has space');
+    expect(errorDetails(bad.error)?.fieldViolations[0]?.field).to.equal('idempotency_key');
+    const first = await outcome(a, response!.decisionId, 3, 30, {}, key);
+    expect(first.error).to.equal(null);
+    const armOf = async () => (await stats(b, response!.tier)).response!.arms.find((arm) => arm.decoyId === response!.decoy!.id)!;
+    const afterFirst = await armOf();
+    const retried = await outcome(b, response!.decisionId, 3, 30, {}, key);
+    expect(retried.error).to.equal(null);
+    expect(retried.response!.reward).to.equal(first.response!.reward);
+    expect((await armOf()).rewardSum).to.equal(afterFirst.rewardSum);
+    expect(errorDetails((await outcome(a, response!.decisionId, 4, 30, {}, key)).error)).to.include({
+      code: grpcStatus.FAILED_PRECONDITION,
+      reason: 'IDEMPOTENCY_KEY_REUSED',
+    });
+    expect(errorDetails((await outcome(a, response!.decisionId, 3, 30)).error)).to.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'OUTCOME_ALREADY_RECORDED' });
+  });
+
+  // The same for RegisterDecoy: a retry under the key replays the registration, another decoy under it is refused.
+  it('replays a retried decoy registration under its idempotency key', async () => {
+    const id = `idem-${randomUUID().slice(0, 8)}`;
+    const decoy = { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined };
+    const register = (d: typeof decoy, idempotencyKey: string) =>
+      new Promise<unknown>((resolve) => a.registerDecoy({ decoy: d, idempotencyKey }, bearer(testKeys.admin), (error) => resolve(error)));
+    const key = `register-${randomUUID()}`;
+    expect(await register(decoy, key)).to.equal(null);
+    expect(await register(decoy, key)).to.equal(null);
+    expect(errorDetails(await register({ ...decoy, name: 'Another panel' }, key))).to.include({ code: grpcStatus.FAILED_PRECONDITION, reason: 'IDEMPOTENCY_KEY_REUSED' });
+    expect(errorDetails(await register(decoy, ''))).to.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'DECOY_ALREADY_EXISTS' });
+  });
+
   // Engagement that ends with the attacker on a real asset means the decoy failed: reward 0, however engaged.
   it('rewards nothing when the attacker reached a real asset', async () => {
     const { response } = await assess(a, request({ path: '/wp-login.php', userAgent: 'gobuster/3.6', headers: {} }));
@@ -190,7 +227,7 @@ describe('camouflage service over gRPC', function () {
     expect((await outcome(a, response!.decisionId, 1, 1)).error).to.equal(null);
     expect(errorDetails((await stats(a, ThreatTier.THREAT_TIER_UNSPECIFIED)).error)?.fieldViolations[0]?.field).to.equal('tier');
     const register = (decoy: object) =>
-      new Promise<unknown>((resolve) => a.registerDecoy({ decoy: decoy as never }, bearer(testKeys.admin), (error) => resolve(error)));
+      new Promise<unknown>((resolve) => a.registerDecoy({ decoy: decoy as never, idempotencyKey: '' }, bearer(testKeys.admin), (error) => resolve(error)));
     expect(errorDetails(await register({ id: 'x', kind: 'banner', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentTemplate: 'hi' }))?.code).to.equal(
       grpcStatus.INVALID_ARGUMENT,
     );
@@ -211,7 +248,7 @@ describe('camouflage service over gRPC', function () {
     expect(errorDetails(benignToken)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
     // RegisterDecoy needs the admin scope.
     const denied = await new Promise<unknown>((resolve) =>
-      a.registerDecoy({ decoy: undefined }, bearer(testKeys.camouflage), (error) => resolve(error)),
+      a.registerDecoy({ decoy: undefined, idempotencyKey: '' }, bearer(testKeys.camouflage), (error) => resolve(error)),
     );
     expect(errorDetails(denied)?.code).to.equal(grpcStatus.PERMISSION_DENIED);
 
@@ -224,7 +261,7 @@ describe('camouflage service over gRPC', function () {
       invalid(badPolicy, 'policy');
       expect(errorDetails(badPolicy)?.fieldViolations[0]?.field).to.equal('policy');
       const noEngagement = await new Promise<unknown>((resolve) =>
-        a.recordOutcome({ decisionId: response!.decisionId, engagement: undefined }, bearer(testKeys.camouflage), (error) => resolve(error)),
+        a.recordOutcome({ decisionId: response!.decisionId, engagement: undefined, idempotencyKey: '' }, bearer(testKeys.camouflage), (error) => resolve(error)),
       );
       invalid(noEngagement, 'engagement');
       expect(errorDetails(noEngagement)?.fieldViolations[0]?.field).to.equal('engagement');
@@ -237,7 +274,7 @@ describe('camouflage service over gRPC', function () {
       const unknownListTier = await list({ pageSize: 3, tier: 99 as ThreatTier });
       invalid(unknownListTier, 'list tier');
       expect(errorDetails(unknownListTier)?.fieldViolations[0]?.field).to.equal('tier');
-      const noDecoy = await new Promise<unknown>((resolve) => a.registerDecoy({ decoy: undefined }, bearer(testKeys.admin), (error) => resolve(error)));
+      const noDecoy = await new Promise<unknown>((resolve) => a.registerDecoy({ decoy: undefined, idempotencyKey: '' }, bearer(testKeys.admin), (error) => resolve(error)));
       invalid(noDecoy, 'decoy');
       expect(errorDetails(noDecoy)?.fieldViolations[0]?.field).to.equal('decoy');
       const unknownStatsTier = (await stats(a, 99 as ThreatTier)).error;
@@ -398,6 +435,7 @@ describe('camouflage service over gRPC', function () {
             builtin: false,
             createdAt: undefined,
           },
+          idempotencyKey: '',
         },
         bearer(testKeys.admin),
         (error) => resolve({ error }),
@@ -449,7 +487,7 @@ describe('camouflage service over gRPC', function () {
 
       const registered = await new Promise<unknown>((resolve) =>
         client.registerDecoy(
-          { decoy: { id: `arm-${randomUUID().slice(0, 8)}`, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined } },
+          { decoy: { id: `arm-${randomUUID().slice(0, 8)}`, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined }, idempotencyKey: '' },
           bearer(testKeys.admin),
           (error) => resolve(error),
         ),
@@ -472,7 +510,7 @@ describe('camouflage service over gRPC', function () {
     const register = (id: string) =>
       new Promise<unknown>((resolve) =>
         a.registerDecoy(
-          { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined } },
+          { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined }, idempotencyKey: '' },
           bearer(testKeys.admin),
           (error) => resolve(error),
         ),
@@ -531,7 +569,7 @@ describe('camouflage on the in-process store (npm start without REDIS_URL)', () 
       expect(assessed.tier).to.equal(ThreatTier.THREAT_TIER_ATTACK);
       const reward = await new Promise<number>((resolve, reject) =>
         client.recordOutcome(
-          { decisionId: assessed.decisionId, engagement: { interactions: 5, dwell: { seconds: 30n, nanos: 0 }, honeytokenUsed: false, credentialsSubmitted: true, reachedRealAsset: false } },
+          { decisionId: assessed.decisionId, engagement: { interactions: 5, dwell: { seconds: 30n, nanos: 0 }, honeytokenUsed: false, credentialsSubmitted: true, reachedRealAsset: false }, idempotencyKey: '' },
           bearer(testKeys.camouflage),
           (e, r) => (e ? reject(e) : resolve(r!.reward)),
         ),

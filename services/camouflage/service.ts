@@ -80,6 +80,7 @@ const RECORD_OUTCOME_FIELDS: FieldMap = {
   'outcome.honeytokenUsed': 'engagement.honeytoken_used',
   'outcome.credentialsSubmitted': 'engagement.credentials_submitted',
   'outcome.reachedRealAsset': 'engagement.reached_real_asset',
+  idempotencyKey: 'idempotency_key',
 };
 const REGISTER_DECOY_FIELDS: FieldMap = {
   decoy: 'decoy',
@@ -91,6 +92,7 @@ const REGISTER_DECOY_FIELDS: FieldMap = {
   contentType: 'decoy.content_type',
   carriesHoneytoken: 'decoy.carries_honeytoken',
   carriesCredentials: 'decoy.carries_credentials',
+  idempotencyKey: 'idempotency_key',
 };
 const LIST_DECOYS_FIELDS: FieldMap = { pageSize: 'page_size', pageToken: 'page_token', tier: 'tier' };
 const NO_FIELDS: FieldMap = {};
@@ -313,7 +315,7 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
             honeytokenUsed: engagement.honeytokenUsed,
             credentialsSubmitted: engagement.credentialsSubmitted,
             reachedRealAsset: engagement.reachedRealAsset,
-          }),
+          }, { idempotencyKey: request.idempotencyKey }),
           RECORD_OUTCOME_FIELDS,
         );
         outcomes.inc({ tier: result.tier });
@@ -348,7 +350,7 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
             carriesCredentials: decoy.carriesCredentials,
             contentType: decoy.contentType || undefined,
             template: decoy.contentTemplate,
-          }),
+          }, { idempotencyKey: request.idempotencyKey }),
           REGISTER_DECOY_FIELDS,
         );
         return { decoy: decoyToProto(registered.decoy) };

@@ -232,7 +232,15 @@ export interface Engagement {
 
 export interface RecordOutcomeRequest {
   decisionId: string;
-  engagement?: Engagement | undefined;
+  engagement?:
+    | Engagement
+    | undefined;
+  /**
+   * Optional (1-128 printable ASCII). A retry with the same key and engagement replays the
+   * recorded reward instead of failing OUTCOME_ALREADY_RECORDED; with another engagement it is
+   * FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED.
+   */
+  idempotencyKey: string;
 }
 
 export interface ArmStats {
@@ -268,7 +276,15 @@ export interface ListDecoysResponse {
 }
 
 export interface RegisterDecoyRequest {
-  decoy?: Decoy | undefined;
+  decoy?:
+    | Decoy
+    | undefined;
+  /**
+   * Optional (1-128 printable ASCII). A retry with the same key and decoy replays the
+   * registration instead of failing DECOY_ALREADY_EXISTS; with another decoy it is
+   * FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED.
+   */
+  idempotencyKey: string;
 }
 
 export interface RegisterDecoyResponse {
@@ -1840,7 +1856,7 @@ export const Engagement: MessageFns<Engagement> = {
 };
 
 function createBaseRecordOutcomeRequest(): RecordOutcomeRequest {
-  return { decisionId: "", engagement: undefined };
+  return { decisionId: "", engagement: undefined, idempotencyKey: "" };
 }
 
 export const RecordOutcomeRequest: MessageFns<RecordOutcomeRequest> = {
@@ -1850,6 +1866,9 @@ export const RecordOutcomeRequest: MessageFns<RecordOutcomeRequest> = {
     }
     if (message.engagement !== undefined) {
       Engagement.encode(message.engagement, writer.uint32(18).fork()).join();
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(26).string(message.idempotencyKey);
     }
     return writer;
   },
@@ -1883,6 +1902,14 @@ export const RecordOutcomeRequest: MessageFns<RecordOutcomeRequest> = {
             message.engagement = Engagement.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1903,6 +1930,11 @@ export const RecordOutcomeRequest: MessageFns<RecordOutcomeRequest> = {
         ? globalThis.String(object.decision_id)
         : "",
       engagement: isSet(object.engagement) ? Engagement.fromJSON(object.engagement) : undefined,
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
     };
   },
 
@@ -1913,6 +1945,9 @@ export const RecordOutcomeRequest: MessageFns<RecordOutcomeRequest> = {
     }
     if (message.engagement !== undefined) {
       obj.engagement = Engagement.toJSON(message.engagement);
+    }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
     }
     return obj;
   },
@@ -1926,6 +1961,7 @@ export const RecordOutcomeRequest: MessageFns<RecordOutcomeRequest> = {
     message.engagement = (object.engagement !== undefined && object.engagement !== null)
       ? Engagement.fromPartial(object.engagement)
       : undefined;
+    message.idempotencyKey = object.idempotencyKey ?? "";
     return message;
   },
 };
@@ -2386,13 +2422,16 @@ export const ListDecoysResponse: MessageFns<ListDecoysResponse> = {
 };
 
 function createBaseRegisterDecoyRequest(): RegisterDecoyRequest {
-  return { decoy: undefined };
+  return { decoy: undefined, idempotencyKey: "" };
 }
 
 export const RegisterDecoyRequest: MessageFns<RegisterDecoyRequest> = {
   encode(message: RegisterDecoyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.decoy !== undefined) {
       Decoy.encode(message.decoy, writer.uint32(10).fork()).join();
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(18).string(message.idempotencyKey);
     }
     return writer;
   },
@@ -2418,6 +2457,14 @@ export const RegisterDecoyRequest: MessageFns<RegisterDecoyRequest> = {
             message.decoy = Decoy.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2431,13 +2478,23 @@ export const RegisterDecoyRequest: MessageFns<RegisterDecoyRequest> = {
   },
 
   fromJSON(object: any): RegisterDecoyRequest {
-    return { decoy: isSet(object.decoy) ? Decoy.fromJSON(object.decoy) : undefined };
+    return {
+      decoy: isSet(object.decoy) ? Decoy.fromJSON(object.decoy) : undefined,
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
+    };
   },
 
   toJSON(message: RegisterDecoyRequest): unknown {
     const obj: any = {};
     if (message.decoy !== undefined) {
       obj.decoy = Decoy.toJSON(message.decoy);
+    }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
     }
     return obj;
   },
@@ -2448,6 +2505,7 @@ export const RegisterDecoyRequest: MessageFns<RegisterDecoyRequest> = {
   fromPartial<I extends Exact<DeepPartial<RegisterDecoyRequest>, I>>(object: I): RegisterDecoyRequest {
     const message = createBaseRegisterDecoyRequest();
     message.decoy = (object.decoy !== undefined && object.decoy !== null) ? Decoy.fromPartial(object.decoy) : undefined;
+    message.idempotencyKey = object.idempotencyKey ?? "";
     return message;
   },
 };
