@@ -35,7 +35,8 @@ async function startRedisOn(port: number): Promise<ChildProcess> {
 }
 
 async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  // A child killed by a signal has signalCode set and exitCode null: it has exited all the same.
+  if (child.exitCode !== null || child.signalCode !== null) return;
   await new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.kill('SIGKILL');
@@ -115,7 +116,8 @@ describe('credits resilience', function () {
         expect(read.fromCache).to.equal(false);
         expect(read.account!.balance).to.equal(BigInt(99 - i));
       }
-      expect(await breakerState(service, 'redis')).to.equal(2);
+      // Tripped: open, or half-open if its 300 ms reset timer fired since the last call (it re-opens on the next).
+      expect(await breakerState(service, 'redis')).to.be.oneOf([1, 2]);
 
       redis = await startRedisOn(redisPort);
       let read: GetBalanceResponse | undefined;
