@@ -127,7 +127,15 @@ describe('credits audit chain', function () {
     // Its own broken chain, so the test stands alone.
     const t = tenant();
     await history(t);
-    await tamper('UPDATE credit_audit_logs SET amount = amount + 1 WHERE tenant_id = $1 AND seq = 2', [t]);
+    // A forged row appended past the head: whatever the periodic run has verified of this tenant
+    // already, its next (incremental) run reads this row.
+    await tamper(
+      `INSERT INTO credit_audit_logs (tenant_id, seq, occurred_at, action, amount, balance_after, reserved_after, transaction_id, prev_hash, hash)
+       SELECT tenant_id, seq + 1, now(), 'TOP_UP', 1, 1, 0, gen_random_uuid(), hash, sha256(hash)
+         FROM credit_audit_logs WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1`,
+      [t],
+    );
+    await tamper('UPDATE credit_accounts SET audit_seq = audit_seq + 1 WHERE tenant_id = $1', [t]);
     const text = await waitFor(
       'credits_audit_chain_valid 0',
       async () => {

@@ -64,7 +64,15 @@ export function canonicalAuditEncoding(entry: AuditEntry): Buffer {
   return Buffer.from(out, 'utf8');
 }
 
+/** A verified position in a tenant's chain: row `seq` has hash `hash`. */
+export interface ChainPoint {
+  readonly seq: bigint;
+  readonly hash: Buffer;
+}
+
 export class AuditChain {
+  private checkpointKey: Buffer | undefined;
+
   constructor(private readonly key: Buffer) {
     if (key.length < 32) throw new Error('audit HMAC key must be at least 32 bytes');
   }
@@ -81,8 +89,18 @@ export class AuditChain {
     return createHmac('sha256', this.key).update(DERIVED_KEY_TAG).update(Buffer.from(purpose, 'utf8')).digest();
   }
 
-    hash(entry: AuditEntry, prevHash: Buffer): Buffer {
+  hash(entry: AuditEntry, prevHash: Buffer): Buffer {
     return createHmac('sha256', this.key).update(canonicalAuditEncoding(entry)).update(prevHash).digest();
+  }
+
+  /** Seals a verification checkpoint: without the key, no one can move it past unverified rows. */
+  checkpointMac(tenantId: string, point: ChainPoint): Buffer {
+    this.checkpointKey ??= this.deriveKey('audit-checkpoint.v1');
+    // Injective: length-prefixed tenant, decimal seq, then the fixed-size hash.
+    return createHmac('sha256', this.checkpointKey)
+      .update(`${Buffer.byteLength(tenantId, 'utf8')}:${tenantId}|${point.seq}|`, 'utf8')
+      .update(point.hash)
+      .digest();
   }
 
   /** Appends entries (already numbered from head.seq + 1) and returns the rows with their hashes. */
@@ -121,7 +139,7 @@ const BREAKS_MAX = 100;
 
 /**
  * Recomputes the chain of one tenant (or every tenant with an account or audit
- * rows) from PostgreSQL, in keyset-paginated chunks so memory stays bounded.
+ * rows) from genesis, in keyset-paginated chunks so memory stays bounded.
  * Detects: an edited row (hash mismatch), a deleted row (sequence gap / link
  * mismatch, or a chain shorter than the account's recorded head), an inserted
  * row (hash that cannot be recomputed without the key, or a sequence beyond the head).
@@ -137,24 +155,74 @@ export async function verifyAuditChains(pool: pg.Pool, chain: AuditChain, tenant
     for (const row of rows) tenants.push(row.tenant_id);
   }
   const result: VerifyResult = { valid: true, rowsChecked: 0n, tenantsChecked: 0n, breaks: [] };
-  for (const tenant of tenants) {
-    const broken = await verifyTenant(pool, chain, tenant, result);
-    result.tenantsChecked += 1n;
-    if (broken) {
-      result.valid = false;
-      if (result.breaks.length < BREAKS_MAX) result.breaks.push(broken);
+  for (const tenant of tenants) record(result, (await verifyTenant(pool, chain, tenant, result)).broken);
+  return result;
+}
+
+/**
+ * Verifies only what was appended since the last run: for each account whose chain head
+ * moved past its checkpoint (credit_audit_checkpoints, sealed with `checkpointMac`), checks
+ * that the checkpointed row still has its hash, verifies the rows after it, and moves the
+ * checkpoint to the last verified row. A broken tenant keeps its checkpoint, so it stays
+ * reported on every run. Edits below a checkpoint, and audit rows of tenants without an
+ * account, are left to the full `verifyAuditChains`.
+ */
+export async function verifyAuditChainsSinceCheckpoints(pool: pg.Pool, chain: AuditChain): Promise<VerifyResult> {
+  const { rows } = await pool.query<{ tenant_id: string; seq: bigint | null; hash: Buffer | null; mac: Buffer | null }>(
+    `SELECT a.tenant_id, c.seq, c.hash, c.mac
+       FROM credit_accounts a LEFT JOIN credit_audit_checkpoints c USING (tenant_id)
+      WHERE (c.tenant_id IS NULL AND a.audit_seq > 0) OR a.audit_seq <> c.seq
+      ORDER BY 1`,
+  );
+  const result: VerifyResult = { valid: true, rowsChecked: 0n, tenantsChecked: 0n, breaks: [] };
+  for (const row of rows) {
+    const from = row.seq === null ? undefined : { seq: row.seq, hash: row.hash! };
+    if (from && !chain.checkpointMac(row.tenant_id, from).equals(row.mac!)) {
+      record(result, { tenantId: row.tenant_id, sequence: from.seq, reason: 'verification checkpoint fails its MAC (altered)' });
+      continue;
     }
+    const { broken, last } = await verifyTenant(pool, chain, row.tenant_id, result, from);
+    record(result, broken);
+    if (broken || !last || (from && last.seq <= from.seq)) continue;
+    await pool.query(
+      `INSERT INTO credit_audit_checkpoints (tenant_id, seq, hash, mac) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, verified_at = now()
+        WHERE credit_audit_checkpoints.seq < excluded.seq`,
+      [row.tenant_id, last.seq, last.hash, chain.checkpointMac(row.tenant_id, last)],
+    );
   }
   return result;
 }
 
-async function verifyTenant(pool: pg.Pool, chain: AuditChain, tenantId: string, result: VerifyResult): Promise<ChainBreak | undefined> {
+function record(result: VerifyResult, broken: ChainBreak | undefined): void {
+  result.tenantsChecked += 1n;
+  if (!broken) return;
+  result.valid = false;
+  if (result.breaks.length < BREAKS_MAX) result.breaks.push(broken);
+}
+
+/** Verifies one tenant's chain from genesis, or from a verified point; returns the first break or the last row verified. */
+async function verifyTenant(
+  pool: pg.Pool,
+  chain: AuditChain,
+  tenantId: string,
+  result: VerifyResult,
+  from?: ChainPoint,
+): Promise<{ broken?: ChainBreak; last?: ChainPoint }> {
   const head = await pool.query<{ audit_seq: bigint; audit_head: Buffer | null }>(
     'SELECT audit_seq, audit_head FROM credit_accounts WHERE tenant_id = $1',
     [tenantId],
   );
   let prev = chain.genesis(tenantId);
   let expectedSeq = 1n;
+  if (from) {
+    const { rows } = await pool.query<{ hash: Buffer }>('SELECT hash FROM credit_audit_logs WHERE tenant_id = $1 AND seq = $2', [tenantId, from.seq]);
+    if (!rows[0]) return { broken: { tenantId, sequence: from.seq, reason: `row ${from.seq} is missing` } };
+    if (!rows[0].hash.equals(from.hash)) return { broken: { tenantId, sequence: from.seq, reason: 'hash differs from the one verified earlier' } };
+    prev = from.hash;
+    expectedSeq = from.seq + 1n;
+  }
+  const broken = (sequence: bigint, reason: string) => ({ broken: { tenantId, sequence, reason } });
   // Bounded: each chunk advances the cursor by at least one row, and the table is finite.
   for (;;) {
     const { rows } = await pool.query<{
@@ -181,8 +249,8 @@ async function verifyTenant(pool: pg.Pool, chain: AuditChain, tenantId: string, 
       // verification (the periodic job, a large tenant) never stalls the calls being served.
       if (i > 0 && i % VERIFY_YIELD_ROWS === 0) await yieldToEventLoop();
       result.rowsChecked += 1n;
-      if (row.seq !== expectedSeq) return { tenantId, sequence: expectedSeq, reason: `row ${expectedSeq} is missing` };
-      if (!row.prev_hash.equals(prev)) return { tenantId, sequence: row.seq, reason: 'prev_hash does not link to the previous row' };
+      if (row.seq !== expectedSeq) return broken(expectedSeq, `row ${expectedSeq} is missing`);
+      if (!row.prev_hash.equals(prev)) return broken(row.seq, 'prev_hash does not link to the previous row');
       const hash = chain.hash(
         {
           tenantId,
@@ -199,7 +267,7 @@ async function verifyTenant(pool: pg.Pool, chain: AuditChain, tenantId: string, 
         },
         prev,
       );
-      if (!hash.equals(row.hash)) return { tenantId, sequence: row.seq, reason: 'hash does not match the row' };
+      if (!hash.equals(row.hash)) return broken(row.seq, 'hash does not match the row');
       prev = hash;
       expectedSeq += 1n;
     }
@@ -209,11 +277,11 @@ async function verifyTenant(pool: pg.Pool, chain: AuditChain, tenantId: string, 
   const account = head.rows[0];
   // The head was read before the rows: concurrent appends may make the chain longer, never shorter.
   if (account && lastSeq < account.audit_seq) {
-    return { tenantId, sequence: lastSeq + 1n, reason: `chain ends at ${lastSeq} but the account records ${account.audit_seq}` };
+    return broken(lastSeq + 1n, `chain ends at ${lastSeq} but the account records ${account.audit_seq}`);
   }
   if (account && account.audit_seq === lastSeq && account.audit_head !== null && !account.audit_head.equals(prev)) {
-    return { tenantId, sequence: lastSeq, reason: 'last hash differs from the account head' };
+    return broken(lastSeq, 'last hash differs from the account head');
   }
-  if (!account && lastSeq > 0n) return { tenantId, sequence: 1n, reason: 'audit rows for a tenant without an account' };
-  return undefined;
+  if (!account && lastSeq > 0n) return broken(1n, 'audit rows for a tenant without an account');
+  return lastSeq > 0n ? { last: { seq: lastSeq, hash: prev } } : {};
 }

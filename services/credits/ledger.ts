@@ -35,7 +35,8 @@ import {
 import { withTransaction } from '../../platform/db';
 import type { Logger } from '../../platform/logger';
 import { Code, ServiceError } from '../../platform/service-error';
-import { AuditChain, type AuditEntry, verifyAuditChains, type VerifyResult } from './audit-chain';
+import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './ledger-invariants';
+import { AuditChain, type AuditEntry, verifyAuditChains, verifyAuditChainsSinceCheckpoints, type VerifyResult } from './audit-chain';
 import type { BalanceCache, CachedAccount } from './balance-cache';
 import { databaseUnavailable, type DependencyBreaker, isBreakerRejection, isDatabaseUnavailable } from './breakers';
 import type { CreditsMetrics } from './credits-metrics';
@@ -1216,27 +1217,23 @@ export class Ledger {
     };
   }
 
+  /** Recomputes whole chains (one tenant, or all): the VerifyAuditChain RPC and the periodic full run. */
   async verifyAuditChain(tenantId: string | undefined): Promise<VerifyResult> {
     return this.guard(() => verifyAuditChains(this.deps.pool, this.deps.chain, tenantId));
   }
 
-  /** Accounts that break an invariant, including disagreement with their ledger rows and holds. */
+  /** Verifies only the audit rows appended since each tenant's checkpoint (the periodic run). */
+  async verifyNewAuditRows(): Promise<VerifyResult> {
+    return this.guard(() => verifyAuditChainsSinceCheckpoints(this.deps.pool, this.deps.chain));
+  }
+
+  /** Accounts that break an invariant, against all their ledger rows and holds (a full scan). */
   async invariantViolations(): Promise<number> {
-    const { rows } = await this.query<{ violations: number }>(
-      `WITH ledger AS (
-         SELECT tenant_id,
-                sum(CASE type WHEN 'TOP_UP' THEN amount WHEN 'CONSUME' THEN -amount WHEN 'CAPTURE' THEN -amount ELSE 0 END) AS balance
-           FROM credit_transactions GROUP BY tenant_id
-       ), holds AS (
-         SELECT tenant_id, sum(amount) AS reserved FROM credit_reservations WHERE state = 'HELD' GROUP BY tenant_id
-       )
-       SELECT count(*)::int AS violations
-         FROM credit_accounts a
-         LEFT JOIN ledger l USING (tenant_id)
-         LEFT JOIN holds h USING (tenant_id)
-        WHERE a.balance < 0 OR a.reserved < 0 OR a.balance - a.reserved < 0
-           OR a.balance <> coalesce(l.balance, 0) OR a.reserved <> coalesce(h.reserved, 0)`,
-    );
-    return rows[0]!.violations;
+    return this.guard(() => countInvariantViolations(this.deps.pool));
+  }
+
+  /** The same, for the accounts that moved since their checkpoint (the periodic run). */
+  async invariantViolationsSinceCheckpoints(): Promise<{ violations: number; checked: number }> {
+    return this.guard(() => checkInvariantsSinceCheckpoints(this.deps.pool));
   }
 }
