@@ -264,7 +264,13 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   const pgbench = flag('skip-pgbench') ? undefined : pgbenchPath();
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   if (pgbench) {
-    await pool.query(`INSERT INTO credit_accounts (tenant_id, balance) SELECT 'pgb-' || g, $1 FROM generate_series(1, $2) g`, [START_BALANCE, TENANTS]);
+    // Each with its top-up row, so the service's invariant check (balance = sum of movements) holds for them too.
+    await pool.query(`INSERT INTO credit_accounts (tenant_id, balance, version) SELECT 'pgb-' || g, $1, 1 FROM generate_series(1, $2) g`, [START_BALANCE, TENANTS]);
+    await pool.query(
+      `INSERT INTO credit_transactions (id, tenant_id, type, amount, balance_after, reserved_after, created_at)
+       SELECT gen_random_uuid(), 'pgb-' || g, 'TOP_UP', $1, $1, 0, now() FROM generate_series(1, $2) g`,
+      [START_BALANCE, TENANTS],
+    );
   }
   const comparisons: string[] = [];
   let bestPgbench = 0;
