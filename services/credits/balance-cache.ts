@@ -118,32 +118,34 @@ export class BalanceCache {
   async putMany(accounts: readonly CachedAccount[]): Promise<void> {
     if (accounts.length === 0) return;
     if (accounts.length === 1) return this.put(accounts[0]!);
-    let results: [Error | null, unknown][] | null;
+    let written: boolean[];
     try {
-      results = await this.breaker.run(() => {
-        const pipeline = this.redis.pipeline() as unknown as {
-          creditsBalanceCas(key: string, version: string, value: string, ttl: number): void;
-          exec(): Promise<[Error | null, unknown][] | null>;
-        };
-        for (const account of accounts) {
-          const value = `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
-          pipeline.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), value, this.ttlSeconds);
-        }
-        return pipeline.exec();
-      });
+      written = await this.casMany(accounts);
     } catch (error) {
       this.logger.debug({ err: (error as Error).message }, 'balance cache write failed');
       for (const account of accounts) this.markDirty(account.tenantId);
       return;
     }
-    let failed = false;
     accounts.forEach((account, i) => {
-      if (!results || results[i]?.[0]) {
-        failed = true;
-        this.markDirty(account.tenantId);
-      }
+      if (!written[i]) this.markDirty(account.tenantId);
     });
-    if (!failed && this.dirty.size > 0) void this.repair();
+    if (written.every(Boolean) && this.dirty.size > 0) void this.repair();
+  }
+
+  /** CAS-writes the accounts in one pipeline through the breaker; which of them Redis applied or refused as older. */
+  private async casMany(accounts: readonly CachedAccount[]): Promise<boolean[]> {
+    const results = await this.breaker.run(() => {
+      const pipeline = this.redis.pipeline() as unknown as {
+        creditsBalanceCas(key: string, version: string, value: string, ttl: number): void;
+        exec(): Promise<[Error | null, unknown][] | null>;
+      };
+      for (const account of accounts) {
+        const value = `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
+        pipeline.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), value, this.ttlSeconds);
+      }
+      return pipeline.exec();
+    });
+    return accounts.map((_, i) => results !== null && !results[i]?.[0]);
   }
 
   private markDirty(tenantId: string): void {
@@ -168,13 +170,10 @@ export class BalanceCache {
         const found = new Set(accounts.map((a) => a.tenantId));
         const missing = chunk.filter((t) => !found.has(t));
         if (missing.length > 0) await this.breaker.run(() => this.redis.del(...missing.map((t) => this.key(t))));
-        for (const account of accounts) {
-          const value = `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
-          await this.breaker.run(() =>
-            this.redis.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), value, this.ttlSeconds),
-          );
-        }
-        for (const t of chunk) if (this.dirty.get(t) === marks.get(t)) this.dirty.delete(t);
+        // One round trip per chunk; a key Redis did not take stays dirty for the next repair.
+        const written = accounts.length > 0 ? await this.casMany(accounts) : [];
+        const failed = new Set(accounts.filter((_, i) => !written[i]).map((a) => a.tenantId));
+        for (const t of chunk) if (!failed.has(t) && this.dirty.get(t) === marks.get(t)) this.dirty.delete(t);
       }
     } catch (error) {
       this.logger.debug({ err: (error as Error).message }, 'balance cache repair incomplete');

@@ -116,6 +116,13 @@ describe('credits resilience', function () {
         expect(read.fromCache).to.equal(false);
         expect(read.account!.balance).to.equal(BigInt(99 - i));
       }
+      const others = new Map<string, bigint>();
+      for (let n = 0; n < 3; n++) {
+        const u = tenant();
+        await credits.call('topUp', { tenantId: u, amount: 50n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
+        await credits.call('consume', { tenantId: u, amount: BigInt(n + 1), idempotencyKey: key(), reference: '', metadata: {} });
+        others.set(u, BigInt(50 - n - 1));
+      }
       // Tripped: open, or half-open if its 300 ms reset timer fired since the last call (it re-opens on the next).
       expect(await breakerState(service, 'redis')).to.be.oneOf([1, 2]);
 
@@ -130,6 +137,12 @@ describe('credits resilience', function () {
       // The value written before the outage (100) must not come back: the repair rewrote it.
       expect(read!.account!.balance).to.equal(90n);
       expect(await breakerState(service, 'redis')).to.equal(0);
+      // Every tenant written during the outage was repaired (in one pipeline), not only the first.
+      for (const [u, balance] of others) {
+        const cached = await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: u, consistentRead: false });
+        expect(cached.fromCache, u).to.equal(true);
+        expect(cached.account!.balance, u).to.equal(balance);
+      }
     });
   });
 
