@@ -315,7 +315,16 @@ export class BanditStore {
    */
   async getStats(tier: Tier, decoyIds: readonly string[], policy: BanditPolicy): Promise<BanditStats> {
     invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'stats need 1..ARMS_MAX arms');
-    const arms = parseTierState(await this.redis.hgetall(this.keys.bandit(tier)));
+    return this.statsOf(tier, await this.redis.hgetall(this.keys.bandit(tier)), decoyIds, policy);
+  }
+
+  /**
+   * The statistics of {@link getStats} computed from a tier hash already read (HGETALL), e.g. the
+   * one the outcome script returns: no round trip.
+   */
+  statsOf(tier: Tier, record: Readonly<Record<string, string>>, decoyIds: readonly string[], policy: BanditPolicy): BanditStats {
+    invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'stats need 1..ARMS_MAX arms');
+    const arms = parseTierState(record);
     const pulls = new Float64Array(decoyIds.length);
     const rewardSums = new Float64Array(decoyIds.length);
     const outcomes = new Float64Array(decoyIds.length);

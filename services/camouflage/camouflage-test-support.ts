@@ -62,6 +62,60 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<void> 
   for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
 }
 
+/**
+ * The commands Redis executed for a piece of work, as the server saw them: a MONITOR connection
+ * keeps every command that names a key under `prefix`, from any client. Commands a Lua script runs
+ * are left out (they cost no round trip: the script call that ran them is listed). {@link during}
+ * brackets the work with two sentinel commands and returns what MONITOR showed between them:
+ * MONITOR reports in execution order, so nothing from before the work is counted and nothing of
+ * the work is missed. Counting on a private prefix is immune to whatever else uses this Redis.
+ */
+export class RedisCommandLog {
+  private readonly seen: string[][] = [];
+  private sentinels = 0;
+
+  private constructor(
+    private readonly monitor: Redis,
+    private readonly client: Redis,
+    private readonly prefix: string,
+  ) {
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      if (source === 'lua' || !args.slice(1).some((arg) => String(arg).startsWith(prefix))) return;
+      this.seen.push([String(args[0]).toUpperCase(), ...args.slice(1).map(String)]);
+    });
+  }
+
+  /** `client` issues the sentinels (any connection to the same server will do). */
+  static async open(client: Redis, prefix: string): Promise<RedisCommandLog> {
+    return new RedisCommandLog(await client.monitor(), client, prefix);
+  }
+
+  /** Runs `work`, then returns the commands it caused, in execution order (`[NAME, ...args]`). */
+  async during(work: () => Promise<unknown>): Promise<string[][]> {
+    const start = await this.sentinel();
+    await work();
+    const end = await this.sentinel();
+    return this.seen.slice(start + 1, end);
+  }
+
+  /** Issues a GET of a fresh sentinel key and returns its index in {@link seen} once MONITOR shows it. */
+  private async sentinel(): Promise<number> {
+    this.sentinels += 1;
+    const key = `${this.prefix}monitor-sentinel:${this.sentinels}`;
+    await this.client.get(key);
+    for (let polls = 0; polls < 2_000; polls += 1) {
+      const index = this.seen.findIndex((command) => command[1] === key);
+      if (index >= 0) return index;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    throw new Error('MONITOR never showed the sentinel command');
+  }
+
+  async close(): Promise<void> {
+    this.monitor.disconnect();
+  }
+}
+
 export const T0_MS = 1_700_000_000_000;
 
 export const CHROME_UA =

@@ -95,7 +95,8 @@ describe('camouflage decoy catalog', () => {
     try {
       const other = new CamouflageEngine({ redis: otherRedis, keyPrefix: prefix });
       await other.start();
-      expect((await other.getDecoy(CUSTOM.id)).headers).to.deep.equal({ server: 'Jetty(10.0.18)', 'x-jenkins': '2.440.1' });
+      const listed = (await other.listDecoys({ pageSize: 200 })).decoys.find((decoy) => decoy.id === CUSTOM.id);
+      expect(listed).to.deep.include({ status: 200, headers: { server: 'Jetty(10.0.18)', 'x-jenkins': '2.440.1' } });
       const stats = await other.getBanditStats('suspicious');
       expect(stats.arms.map((arm) => arm.decoyId)).to.include(CUSTOM.id);
       expect((await other.getBanditStats('benign')).arms.map((arm) => arm.decoyId)).to.not.include(CUSTOM.id);
@@ -149,15 +150,12 @@ describe('camouflage decoy catalog', () => {
     expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
   });
 
-  // Proves listing and lookup validate their arguments with typed errors.
-  it('validates page size, page token and decoy ids', async () => {
+  // Proves listing validates its arguments with typed errors.
+  it('validates page size and page token', async () => {
     await expectReason(engine.listDecoys({ pageSize: -1 }), 'INVALID_ARGUMENT', 'pageSize');
     await expectReason(engine.listDecoys({ pageSize: 2.5 }), 'INVALID_ARGUMENT', 'pageSize');
     await expectReason(engine.listDecoys({ pageToken: 'not-a-token' }), 'INVALID_ARGUMENT', 'pageToken');
     await expectReason(engine.listDecoys({ pageToken: Buffer.from('{"v":1,"after":"../x"}').toString('base64url') }), 'INVALID_ARGUMENT', 'pageToken');
     expect((await engine.listDecoys({ pageSize: 100_000 })).decoys.length).to.equal(BUILT_IN_DECOYS.length);
-    await expectReason(engine.getDecoy('no-such-decoy'), 'DECOY_NOT_FOUND');
-    await expectReason(engine.getDecoy('NOPE!'), 'INVALID_ARGUMENT', 'id');
-    expect((await engine.getDecoy('fake-dotenv')).carriesHoneytoken).to.equal(true);
   });
 });

@@ -657,10 +657,6 @@ export class DecoyCatalog {
     return ids;
   }
 
-  get(id: string): Decoy | undefined {
-    return this.byId.get(id);
-  }
-
   /** Validates and registers a custom decoy, then reloads this replica's view. */
   async register(raw: unknown, idempotencyKey?: string): Promise<RegisterResult> {
     if (idempotencyKey !== undefined && idempotencyKey !== '' && !IDEMPOTENCY_KEY_PATTERN.test(idempotencyKey)) {

@@ -10,6 +10,7 @@ import {
   type AssessStreamResponse,
   type Engagement,
   type GetBanditStatsResponse,
+  type RecordOutcomeResponse,
 } from '../../gen/shieldx/camouflage/v1/camouflage';
 import { ConfigError } from '../../platform/config';
 import { errorDetails } from '../../platform/grpc-errors';
@@ -18,7 +19,7 @@ import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
 import { exchange } from '../../test/streams';
 import { metricSamples, scrapeMetrics } from '../../test/metrics';
-import { connectTestRedis, dumpPrefix } from './camouflage-test-support';
+import { RedisCommandLog, connectTestRedis, dumpPrefix } from './camouflage-test-support';
 import { DECISION_TTL_SECONDS_MAX } from './engine';
 import { camouflageService } from './service';
 
@@ -55,7 +56,7 @@ describe('camouflage service over gRPC', function () {
   const assess = (client: CamouflageServiceClient, req: AssessRequest): Call<AssessResponse> =>
     new Promise((resolve) => client.assess(req, bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
   const outcome = (client: CamouflageServiceClient, decisionId: string, interactions: number, dwellSeconds: number, extra: Partial<Engagement> = {}, idempotencyKey = '') =>
-    new Promise<{ error: unknown; response?: { reward: number } }>((resolve) =>
+    new Promise<{ error: unknown; response?: RecordOutcomeResponse }>((resolve) =>
       client.recordOutcome(
         {
           decisionId,
@@ -162,6 +163,55 @@ describe('camouflage service over gRPC', function () {
     expect(errorDetails(duplicate.error)).to.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'OUTCOME_ALREADY_RECORDED' });
     const unchanged = (await stats(a, tier)).response!.arms.find((arm) => arm.decoyId === response!.decoy!.id)!;
     expect(unchanged.rewardSum).to.equal(armAfter.rewardSum);
+  });
+
+  // RecordOutcome costs two Redis round trips, as the server sees them (MONITOR on this test's key prefix): a GET of the
+  // decision (its tier, decoy and honeytoken name the keys the write touches) and one script that checks, records, adds
+  // the reward and returns the tier's counters the response's arm is computed from. A keyed retry (replay) and a refused
+  // duplicate cost the same and change nothing; the arm answered is what GetBanditStats reports right after.
+  it('records an outcome in two Redis round trips, its arm included', async () => {
+    const redis = connectTestRedis();
+    const log = await RedisCommandLog.open(redis, prefix);
+    try {
+      const scanner = () => request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} });
+      // One script call is EVAL on a connection's first use of the script (ioredis), EVALSHA after that.
+      const names = (commands: string[][]) => commands.map((command) => (command[0] === 'EVAL' ? 'EVALSHA' : command[0]));
+      const decided = (await assess(a, scanner())).response!;
+      const key = `outcome-${randomUUID()}`;
+      let recorded: Awaited<ReturnType<typeof outcome>> | undefined;
+      const commands = await log.during(async () => {
+        recorded = await outcome(b, decided.decisionId, 5, 60, {}, key);
+      });
+      expect(recorded!.error).to.equal(null);
+      expect(names(commands)).to.deep.equal(['GET', 'EVALSHA']);
+      const arm = (await stats(a, decided.tier)).response!.arms.find((candidate) => candidate.decoyId === decided.decoy!.id);
+      expect(recorded!.response!.arm).to.deep.equal(arm);
+      expect(arm!.rewardSum).to.be.greaterThan(0);
+
+      const before = await dumpPrefix(redis, prefix);
+      let replayed: Awaited<ReturnType<typeof outcome>> | undefined;
+      const replayCommands = await log.during(async () => {
+        replayed = await outcome(a, decided.decisionId, 5, 60, {}, key);
+      });
+      expect(replayed!.error).to.equal(null);
+      expect(replayed!.response).to.deep.equal(recorded!.response);
+      expect(names(replayCommands)).to.deep.equal(['GET', 'EVALSHA']);
+      let refused: unknown;
+      const refusedCommands = await log.during(async () => {
+        refused = (await outcome(a, decided.decisionId, 5, 60)).error;
+      });
+      expect(errorDetails(refused)).to.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'OUTCOME_ALREADY_RECORDED' });
+      expect(names(refusedCommands)).to.deep.equal(['GET', 'EVALSHA']);
+      const missingCommands = await log.during(async () => {
+        refused = (await outcome(a, randomUUID(), 5, 60)).error;
+      });
+      expect(errorDetails(refused)).to.include({ code: grpcStatus.NOT_FOUND, reason: 'DECISION_NOT_FOUND' });
+      expect(names(missingCommands)).to.deep.equal(['GET']);
+      expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
+    } finally {
+      await log.close();
+      await redis.quit();
+    }
   });
 
   // With an idempotency key, a client that lost RecordOutcome's reply retries safely: the same engagement replays the

@@ -95,7 +95,6 @@ const REGISTER_DECOY_FIELDS: FieldMap = {
   idempotencyKey: 'idempotency_key',
 };
 const LIST_DECOYS_FIELDS: FieldMap = { pageSize: 'page_size', pageToken: 'page_token', tier: 'tier' };
-const NO_FIELDS: FieldMap = {};
 
 function protoField(field: string, fields: FieldMap): string {
   const mapped = fields[field];
@@ -319,11 +318,7 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
           RECORD_OUTCOME_FIELDS,
         );
         outcomes.inc({ tier: result.tier });
-        // UCB1 whatever the default policy: the arm's numbers do not depend on it, and Thompson
-        // would run a Monte Carlo propensity estimate over every arm to return this one.
-        const stats = await engineCall(() => engine.getBanditStats(result.tier, { policy: 'ucb1' }), NO_FIELDS);
-        const arm = stats.arms.find((a) => a.decoyId === result.decoyId);
-        return { reward: result.reward, arm: arm ? armToProto(arm) : undefined };
+        return { reward: result.reward, arm: result.arm ? armToProto(result.arm) : undefined };
       }),
 
       listDecoys: unary(CamouflageServiceService.listDecoys.path, options, async (request) => {
