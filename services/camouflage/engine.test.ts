@@ -4,6 +4,7 @@ import { createSeededRandom } from './bandit-math';
 import { ServiceError } from '../../platform/service-error';
 import {
   CHROME_UA,
+  RedisCommandLog,
   T0_MS,
   browserRequest,
   connectTestRedis,
@@ -286,6 +287,55 @@ describe('camouflage engine (real Redis)', () => {
     } else {
       expect(choice.decoy.id).to.equal(best?.decoyId);
       expect(choice.selectionScore).to.be.closeTo(best?.ucb1Index as number, 1e-12);
+    }
+  });
+
+  // Proves a burst of concurrent selections on a tier whose cached bandit state went stale shares one fetch of it
+  // (single-flight), and that a failed fetch fails only the selections that shared it: the next burst fetches anew.
+  it('refreshes a stale tier once for a burst of selections, and again after a failed refresh', async () => {
+    let nowMs = T0_MS;
+    const clocked = new CamouflageEngine({ redis, keyPrefix: prefix, random: createSeededRandom(5), now: () => nowMs });
+    const log = await RedisCommandLog.open(redis, prefix);
+    const tierKey = `${prefix}bandit:attack`;
+    const fetches = (commands: string[][]) => commands.filter((command) => command[0] === 'HGETALL' && command[1] === tierKey).length;
+    const burst = (label: string) =>
+      Promise.allSettled(Array.from({ length: 8 }, (_, i) => clocked.assess(scannerRequest({ sessionKey: `${label}-${i}`, path: `/.env.${i}` }))));
+    try {
+      await clocked.start();
+      expect((await clocked.assess(scannerRequest())).tier).to.equal('attack');
+      nowMs += 5_000; // past statsMaxAgeMs (1 s): every selection must refresh the tier first
+
+      let outcomes: PromiseSettledResult<AssessResult>[] = [];
+      let commands = await log.during(async () => {
+        outcomes = await burst('fresh');
+      });
+      expect(outcomes.map((outcome) => outcome.status)).to.deep.equal(Array(8).fill('fulfilled'));
+      expect(fetches(commands)).to.equal(1);
+
+      // A tier hash of the wrong type makes the refresh fail (WRONGTYPE): the burst sharing it fails, typed.
+      nowMs += 5_000;
+      const state = await redis.hgetall(tierKey);
+      await redis.del(tierKey);
+      await redis.set(tierKey, 'not a hash');
+      commands = await log.during(async () => {
+        outcomes = await burst('broken');
+      });
+      expect(fetches(commands)).to.equal(1);
+      for (const outcome of outcomes) {
+        expect(outcome.status).to.equal('rejected');
+        expect(((outcome as PromiseRejectedResult).reason as ServiceError).reason).to.equal('REDIS_UNAVAILABLE');
+      }
+
+      // Repaired, the next burst is not answered from the failed refresh: it fetches once more and succeeds.
+      await redis.del(tierKey);
+      await redis.hset(tierKey, state);
+      commands = await log.during(async () => {
+        outcomes = await burst('repaired');
+      });
+      expect(outcomes.map((outcome) => outcome.status)).to.deep.equal(Array(8).fill('fulfilled'));
+      expect(fetches(commands)).to.equal(1);
+    } finally {
+      await log.close();
     }
   });
 
