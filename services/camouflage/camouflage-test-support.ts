@@ -8,6 +8,7 @@
  * with `--no-config`, TEST_REDIS_URL is read directly.
  */
 import type Redis from 'ioredis';
+import { Socket, createConnection } from 'node:net';
 import { createRedis } from '../../platform/redis';
 import { uniquePrefix as harnessUniquePrefix } from '../../test/harness';
 import type { AssessInput } from './threat-signals';
@@ -69,25 +70,39 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<void> 
  * brackets the work with two sentinel commands and returns what MONITOR showed between them:
  * MONITOR reports in execution order, so nothing from before the work is counted and nothing of
  * the work is missed. Counting on a private prefix is immune to whatever else uses this Redis.
+ *
+ * A plain socket rather than ioredis' `monitor()`: ioredis enters monitor mode a microtask after
+ * MONITOR's OK, and on a busy server the first monitored lines arrive in the same chunk and crash
+ * its command queue. Keep the log open only for the test that needs it: MONITOR slows the server.
  */
 export class RedisCommandLog {
   private readonly seen: string[][] = [];
   private sentinels = 0;
+  private buffered = '';
 
   private constructor(
-    private readonly monitor: Redis,
+    private readonly socket: Socket,
     private readonly client: Redis,
     private readonly prefix: string,
   ) {
-    monitor.on('monitor', (_time: string, args: string[], source: string) => {
-      if (source === 'lua' || !args.slice(1).some((arg) => String(arg).startsWith(prefix))) return;
-      this.seen.push([String(args[0]).toUpperCase(), ...args.slice(1).map(String)]);
-    });
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => this.take(chunk));
   }
 
-  /** `client` issues the sentinels (any connection to the same server will do). */
-  static async open(client: Redis, prefix: string): Promise<RedisCommandLog> {
-    return new RedisCommandLog(await client.monitor(), client, prefix);
+  /** `client` issues the sentinels (any connection to the server the URL names will do). */
+  static async open(client: Redis, prefix: string, url = testRedisUrl()): Promise<RedisCommandLog> {
+    const target = new URL(url);
+    const socket = createConnection({ host: target.hostname, port: Number(target.port || 6379) });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    const log = new RedisCommandLog(socket, client, prefix);
+    const command = (...args: string[]) => `*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`;
+    if (target.password !== '') socket.write(command('AUTH', decodeURIComponent(target.username || 'default'), decodeURIComponent(target.password)));
+    socket.write(command('MONITOR'));
+    await log.sentinel();
+    return log;
   }
 
   /** Runs `work`, then returns the commands it caused, in execution order (`[NAME, ...args]`). */
@@ -96,6 +111,10 @@ export class RedisCommandLog {
     await work();
     const end = await this.sentinel();
     return this.seen.slice(start + 1, end);
+  }
+
+  async close(): Promise<void> {
+    this.socket.destroy();
   }
 
   /** Issues a GET of a fresh sentinel key and returns its index in {@link seen} once MONITOR shows it. */
@@ -111,8 +130,21 @@ export class RedisCommandLog {
     throw new Error('MONITOR never showed the sentinel command');
   }
 
-  async close(): Promise<void> {
-    this.monitor.disconnect();
+  /** MONITOR lines: `+<time> [<db> <client address | lua>] "NAME" "arg" ...` (args quoted, \\ and \" escaped). */
+  private take(chunk: string): void {
+    this.buffered += chunk;
+    let from = 0;
+    for (let end = this.buffered.indexOf('\r\n'); end >= 0; from = end + 2, end = this.buffered.indexOf('\r\n', from)) {
+      const line = this.buffered.slice(from, end);
+      // Most lines are other clients' traffic: skip them before parsing.
+      if (!line.includes(this.prefix)) continue;
+      const source = /^\+\S+ \[\d+ ([^\]]+)\] /.exec(line);
+      if (source === null || source[1] === 'lua') continue;
+      const args = [...line.slice(source[0].length).matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => (m[1] as string).replace(/\\(.)/g, '$1'));
+      if (args.length < 2 || !args.slice(1).some((arg) => arg.startsWith(this.prefix))) continue;
+      this.seen.push([(args[0] as string).toUpperCase(), ...args.slice(1)]);
+    }
+    this.buffered = this.buffered.slice(from);
   }
 }
 
