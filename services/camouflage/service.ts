@@ -92,6 +92,8 @@ const REGISTER_DECOY_FIELDS: FieldMap = {
   contentType: 'decoy.content_type',
   carriesHoneytoken: 'decoy.carries_honeytoken',
   carriesCredentials: 'decoy.carries_credentials',
+  status: 'decoy.status',
+  headers: 'decoy.headers',
   idempotencyKey: 'idempotency_key',
 };
 const LIST_DECOYS_FIELDS: FieldMap = { pageSize: 'page_size', pageToken: 'page_token', tier: 'tier' };
@@ -99,8 +101,8 @@ const LIST_DECOYS_FIELDS: FieldMap = { pageSize: 'page_size', pageToken: 'page_t
 function protoField(field: string, fields: FieldMap): string {
   const mapped = fields[field];
   if (mapped !== undefined) return mapped;
-  // Header names are data (a map key), not field names: keep them as sent.
-  if (field.startsWith('headers.')) return field;
+  // Header names are data (a map key), not field names: keep them as sent, under the map's path.
+  if (field.startsWith('headers.')) return `${fields.headers ?? 'headers'}${field.slice('headers'.length)}`;
   return field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }
 
@@ -145,6 +147,8 @@ function decoyToProto(decoy: Decoy): ProtoDecoy {
     carriesCredentials: decoy.carriesCredentials,
     builtin: decoy.builtIn,
     createdAt: new Date(decoy.createdAtMs),
+    status: decoy.status,
+    headers: { ...decoy.headers },
   };
 }
 
@@ -344,6 +348,8 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
             carriesHoneytoken: decoy.carriesHoneytoken,
             carriesCredentials: decoy.carriesCredentials,
             contentType: decoy.contentType || undefined,
+            status: decoy.status || undefined,
+            headers: decoy.headers,
             template: decoy.contentTemplate,
           }, { idempotencyKey: request.idempotencyKey }),
           REGISTER_DECOY_FIELDS,
