@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
 import { ServiceError } from '../../platform/service-error';
-import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from './camouflage-test-support';
+import { RedisCommandLog, connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from './camouflage-test-support';
 import { BUILT_IN_DECOYS, RegisterDecoyInput } from './decoy-catalog';
 import { CamouflageEngine } from './engine';
 
@@ -101,6 +101,44 @@ describe('camouflage decoy catalog', () => {
       expect(stats.arms.map((arm) => arm.decoyId)).to.include(CUSTOM.id);
       expect((await other.getBanditStats('benign')).arms.map((arm) => arm.decoyId)).to.not.include(CUSTOM.id);
     } finally {
+      await otherRedis.quit();
+    }
+  });
+
+  // Proves ListDecoys and RegisterDecoy work from the replica's loaded catalog instead of re-reading it: a list costs one
+  // HGET of the catalog version, a registration only its script; a registration by another replica (a newer version)
+  // makes the next list reload once, and it then shows that decoy. Counted as the server saw them (MONITOR).
+  it('lists from the loaded catalog and reloads only what another replica changed', async () => {
+    const decoysKey = `${prefix}decoys`;
+    const names = (commands: string[][]) => commands.map((command) => (command[0] === 'EVAL' ? 'EVALSHA' : command[0]));
+    const ids = async () => (await engine.listDecoys({ pageSize: 200 })).decoys.map((decoy) => decoy.id);
+    await engine.start();
+    const log = await RedisCommandLog.open(redis, prefix);
+    const otherRedis = connectTestRedis();
+    try {
+      let commands = await log.during(() => engine.registerDecoy(CUSTOM));
+      expect(names(commands)).to.deep.equal(['EVALSHA']);
+      let listed: string[] = [];
+      commands = await log.during(async () => {
+        listed = await ids();
+      });
+      expect(listed).to.include(CUSTOM.id);
+      expect(names(commands)).to.deep.equal(['HGET']);
+
+      const other = new CamouflageEngine({ redis: otherRedis, keyPrefix: prefix });
+      await other.registerDecoy({ ...CUSTOM, id: 'fake-jenkins-login-2' });
+      commands = await log.during(async () => {
+        listed = await ids();
+      });
+      expect(listed).to.include.members([CUSTOM.id, 'fake-jenkins-login-2']);
+      expect(commands.filter((command) => command[0] === 'HGETALL' && command[1] === decoysKey)).to.have.length(1);
+      commands = await log.during(async () => {
+        listed = await ids();
+      });
+      expect(names(commands)).to.deep.equal(['HGET']);
+      expect(listed).to.deep.equal([...BUILT_IN_DECOYS.map((decoy) => decoy.id), CUSTOM.id, 'fake-jenkins-login-2'].sort());
+    } finally {
+      await log.close();
       await otherRedis.quit();
     }
   });
