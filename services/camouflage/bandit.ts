@@ -20,7 +20,8 @@
  * The copy is never older than `statsMaxAgeMs` (1 s by default): past half that age the Assess
  * script returns the tier's state with its reply (free), and a tier not served for a whole
  * `statsMaxAgeMs` is fetched before selecting (one extra round trip, which only happens when the
- * tier sees less than ~2 requests a second on this replica, i.e. when it costs nothing).
+ * tier sees less than ~2 requests a second on this replica, i.e. when it costs nothing; a burst
+ * arriving on such a tier shares that one fetch).
  * Local selections bump the copy's pulls immediately so concurrent requests on one replica
  * spread as they would against Redis. A replica therefore sees the other replicas' pulls and
  * rewards within a second — negligible next to how slowly engagement statistics move — without
@@ -161,6 +162,8 @@ const STATS_PROPENSITY_DRAWS = 4_000;
 export class BanditStore {
   private readonly cache = new Map<Tier, TierCache>();
   private readonly propensity = new Map<Tier, PropensityCache>();
+  /** The fetch under way per tier ({@link refresh}); at most one entry per tier. */
+  private readonly inflight = new Map<Tier, Promise<number>>();
   private readonly statsMaxAgeMs: number;
   private readonly thompsonDraws: number;
   private readonly propensityRefreshMs: number;
@@ -204,8 +207,35 @@ export class BanditStore {
     return this.ageMs(tier) >= this.statsMaxAgeMs / 2;
   }
 
-  /** Fetches the given tiers' state and the catalog version in one round trip. */
+  /**
+   * Fetches the given tiers' state and returns the catalog version, in one round trip. Single-flight
+   * per tier: a burst of selections that all find a tier stale waits for the one fetch already under
+   * way instead of sending its own (each would fetch the same hash). A fetch is forgotten once it
+   * settles, so a failed one fails only the callers that shared it, and the next caller fetches anew.
+   */
   async refresh(tiers: readonly Tier[], catalogMetaKey: string): Promise<number> {
+    const waits: Promise<number>[] = [];
+    const missing: Tier[] = [];
+    for (const tier of tiers) {
+      const pending = this.inflight.get(tier);
+      if (pending === undefined) missing.push(tier);
+      else if (!waits.includes(pending)) waits.push(pending);
+    }
+    if (missing.length > 0) {
+      const fetch = this.fetch(missing, catalogMetaKey);
+      for (const tier of missing) this.inflight.set(tier, fetch);
+      // Registered before any waiter's handler, so no caller resumes while a settled fetch is still listed.
+      const forget = () => {
+        for (const tier of missing) if (this.inflight.get(tier) === fetch) this.inflight.delete(tier);
+      };
+      fetch.then(forget, forget);
+      waits.push(fetch);
+    }
+    const versions = await Promise.all(waits);
+    return Math.max(0, ...versions);
+  }
+
+  private async fetch(tiers: readonly Tier[], catalogMetaKey: string): Promise<number> {
     const pipeline = this.redis.pipeline();
     for (const tier of tiers) pipeline.hgetall(this.keys.bandit(tier));
     pipeline.hget(catalogMetaKey, 'version');
@@ -315,7 +345,16 @@ export class BanditStore {
    */
   async getStats(tier: Tier, decoyIds: readonly string[], policy: BanditPolicy): Promise<BanditStats> {
     invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'stats need 1..ARMS_MAX arms');
-    const arms = parseTierState(await this.redis.hgetall(this.keys.bandit(tier)));
+    return this.statsOf(tier, await this.redis.hgetall(this.keys.bandit(tier)), decoyIds, policy);
+  }
+
+  /**
+   * The statistics of {@link getStats} computed from a tier hash already read (HGETALL), e.g. the
+   * one the outcome script returns: no round trip.
+   */
+  statsOf(tier: Tier, record: Readonly<Record<string, string>>, decoyIds: readonly string[], policy: BanditPolicy): BanditStats {
+    invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'stats need 1..ARMS_MAX arms');
+    const arms = parseTierState(record);
     const pulls = new Float64Array(decoyIds.length);
     const rewardSums = new Float64Array(decoyIds.length);
     const outcomes = new Float64Array(decoyIds.length);

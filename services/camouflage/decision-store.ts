@@ -6,7 +6,11 @@
  * - outcome (RecordOutcome): checks the decision exists and has no outcome, then stores the
  *   outcome (in the decision's state hash, which lives exactly as long as the decision) and adds
  *   the reward to the arm, in one script: a concurrent duplicate can never apply twice, and no
- *   refusal writes anything (checks come before writes; Redis does not roll scripts back).
+ *   refusal writes anything (checks come before writes; Redis does not roll scripts back). The
+ *   script returns the tier's counters as they stand after it, so RecordOutcome answers with the
+ *   arm's statistics without reading them again. RecordOutcome is two round trips: a GET of the
+ *   decision first, because its tier, decoy and honeytoken name the keys the script touches
+ *   (a script must be given every key it touches, or Redis Cluster cannot route it), then the script.
  * - credit (a minted honeytoken came back): tops the origin pull's reward up to 1.0, once.
  *
  * Per-pull reward never exceeds 1: the outcome script adds r and mirrors it into the token
@@ -15,7 +19,7 @@
  */
 import { redisUnavailable } from './errors';
 import { BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from './bandit';
-import { CamouflageKeys, RedisClient, RedisScript } from './redis-keys';
+import { CamouflageKeys, RedisClient, RedisScript, pairsToRecord } from './redis-keys';
 import { Tier, isTier } from './tiers';
 
 /**
@@ -45,15 +49,6 @@ export interface DecisionRecord {
   readonly assessedAtMs: number;
   /** The minted token ('' when none) — kept so outcomes and credits can find each other. */
   readonly honeytoken: string;
-}
-
-export interface RecordedOutcome {
-  /** Reward computed from the reported engagement, micro-units. */
-  readonly rewardMicro: number;
-  /** Reward that outcome added to the arm, micro-units. */
-  readonly appliedRewardMicro: number;
-  readonly recordedAtMs: number;
-  readonly creditedByHoneytoken: boolean;
 }
 
 /** A decision before the Assess script knows its level. */
@@ -99,12 +94,16 @@ function parseDecision(decisionId: string, json: string): DecisionRecord {
 
 // KEYS: 1 decision, 2 decision state hash, 3 bandit tier hash, 4 honeytoken (optional)
 // ARGV: 1 decoy id, 2 reward micro, 3 recorded ms, 4 idempotency key, 5 fingerprint
+// Reply: {'NOT_FOUND'} | {'DUPLICATE', reward, key, fingerprint, credited, recorded ms, applied, tier state}
+//      | {'OK', applied, credited, tier state} — tier state: HGETALL of the tier hash after the write.
 const OUTCOME_LUA = `
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then return {'NOT_FOUND'} end
 local s = redis.call('HMGET', KEYS[2], 'or', 'oik', 'ofp', 'hc', 'oat', 'oad')
 -- type() checks, not truthiness: a missing field is false in Redis and null in the in-process store.
-if type(s[1]) == 'string' then return {'DUPLICATE', s[1], s[2] or '', s[3] or '', s[4] or '0', s[5] or '0', s[6] or '0'} end
+if type(s[1]) == 'string' then
+  return {'DUPLICATE', s[1], s[2] or '', s[3] or '', s[4] or '0', s[5] or '0', s[6] or '0', redis.call('HGETALL', KEYS[3])}
+end
 local delta = tonumber(ARGV[2])
 local credited = '0'
 if s[4] == '1' then
@@ -117,7 +116,7 @@ redis.call('HSET', KEYS[2], 'or', ARGV[2], 'oat', ARGV[3], 'oik', ARGV[4], 'ofp'
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('HINCRBY', KEYS[3], ARGV[1] .. ':o', 1)
 if delta > 0 then redis.call('HINCRBY', KEYS[3], ARGV[1] .. ':r', delta) end
-return {'OK', delta, credited}
+return {'OK', delta, credited, redis.call('HGETALL', KEYS[3])}
 `;
 
 // KEYS: 1 honeytoken, 2 bandit tier hash of the origin, 3 origin decision, 4 its state hash
@@ -144,7 +143,7 @@ return {'CREDITED', delta}
 const OUTCOME_SCRIPT = new RedisScript('shxCamoOutcome', OUTCOME_LUA);
 const CREDIT_SCRIPT = new RedisScript('shxCamoCredit', CREDIT_LUA);
 
-export type OutcomeWrite =
+export type OutcomeWrite = (
   | { readonly status: 'recorded'; readonly appliedRewardMicro: number; readonly creditedByHoneytoken: boolean }
   | {
       readonly status: 'duplicate';
@@ -154,7 +153,11 @@ export type OutcomeWrite =
       readonly creditedByHoneytoken: boolean;
       readonly recordedAtMs: number;
       readonly appliedRewardMicro: number;
-    };
+    }
+) & {
+  /** The decision's tier hash (bandit counters) as the script left it. */
+  readonly tierState: Record<string, string>;
+};
 
 export type CreditResult = { readonly status: 'credited' | 'already' | 'gone'; readonly creditedMicro: number };
 
@@ -164,25 +167,10 @@ export class DecisionStore {
     private readonly keys: CamouflageKeys,
   ) {}
 
-  /** The stored decision and its outcome, or undefined when unknown or expired (one round trip). */
-  async get(decisionId: string): Promise<{ decision: DecisionRecord; outcome: RecordedOutcome | undefined } | undefined> {
-    const results = await this.redis.pipeline().get(this.keys.decision(decisionId)).hgetall(this.keys.decisionState(decisionId)).exec();
-    if (results === null) throw redisUnavailable('decision read was aborted');
-    const [[jsonError, json], [stateError, state]] = results as [[Error | null, string | null], [Error | null, Record<string, string>]];
-    if (jsonError !== null) throw jsonError;
-    if (stateError !== null) throw stateError;
-    if (json === null) return undefined;
-    const decision = parseDecision(decisionId, json);
-    const outcome =
-      state.or === undefined
-        ? undefined
-        : {
-            rewardMicro: Number(state.or),
-            appliedRewardMicro: Number(state.oad) || 0,
-            recordedAtMs: Number(state.oat) || 0,
-            creditedByHoneytoken: state.hc === '1',
-          };
-    return { decision, outcome };
+  /** The stored decision, or undefined when unknown or expired (one GET). */
+  async read(decisionId: string): Promise<DecisionRecord | undefined> {
+    const json = await this.redis.get(this.keys.decision(decisionId));
+    return json === null ? undefined : parseDecision(decisionId, json);
   }
 
   /** Atomically records an outcome for `decision` (see OUTCOME_LUA); never writes on refusal. */
@@ -198,7 +186,9 @@ export class DecisionStore {
     const reply = (await OUTCOME_SCRIPT.run(this.redis, keys, [decision.decoyId, rewardMicro, recordedAtMs, idempotencyKey, fingerprint])) as unknown[];
     const status = reply[0];
     if (status === 'NOT_FOUND') return 'not_found';
-    if (status === 'OK') return { status: 'recorded', appliedRewardMicro: Number(reply[1]), creditedByHoneytoken: reply[2] === '1' };
+    if (status === 'OK') {
+      return { status: 'recorded', appliedRewardMicro: Number(reply[1]), creditedByHoneytoken: reply[2] === '1', tierState: pairsToRecord(reply[3]) };
+    }
     if (status === 'DUPLICATE') {
       return {
         status: 'duplicate',
@@ -208,6 +198,7 @@ export class DecisionStore {
         creditedByHoneytoken: reply[4] === '1',
         recordedAtMs: Number(reply[5]) || 0,
         appliedRewardMicro: Number(reply[6]) || 0,
+        tierState: pairsToRecord(reply[7]),
       };
     }
     throw new Error(`outcome script returned ${String(status)}`);

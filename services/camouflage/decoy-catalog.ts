@@ -5,7 +5,8 @@
  * RegisterDecoy; they live in a Redis hash so every replica sees them, and a version counter
  * bumped on each registration lets replicas notice and reload their in-memory copy: the version
  * comes back with every bandit state refresh (at least once a second per busy tier, inside the
- * Assess reply), so there is no polling and no extra round trip.
+ * Assess reply), so there is no polling and no extra round trip. ListDecoys answers from the same
+ * copy after reading the version (one HGET), so it never misses another replica's registration.
  *
  * The tier rule lives here as the first of its two enforcement points: {@link validateDecoyInput}
  * refuses a decoy that carries a honeytoken or credentials and names the benign tier, and
@@ -441,8 +442,8 @@ export interface RegisterResult {
 
 /** Where custom decoys live. One implementation today (Redis); the interface keeps the catalog testable and swappable. */
 export interface DecoyStore {
-  /** All custom decoys (bounded by {@link CUSTOM_DECOYS_MAX}). */
-  listCustom(): Promise<Decoy[]>;
+  /** All custom decoys (bounded by {@link CUSTOM_DECOYS_MAX}) and the version they are at, in one round trip. */
+  load(): Promise<{ readonly version: number; readonly custom: Decoy[] }>;
   /** Adds a custom decoy; DECOY_ALREADY_EXISTS / CATALOG_FULL / IDEMPOTENCY_KEY_REUSED on conflict. */
   register(decoy: Decoy, idempotencyKey: string | undefined): Promise<RegisterResult>;
   /** Monotonic counter bumped by every registration. */
@@ -504,11 +505,20 @@ export class RedisDecoyStore implements DecoyStore {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async listCustom(): Promise<Decoy[]> {
-    const all = await this.redis.hgetall(this.keys.decoys());
-    const out: Decoy[] = [];
-    for (const json of Object.values(all).slice(0, CUSTOM_DECOYS_MAX)) out.push(parseStored(json).decoy);
-    return out;
+  /**
+   * The version is read before the decoys (one pipeline, in order): a registration landing between
+   * the two leaves the decoys newer than the version, which only costs a later reload; never the
+   * reverse (a version claiming a decoy the list lacks).
+   */
+  async load(): Promise<{ version: number; custom: Decoy[] }> {
+    const results = await this.redis.pipeline().hget(this.keys.decoysMeta(), 'version').hgetall(this.keys.decoys()).exec();
+    if (results === null) throw redisUnavailable('decoy catalog read was aborted');
+    const [[versionError, version], [decoysError, all]] = results as [[Error | null, string | null], [Error | null, Record<string, string>]];
+    if (versionError !== null) throw versionError;
+    if (decoysError !== null) throw decoysError;
+    const custom: Decoy[] = [];
+    for (const json of Object.values(all).slice(0, CUSTOM_DECOYS_MAX)) custom.push(parseStored(json).decoy);
+    return { version: Number(version) || 0, custom };
   }
 
   async version(): Promise<number> {
@@ -587,6 +597,8 @@ export const DECOY_PAGE_LIMITS = { defaultSize: PAGE_SIZE_DEFAULT, maxSize: PAGE
 
 export class DecoyCatalog {
   private byId = new Map<string, Decoy>();
+  /** Every decoy (built-in and custom) ordered by id: what ListDecoys pages through. */
+  private ordered: readonly Decoy[] = [];
   private byTier = new Map<Tier, readonly Decoy[]>();
   private idsByTier = new Map<Tier, readonly string[]>();
   private loadedVersion = -1;
@@ -596,13 +608,12 @@ export class DecoyCatalog {
     this.rebuild([]);
   }
 
-  /** Loads custom decoys from the store. Concurrent callers share one load. */
+  /** Loads custom decoys from the store (one round trip). Concurrent callers share one load. */
   async refresh(): Promise<void> {
     if (this.refreshing !== undefined) return this.refreshing;
     this.refreshing = (async () => {
       try {
-        const version = await this.store.version();
-        const custom = await this.store.listCustom();
+        const { version, custom } = await this.store.load();
         this.rebuild(custom);
         this.loadedVersion = version;
       } finally {
@@ -639,6 +650,7 @@ export class DecoyCatalog {
       byTier.set(tier, Object.freeze(eligible));
     }
     this.byId = byId;
+    this.ordered = Object.freeze([...byId.values()].sort((a, b) => (a.id < b.id ? -1 : 1)));
     this.byTier = byTier;
     this.idsByTier = new Map([...byTier].map(([tier, decoys]) => [tier, Object.freeze(decoys.map((decoy) => decoy.id))]));
   }
@@ -657,10 +669,6 @@ export class DecoyCatalog {
     return ids;
   }
 
-  get(id: string): Decoy | undefined {
-    return this.byId.get(id);
-  }
-
   /** Validates and registers a custom decoy, then reloads this replica's view. */
   async register(raw: unknown, idempotencyKey?: string): Promise<RegisterResult> {
     if (idempotencyKey !== undefined && idempotencyKey !== '' && !IDEMPOTENCY_KEY_PATTERN.test(idempotencyKey)) {
@@ -671,11 +679,22 @@ export class DecoyCatalog {
       throw decoyExists(decoy.id, `decoy ${decoy.id} is built in`);
     }
     const result = await this.store.register({ ...decoy, createdAtMs: 0 }, idempotencyKey === '' ? undefined : idempotencyKey);
-    await this.refresh();
+    if (!result.replayed && this.refreshing === undefined && result.catalogVersion === this.loadedVersion + 1) {
+      // Nothing else was registered since this replica loaded: add the decoy instead of re-reading them all.
+      this.rebuild([...this.byId.values()].filter((known) => !known.builtIn).concat(result.decoy));
+      this.loadedVersion = result.catalogVersion;
+    } else {
+      // Twice at most: a load already under way may have started before this registration.
+      for (let loads = 0; loads < 2 && result.catalogVersion > this.loadedVersion; loads += 1) await this.refresh();
+    }
     return result;
   }
 
-  /** One page of all decoys (built-in and custom; those listing `tier` if given) ordered by id, read fresh from the store. */
+  /**
+   * One page of all decoys (built-in and custom; those listing `tier` if given) ordered by id, from
+   * this replica's catalog. One small read (the catalog version) keeps it exact across replicas: the
+   * catalog reloads only when another replica registered something since it loaded.
+   */
   async list(request: ListDecoysRequest = {}): Promise<DecoyPage> {
     const pageSize = pageSizeFor(request.pageSize ?? 0, 'pageSize', DECOY_PAGE_LIMITS);
     const token = request.pageToken ?? '';
@@ -683,11 +702,11 @@ export class DecoyCatalog {
     const tier = request.tier;
     if (tier !== undefined && !isTier(tier)) throw invalidArgument('tier', `tier must be one of ${TIERS.join(', ')}`);
     const after = token === '' ? undefined : decodePageToken(token);
-    const custom = await this.store.listCustom();
-    const all = new Map<string, Decoy>();
-    for (const decoy of BUILT_IN_DECOYS) all.set(decoy.id, decoy);
-    for (const decoy of custom) if (!all.has(decoy.id)) all.set(decoy.id, decoy);
-    const ordered = [...all.values()].filter((decoy) => tier === undefined || decoy.tiers.includes(tier)).sort((a, b) => (a.id < b.id ? -1 : 1));
+    const version = await this.store.version();
+    // Any other version (lower too: a Redis restored from a backup) means this copy is not Redis'.
+    // Twice at most: a load already under way may have started before that version was written.
+    for (let loads = 0; loads < 2 && version !== this.loadedVersion; loads += 1) await this.refresh();
+    const ordered = tier === undefined ? this.ordered : this.ordered.filter((decoy) => decoy.tiers.includes(tier));
     const start = after === undefined ? 0 : ordered.findIndex((decoy) => decoy.id > after);
     const from = start === -1 ? ordered.length : start;
     const page = ordered.slice(from, from + pageSize);

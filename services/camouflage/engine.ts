@@ -9,10 +9,9 @@
  * | recordOutcome(decisionId, outcome, {idempotencyKey?}) | INVALID_ARGUMENT (field), DECISION_NOT_FOUND, OUTCOME_ALREADY_RECORDED, IDEMPOTENCY_KEY_REUSED |
  * | registerDecoy(input, {idempotencyKey?})  | INVALID_ARGUMENT (field), DECOY_ALREADY_EXISTS, CATALOG_FULL, IDEMPOTENCY_KEY_REUSED |
  * | listDecoys({pageSize?, pageToken?, tier?}) | INVALID_ARGUMENT (pageSize / pageToken / tier)                  |
- * | getDecoy(id)                             | INVALID_ARGUMENT (id), DECOY_NOT_FOUND                            |
  * | getBanditStats(tier, {policy?})          | INVALID_ARGUMENT (tier / policy)                                  |
- * | getDecision(decisionId)                  | INVALID_ARGUMENT (decisionId), DECISION_NOT_FOUND                 |
  * Any method may also raise REDIS_UNAVAILABLE or INTERNAL (a broken invariant: a bug).
+ * These are the service's RPCs, one method each: the engine has no API that only tests would call.
  *
  * Assess costs one Redis round trip: a single EVALSHA (assess-script.ts) updates the session
  * profile, looks up honeytokens found in the request, computes the level in Lua with the same
@@ -24,6 +23,9 @@
  * turn); keep ioredis' `enableAutoPipelining` off, as platform/redis.ts does: it crashes the
  * process with defineCommand scripts (redis/ioredis#1931).
  *
+ * RecordOutcome costs two round trips (decision-store.ts says why not one) and answers with the
+ * arm's statistics from the counters its script returns.
+ *
  * Not idempotent by design: Assess is an observation (each call is one more request of the
  * session) and always mints a new decision.
  */
@@ -31,11 +33,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Code, ServiceError } from '../../platform/service-error';
 import { idempotencyKeyReused, invalidArgument, invariant, serviceErrorFrom } from './errors';
 import { RandomSource } from './bandit-math';
-import { BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit';
+import { ArmStats, BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit';
 import { AssessScript, AssessScriptReply, TierCandidate } from './assess-script';
-import { DECISION_ID_PATTERN, DECISION_TTL_SECONDS_DEFAULT, DecisionDraft, DecisionRecord, DecisionStore, RecordedOutcome, decisionJsonPrefix } from './decision-store';
+import { DECISION_ID_PATTERN, DECISION_TTL_SECONDS_DEFAULT, DecisionDraft, DecisionStore, decisionJsonPrefix } from './decision-store';
 import {
-  DECOY_ID_PATTERN,
   Decoy,
   DecoyCatalog,
   DecoyKind,
@@ -197,6 +198,13 @@ export interface RecordOutcomeResult {
   /** True when this was an idempotent retry answered from the first recording. */
   readonly replayed: boolean;
   readonly recordedAtMs: number;
+  /**
+   * The decoy's arm as the outcome left it (a replay: as it stands now), with UCB1 numbers over the
+   * tier's eligible arms whatever the default policy: the counters do not depend on it, and Thompson
+   * would run a Monte Carlo estimate over every arm to return this one. Undefined when the decoy no
+   * longer serves the tier.
+   */
+  readonly arm: ArmStats | undefined;
 }
 
 interface PreparedCandidate {
@@ -204,11 +212,6 @@ interface PreparedCandidate {
   readonly selection: BanditSelection;
   readonly minted: MintedHoneytoken | undefined;
   readonly script: TierCandidate;
-}
-
-export interface DecisionView {
-  readonly decision: DecisionRecord;
-  readonly outcome: RecordedOutcome | undefined;
 }
 
 function positiveInteger(value: number | undefined, fallback: number, max: number, field: string): number {
@@ -515,13 +518,14 @@ export class CamouflageEngine {
         .digest('hex')
         .slice(0, 32);
 
-      const stored = await this.decisions.get(id);
-      if (stored === undefined) throw decisionNotFound(id, `decision ${id} does not exist or has expired`);
-      const d = stored.decision;
+      await this.catalog.ensureLoaded();
+      const d = await this.decisions.read(id);
+      if (d === undefined) throw decisionNotFound(id, `decision ${id} does not exist or has expired`);
       const recordedAtMs = this.now();
       const write = await this.decisions.writeOutcome(d, rewardMicro, recordedAtMs, idempotencyKey, fingerprint);
       if (write === 'not_found') throw decisionNotFound(id, `decision ${id} expired`);
-      const base = { decisionId: id, tier: d.tier, decoyId: d.decoyId, policy: d.policy, selectionProbability: d.selectionProbability };
+      const arm = this.bandit.statsOf(d.tier, write.tierState, this.catalog.eligibleIds(d.tier), 'ucb1').arms.find((a) => a.decoyId === d.decoyId);
+      const base = { decisionId: id, tier: d.tier, decoyId: d.decoyId, policy: d.policy, selectionProbability: d.selectionProbability, arm };
       if (write.status === 'recorded') {
         return {
           ...base,
@@ -569,23 +573,6 @@ export class CamouflageEngine {
     }
   }
 
-  async getDecoy(decoyId: string): Promise<Decoy> {
-    try {
-      if (typeof decoyId !== 'string' || !DECOY_ID_PATTERN.test(decoyId)) {
-        throw invalidArgument('id', 'id must be a decoy id (3-63 characters of a-z, 0-9 and "-")');
-      }
-      let decoy = this.catalog.get(decoyId);
-      if (decoy === undefined) {
-        await this.catalog.refresh();
-        decoy = this.catalog.get(decoyId);
-      }
-      if (decoy === undefined) throw new ServiceError(Code.NOT_FOUND, 'DECOY_NOT_FOUND', `decoy ${decoyId} does not exist`, { metadata: { decoyId } });
-      return decoy;
-    } catch (thrown) {
-      throw serviceErrorFrom(thrown);
-    }
-  }
-
   /** Pulls, mean reward, UCB1 index, Thompson posterior and selection probability per eligible arm. */
   async getBanditStats(tier: Tier, options: { policy?: BanditPolicy } = {}): Promise<BanditStats> {
     try {
@@ -593,18 +580,6 @@ export class CamouflageEngine {
       const policy = checkPolicy(options.policy, this.defaultPolicy);
       await this.catalog.ensureLoaded();
       return await this.bandit.getStats(tier, this.catalog.eligible(tier).map((decoy) => decoy.id), policy);
-    } catch (thrown) {
-      throw serviceErrorFrom(thrown);
-    }
-  }
-
-  /** The stored decision and its outcome, if any (debugging and offline evaluation). */
-  async getDecision(decisionId: string): Promise<DecisionView> {
-    try {
-      const id = checkDecisionId(decisionId);
-      const stored = await this.decisions.get(id);
-      if (stored === undefined) throw decisionNotFound(id, `decision ${id} does not exist or has expired`);
-      return stored;
     } catch (thrown) {
       throw serviceErrorFrom(thrown);
     }

@@ -8,8 +8,12 @@ import {
   type AssessResponse,
   type AssessStreamRequest,
   type AssessStreamResponse,
+  type Decoy as ProtoDecoy,
   type Engagement,
   type GetBanditStatsResponse,
+  type ListDecoysResponse,
+  type RegisterDecoyResponse,
+  type RecordOutcomeResponse,
 } from '../../gen/shieldx/camouflage/v1/camouflage';
 import { ConfigError } from '../../platform/config';
 import { errorDetails } from '../../platform/grpc-errors';
@@ -18,7 +22,8 @@ import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
 import { exchange } from '../../test/streams';
 import { metricSamples, scrapeMetrics } from '../../test/metrics';
-import { connectTestRedis, dumpPrefix } from './camouflage-test-support';
+import { RedisCommandLog, connectTestRedis, dumpPrefix } from './camouflage-test-support';
+import { BUILT_IN_DECOYS } from './decoy-catalog';
 import { DECISION_TTL_SECONDS_MAX } from './engine';
 import { camouflageService } from './service';
 
@@ -55,7 +60,7 @@ describe('camouflage service over gRPC', function () {
   const assess = (client: CamouflageServiceClient, req: AssessRequest): Call<AssessResponse> =>
     new Promise((resolve) => client.assess(req, bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
   const outcome = (client: CamouflageServiceClient, decisionId: string, interactions: number, dwellSeconds: number, extra: Partial<Engagement> = {}, idempotencyKey = '') =>
-    new Promise<{ error: unknown; response?: { reward: number } }>((resolve) =>
+    new Promise<{ error: unknown; response?: RecordOutcomeResponse }>((resolve) =>
       client.recordOutcome(
         {
           decisionId,
@@ -164,6 +169,55 @@ describe('camouflage service over gRPC', function () {
     expect(unchanged.rewardSum).to.equal(armAfter.rewardSum);
   });
 
+  // RecordOutcome costs two Redis round trips, as the server sees them (MONITOR on this test's key prefix): a GET of the
+  // decision (its tier, decoy and honeytoken name the keys the write touches) and one script that checks, records, adds
+  // the reward and returns the tier's counters the response's arm is computed from. A keyed retry (replay) and a refused
+  // duplicate cost the same and change nothing; the arm answered is what GetBanditStats reports right after.
+  it('records an outcome in two Redis round trips, its arm included', async () => {
+    const redis = connectTestRedis();
+    const log = await RedisCommandLog.open(redis, prefix);
+    try {
+      const scanner = () => request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} });
+      // One script call is EVAL on a connection's first use of the script (ioredis), EVALSHA after that.
+      const names = (commands: string[][]) => commands.map((command) => (command[0] === 'EVAL' ? 'EVALSHA' : command[0]));
+      const decided = (await assess(a, scanner())).response!;
+      const key = `outcome-${randomUUID()}`;
+      let recorded: Awaited<ReturnType<typeof outcome>> | undefined;
+      const commands = await log.during(async () => {
+        recorded = await outcome(b, decided.decisionId, 5, 60, {}, key);
+      });
+      expect(recorded!.error).to.equal(null);
+      expect(names(commands)).to.deep.equal(['GET', 'EVALSHA']);
+      const arm = (await stats(a, decided.tier)).response!.arms.find((candidate) => candidate.decoyId === decided.decoy!.id);
+      expect(recorded!.response!.arm).to.deep.equal(arm);
+      expect(arm!.rewardSum).to.be.greaterThan(0);
+
+      const before = await dumpPrefix(redis, prefix);
+      let replayed: Awaited<ReturnType<typeof outcome>> | undefined;
+      const replayCommands = await log.during(async () => {
+        replayed = await outcome(a, decided.decisionId, 5, 60, {}, key);
+      });
+      expect(replayed!.error).to.equal(null);
+      expect(replayed!.response).to.deep.equal(recorded!.response);
+      expect(names(replayCommands)).to.deep.equal(['GET', 'EVALSHA']);
+      let refused: unknown;
+      const refusedCommands = await log.during(async () => {
+        refused = (await outcome(a, decided.decisionId, 5, 60)).error;
+      });
+      expect(errorDetails(refused)).to.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'OUTCOME_ALREADY_RECORDED' });
+      expect(names(refusedCommands)).to.deep.equal(['GET', 'EVALSHA']);
+      const missingCommands = await log.during(async () => {
+        refused = (await outcome(a, randomUUID(), 5, 60)).error;
+      });
+      expect(errorDetails(refused)).to.include({ code: grpcStatus.NOT_FOUND, reason: 'DECISION_NOT_FOUND' });
+      expect(names(missingCommands)).to.deep.equal(['GET']);
+      expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
+    } finally {
+      await log.close();
+      await redis.quit();
+    }
+  });
+
   // With an idempotency key, a client that lost RecordOutcome's reply retries safely: the same engagement replays the
   // reward (no OUTCOME_ALREADY_RECORDED, nothing added twice), another one is FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED,
   // and a malformed key is INVALID_ARGUMENT naming idempotency_key.
@@ -190,7 +244,7 @@ describe('camouflage service over gRPC', function () {
   // The same for RegisterDecoy: a retry under the key replays the registration, another decoy under it is refused.
   it('replays a retried decoy registration under its idempotency key', async () => {
     const id = `idem-${randomUUID().slice(0, 8)}`;
-    const decoy = { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined };
+    const decoy = { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} };
     const register = (d: typeof decoy, idempotencyKey: string) =>
       new Promise<unknown>((resolve) => a.registerDecoy({ decoy: d, idempotencyKey }, bearer(testKeys.admin), (error) => resolve(error)));
     const key = `register-${randomUUID()}`;
@@ -226,8 +280,9 @@ describe('camouflage service over gRPC', function () {
     // The bad outcome did not consume the decision: a valid one still records.
     expect((await outcome(a, response!.decisionId, 1, 1)).error).to.equal(null);
     expect(errorDetails((await stats(a, ThreatTier.THREAT_TIER_UNSPECIFIED)).error)?.fieldViolations[0]?.field).to.equal('tier');
+    // Partial decoys (the generated encoder needs the new fields present, as the decoder always provides them).
     const register = (decoy: object) =>
-      new Promise<unknown>((resolve) => a.registerDecoy({ decoy: decoy as never, idempotencyKey: '' }, bearer(testKeys.admin), (error) => resolve(error)));
+      new Promise<unknown>((resolve) => a.registerDecoy({ decoy: { status: 0, headers: {}, ...decoy } as never, idempotencyKey: '' }, bearer(testKeys.admin), (error) => resolve(error)));
     expect(errorDetails(await register({ id: 'x', kind: 'banner', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentTemplate: 'hi' }))?.code).to.equal(
       grpcStatus.INVALID_ARGUMENT,
     );
@@ -417,48 +472,92 @@ describe('camouflage service over gRPC', function () {
     }
   });
 
-  // Registered decoys are listed (paginated) by every replica, filtered by tier.
-  it('registers and lists decoys', async () => {
+  // Registered decoys are listed (paginated) by every replica, filtered by tier, with the HTTP status and headers a
+  // proxy must serve them with; a status or header the service would refuse to serve is INVALID_ARGUMENT naming the
+  // proto field (the header by name) and registers nothing.
+  it('registers and lists decoys with their status and headers', async () => {
     const id = `fake-admin-${randomUUID().slice(0, 8)}`;
-    const registered = await new Promise<{ error: unknown }>((resolve) =>
-      a.registerDecoy(
-        {
-          decoy: {
-            id,
-            name: 'Fake admin panel',
-            kind: 'admin_login',
-            tiers: [ThreatTier.THREAT_TIER_LIKELY_BOT, ThreatTier.THREAT_TIER_ATTACK],
-            contentType: 'text/html',
-            contentTemplate: '<form action="/admin/login"><input name="user"><input name="pass" type="password"></form>',
-            carriesHoneytoken: false,
-            carriesCredentials: false,
-            builtin: false,
-            createdAt: undefined,
-          },
-          idempotencyKey: '',
-        },
-        bearer(testKeys.admin),
-        (error) => resolve({ error }),
-      ),
-    );
+    const decoy: ProtoDecoy = {
+      id,
+      name: 'Fake admin panel',
+      kind: 'admin_login',
+      tiers: [ThreatTier.THREAT_TIER_LIKELY_BOT, ThreatTier.THREAT_TIER_ATTACK],
+      contentType: 'text/html',
+      contentTemplate: '<form action="/admin/login"><input name="user"><input name="pass" type="password"></form>',
+      carriesHoneytoken: false,
+      carriesCredentials: false,
+      builtin: false,
+      createdAt: undefined,
+      status: 401,
+      headers: { server: 'Jetty(10.0.18)', 'www-authenticate': 'Basic realm="admin"' },
+    };
+    const register = (d: ProtoDecoy) =>
+      new Promise<{ error: unknown; response?: RegisterDecoyResponse }>((resolve) =>
+        a.registerDecoy({ decoy: d, idempotencyKey: '' }, bearer(testKeys.admin), (error, response) => resolve({ error, response })),
+      );
+    const registered = await register(decoy);
     expect(registered.error).to.equal(null);
-    const seen: string[] = [];
+    expect(registered.response!.decoy).to.deep.include({ status: 401, headers: decoy.headers });
+
+    const redis = connectTestRedis();
+    try {
+      const before = await dumpPrefix(redis, prefix);
+      const refusals: [ProtoDecoy, string][] = [
+        [{ ...decoy, id: `${id}-2`, status: 700 }, 'decoy.status'],
+        [{ ...decoy, id: `${id}-3`, headers: { 'x-evil': 'a\r\nset-cookie: pwned=1' } }, 'decoy.headers.x-evil'],
+        [{ ...decoy, id: `${id}-4`, headers: { 'bad header': 'x' } }, 'decoy.headers'],
+      ];
+      for (const [bad, field] of refusals) {
+        const details = errorDetails((await register(bad)).error);
+        expect(details, field).to.deep.include({ code: grpcStatus.INVALID_ARGUMENT });
+        expect(details?.fieldViolations.map((v) => v.field)).to.deep.equal([field]);
+      }
+      expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
+    } finally {
+      await redis.quit();
+    }
+
+    const seen: ProtoDecoy[] = [];
     let token = '';
     for (let i = 0; i < 50; i++) {
-      const page = await new Promise<{ decoys: { id: string }[]; nextPageToken: string }>((resolve, reject) =>
+      const page = await new Promise<ListDecoysResponse>((resolve, reject) =>
         b.listDecoys({ pageSize: 3, pageToken: token, tier: ThreatTier.THREAT_TIER_ATTACK }, bearer(testKeys.camouflage), (e, r) => (e ? reject(e) : resolve(r!))),
       );
       expect(page.decoys.length).to.be.at.most(3);
-      seen.push(...page.decoys.map((d) => d.id));
+      seen.push(...page.decoys);
       token = page.nextPageToken;
       if (token === '') break;
     }
-    expect(seen).to.include(id);
-    expect(new Set(seen).size).to.equal(seen.length);
+    expect(seen.find((d) => d.id === id)).to.deep.include({ status: 401, headers: decoy.headers });
+    // Built-ins too: the nginx 404 page is served as a 404 with nginx's banner.
+    const all = await new Promise<ListDecoysResponse>((resolve, reject) =>
+      b.listDecoys({ pageSize: 200, pageToken: '', tier: 0 }, bearer(testKeys.camouflage), (e, r) => (e ? reject(e) : resolve(r!))),
+    );
+    expect(all.decoys.find((d) => d.id === 'nginx-404')).to.deep.include({ status: 404, headers: { server: 'nginx/1.24.0' } });
+    expect(new Set(seen.map((d) => d.id)).size).to.equal(seen.length);
     const bad = await new Promise<unknown>((resolve) =>
       b.listDecoys({ pageSize: 3, pageToken: 'garbage', tier: 0 }, bearer(testKeys.camouflage), (e) => resolve(e)),
     );
     expect(errorDetails(bad)?.code).to.equal(grpcStatus.INVALID_ARGUMENT);
+  });
+
+  // Assess answers with everything a proxy needs to serve the decoy: the rendered body, and the status, content type and
+  // headers of the catalog entry it chose.
+  it('answers Assess with the decoy status and headers to serve', async () => {
+    const served = new Map<string, ProtoDecoy>();
+    for (let i = 0; i < 12; i++) {
+      const { response } = await assess(a, request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} }));
+      served.set(response!.decoy!.id, response!.decoy!);
+    }
+    for (const [id, decoy] of served) {
+      const builtIn = BUILT_IN_DECOYS.find((candidate) => candidate.id === id);
+      if (builtIn === undefined) continue; // a decoy another test registered
+      expect(decoy, id).to.deep.include({ status: builtIn.status, contentType: builtIn.contentType, headers: builtIn.headers });
+      expect(decoy.status, id).to.be.within(100, 599);
+      expect(Object.keys(decoy.headers), id).to.include('server');
+    }
+    const browsing = (await assess(a, request({ path: '/products/42' }))).response!;
+    expect(browsing.decoy!.status).to.equal(BUILT_IN_DECOYS.find((candidate) => candidate.id === browsing.decoy!.id)!.status);
   });
 
   // selection.eligible_arms is the number of decoys the bandit chose among for the request's tier: what
@@ -487,7 +586,7 @@ describe('camouflage service over gRPC', function () {
 
       const registered = await new Promise<unknown>((resolve) =>
         client.registerDecoy(
-          { decoy: { id: `arm-${randomUUID().slice(0, 8)}`, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined }, idempotencyKey: '' },
+          { decoy: { id: `arm-${randomUUID().slice(0, 8)}`, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
           bearer(testKeys.admin),
           (error) => resolve(error),
         ),
@@ -510,7 +609,7 @@ describe('camouflage service over gRPC', function () {
     const register = (id: string) =>
       new Promise<unknown>((resolve) =>
         a.registerDecoy(
-          { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined }, idempotencyKey: '' },
+          { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
           bearer(testKeys.admin),
           (error) => resolve(error),
         ),

@@ -92,16 +92,17 @@ const REGISTER_DECOY_FIELDS: FieldMap = {
   contentType: 'decoy.content_type',
   carriesHoneytoken: 'decoy.carries_honeytoken',
   carriesCredentials: 'decoy.carries_credentials',
+  status: 'decoy.status',
+  headers: 'decoy.headers',
   idempotencyKey: 'idempotency_key',
 };
 const LIST_DECOYS_FIELDS: FieldMap = { pageSize: 'page_size', pageToken: 'page_token', tier: 'tier' };
-const NO_FIELDS: FieldMap = {};
 
 function protoField(field: string, fields: FieldMap): string {
   const mapped = fields[field];
   if (mapped !== undefined) return mapped;
-  // Header names are data (a map key), not field names: keep them as sent.
-  if (field.startsWith('headers.')) return field;
+  // Header names are data (a map key), not field names: keep them as sent, under the map's path.
+  if (field.startsWith('headers.')) return `${fields.headers ?? 'headers'}${field.slice('headers'.length)}`;
   return field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }
 
@@ -146,6 +147,8 @@ function decoyToProto(decoy: Decoy): ProtoDecoy {
     carriesCredentials: decoy.carriesCredentials,
     builtin: decoy.builtIn,
     createdAt: new Date(decoy.createdAtMs),
+    status: decoy.status,
+    headers: { ...decoy.headers },
   };
 }
 
@@ -319,11 +322,7 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
           RECORD_OUTCOME_FIELDS,
         );
         outcomes.inc({ tier: result.tier });
-        // UCB1 whatever the default policy: the arm's numbers do not depend on it, and Thompson
-        // would run a Monte Carlo propensity estimate over every arm to return this one.
-        const stats = await engineCall(() => engine.getBanditStats(result.tier, { policy: 'ucb1' }), NO_FIELDS);
-        const arm = stats.arms.find((a) => a.decoyId === result.decoyId);
-        return { reward: result.reward, arm: arm ? armToProto(arm) : undefined };
+        return { reward: result.reward, arm: result.arm ? armToProto(result.arm) : undefined };
       }),
 
       listDecoys: unary(CamouflageServiceService.listDecoys.path, options, async (request) => {
@@ -349,6 +348,8 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
             carriesHoneytoken: decoy.carriesHoneytoken,
             carriesCredentials: decoy.carriesCredentials,
             contentType: decoy.contentType || undefined,
+            status: decoy.status || undefined,
+            headers: decoy.headers,
             template: decoy.contentTemplate,
           }, { idempotencyKey: request.idempotencyKey }),
           REGISTER_DECOY_FIELDS,

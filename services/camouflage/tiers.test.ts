@@ -6,7 +6,7 @@ import { FIRST_BYTE_DELAY_MS_MAX, TIERS, TIER_POLICIES, assertMayServe, mayServe
 
 /** A store with no custom decoys: these tests are about the built-in rules only. */
 const emptyStore: DecoyStore = {
-  listCustom: async () => [],
+  load: async () => ({ version: 0, custom: [] }),
   register: async () => {
     throw new Error('not used');
   },

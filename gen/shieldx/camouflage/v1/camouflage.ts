@@ -174,7 +174,26 @@ export interface Decoy {
   carriesHoneytoken: boolean;
   carriesCredentials: boolean;
   builtin: boolean;
-  createdAt?: Date | undefined;
+  createdAt?:
+    | Date
+    | undefined;
+  /**
+   * HTTP status to serve the decoy with (404 for a "not found" page, 200 for an exposed file):
+   * a proxy answering with its own status would give the decoy away. 100-599; in RegisterDecoy,
+   * 0 means 200.
+   */
+  status: number;
+  /**
+   * HTTP response headers to serve it with besides Content-Type (names lower-case, e.g.
+   * "server": "nginx/1.24.0"): at most 16, names HTTP tokens, values at most 512 characters
+   * without CR, LF or NUL.
+   */
+  headers: { [key: string]: string };
+}
+
+export interface Decoy_HeadersEntry {
+  key: string;
+  value: string;
 }
 
 export interface SelectionInfo {
@@ -197,7 +216,10 @@ export interface AssessResponse {
   decoy?:
     | Decoy
     | undefined;
-  /** The decoy's content with its honeytoken filled in. */
+  /**
+   * The decoy's content with its honeytoken filled in: serve it with decoy.status,
+   * decoy.content_type and decoy.headers, after strategy.response_delay.
+   */
   content: string;
   /** The honeytoken minted for this decision, if the decoy carries one. */
   honeytoken: string;
@@ -881,6 +903,8 @@ function createBaseDecoy(): Decoy {
     carriesCredentials: false,
     builtin: false,
     createdAt: undefined,
+    status: 0,
+    headers: {},
   };
 }
 
@@ -920,6 +944,12 @@ export const Decoy: MessageFns<Decoy> = {
     if (message.createdAt !== undefined) {
       Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(82).fork()).join();
     }
+    if (message.status !== 0) {
+      writer.uint32(88).int32(message.status);
+    }
+    globalThis.Object.entries(message.headers).forEach(([key, value]: [string, string]) => {
+      Decoy_HeadersEntry.encode({ key: key as any, value }, writer.uint32(98).fork()).join();
+    });
     return writer;
   },
 
@@ -1026,6 +1056,25 @@ export const Decoy: MessageFns<Decoy> = {
             message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.status = reader.int32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            const entry12 = Decoy_HeadersEntry.decode(reader, reader.uint32());
+            if (entry12.value !== undefined) {
+              message.headers[entry12.key] = entry12.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1070,6 +1119,21 @@ export const Decoy: MessageFns<Decoy> = {
         : isSet(object.created_at)
         ? fromJsonTimestamp(object.created_at)
         : undefined,
+      status: isSet(object.status) ? globalThis.Number(object.status) : 0,
+      headers: isObject(object.headers)
+        ? (globalThis.Object.entries(object.headers) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -1105,6 +1169,18 @@ export const Decoy: MessageFns<Decoy> = {
     if (message.createdAt !== undefined) {
       obj.createdAt = message.createdAt.toISOString();
     }
+    if (message.status !== 0) {
+      obj.status = Math.round(message.status);
+    }
+    if (message.headers) {
+      const entries = globalThis.Object.entries(message.headers) as [string, string][];
+      if (entries.length > 0) {
+        obj.headers = {};
+        entries.forEach(([k, v]) => {
+          obj.headers[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -1123,6 +1199,101 @@ export const Decoy: MessageFns<Decoy> = {
     message.carriesCredentials = object.carriesCredentials ?? false;
     message.builtin = object.builtin ?? false;
     message.createdAt = object.createdAt ?? undefined;
+    message.status = object.status ?? 0;
+    message.headers = (globalThis.Object.entries(object.headers ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseDecoy_HeadersEntry(): Decoy_HeadersEntry {
+  return { key: "", value: "" };
+}
+
+export const Decoy_HeadersEntry: MessageFns<Decoy_HeadersEntry> = {
+  encode(message: Decoy_HeadersEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Decoy_HeadersEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDecoy_HeadersEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Decoy_HeadersEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Decoy_HeadersEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Decoy_HeadersEntry>, I>>(base?: I): Decoy_HeadersEntry {
+    return Decoy_HeadersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Decoy_HeadersEntry>, I>>(object: I): Decoy_HeadersEntry {
+    const message = createBaseDecoy_HeadersEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
