@@ -48,7 +48,7 @@ describe('shadow service over gRPC', function () {
   const ingest = (batches: { dataset: string; samples: ProtoSample[] }[]) =>
     new Promise<{ error: unknown; response?: IngestSamplesResponse }>((resolve) => {
       const stream = client.ingestSamples(bearer(testKeys.shadowWriter), (error, response) => resolve({ error, response }));
-      for (const batch of batches) stream.write(batch);
+      for (const batch of batches) stream.write({ idempotencyKey: '', ...batch });
       stream.end();
     });
   const start = (request: Partial<StartEvaluationRequest>) =>
