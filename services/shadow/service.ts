@@ -23,7 +23,7 @@ import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
 import { closeEvaluationWorkerPools } from './evaluation-workers';
 import { decisionName, resultToProto, thresholdsFromProto } from './evaluation-mapping';
-import { EvaluationJobs, EvaluationRunner, type EvaluationRow, type EvaluationState as JobState } from './evaluation-jobs';
+import { EvaluationJobs, EvaluationRunner, JobNotifications, type EvaluationRow, type EvaluationState as JobState } from './evaluation-jobs';
 import { evaluateRule } from './evaluate';
 import { resolveThresholds } from './recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
@@ -49,6 +49,18 @@ const shadowConfigShape = {
   SHADOW_INGEST_SECONDS_MAX: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(3600, 'must be at most 3600').default(120),
   /** IngestSamples calls one replica runs at once: each holds a pooled connection for its whole stream. */
   SHADOW_INGEST_STREAMS_MAX: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(1000, 'must be at most 1000').default(4),
+  /**
+   * Where the evaluation runner LISTENs for new jobs (a direct or session-pooled connection: LISTEN does not
+   * work through PgBouncer transaction pooling); unset: DATABASE_URL; `off`: poll only.
+   */
+  SHADOW_LISTEN_DATABASE_URL: z
+    .string()
+    .regex(/^(postgres(ql)?:\/\/|off$)/, 'must be a postgres:// URL or "off"')
+    .optional(),
+  /** An idle runner's fallback poll for pending jobs (notifications wake it at once). */
+  SHADOW_EVALUATION_POLL_MS: z.coerce.number().int('must be an integer').min(100, 'must be at least 100').max(600_000, 'must be at most 600000').default(5_000),
+  /** How often a replica re-queues evaluations whose replica died (their lease ran out). */
+  SHADOW_EVALUATION_LEASE_SWEEP_SECONDS: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(3600, 'must be at most 3600').default(30),
   /** Worker threads per evaluation: a number, or auto (by sample count and cores). */
   SHADOW_EVALUATION_WORKERS: z.union([z.literal('auto'), z.coerce.number().int().min(0).max(16)]).default('auto'),
 };
@@ -171,7 +183,17 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       },
       (error) => logger.error({ err: error }, 'evaluation job error'),
       ctx.shutdownSignal,
+      { pollIntervalMs: config.SHADOW_EVALUATION_POLL_MS, leaseSweepIntervalMs: config.SHADOW_EVALUATION_LEASE_SWEEP_SECONDS * 1000 },
     );
+    const listenUrl = config.SHADOW_LISTEN_DATABASE_URL ?? config.DATABASE_URL;
+    const notifications =
+      listenUrl === 'off'
+        ? undefined
+        : new JobNotifications(
+            listenUrl,
+            () => runner.wake(),
+            (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'evaluation LISTEN connection failed; polling until it is back'),
+          );
 
     let ingestStreams = 0;
     const rollouts = createRolloutHandlers({ pool, logger, registry, handlerOptions: options, shutdownSignal: ctx.shutdownSignal, config });
@@ -260,6 +282,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       }),
     };
 
+    await notifications?.start();
     runner.start();
     let demoLoad: Promise<void> | undefined;
 
@@ -274,6 +297,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
         // Shutdown fired the signal: the load stops at its next sample and rolls back (never rejects).
         await demoLoad;
         await rollouts.close();
+        await notifications?.close();
         await runner.stopped();
         await closeEvaluationWorkerPools();
       },
