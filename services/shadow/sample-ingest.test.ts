@@ -158,6 +158,25 @@ describe('IngestSamples: all or nothing per call', function () {
     expect(await rows(name)).to.equal(0);
   });
 
+  // PostgreSQL cannot store U+0000 in text or jsonb: such a row (here row 1,500) is rejected as a row with its reason, the others land
+  // (before: the INSERT failed the whole call INTERNAL, after 1,000 rows were committed).
+  it('rejects a row with a NUL character as a row, not the call', async () => {
+    const name = dataset();
+    const nulPath: ProtoSample = { ...samples[1500]!, path: '/a\u0000b' };
+    const nulHeader: ProtoSample = { ...samples[1501]!, headers: { 'x-test': 'a\u0000' } };
+    const { error, response } = await ingest([
+      { dataset: name, samples: samples.slice(0, 1500) },
+      { samples: [nulPath, nulHeader, ...samples.slice(1502, 2000)] },
+    ]);
+    expect(error).to.equal(null);
+    expect(response).to.deep.include({ received: 2000n, accepted: 1998n, rejected: 2n });
+    expect(response!.rejectedSamples.map((r) => [Number(r.index), r.reason])).to.deep.equal([
+      [1500, 'path: must not contain a NUL character'],
+      [1501, 'headers[x-test]: value must not contain a NUL character'],
+    ]);
+    expect(await rows(name)).to.equal(1998);
+  });
+
   // A stream with no message at all has no dataset: INVALID_ARGUMENT naming it; one first message without samples is a valid, empty ingest.
   it('answers an empty stream INVALID_ARGUMENT and an empty first message with zero counts', async () => {
     const { error } = await ingest([]);
