@@ -78,7 +78,7 @@ async function ingest(client: ShadowServiceClient, metadata: Metadata, dataset: 
       for (let next = samples.next(); !next.done; next = samples.next()) {
         batch.push(next.value);
         if (batch.length === MESSAGE_SAMPLES) {
-          const ok = stream.write({ dataset, samples: batch });
+          const ok = stream.write({ dataset, samples: batch, idempotencyKey: '' });
           batch = [];
           if (!ok) {
             stream.once('drain', pump);
@@ -86,7 +86,7 @@ async function ingest(client: ShadowServiceClient, metadata: Metadata, dataset: 
           }
         }
       }
-      if (batch.length > 0) stream.write({ dataset, samples: batch });
+      if (batch.length > 0) stream.write({ dataset, samples: batch, idempotencyKey: '' });
       stream.end();
     };
     pump();

@@ -150,6 +150,22 @@ export function unary<Req, Res>(
   };
 }
 
+/**
+ * The messages of a client stream, ending only when the client half-closed it.
+ * grpc-js ends the read side of a cancelled call too: a client's RST_STREAM
+ * ends the HTTP/2 stream's readable before its 'close' reports the
+ * cancellation, so a plain iteration cannot tell "the client sent everything"
+ * from "the client went away". Once the read side has ended, this lets the
+ * events already queued (the cancellation among them) run, then fails with
+ * CANCELLED if the call was cancelled — so a handler that commits at the end
+ * of the stream never commits a stream its client abandoned.
+ */
+async function* halfClosedMessages<Req>(call: ServerReadableStream<Req, unknown>): AsyncGenerator<Req> {
+  for await (const message of call as AsyncIterable<Req>) yield message;
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  if (call.cancelled) throw cancelledByClient();
+}
+
 export function clientStream<Req, Res>(
   path: string,
   options: HandlerOptions,
@@ -157,7 +173,7 @@ export function clientStream<Req, Res>(
 ): handleClientStreamingCall<Req, Res> {
   return (call: ServerReadableStream<Req, Res>, callback) => {
     const { ctx, timeoutMs, dispose } = contextFor(call, options, false);
-    withDeadline(Promise.resolve().then(() => fn(call as AsyncIterable<Req>, ctx)), timeoutMs).then(
+    withDeadline(Promise.resolve().then(() => fn(halfClosedMessages(call), ctx)), timeoutMs).then(
       (response) => {
         dispose();
         callback(null, response);

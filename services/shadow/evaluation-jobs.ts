@@ -7,15 +7,27 @@
  * completion are guarded by the attempt, so a replica whose lease was lost
  * cannot overwrite the attempt that took the job over. PgBouncer-safe: every
  * step is one statement.
+ *
+ * An idle runner costs next to nothing: it sleeps until a job becomes PENDING
+ * (a trigger NOTIFYs `shadow_evaluation_pending`, which `JobNotifications`
+ * LISTENs for on a connection of its own), with a slow fallback poll — one
+ * index-only SELECT — for notifications it missed or cannot receive (behind
+ * PgBouncer transaction pooling). The lease sweep runs on its own, slower
+ * interval: a dead replica's job waits at most lease + sweep interval.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import type pg from 'pg';
+import pg from 'pg';
 import { Code, ServiceError } from '../../platform/service-error';
 import { isUuid } from './rollout-spec';
 
 export const MAX_ATTEMPTS = 3;
 export const LEASE_SECONDS = 120;
-const POLL_INTERVAL_MS = 250;
+/** Fallback poll of an idle runner (notifications wake it at once). */
+export const POLL_INTERVAL_MS = 5_000;
+/** How often a runner re-queues jobs whose lease ran out. */
+export const LEASE_SWEEP_INTERVAL_MS = 30_000;
+/** The channel the migration's trigger notifies when a job becomes PENDING. */
+export const PENDING_CHANNEL = 'shadow_evaluation_pending';
 
 export type EvaluationState = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
 
@@ -122,11 +134,11 @@ export class EvaluationJobs {
   }
 
   /**
-   * Claims the oldest PENDING job, first re-queueing (or failing) RUNNING jobs
-   * whose lease ran out.
+   * Re-queues (or, after MAX_ATTEMPTS, fails) RUNNING jobs whose lease ran out:
+   * their replica stopped. Returns how many.
    */
-  async claim(): Promise<EvaluationRow | undefined> {
-    await this.pool.query(
+  async requeueExpired(): Promise<number> {
+    const result = await this.pool.query(
       `UPDATE shadow_evaluations
        SET state = CASE WHEN attempts >= $1 THEN 'FAILED'::shadow_evaluation_state ELSE 'PENDING' END,
            error = CASE WHEN attempts >= $1 THEN 'abandoned ' || attempts || ' times by a stopped worker' ELSE error END,
@@ -135,6 +147,17 @@ export class EvaluationJobs {
        WHERE state = 'RUNNING' AND lease_expires_at < now()`,
       [MAX_ATTEMPTS],
     );
+    return result.rowCount ?? 0;
+  }
+
+  /** Whether any job is PENDING: a read of the partial state index, for an idle runner's poll. */
+  async hasPending(): Promise<boolean> {
+    const result = await this.pool.query(`SELECT 1 FROM shadow_evaluations WHERE state = 'PENDING' LIMIT 1`);
+    return result.rows.length > 0;
+  }
+
+  /** Claims the oldest PENDING job. */
+  async claim(): Promise<EvaluationRow | undefined> {
     const claimed = await this.pool.query<EvaluationRow>(
       `UPDATE shadow_evaluations
        SET state = 'RUNNING', attempts = attempts + 1, started_at = now(),
@@ -177,26 +200,119 @@ export class EvaluationJobs {
 }
 
 /**
+ * A dedicated connection LISTENing on PENDING_CHANNEL (LISTEN is session
+ * state: it needs a direct or session-pooled connection, not PgBouncer in
+ * transaction mode). Calls `onNotify` for every notification, and once after
+ * each (re)connect, since notifications sent while it was away are lost. A
+ * broken connection is re-opened with backoff (1 s doubling to 30 s).
+ */
+export class JobNotifications {
+  private client: pg.Client | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = 1_000;
+  private closed = false;
+
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly onNotify: () => void,
+    private readonly onError: (error: unknown) => void,
+  ) {}
+
+  /** Resolves once listening (or after the first failure, which is retried in the background). */
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    if (this.closed) return;
+    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: 'shieldx-shadow-listen', connectionTimeoutMillis: 5_000 });
+    this.client = client;
+    let failed = false;
+    const fail = (error: unknown) => {
+      if (failed) return;
+      failed = true;
+      if (!this.closed) this.onError(error);
+      client.removeAllListeners('notification');
+      client.end().catch(() => undefined);
+      if (this.client === client) this.client = undefined;
+      this.scheduleReconnect();
+    };
+    client.on('error', fail);
+    client.on('end', () => fail(new Error('LISTEN connection closed')));
+    client.on('notification', () => this.onNotify());
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${PENDING_CHANNEL}`);
+      this.retryMs = 1_000;
+      // Whatever became PENDING before the LISTEN took effect.
+      this.onNotify();
+    } catch (error) {
+      fail(error);
+    }
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.retryTimer) return;
+    const delay = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, 30_000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.connect();
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    const client = this.client;
+    this.client = undefined;
+    if (client) {
+      client.removeAllListeners('end');
+      await client.end().catch(() => undefined);
+    }
+  }
+}
+
+export interface RunnerOptions {
+  /** Fallback poll while idle (a missed notification waits at most this). */
+  readonly pollIntervalMs?: number;
+  /** How often expired leases are re-queued. */
+  readonly leaseSweepIntervalMs?: number;
+}
+
+/**
  * Runs jobs one at a time on this replica (an evaluation already uses every
- * core through worker threads). Polls with a bounded interval; `wake()` skips
- * the wait after a local StartEvaluation.
+ * core through worker threads). While idle it sleeps until `wake()` (a local
+ * StartEvaluation, or a notification from any replica), the fallback poll, or
+ * the next lease sweep, whichever comes first; it issues no write until there
+ * is work or a sweep is due.
  */
 export class EvaluationRunner {
   private wakeUp: (() => void) | undefined;
+  /** A wake() that arrived while the loop was busy: the next wait returns at once. */
+  private woken = false;
   private loop: Promise<void> | undefined;
+  private readonly pollIntervalMs: number;
+  private readonly leaseSweepIntervalMs: number;
 
   constructor(
     private readonly jobs: EvaluationJobs,
     private readonly execute: (job: EvaluationRow) => Promise<CompletedEvaluation>,
     private readonly onError: (error: unknown) => void,
     private readonly signal: AbortSignal,
-  ) {}
+    options: RunnerOptions = {},
+  ) {
+    this.pollIntervalMs = options.pollIntervalMs ?? POLL_INTERVAL_MS;
+    this.leaseSweepIntervalMs = options.leaseSweepIntervalMs ?? LEASE_SWEEP_INTERVAL_MS;
+  }
 
   start(): void {
     this.loop ??= this.run();
   }
 
   wake(): void {
+    this.woken = true;
     this.wakeUp?.();
   }
 
@@ -207,13 +323,22 @@ export class EvaluationRunner {
 
   private async run(): Promise<void> {
     this.signal.addEventListener('abort', () => this.wakeUp?.(), { once: true });
+    let nextSweepAt = 0;
+    // The first pass claims without probing: work may be waiting from before this replica started.
+    let mayHaveWork = true;
     while (!this.signal.aborted) {
       let job: EvaluationRow | undefined;
       try {
-        job = await this.jobs.claim();
+        if (Date.now() >= nextSweepAt) {
+          nextSweepAt = Date.now() + this.leaseSweepIntervalMs;
+          // A re-queued job is PENDING again: claim below.
+          if ((await this.jobs.requeueExpired()) > 0) mayHaveWork = true;
+        }
+        if (mayHaveWork || (await this.jobs.hasPending())) job = await this.jobs.claim();
       } catch (error) {
         this.onError(error);
       }
+      mayHaveWork = false;
       if (job) {
         const claimed = job;
         // Keep the lease while the job runs, however long it takes (a lapsed lease lets another replica re-claim it).
@@ -229,16 +354,29 @@ export class EvaluationRunner {
         } finally {
           clearInterval(renewal);
         }
+        // More may be queued behind it.
+        mayHaveWork = true;
         continue;
       }
+      if (this.woken) {
+        this.woken = false;
+        mayHaveWork = true;
+        continue;
+      }
+      if (this.signal.aborted) break;
+      const waitMs = Math.max(0, Math.min(this.pollIntervalMs, nextSweepAt - Date.now()));
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, POLL_INTERVAL_MS);
+        const timer = setTimeout(resolve, waitMs);
         this.wakeUp = () => {
           clearTimeout(timer);
           resolve();
         };
       });
       this.wakeUp = undefined;
+      if (this.woken) {
+        this.woken = false;
+        mayHaveWork = true;
+      }
     }
   }
 }

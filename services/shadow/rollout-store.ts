@@ -367,7 +367,7 @@ export function toProto(row: RolloutRow, events: RolloutEvent[] = []): Rollout {
 
 export type IdempotencyClaim =
   | { readonly claimed: true }
-  | { readonly claimed: false; readonly sameRequest: boolean; readonly response: Buffer | null };
+  | { readonly claimed: false; readonly sameRequest: boolean; readonly method: string; readonly requestHash: string; readonly response: Buffer | null };
 
 /**
  * Claims `key` for this request inside the caller's transaction. A concurrent
@@ -386,16 +386,31 @@ export async function claimIdempotencyKey(client: pg.PoolClient, key: string, me
     [key],
   );
   const existing = rows[0]!;
-  return { claimed: false, sameRequest: existing.method === method && existing.request_hash === requestHash, response: existing.response };
+  return {
+    claimed: false,
+    sameRequest: existing.method === method && existing.request_hash === requestHash,
+    method: existing.method,
+    requestHash: existing.request_hash,
+    response: existing.response,
+  };
 }
 
-/** Stores the response replayed for `key`, and the rollout it is about (pruning keeps keys of live rollouts). */
-export async function saveIdempotentResponse(client: pg.PoolClient, key: string, response: Uint8Array, rolloutId: string | undefined): Promise<void> {
-  await client.query('UPDATE shadow_rollout_requests SET response = $2, rollout_id = $3 WHERE idempotency_key = $1', [
-    key,
-    Buffer.from(response),
-    rolloutId ?? null,
-  ]);
+/**
+ * Stores the response replayed for `key`, and the rollout it is about (pruning keeps keys of live
+ * rollouts). `requestHash` replaces the one claimed: a client stream (IngestSamples) knows its
+ * request only once it has read all of it.
+ */
+export async function saveIdempotentResponse(
+  client: pg.PoolClient,
+  key: string,
+  response: Uint8Array,
+  rolloutId: string | undefined,
+  requestHash?: string,
+): Promise<void> {
+  await client.query(
+    'UPDATE shadow_rollout_requests SET response = $2, rollout_id = $3, request_hash = coalesce($4, request_hash) WHERE idempotency_key = $1',
+    [key, Buffer.from(response), rolloutId ?? null, requestHash ?? null],
+  );
 }
 
 /**

@@ -48,7 +48,7 @@ describe('shadow service over gRPC', function () {
   const ingest = (batches: { dataset: string; samples: ProtoSample[] }[]) =>
     new Promise<{ error: unknown; response?: IngestSamplesResponse }>((resolve) => {
       const stream = client.ingestSamples(bearer(testKeys.shadowWriter), (error, response) => resolve({ error, response }));
-      for (const batch of batches) stream.write(batch);
+      for (const batch of batches) stream.write({ idempotencyKey: '', ...batch });
       stream.end();
     });
   const start = (request: Partial<StartEvaluationRequest>) =>
@@ -75,7 +75,8 @@ describe('shadow service over gRPC', function () {
     );
 
   before(async () => {
-    service = await startTestService(shadowService, { ROLLOUT_CONTROLLER: 'off' });
+    // Sweeps expired leases every second (default 30 s): the abandoned-job test waits for one.
+    service = await startTestService(shadowService, { ROLLOUT_CONTROLLER: 'off', SHADOW_EVALUATION_LEASE_SWEEP_SECONDS: '1' });
     client = new ShadowServiceClient(address(service), insecure);
   });
   after(async () => {

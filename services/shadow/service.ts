@@ -23,7 +23,7 @@ import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
 import { closeEvaluationWorkerPools } from './evaluation-workers';
 import { decisionName, resultToProto, thresholdsFromProto } from './evaluation-mapping';
-import { EvaluationJobs, EvaluationRunner, type EvaluationRow, type EvaluationState as JobState } from './evaluation-jobs';
+import { EvaluationJobs, EvaluationRunner, JobNotifications, type EvaluationRow, type EvaluationState as JobState } from './evaluation-jobs';
 import { evaluateRule } from './evaluate';
 import { resolveThresholds } from './recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
@@ -31,9 +31,9 @@ import { ruleFromProto, validatedRule } from './rule-mapping';
 import { pageSize } from '../../platform/page-size';
 import { isUuid, validateIdempotencyKey } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
-import { DATASET_PATTERN, hasSamples, SampleColumnsCache, SampleIngestor } from './sample-store';
+import { DATASET_PATTERN, hasSamples, SampleColumnsCache } from './sample-store';
+import { ingestSampleStream } from './sample-ingest';
 import { loadDemoDataInBackground } from './demo-data';
-import type { TrafficSample } from './traffic-sample';
 
 
 const shadowConfigShape = {
@@ -43,6 +43,24 @@ const shadowConfigShape = {
   SHADOW_DEMO_SAMPLES: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(5_000_000, 'must be at most 5000000').default(20_000),
   /** Samples kept loaded (columnar, ~30 bytes each) for re-evaluating the same selection; 0 disables. */
   SHADOW_SAMPLE_CACHE_MAX: z.coerce.number().int('must be an integer').min(0, 'must be at least 0').max(50_000_000, 'must be at most 50000000').default(5_000_000),
+  /** Samples one IngestSamples call may carry: the whole call is one transaction. */
+  SHADOW_INGEST_SAMPLES_MAX: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(50_000_000, 'must be at most 50000000').default(5_000_000),
+  /** Longest an IngestSamples call (and so its transaction) may stay open. */
+  SHADOW_INGEST_SECONDS_MAX: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(3600, 'must be at most 3600').default(120),
+  /** IngestSamples calls one replica runs at once: each holds a pooled connection for its whole stream. */
+  SHADOW_INGEST_STREAMS_MAX: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(1000, 'must be at most 1000').default(4),
+  /**
+   * Where the evaluation runner LISTENs for new jobs (a direct or session-pooled connection: LISTEN does not
+   * work through PgBouncer transaction pooling); unset: DATABASE_URL; `off`: poll only.
+   */
+  SHADOW_LISTEN_DATABASE_URL: z
+    .string()
+    .regex(/^(postgres(ql)?:\/\/|off$)/, 'must be a postgres:// URL or "off"')
+    .optional(),
+  /** An idle runner's fallback poll for pending jobs (notifications wake it at once). */
+  SHADOW_EVALUATION_POLL_MS: z.coerce.number().int('must be an integer').min(100, 'must be at least 100').max(600_000, 'must be at most 600000').default(5_000),
+  /** How often a replica re-queues evaluations whose replica died (their lease ran out). */
+  SHADOW_EVALUATION_LEASE_SWEEP_SECONDS: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(3600, 'must be at most 3600').default(30),
   /** Worker threads per evaluation: a number, or auto (by sample count and cores). */
   SHADOW_EVALUATION_WORKERS: z.union([z.literal('auto'), z.coerce.number().int().min(0).max(16)]).default('auto'),
 };
@@ -85,23 +103,6 @@ function toEvaluation(row: EvaluationRow): Evaluation {
     createdAt: row.created_at,
     startedAt: row.started_at ?? undefined,
     completedAt: row.completed_at ?? undefined,
-  };
-}
-
-/** Converts a proto sample to the domain form (validation happens in the ingestor). */
-function sampleFromProto(sample: IngestSamplesRequest['samples'][number]): TrafficSample {
-  return {
-    timestampMs: sample.timestamp ? sample.timestamp.getTime() : Number.NaN,
-    clientKey: sample.clientKey,
-    clientIp: sample.clientIp,
-    method: sample.method,
-    path: sample.path,
-    status: sample.status,
-    userAgent: sample.userAgent,
-    headers: sample.headers,
-    requestBytes: Number(sample.requestBytes),
-    malicious: sample.malicious,
-    attackType: sample.attackType,
   };
 }
 
@@ -182,8 +183,19 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       },
       (error) => logger.error({ err: error }, 'evaluation job error'),
       ctx.shutdownSignal,
+      { pollIntervalMs: config.SHADOW_EVALUATION_POLL_MS, leaseSweepIntervalMs: config.SHADOW_EVALUATION_LEASE_SWEEP_SECONDS * 1000 },
     );
+    const listenUrl = config.SHADOW_LISTEN_DATABASE_URL ?? config.DATABASE_URL;
+    const notifications =
+      listenUrl === 'off'
+        ? undefined
+        : new JobNotifications(
+            listenUrl,
+            () => runner.wake(),
+            (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'evaluation LISTEN connection failed; polling until it is back'),
+          );
 
+    let ingestStreams = 0;
     const rollouts = createRolloutHandlers({ pool, logger, registry, handlerOptions: options, shutdownSignal: ctx.shutdownSignal, config });
 
     const implementation: ShadowServiceServer = {
@@ -192,33 +204,32 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       ingestSamples: clientStream<IngestSamplesRequest, IngestSamplesResponse>(
         ShadowServiceService.ingestSamples.path,
         options,
-        async (messages) => {
-          let dataset: string | undefined;
-          let ingestor: SampleIngestor | undefined;
-          for await (const message of messages) {
-            if (dataset === undefined) {
-              if (!DATASET_PATTERN.test(message.dataset)) {
-                throw ServiceError.invalidArgument('dataset', 'must be 1-64 characters of a-z, 0-9, "-" and "_" (on the first message)');
-              }
-              dataset = message.dataset;
-              ingestor = new SampleIngestor(pool, dataset);
-            } else if (message.dataset !== '' && message.dataset !== dataset) {
-              throw ServiceError.invalidArgument('dataset', 'must not change within one stream');
-            }
-            for (const sample of message.samples) await ingestor!.add(sampleFromProto(sample));
+        async (messages, callContext) => {
+          if (ingestStreams >= config.SHADOW_INGEST_STREAMS_MAX) {
+            throw new ServiceError(Code.RESOURCE_EXHAUSTED, 'INGEST_LIMIT_EXCEEDED', `this replica already runs ${config.SHADOW_INGEST_STREAMS_MAX} IngestSamples calls; retry later`, {
+              metadata: { limit: 'streams', max: String(config.SHADOW_INGEST_STREAMS_MAX) },
+            });
           }
-          if (!ingestor || dataset === undefined) throw ServiceError.invalidArgument('dataset', 'the stream carried no messages');
-          await ingestor.flush();
-          const { summary } = ingestor;
-          ingested.inc({ result: 'accepted' }, summary.accepted);
-          ingested.inc({ result: 'rejected' }, summary.rejected);
-          return {
-            dataset,
-            received: BigInt(summary.received),
-            accepted: BigInt(summary.accepted),
-            rejected: BigInt(summary.rejected),
-            rejectedSamples: summary.rejectedSamples.map((r) => ({ index: BigInt(r.index), reason: r.reason })),
-          };
+          ingestStreams++;
+          try {
+            const { response, replayed } = await ingestSampleStream(
+              pool,
+              messages,
+              { samplesMax: config.SHADOW_INGEST_SAMPLES_MAX, durationMsMax: config.SHADOW_INGEST_SECONDS_MAX * 1000 },
+              callContext.signal,
+            );
+            if (!replayed) {
+              ingested.inc({ result: 'accepted' }, Number(response.accepted));
+              ingested.inc({ result: 'rejected' }, Number(response.rejected));
+            }
+            return response;
+          } catch (error) {
+            // The stream ended early because the client left: say so, not the stream's internal error.
+            if (callContext.signal.aborted) throw callContext.signal.reason;
+            throw error;
+          } finally {
+            ingestStreams--;
+          }
         },
       ),
 
@@ -271,6 +282,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       }),
     };
 
+    await notifications?.start();
     runner.start();
     let demoLoad: Promise<void> | undefined;
 
@@ -285,6 +297,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
         // Shutdown fired the signal: the load stops at its next sample and rolls back (never rejects).
         await demoLoad;
         await rollouts.close();
+        await notifications?.close();
         await runner.stopped();
         await closeEvaluationWorkerPools();
       },

@@ -65,6 +65,11 @@ function isString(value: unknown): value is string {
   return typeof value === 'string';
 }
 
+/** PostgreSQL text and jsonb cannot hold U+0000: such a row would fail the whole insert, so it is rejected as a row. */
+function hasNul(value: string): boolean {
+  return value.includes('\u0000');
+}
+
 /**
  * Checks one sample. Returns null when it is valid, otherwise the reason for the
  * first problem found (e.g. "client_ip: '300.1.2.3' is not a valid IPv4 or IPv6
@@ -84,6 +89,7 @@ export function validateSample(sample: unknown): string | null {
   if (s.clientKey.length > SAMPLE_LIMITS.clientKeyLengthMax) {
     return `client_key: longer than ${SAMPLE_LIMITS.clientKeyLengthMax} characters`;
   }
+  if (hasNul(s.clientKey)) return 'client_key: must not contain a NUL character';
 
   if (!isString(s.clientIp) || s.clientIp.length === 0) return 'client_ip: must not be empty';
   if (parseIp(s.clientIp) === null) {
@@ -96,6 +102,7 @@ export function validateSample(sample: unknown): string | null {
 
   if (!isString(s.path) || s.path.length === 0) return 'path: must not be empty';
   if (s.path.length > SAMPLE_LIMITS.pathLengthMax) return `path: longer than ${SAMPLE_LIMITS.pathLengthMax} characters`;
+  if (hasNul(s.path)) return 'path: must not contain a NUL character';
 
   if (typeof s.status !== 'number' || !Number.isInteger(s.status) || s.status < 100 || s.status > 599) {
     return `status: ${String(s.status)} is not an HTTP status code (100..599)`;
@@ -105,6 +112,7 @@ export function validateSample(sample: unknown): string | null {
   if (s.userAgent.length > SAMPLE_LIMITS.userAgentLengthMax) {
     return `user_agent: longer than ${SAMPLE_LIMITS.userAgentLengthMax} characters`;
   }
+  if (hasNul(s.userAgent)) return 'user_agent: must not contain a NUL character';
 
   const headers = s.headers;
   if (headers === null || typeof headers !== 'object' || Array.isArray(headers)) return 'headers: must be an object';
@@ -122,6 +130,7 @@ export function validateSample(sample: unknown): string | null {
     if (value.length > SAMPLE_LIMITS.headerValueLengthMax) {
       return `headers[${name}]: value longer than ${SAMPLE_LIMITS.headerValueLengthMax} characters`;
     }
+    if (hasNul(value)) return `headers[${name}]: value must not contain a NUL character`;
   }
 
   const bytes = s.requestBytes;
@@ -135,6 +144,7 @@ export function validateSample(sample: unknown): string | null {
   if (s.attackType.length > SAMPLE_LIMITS.attackTypeLengthMax) {
     return `attack_type: longer than ${SAMPLE_LIMITS.attackTypeLengthMax} characters`;
   }
+  if (hasNul(s.attackType)) return 'attack_type: must not contain a NUL character';
   if (s.malicious && s.attackType.length === 0) return 'attack_type: must be set when malicious is true';
   if (!s.malicious && s.attackType.length !== 0) return 'attack_type: must be empty when malicious is false';
   return null;

@@ -360,9 +360,21 @@ export interface TrafficSample_HeadersEntry {
 }
 
 export interface IngestSamplesRequest {
-  /** Dataset the samples belong to (a-z, 0-9, '-', '_'); required on the first message. */
+  /**
+   * Dataset the samples belong to (a-z, 0-9, '-', '_'); required on the first message.
+   * Later messages leave it empty or repeat it: another dataset fails the call
+   * (INVALID_ARGUMENT) and writes nothing.
+   */
   dataset: string;
   samples: TrafficSample[];
+  /**
+   * Optional (at most 200 characters), on the first message; later messages leave it
+   * empty or repeat it. A retry with the same key and the same dataset and samples (in
+   * any grouping into messages) replays the first call's response and writes nothing;
+   * with other samples it is FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED; while the
+   * first call is still running, ABORTED OPERATION_IN_PROGRESS.
+   */
+  idempotencyKey: string;
 }
 
 export interface RejectedSample {
@@ -1108,7 +1120,7 @@ export const TrafficSample_HeadersEntry: MessageFns<TrafficSample_HeadersEntry> 
 };
 
 function createBaseIngestSamplesRequest(): IngestSamplesRequest {
-  return { dataset: "", samples: [] };
+  return { dataset: "", samples: [], idempotencyKey: "" };
 }
 
 export const IngestSamplesRequest: MessageFns<IngestSamplesRequest> = {
@@ -1118,6 +1130,9 @@ export const IngestSamplesRequest: MessageFns<IngestSamplesRequest> = {
     }
     for (const v of message.samples) {
       TrafficSample.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(26).string(message.idempotencyKey);
     }
     return writer;
   },
@@ -1151,6 +1166,14 @@ export const IngestSamplesRequest: MessageFns<IngestSamplesRequest> = {
             message.samples.push(TrafficSample.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1169,6 +1192,11 @@ export const IngestSamplesRequest: MessageFns<IngestSamplesRequest> = {
       samples: globalThis.Array.isArray(object?.samples)
         ? object.samples.map((e: any) => TrafficSample.fromJSON(e))
         : [],
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
     };
   },
 
@@ -1180,6 +1208,9 @@ export const IngestSamplesRequest: MessageFns<IngestSamplesRequest> = {
     if (message.samples?.length) {
       obj.samples = message.samples.map((e) => TrafficSample.toJSON(e));
     }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
+    }
     return obj;
   },
 
@@ -1190,6 +1221,7 @@ export const IngestSamplesRequest: MessageFns<IngestSamplesRequest> = {
     const message = createBaseIngestSamplesRequest();
     message.dataset = object.dataset ?? "";
     message.samples = object.samples?.map((e) => TrafficSample.fromPartial(e)) || [];
+    message.idempotencyKey = object.idempotencyKey ?? "";
     return message;
   },
 };
@@ -6644,11 +6676,18 @@ export const WatchRolloutResponse: MessageFns<WatchRolloutResponse> = {
  * Error reasons (google.rpc.ErrorInfo, domain "shadow.shieldx.io"):
  * INVALID_ARGUMENT, INVALID_RULE, EVALUATION_NOT_FOUND, EVALUATION_NOT_APPROVED,
  * ROLLOUT_NOT_FOUND, ROLLOUT_NOT_AWAITING_PROMOTION, ROLLOUT_FINISHED, ROLLOUT_ALREADY_ACTIVE,
- * IDEMPOTENCY_KEY_REUSED, NO_SAMPLES.
+ * IDEMPOTENCY_KEY_REUSED, OPERATION_IN_PROGRESS, INGEST_LIMIT_EXCEEDED, NO_SAMPLES.
  */
 export type ShadowServiceService = typeof ShadowServiceService;
 export const ShadowServiceService = {
-  /** Streams labelled samples in; bad rows are reported per row, good rows land. */
+  /**
+   * Streams labelled samples in; bad rows are reported per row, good rows land.
+   * All or nothing per call: the good rows become visible together when the call
+   * succeeds, and none of them when it fails (client cancels, connection drops, a
+   * message is refused, a limit is exceeded, the server stops). A retry after a
+   * lost response is safe with an idempotency_key. One call is bounded in samples
+   * and in duration (RESOURCE_EXHAUSTED INGEST_LIMIT_EXCEEDED; split the data).
+   */
   ingestSamples: {
     path: "/shieldx.shadow.v1.ShadowService/IngestSamples" as const,
     requestStream: true as const,
@@ -6759,7 +6798,14 @@ export const ShadowServiceService = {
 } as const;
 
 export interface ShadowServiceServer extends UntypedServiceImplementation {
-  /** Streams labelled samples in; bad rows are reported per row, good rows land. */
+  /**
+   * Streams labelled samples in; bad rows are reported per row, good rows land.
+   * All or nothing per call: the good rows become visible together when the call
+   * succeeds, and none of them when it fails (client cancels, connection drops, a
+   * message is refused, a limit is exceeded, the server stops). A retry after a
+   * lost response is safe with an idempotency_key. One call is bounded in samples
+   * and in duration (RESOURCE_EXHAUSTED INGEST_LIMIT_EXCEEDED; split the data).
+   */
   ingestSamples: handleClientStreamingCall<IngestSamplesRequest, IngestSamplesResponse>;
   /** Starts a persisted evaluation job of a candidate rule (and optional baseline). */
   startEvaluation: handleUnaryCall<StartEvaluationRequest, StartEvaluationResponse>;
@@ -6778,7 +6824,14 @@ export interface ShadowServiceServer extends UntypedServiceImplementation {
 }
 
 export interface ShadowServiceClient extends Client {
-  /** Streams labelled samples in; bad rows are reported per row, good rows land. */
+  /**
+   * Streams labelled samples in; bad rows are reported per row, good rows land.
+   * All or nothing per call: the good rows become visible together when the call
+   * succeeds, and none of them when it fails (client cancels, connection drops, a
+   * message is refused, a limit is exceeded, the server stops). A retry after a
+   * lost response is safe with an idempotency_key. One call is bounded in samples
+   * and in duration (RESOURCE_EXHAUSTED INGEST_LIMIT_EXCEEDED; split the data).
+   */
   ingestSamples(
     callback: (error: ServiceError | null, response: IngestSamplesResponse) => void,
   ): ClientWritableStream<IngestSamplesRequest>;
