@@ -49,30 +49,36 @@ import { formatResult, percentile, runLoad, streamCaller, type LoadResult } from
 import { H2GrpcClient } from './h2-client';
 import { createDatabase } from '../test/harness';
 import { startServiceProcess } from './service-process';
+import { benchArgs } from './args';
 
-function arg(name: string, env: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i >= 0 && process.argv[i + 1] !== undefined) return process.argv[i + 1]!;
-  return process.env[env] ?? fallback;
-}
-const flag = (name: string) => process.argv.includes(`--${name}`);
+const PHASE_NAMES = ['closed', 'stream', 'open', 'balance'];
+const args = benchArgs({
+  duration: { type: 'number', env: 'BENCH_DURATION_SECONDS', default: 10, min: 0 },
+  warmup: { type: 'number', env: 'BENCH_WARMUP_SECONDS', default: 2, min: 0 },
+  concurrency: { type: 'numbers', env: 'BENCH_CONCURRENCY', default: [16, 32, 64], integer: true, min: 1 },
+  tenants: { type: 'number', env: 'BENCH_TENANTS', default: 8, integer: true, min: 1 },
+  rate: { type: 'number', env: 'BENCH_RATE', default: 2000, min: 1 },
+  channels: { type: 'number', env: 'BENCH_CHANNELS', default: 4, integer: true },
+  /** Unary calls through the generated grpc-js client, or the lean HTTP/2 one (bench/h2-client.ts). */
+  client: { type: 'string', env: 'BENCH_CLIENT', default: 'grpc-js', choices: ['grpc-js', 'h2'] },
+  phases: { type: 'list', env: 'BENCH_PHASES', default: PHASE_NAMES, choices: PHASE_NAMES },
+  'skip-pgbench': { type: 'boolean' },
+  'in-process': { type: 'boolean' },
+});
+const flag = (name: 'skip-pgbench' | 'in-process') => args[name];
 
-const DURATION_MS = Number(arg('duration', 'BENCH_DURATION_SECONDS', '10')) * 1000;
-const WARMUP_MS = Number(arg('warmup', 'BENCH_WARMUP_SECONDS', '2')) * 1000;
-const CONCURRENCIES = arg('concurrency', 'BENCH_CONCURRENCY', '16,32,64').split(',').map(Number);
+const DURATION_MS = args.duration * 1000;
+const WARMUP_MS = args.warmup * 1000;
+const CONCURRENCIES = args.concurrency;
 /** pgbench opens one connection per client: above this the server's max_connections (100 by default) refuses it. */
 const PGBENCH_CLIENTS_MAX = 72;
-const TENANTS = Number(arg('tenants', 'BENCH_TENANTS', '8'));
-const RATE = Number(arg('rate', 'BENCH_RATE', '2000'));
+const TENANTS = args.tenants;
+const RATE = args.rate;
 /** Open loop: calls due within half of the generator's ~1 ms timer tick start at the tick (see grpc-load.ts). */
 const START_EARLY_MS = 0.5;
-const CHANNELS = Math.max(1, Number(arg('channels', 'BENCH_CHANNELS', '4')));
-/** Unary calls through the generated grpc-js client, or the lean HTTP/2 one (bench/h2-client.ts). */
-const CLIENT = arg('client', 'BENCH_CLIENT', 'grpc-js');
-if (CLIENT !== 'grpc-js' && CLIENT !== 'h2') throw new Error(`--client: "${CLIENT}" is neither grpc-js nor h2`);
-const PHASE_NAMES = ['closed', 'stream', 'open', 'balance'];
-const PHASES = new Set(arg('phases', 'BENCH_PHASES', PHASE_NAMES.join(',')).split(','));
-for (const phase of PHASES) if (!PHASE_NAMES.includes(phase)) throw new Error(`--phases: unknown phase "${phase}" (${PHASE_NAMES.join(', ')})`);
+const CHANNELS = Math.max(1, args.channels);
+const CLIENT = args.client;
+const PHASES = new Set(args.phases);
 const SERVER_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SEED = { tps: 1000, consumeAvgMs: 15, cachedBalanceAvgMs: 2 };
