@@ -50,6 +50,7 @@ import { H2GrpcClient } from './h2-client';
 import { createDatabase } from '../test/harness';
 import { startServiceProcess } from './service-process';
 import { benchArgs } from './args';
+import { metricSamples, metricValue, scrapeMetrics } from '../platform/prometheus-text';
 
 const PHASE_NAMES = ['closed', 'stream', 'open', 'balance'];
 const args = benchArgs({
@@ -246,10 +247,12 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
       `unary client ${CLIENT}, service ${flag('in-process') ? 'in-process' : 'child process'}, database ${dbName}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
   );
   const results: LoadResult[] = [];
+  /** The service's /metrics text; empty when it cannot be read (the figures from it then print NaN). */
+  const scrapeServiceMetrics = () => scrapeMetrics({ metricsPort: Number(env.METRICS_PORT) }).catch(() => '');
   /** The service process's CPU time so far (prom-client's process_cpu_seconds_total), in seconds. */
   const serviceCpuSeconds = async () => {
-    const text = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
-    return { seconds: Number(/^process_cpu_seconds_total(?:\{[^}]*\})? ([0-9.e+-]+)$/m.exec(text)?.[1] ?? NaN), text };
+    const text = await scrapeServiceMetrics();
+    return { seconds: metricValue(text, 'process_cpu_seconds_total') ?? NaN, text };
   };
   /**
    * runLoad, and the service CPU each call cost (warm-up included on both sides of the division):
@@ -299,16 +302,12 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   }
   /** Cumulative counts of the service's own Consume handling-time histogram, by upper bound (s). */
   const consumeBuckets = (text: string) =>
-    new Map(
-      [...text.matchAll(/^grpc_server_handling_seconds_bucket\{([^}]*)\} ([0-9.e+]+)$/gm)]
-        .filter((m) => /grpc_method="Consume"/.test(m[1]!))
-        .map((m) => [/le="([^"]+)"/.exec(m[1]!)![1]!, Number(m[2])] as const),
-    );
+    new Map(metricSamples(text, 'grpc_server_handling_seconds_bucket', { grpc_method: 'Consume' }).map((s) => [s.labels.le!, s.value] as const));
   let bucketsBefore = new Map<string, number>();
   /** The service's event-loop delay since the previous scrape (prom-client resets it on each one), and where Consume's server-side time fell. */
   const loopDelay = async (withConsumeTime = true, scraped?: string) => {
-    const text = scraped ?? (await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => ''));
-    const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+    const text = scraped ?? (await scrapeServiceMetrics());
+    const value = (name: string) => (metricValue(text, name) ?? NaN) * 1000;
     const buckets = consumeBuckets(text);
     const total = (buckets.get('+Inf') ?? 0) - (bucketsBefore.get('+Inf') ?? 0);
     const upTo = (q: number) => [...buckets.entries()].find(([le, n]) => total > 0 && n - (bucketsBefore.get(le) ?? 0) >= q * total)?.[0] ?? '?';
@@ -407,9 +406,9 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     );
   }
 
-  const metrics = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
-  const batchSum = Number(/^credits_consume_batch_size_sum(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
-  const batchCount = Number(/^credits_consume_batch_size_count(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
+  const metrics = await scrapeServiceMetrics();
+  const batchSum = metricValue(metrics, 'credits_consume_batch_size_sum') ?? NaN;
+  const batchCount = metricValue(metrics, 'credits_consume_batch_size_count') ?? NaN;
   const closed = results.filter((r) => r.name === 'Consume (gRPC)' && r.mode.kind === 'closed');
   console.log('\nsummary');
   if (closed.length > 0) console.log(`  unary Consume throughput (best closed loop): ${Math.max(...closed.map((r) => r.throughputPerSecond)).toFixed(0)} req/s   seed: ${SEED.tps} TPS`);
@@ -418,7 +417,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   if (fullPgbench) console.log(`  ${fullPgbench}`);
   for (const line of summary) console.log(`  ${line}`);
   if (batchCount > 0) console.log(`  mean consume batch size (group commit): ${(batchSum / batchCount).toFixed(1)} over ${batchCount} batches`);
-  const paths = [...metrics.matchAll(/^credits_consume_batches_total\{[^}]*path="([a-z]+)"[^}]*\} ([0-9.e+]+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+  const paths = metricSamples(metrics, 'credits_consume_batches_total').map((s) => `${s.labels.path} ${s.value}`);
   if (paths.length > 0) console.log(`  consume batches by path: ${paths.join(', ')}`);
   console.log(`  load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 

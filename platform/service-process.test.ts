@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { serviceEnv } from '../test/harness';
 import { checkHealth } from '../test/probe-service';
+import { scrapeMetrics } from './prometheus-text';
 import { ServiceStartError, spawnServiceProcess } from './service-process';
 
 /** Whether a process with this pid still exists. */
@@ -37,7 +38,7 @@ describe('service process (tests and benches)', function () {
       expect(service.grpcPort).to.be.greaterThan(0);
       expect(service.metricsPort).to.be.greaterThan(0);
       expect(await checkHealth(`127.0.0.1:${service.grpcPort}`)).to.equal('SERVING');
-      expect((await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`)).status).to.equal(200);
+      expect(await scrapeMetrics(service)).to.include('grpc_server_started_total');
       expect(readFileSync(`/proc/${service.process.pid}/cmdline`, 'utf8').split('\0')).to.include('--stack-size=2000');
     } finally {
       await service.stop();
