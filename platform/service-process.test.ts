@@ -1,34 +1,20 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
+import { processAlive } from '../test/child-service';
 import { serviceEnv } from '../test/harness';
 import { checkHealth } from '../test/probe-service';
 import { scrapeMetrics } from './prometheus-text';
 import { ServiceStartError, spawnServiceProcess } from './service-process';
 
-/** Whether a process with this pid still exists. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('service process (tests and benches)', function () {
   this.timeout(60_000);
-  let dir: string;
-  before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'shieldx-service-process-'));
-  });
-  after(() => rmSync(dir, { recursive: true, force: true }));
 
   // On ports 0 the ports come from the service's own log; node flags reach the service process;
   // stdout goes to the file as well; stop() ends it with a clean exit.
   it('starts on the ports it logs, with its node flags, and stops', async () => {
-    const logFile = join(dir, 'service.log');
+    const logFile = join(tmpdir(), `shieldx-service-process-${process.pid}.log`);
     const service = await spawnServiceProcess('credits', {
       env: serviceEnv({ LOG_LEVEL: 'info' }),
       nodeArgs: ['--stack-size=2000'],
@@ -40,13 +26,15 @@ describe('service process (tests and benches)', function () {
       expect(await checkHealth(`127.0.0.1:${service.grpcPort}`)).to.equal('SERVING');
       expect(await scrapeMetrics(service)).to.include('grpc_server_started_total');
       expect(readFileSync(`/proc/${service.process.pid}/cmdline`, 'utf8').split('\0')).to.include('--stack-size=2000');
+      await service.stop();
+      expect(await service.exited).to.equal(0);
+      expect(processAlive(service.process.pid!)).to.equal(false);
+      expect(readFileSync(logFile, 'utf8')).to.include('"credits listening"');
+      expect(service.stdout().some((line) => line.includes('"credits listening"'))).to.equal(true);
     } finally {
       await service.stop();
+      rmSync(logFile, { force: true });
     }
-    expect(await service.exited).to.equal(0);
-    expect(alive(service.process.pid!)).to.equal(false);
-    expect(readFileSync(logFile, 'utf8')).to.include('"credits listening"');
-    expect(service.stdout().some((line) => line.includes('"credits listening"'))).to.equal(true);
   });
 
   // A service that exits before listening rejects at once with what it wrote to stderr.
@@ -64,6 +52,6 @@ describe('service process (tests and benches)', function () {
     expect(String(error)).to.match(/credits did not start in 0.2 s/);
     const { pid } = error as ServiceStartError;
     expect(pid).to.be.a('number');
-    expect(alive(pid!), `service process ${pid} still running`).to.equal(false);
+    expect(processAlive(pid!), `service process ${pid} still running`).to.equal(false);
   });
 });

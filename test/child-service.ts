@@ -20,3 +20,13 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 export async function spawnService(service: ServiceName, extra: Record<string, string> = {}): Promise<ChildService> {
   return spawnServiceProcess(service, { env: childEnv(extra) });
 }
+
+/** Whether a process with this pid exists (signal 0 only checks; EPERM means it exists but is not ours). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
