@@ -12,6 +12,7 @@
  */
 import { auerUcb1RegretBound } from '../services/camouflage/bandit-math';
 import { SimulatedPolicy, averageRegret } from '../services/camouflage/bandit-simulation';
+import { benchArgs } from './args';
 
 interface ArmSet {
   readonly name: string;
@@ -23,18 +24,11 @@ const ARM_SETS: readonly ArmSet[] = [
   { name: 'close (0.55, 0.5, 0.45, 0.4, 0.35)', means: [0.55, 0.5, 0.45, 0.4, 0.35] },
 ];
 
-function argument(name: string, fallback: number): number {
-  const at = process.argv.indexOf(`--${name}`);
-  if (at === -1) return fallback;
-  const value = Number(process.argv[at + 1]);
-  if (!Number.isInteger(value) || value <= 0) throw new Error(`--${name} must be a positive integer`);
-  return value;
-}
-
 function main(): void {
-  const seedCount = argument('seeds', 10);
-  const horizon = argument('horizon', 100_000);
-  if (seedCount > 1_000 || horizon > 10_000_000) throw new Error('--seeds ≤ 1000 and --horizon ≤ 10^7');
+  const { seeds: seedCount, horizon } = benchArgs({
+    seeds: { type: 'number', default: 10, integer: true, min: 1, max: 1_000 },
+    horizon: { type: 'number', default: 100_000, integer: true, min: 1, max: 10_000_000 },
+  });
   const checkpoints = [1_000, 10_000, 100_000].filter((n) => n <= horizon);
   const seeds = Array.from({ length: seedCount }, (_, i) => i + 1);
   console.log(`camouflage bandit regret — mean cumulative pseudo-regret over ${seedCount} seeds (node ${process.version})`);

@@ -24,11 +24,7 @@ import { generateApiKey } from '../platform/auth';
 import { startServiceProcess } from './service-process';
 import { insecure } from '../test/harness';
 import { formatResult, runLoad, streamCaller } from './grpc-load';
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
+import { benchArgs } from './args';
 
 const SCANNER_UAS = ['sqlmap/1.7.2', 'Mozilla/5.00 (Nikto/2.5.0)', 'Nuclei - Open-source project', 'gobuster/3.6', 'python-requests/2.31'];
 const PROBES = ['/.env', '/.git/config', '/wp-admin/', '/phpinfo.php', '/actuator/env', '/?id=1%27%20OR%201=1--'];
@@ -53,9 +49,11 @@ function requestFor(i: number): AssessRequest {
 }
 
 async function main(): Promise<void> {
-  const seconds = arg('seconds', 10);
-  const concurrency = arg('concurrency', 64);
-  const rate = arg('rate', 2000);
+  const { seconds, concurrency, rate } = benchArgs({
+    seconds: { type: 'number', default: 10, min: 0 },
+    concurrency: { type: 'number', default: 64, integer: true, min: 1 },
+    rate: { type: 'number', default: 2000, min: 1 },
+  });
   const key = generateApiKey('bench', ['*']);
   // BENCH_CAMOUFLAGE_ADDRESS + BENCH_API_KEY: measure a service that is already running (e.g. under a profiler).
   const external = process.env.BENCH_CAMOUFLAGE_ADDRESS;

@@ -49,30 +49,37 @@ import { formatResult, percentile, runLoad, streamCaller, type LoadResult } from
 import { H2GrpcClient } from './h2-client';
 import { createDatabase } from '../test/harness';
 import { startServiceProcess } from './service-process';
+import { benchArgs } from './args';
+import { metricSamples, metricValue, scrapeMetrics } from '../platform/prometheus-text';
 
-function arg(name: string, env: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i >= 0 && process.argv[i + 1] !== undefined) return process.argv[i + 1]!;
-  return process.env[env] ?? fallback;
-}
-const flag = (name: string) => process.argv.includes(`--${name}`);
+const PHASE_NAMES = ['closed', 'stream', 'open', 'balance'];
+const args = benchArgs({
+  duration: { type: 'number', env: 'BENCH_DURATION_SECONDS', default: 10, min: 0 },
+  warmup: { type: 'number', env: 'BENCH_WARMUP_SECONDS', default: 2, min: 0 },
+  concurrency: { type: 'numbers', env: 'BENCH_CONCURRENCY', default: [16, 32, 64], integer: true, min: 1 },
+  tenants: { type: 'number', env: 'BENCH_TENANTS', default: 8, integer: true, min: 1 },
+  rate: { type: 'number', env: 'BENCH_RATE', default: 2000, min: 1 },
+  channels: { type: 'number', env: 'BENCH_CHANNELS', default: 4, integer: true },
+  /** Unary calls through the generated grpc-js client, or the lean HTTP/2 one (bench/h2-client.ts). */
+  client: { type: 'string', env: 'BENCH_CLIENT', default: 'grpc-js', choices: ['grpc-js', 'h2'] },
+  phases: { type: 'list', env: 'BENCH_PHASES', default: PHASE_NAMES, choices: PHASE_NAMES },
+  'skip-pgbench': { type: 'boolean' },
+  'in-process': { type: 'boolean' },
+});
+const flag = (name: 'skip-pgbench' | 'in-process') => args[name];
 
-const DURATION_MS = Number(arg('duration', 'BENCH_DURATION_SECONDS', '10')) * 1000;
-const WARMUP_MS = Number(arg('warmup', 'BENCH_WARMUP_SECONDS', '2')) * 1000;
-const CONCURRENCIES = arg('concurrency', 'BENCH_CONCURRENCY', '16,32,64').split(',').map(Number);
+const DURATION_MS = args.duration * 1000;
+const WARMUP_MS = args.warmup * 1000;
+const CONCURRENCIES = args.concurrency;
 /** pgbench opens one connection per client: above this the server's max_connections (100 by default) refuses it. */
 const PGBENCH_CLIENTS_MAX = 72;
-const TENANTS = Number(arg('tenants', 'BENCH_TENANTS', '8'));
-const RATE = Number(arg('rate', 'BENCH_RATE', '2000'));
+const TENANTS = args.tenants;
+const RATE = args.rate;
 /** Open loop: calls due within half of the generator's ~1 ms timer tick start at the tick (see grpc-load.ts). */
 const START_EARLY_MS = 0.5;
-const CHANNELS = Math.max(1, Number(arg('channels', 'BENCH_CHANNELS', '4')));
-/** Unary calls through the generated grpc-js client, or the lean HTTP/2 one (bench/h2-client.ts). */
-const CLIENT = arg('client', 'BENCH_CLIENT', 'grpc-js');
-if (CLIENT !== 'grpc-js' && CLIENT !== 'h2') throw new Error(`--client: "${CLIENT}" is neither grpc-js nor h2`);
-const PHASE_NAMES = ['closed', 'stream', 'open', 'balance'];
-const PHASES = new Set(arg('phases', 'BENCH_PHASES', PHASE_NAMES.join(',')).split(','));
-for (const phase of PHASES) if (!PHASE_NAMES.includes(phase)) throw new Error(`--phases: unknown phase "${phase}" (${PHASE_NAMES.join(', ')})`);
+const CHANNELS = Math.max(1, args.channels);
+const CLIENT = args.client;
+const PHASES = new Set(args.phases);
 const SERVER_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SEED = { tps: 1000, consumeAvgMs: 15, cachedBalanceAvgMs: 2 };
@@ -240,10 +247,12 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
       `unary client ${CLIENT}, service ${flag('in-process') ? 'in-process' : 'child process'}, database ${dbName}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
   );
   const results: LoadResult[] = [];
+  /** The service's /metrics text; empty when it cannot be read (the figures from it then print NaN). */
+  const scrapeServiceMetrics = () => scrapeMetrics({ metricsPort: Number(env.METRICS_PORT) }).catch(() => '');
   /** The service process's CPU time so far (prom-client's process_cpu_seconds_total), in seconds. */
   const serviceCpuSeconds = async () => {
-    const text = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
-    return { seconds: Number(/^process_cpu_seconds_total(?:\{[^}]*\})? ([0-9.e+-]+)$/m.exec(text)?.[1] ?? NaN), text };
+    const text = await scrapeServiceMetrics();
+    return { seconds: metricValue(text, 'process_cpu_seconds_total') ?? NaN, text };
   };
   /**
    * runLoad, and the service CPU each call cost (warm-up included on both sides of the division):
@@ -299,16 +308,12 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   }
   /** Cumulative counts of the service's own Consume handling-time histogram, by upper bound (s). */
   const consumeBuckets = (text: string) =>
-    new Map(
-      [...text.matchAll(/^grpc_server_handling_seconds_bucket\{([^}]*)\} ([0-9.e+]+)$/gm)]
-        .filter((m) => /grpc_method="Consume"/.test(m[1]!))
-        .map((m) => [/le="([^"]+)"/.exec(m[1]!)![1]!, Number(m[2])] as const),
-    );
+    new Map(metricSamples(text, 'grpc_server_handling_seconds_bucket', { grpc_method: 'Consume' }).map((s) => [s.labels.le!, s.value] as const));
   let bucketsBefore = new Map<string, number>();
   /** The service's event-loop delay since the previous scrape (prom-client resets it on each one), and where Consume's server-side time fell. */
   const loopDelay = async (withConsumeTime = true, scraped?: string) => {
-    const text = scraped ?? (await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => ''));
-    const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+    const text = scraped ?? (await scrapeServiceMetrics());
+    const value = (name: string) => (metricValue(text, name) ?? NaN) * 1000;
     const buckets = consumeBuckets(text);
     const total = (buckets.get('+Inf') ?? 0) - (bucketsBefore.get('+Inf') ?? 0);
     const upTo = (q: number) => [...buckets.entries()].find(([le, n]) => total > 0 && n - (bucketsBefore.get(le) ?? 0) >= q * total)?.[0] ?? '?';
@@ -407,9 +412,9 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     );
   }
 
-  const metrics = await (await fetch(`http://127.0.0.1:${env.METRICS_PORT}/metrics`)).text().catch(() => '');
-  const batchSum = Number(/^credits_consume_batch_size_sum(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
-  const batchCount = Number(/^credits_consume_batch_size_count(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(metrics)?.[1] ?? NaN);
+  const metrics = await scrapeServiceMetrics();
+  const batchSum = metricValue(metrics, 'credits_consume_batch_size_sum') ?? NaN;
+  const batchCount = metricValue(metrics, 'credits_consume_batch_size_count') ?? NaN;
   const closed = results.filter((r) => r.name === 'Consume (gRPC)' && r.mode.kind === 'closed');
   console.log('\nsummary');
   if (closed.length > 0) console.log(`  unary Consume throughput (best closed loop): ${Math.max(...closed.map((r) => r.throughputPerSecond)).toFixed(0)} req/s   seed: ${SEED.tps} TPS`);
@@ -418,7 +423,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   if (fullPgbench) console.log(`  ${fullPgbench}`);
   for (const line of summary) console.log(`  ${line}`);
   if (batchCount > 0) console.log(`  mean consume batch size (group commit): ${(batchSum / batchCount).toFixed(1)} over ${batchCount} batches`);
-  const paths = [...metrics.matchAll(/^credits_consume_batches_total\{[^}]*path="([a-z]+)"[^}]*\} ([0-9.e+]+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+  const paths = metricSamples(metrics, 'credits_consume_batches_total').map((s) => `${s.labels.path} ${s.value}`);
   if (paths.length > 0) console.log(`  consume batches by path: ${paths.join(', ')}`);
   console.log(`  load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 

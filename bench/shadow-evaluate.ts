@@ -27,6 +27,7 @@ import type { RuleConfig } from '../services/shadow/rules';
 import { toSampleColumns } from '../services/shadow/sample-columns';
 import { generateTraffic } from '../services/shadow/traffic-generator';
 import { validateSample } from '../services/shadow/traffic-sample';
+import { benchArgs, parseNumber } from './args';
 
 const SEED_SAMPLES = 10_000;
 const SEED_SECONDS = 45;
@@ -154,9 +155,9 @@ async function benchSize(n: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const argument = process.argv[2];
-  const sizes = argument ? [Number(argument)] : [10_000, 100_000, 1_000_000];
-  if (sizes.some((n) => !Number.isInteger(n) || n < 1 || n > 5_000_000)) throw new Error('size must be an integer 1..5000000');
+  const { positionals } = benchArgs({}, { positionals: true });
+  if (positionals.length > 1) throw new Error('at most one size');
+  const sizes = positionals.length === 1 ? [parseNumber(positionals[0]!, 'size', { integer: true, min: 1, max: 5_000_000 })] : [10_000, 100_000, 1_000_000];
   console.log(`shadow evaluation bench — node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? '?'})`);
   console.log(`seed figure: ${SEED_SAMPLES.toLocaleString('en-US')} samples in ${SEED_SECONDS} s with 4 workers = ${SEED_RATE.toFixed(0)} samples/s`);
   try {

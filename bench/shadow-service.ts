@@ -30,8 +30,10 @@ import { withDatabase } from '../platform/db';
 import { streamTraffic } from '../services/shadow/traffic-generator';
 import { insecure } from '../test/harness';
 import { startServiceProcess } from './service-process';
+import { benchArgs, parseNumber } from './args';
 
 const MESSAGE_SAMPLES = 1000;
+const SIZE_RULE = { integer: true, min: 1, max: 5_000_000 };
 
 const candidate: Rule = {
   kind: {
@@ -113,7 +115,7 @@ async function evaluate(client: ShadowServiceClient, metadata: Metadata, dataset
 }
 
 async function main(): Promise<void> {
-  const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+  const sizes = benchArgs({}, { positionals: true }).positionals.map((raw) => parseNumber(raw, 'a size', SIZE_RULE));
   const runSizes = sizes.length > 0 ? sizes : [10_000, 100_000, 1_000_000];
   const serverUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const dbName = `shadow_bench_${randomBytes(4).toString('hex')}`;

@@ -10,7 +10,7 @@
  * except under CI=true, where a missing kubectl fails.
  */
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { parseAllDocuments, visit } from 'yaml';
@@ -18,6 +18,7 @@ import type { z } from 'zod';
 import { platformConfigSchema } from '../platform/config';
 import type { ServiceModule } from '../platform/server';
 import { SERVICES as SERVICE_ENTRIES } from '../platform/service-registry';
+import { requireTool } from '../test/require-tool';
 import {
   checkUnknownFields,
   describeObject,
@@ -171,20 +172,6 @@ const SOURCE_FILES = [
 
 function loadSourceObjects(): K8sObject[] {
   return SOURCE_FILES.flatMap((f) => parseDocuments(readFileSync(f, 'utf8'), path.relative(REPO, f)));
-}
-
-function findOnPath(command: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const candidate = path.join(dir, command);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 function renderOverlay(kubectl: string, overlayDir: string): K8sObject[] {
@@ -734,16 +721,8 @@ describe('mesh manifests', function () {
     describe(`overlay ${overlay}, rendered by kubectl kustomize`, function () {
       let rendered: K8sObject[] = [];
       before(function () {
-        const kubectl = findOnPath('kubectl');
-        if (!kubectl) {
-          if (process.env.CI === 'true') {
-            throw new Error('kubectl is not on PATH, and CI=true requires rendering every overlay');
-          }
-          // eslint-disable-next-line no-console
-          console.warn(`    skipped: kubectl not on PATH, overlay ${overlay} not rendered (CI=true makes this fail)`);
-          this.skip();
-        }
-        rendered = renderOverlay(kubectl!, path.join(OVERLAYS, overlay));
+        const kubectl = requireTool(this, 'kubectl', 'the Debian package `kubernetes-client`');
+        rendered = renderOverlay(kubectl, path.join(OVERLAYS, overlay));
       });
 
       manifestChecks(() => rendered, { exactScaling: overlay === 'production' });

@@ -7,12 +7,13 @@
  * those tests are skipped with a reason, except under CI=true, where a missing promtool fails.
  */
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { parse } from 'yaml';
 import { type K8sObject, validateAgainstSchema } from '../mesh/manifest-schemas';
+import { requireTool } from '../test/require-tool';
 import {
   PROMETHEUS_RULE_FILE,
   readRuleFile,
@@ -141,19 +142,6 @@ export function metricNamesIn(expr: string): string[] {
     names.push(m[0]);
   }
   return [...new Set(names)];
-}
-
-function findOnPath(command: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    try {
-      accessSync(path.join(dir, command), constants.X_OK);
-      return path.join(dir, command);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 /** Runs promtool; returns its combined output, or throws with that output on a non-zero exit. */
@@ -373,15 +361,7 @@ describe('Grafana dashboard (ops/dashboards/shieldx-overview.json)', function ()
 describe('promtool', function () {
   let binary: string | undefined;
   before(function () {
-    binary = findOnPath('promtool');
-    if (!binary) {
-      if (process.env.CI === 'true') {
-        throw new Error('promtool is not on PATH; CI=true requires it (Debian package `prometheus`)');
-      }
-      // eslint-disable-next-line no-console
-      console.warn('    skipped: promtool not on PATH (apt-get install prometheus); CI=true makes this fail');
-      this.skip();
-    }
+    binary = requireTool(this, 'promtool', 'the Debian package `prometheus`');
   });
 
   it('check rules: the rule file is valid (syntax, PromQL, templates)', function () {

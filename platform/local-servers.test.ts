@@ -2,17 +2,8 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
+import { processAlive } from '../test/child-service';
 import { startRedisServer } from './local-servers';
-
-/** Whether a process with this pid exists (signal 0 only checks). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 describe('local servers: startRedisServer', function () {
   this.timeout(20_000);
@@ -47,7 +38,7 @@ describe('local servers: startRedisServer', function () {
     expect(error.message).to.match(/did not start within 1500 ms/);
     expect(existsSync(pidFile), 'the fake server ran').to.equal(true);
     const pid = Number(readFileSync(pidFile, 'utf8'));
-    expect(alive(pid), `process ${pid} still running`).to.equal(false);
+    expect(processAlive(pid), `process ${pid} still running`).to.equal(false);
   });
 
   // One that exits (bad configuration, port taken) fails at once with its output, not after the timeout.

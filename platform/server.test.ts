@@ -5,7 +5,7 @@ import { errorDetails } from './grpc-errors';
 import type { RunningService } from './server';
 import { SERVICES } from './service-registry';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../test/harness';
-import { metricValue, scrapeMetrics } from '../test/metrics';
+import { metricValue, scrapeMetrics } from './prometheus-text';
 import { checkHealth, probeModule, type ProbeState } from '../test/probe-service';
 import { PRINCIPAL_METADATA_KEY } from './interceptors';
 import { clientFromReflection, listServices } from '../test/reflection-client';

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { devServiceEnv, usesDevApiKey, type DevSecrets } from './dev-env';
+import { ConfigError } from '../platform/config';
+import { devServiceEnv, portSetting, usesDevApiKey, type DevSecrets } from './dev-env';
 
 const secrets: DevSecrets = {
   postgresPassword: 'pg',
@@ -35,5 +36,17 @@ describe('npm start: service environment', () => {
     expect(env).to.include({ SHIELDX_API_KEYS: '[]', CREDITS_AUDIT_HMAC_KEY: 'mine', SHADOW_DEMO_DATA: 'false', OTHER: 'x' });
     expect(env).to.include({ SHIELDX_SERVICE: 'credits', GRPC_PORT: '5004', METRICS_PORT: '9004', DATABASE_URL: 'postgres://db/shieldx' });
     expect(usesDevApiKey({ SHIELDX_API_KEYS: '[]' })).to.equal(false);
+  });
+
+  // CREDITS_PORT and the like: unset or empty gives the default; a bad value stops npm start
+  // before anything runs, with the variable named.
+  it('reads port variables, refusing what is not a port', () => {
+    expect(portSetting({}, 'CREDITS_PORT', 5004)).to.equal(5004);
+    expect(portSetting({ CREDITS_PORT: '' }, 'CREDITS_PORT', 5004)).to.equal(5004);
+    expect(portSetting({ CREDITS_PORT: '6004' }, 'CREDITS_PORT', 5004)).to.equal(6004);
+    for (const bad of ['http', '0', '65536', '50.5', '-1']) {
+      expect(() => portSetting({ CREDITS_PORT: bad }, 'CREDITS_PORT', 5004), bad)
+        .to.throw(ConfigError, 'invalid configuration: CREDITS_PORT must be a port number (1-65535)');
+    }
   });
 });

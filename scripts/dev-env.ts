@@ -3,6 +3,7 @@
  * environment, with development defaults for what the caller leaves unset. Kept
  * apart from dev.ts, which starts the mesh when loaded, so it can be tested.
  */
+import { ConfigError } from '../platform/config';
 
 /** Development secrets, generated on first start into .data/dev-secrets.json. */
 export interface DevSecrets {
@@ -22,6 +23,19 @@ export interface DevSecrets {
 export function setting(env: NodeJS.ProcessEnv, name: string): string | undefined {
   const value = env[name];
   return value === undefined || value === '' ? undefined : value;
+}
+
+/**
+ * A port npm start reads (CREDITS_PORT, ..., EMBEDDED_POSTGRES_PORT): unset or
+ * empty gives `fallback`; anything but a port number 1-65535 is a ConfigError
+ * naming the variable, as the services' own configuration errors do.
+ */
+export function portSetting(env: NodeJS.ProcessEnv, variable: string, fallback: number): number {
+  const raw = setting(env, variable);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1 || value > 65535) throw new ConfigError(variable, 'must be a port number (1-65535)');
+  return value;
 }
 
 /** True when npm start supplies its development API key (the caller configured none). */

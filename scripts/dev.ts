@@ -13,11 +13,12 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
+import { ConfigError } from '../platform/config';
 import { withDatabase } from '../platform/db';
 import { startEmbeddedPostgres, type LocalServer } from '../platform/local-servers';
 import { projectRoot } from '../platform/paths';
 import { SERVICES } from '../platform/service-registry';
-import { devServiceEnv, usesDevApiKey, type DevSecrets } from './dev-env';
+import { devServiceEnv, portSetting, usesDevApiKey, type DevSecrets } from './dev-env';
 
 const root = projectRoot();
 const dataDir = join(root, '.data');
@@ -50,18 +51,19 @@ async function ensureDatabase(serverUrl: string, name: string): Promise<string> 
   return withDatabase(serverUrl, name);
 }
 
-function port(variable: string, fallback: number): number {
-  const raw = process.env[variable];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 1 || value > 65535) {
-    process.stderr.write(`invalid configuration: ${variable} must be a port number (1-65535)\n`);
-    process.exit(2);
-  }
-  return value;
-}
-
 async function main(): Promise<void> {
+  // Every port is checked before anything starts. A port that is taken fails the service that
+  // binds it, which says so on stderr, and npm start then stops the mesh.
+  // CREDITS_PORT, CREDITS_METRICS_PORT, SHADOW_PORT, ... (README, Configuration).
+  const ports = SERVICES.map((s) => {
+    const prefix = s.name.toUpperCase();
+    return {
+      name: s.name,
+      grpcPort: portSetting(process.env, `${prefix}_PORT`, s.defaultGrpcPort),
+      metricsPort: portSetting(process.env, `${prefix}_METRICS_PORT`, s.defaultMetricsPort),
+    };
+  });
+  const embeddedPort = portSetting(process.env, 'EMBEDDED_POSTGRES_PORT', 0) || undefined;
   mkdirSync(dataDir, { recursive: true });
   // PostgreSQL run for root switches to the `postgres` user, who must reach .data/.
   chmodSync(dataDir, 0o755);
@@ -75,9 +77,13 @@ async function main(): Promise<void> {
       dataDir: join(dataDir, 'postgres'),
       password: secrets.postgresPassword,
       persistent: true,
-      port: port('EMBEDDED_POSTGRES_PORT', 0) || undefined,
+      port: embeddedPort,
     });
-    databaseUrl = await ensureDatabase(embedded.url, 'shieldx');
+    databaseUrl = await ensureDatabase(embedded.url, 'shieldx').catch(async (error: unknown) => {
+      // Not left running behind the error.
+      await embedded?.stop().catch(() => undefined);
+      throw error;
+    });
   }
 
   const devKey = usesDevApiKey(process.env);
@@ -104,11 +110,6 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => void stopAll(0));
   process.once('SIGTERM', () => void stopAll(0));
 
-  // CREDITS_PORT, CREDITS_METRICS_PORT, SHADOW_PORT, ... (README, Configuration).
-  const ports = SERVICES.map((s) => {
-    const prefix = s.name.toUpperCase();
-    return { name: s.name, grpcPort: port(`${prefix}_PORT`, s.defaultGrpcPort), metricsPort: port(`${prefix}_METRICS_PORT`, s.defaultMetricsPort) };
-  });
   for (const service of ports) {
     const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'start-service.ts')], {
       cwd: root,
@@ -153,6 +154,10 @@ function printBanner(
 }
 
 main().catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`${error.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`npm start failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   process.exit(1);
 });

@@ -13,7 +13,7 @@ import { credentials, Metadata } from '@grpc/grpc-js';
 import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
 import { withDatabase } from '../platform/db';
-import { startEmbeddedPostgres, startRedisServer, type LocalServer } from '../platform/local-servers';
+import { startEmbeddedPostgres, startRedisServer, type LocalServer, type RedisServerOptions } from '../platform/local-servers';
 import { startService, type RunningService, type ServiceModule } from '../platform/server';
 
 interface Infrastructure {
@@ -51,37 +51,69 @@ export async function createDatabase(serverUrl: string, prefix = 'shieldx_test')
   };
 }
 
+export interface InfrastructureOptions {
+  /** Server-level PostgreSQL URL to create the run's database in; embedded PostgreSQL when unset. */
+  readonly serverUrl?: string;
+  /** Redis URL; a `redis-server` from PATH when unset. */
+  readonly redisUrl?: string;
+  /** How to start that redis-server. */
+  readonly redisServer?: RedisServerOptions;
+  /** Told the URL of each local server as soon as it runs (a test proves a failed start stops them). */
+  readonly onLocalServer?: (kind: 'postgres' | 'redis', url: string) => void;
+}
+
+/**
+ * Starts (or connects to) the servers a run needs and creates its fresh
+ * database. If a step fails, what the earlier steps started is stopped before
+ * the error is thrown: no embedded PostgreSQL or redis-server outlives it.
+ */
+export async function openInfrastructure(options: InfrastructureOptions = {}): Promise<Infrastructure> {
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    let serverUrl = options.serverUrl;
+    if (!serverUrl) {
+      const dataDir = mkdtempSync(join(tmpdir(), 'shieldx-test-pg-'));
+      // Run as root, PostgreSQL runs as the `postgres` user, who must reach the data directory.
+      chmodSync(dataDir, 0o755);
+      const removeDataDir = async () => rmSync(dataDir, { recursive: true, force: true });
+      stops.push(removeDataDir);
+      const embedded: LocalServer = await startEmbeddedPostgres({
+        dataDir: join(dataDir, 'data'),
+        password: randomBytes(12).toString('hex'),
+        persistent: false,
+      });
+      serverUrl = embedded.url;
+      // Stopped before its data directory is removed (stops run in reverse order).
+      stops.push(() => embedded.stop());
+      options.onLocalServer?.('postgres', embedded.url);
+    }
+    const database = await createDatabase(serverUrl);
+    // Dropped before the server stops.
+    let redisUrl = options.redisUrl;
+    if (!redisUrl) {
+      const redis = await startRedisServer(options.redisServer);
+      redisUrl = redis.url;
+      stops.push(() => redis.stop());
+      options.onLocalServer?.('redis', redis.url);
+    }
+    stops.push(() => database.drop().catch(() => undefined));
+    return { serverUrl, databaseUrl: database.url, redisUrl, stops };
+  } catch (error) {
+    await runStops(stops);
+    throw error;
+  }
+}
+
+/** Runs `stops` last first, each even if an earlier one failed. */
+async function runStops(stops: (() => Promise<void>)[]): Promise<void> {
+  for (const stop of [...stops].reverse()) await stop().catch(() => undefined);
+}
+
 export async function startTestInfrastructure(): Promise<Infrastructure> {
   if (infra) return infra;
-  const stops: (() => Promise<void>)[] = [];
-  let serverUrl = process.env.TEST_DATABASE_URL;
-  if (!serverUrl) {
-    const dataDir = mkdtempSync(join(tmpdir(), 'shieldx-test-pg-'));
-    // Run as root, PostgreSQL runs as the `postgres` user, who must reach the data directory.
-    chmodSync(dataDir, 0o755);
-    const embedded: LocalServer = await startEmbeddedPostgres({
-      dataDir: join(dataDir, 'data'),
-      password: randomBytes(12).toString('hex'),
-      persistent: false,
-    });
-    serverUrl = embedded.url;
-    stops.push(async () => {
-      await embedded.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    });
-  }
-  const database = await createDatabase(serverUrl);
-  // Dropped before the server stops (stops run in reverse order).
-  let redisUrl = process.env.TEST_REDIS_URL;
-  if (!redisUrl) {
-    const redis = await startRedisServer();
-    redisUrl = redis.url;
-    stops.push(() => redis.stop());
-  }
-  stops.push(() => database.drop().catch(() => undefined));
-  infra = { serverUrl, databaseUrl: database.url, redisUrl, stops };
+  infra = await openInfrastructure({ serverUrl: process.env.TEST_DATABASE_URL, redisUrl: process.env.TEST_REDIS_URL });
   // Code under test that reads these (e.g. helpers) sees the run's own servers.
-  process.env.TEST_REDIS_URL_RUN = redisUrl;
+  process.env.TEST_REDIS_URL_RUN = infra.redisUrl;
   return infra;
 }
 
@@ -89,7 +121,7 @@ export async function stopTestInfrastructure(): Promise<void> {
   const current = infra;
   infra = undefined;
   if (!current) return;
-  for (const stop of current.stops.reverse()) await stop().catch(() => undefined);
+  await runStops(current.stops);
 }
 
 export function testInfrastructure(): Infrastructure {

@@ -19,12 +19,13 @@
  * skip with the reason, unless CI=true, where they fail.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { freePort } from '../platform/local-servers';
+import { findOnPath, isExecutable, skipOrFailInCi } from './require-tool';
 
 /** Istio's default buckets for istio_request_duration_milliseconds. */
 export const ISTIO_DURATION_BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
@@ -163,35 +164,22 @@ export async function startIstioSeries(): Promise<IstioSeries> {
 
 /** Path of the prometheus binary ($PROMETHEUS_BIN, else PATH), or undefined. */
 export function prometheusBinary(): string | undefined {
-  const candidates = process.env.PROMETHEUS_BIN
-    ? [process.env.PROMETHEUS_BIN]
-    : [...(process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'prometheus')), '/usr/bin/prometheus'];
-  for (const candidate of candidates) {
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
+  const override = process.env.PROMETHEUS_BIN;
+  if (override) return isExecutable(override) ? override : undefined;
+  return findOnPath('prometheus') ?? findOnPath('prometheus', '/usr/bin');
 }
 
 /**
- * For a suite's `before`: skips the suite when there is no prometheus binary
+ * For a suite's `before`: the prometheus binary; without it the suite skips
  * (with the reason), but fails under CI=true, where it must be installed
  * (`apt-get install -y prometheus`).
  */
 export function requirePrometheus(context: Mocha.Context): string {
-  const binary = prometheusBinary();
-  if (binary) return binary;
-  const reason = 'prometheus binary not found (install the Debian package: apt-get install -y prometheus, or set PROMETHEUS_BIN)';
-  if (process.env.CI === 'true') throw new Error(reason);
-  console.warn(`      skipped: ${reason}`);
-  context.skip();
-  throw new Error('unreachable');
+  return (
+    prometheusBinary() ??
+    skipOrFailInCi(context, 'prometheus binary not found (install the Debian package: apt-get install -y prometheus, or set PROMETHEUS_BIN)')
+  );
 }
-
 
 export interface RunningPrometheus {
   readonly url: string;

@@ -6,7 +6,8 @@
  * starts by default ships no pg_dump, and pg_dump 15 refuses to dump 18.
  */
 import { testInfrastructure } from '../../test/harness';
-import { findServerBinDir, mustRunInCi, startScratchCluster } from '../pitr/scratch-cluster';
+import { skipOrFailInCi } from '../../test/require-tool';
+import { findServerBinDir, startScratchCluster } from '../pitr/scratch-cluster';
 import { pickBinDir, serverVersion } from './pg-tools';
 
 export interface BackupTestServer {
@@ -35,9 +36,7 @@ export async function backupTestServer(): Promise<BackupTestServer | { skip: str
 export async function backupTestServerOrSkip(context: Mocha.Context): Promise<BackupTestServer> {
   const server = await backupTestServer();
   if ('skip' in server) {
-    if (mustRunInCi()) throw new Error(`CI=true and ${server.skip}`);
-    process.stderr.write(`skipping "${context.test?.parent?.title ?? 'backup tests'}": ${server.skip}\n`);
-    context.skip();
+    skipOrFailInCi(context, server.skip);
   }
   return server as BackupTestServer;
 }

@@ -15,8 +15,9 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { freePort } from '../../platform/local-servers';
 import { projectPath } from '../../platform/paths';
+import { skipOrFailInCi } from '../../test/require-tool';
 import type { PgBinDir } from '../backup/pg-tools';
-import { findServerBinDir, mustRunInCi, ownedDir, runAsClusterUser, startScratchCluster, type ScratchCluster } from './scratch-cluster';
+import { findServerBinDir, ownedDir, runAsClusterUser, startScratchCluster, type ScratchCluster } from './scratch-cluster';
 
 const TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_basebackup', 'pg_rewind'];
 
@@ -64,12 +65,7 @@ describe('failover: promote a streaming replica, rewind the old primary (failove
 
   before(async function () {
     const found = findServerBinDir(TOOLS);
-    if ('missing' in found) {
-      if (mustRunInCi()) throw new Error(`CI=true and ${found.missing}`);
-      process.stderr.write(`skipping failover tests: ${found.missing}\n`);
-      this.skip();
-    }
-    bin = (found as { binDir: PgBinDir }).binDir;
+    bin = 'missing' in found ? skipOrFailInCi(this, found.missing) : found.binDir;
     work = ownedDir(mkdtempSync(join(tmpdir(), 'shieldx-failover-')));
     const archiveDir = ownedDir(join(work, 'wal-archive'));
     const archiveScript = join(ownedDir(join(work, 'bin')), 'archive-wal.sh');

@@ -14,8 +14,9 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { freePort } from '../../platform/local-servers';
 import { projectPath } from '../../platform/paths';
+import { skipOrFailInCi } from '../../test/require-tool';
 import type { PgBinDir } from '../backup/pg-tools';
-import { findServerBinDir, mustRunInCi, ownedDir, runAsClusterUser, startScratchCluster, type ScratchCluster } from './scratch-cluster';
+import { findServerBinDir, ownedDir, runAsClusterUser, startScratchCluster, type ScratchCluster } from './scratch-cluster';
 
 const PITR_TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_basebackup', 'pg_verifybackup', 'psql'];
 
@@ -51,12 +52,7 @@ describe('point-in-time recovery (ops/pitr, real PostgreSQL cluster)', function 
 
   before(async function () {
     const found = findServerBinDir(PITR_TOOLS);
-    if ('missing' in found) {
-      if (mustRunInCi()) throw new Error(`CI=true and ${found.missing}`);
-      process.stderr.write(`skipping point-in-time recovery tests: ${found.missing}\n`);
-      this.skip();
-    }
-    bin = (found as { binDir: PgBinDir }).binDir;
+    bin = 'missing' in found ? skipOrFailInCi(this, found.missing) : found.binDir;
 
     // Settings need the archive path before initdb's cluster starts; the cluster's own temp root is made by
     // startScratchCluster, so the WAL archive and scripts live in a second postgres-owned dir inside /tmp.

@@ -153,8 +153,3 @@ export async function startScratchCluster(options: ScratchClusterOptions): Promi
   cluster.start();
   return cluster;
 }
-
-/** Whether a missing prerequisite should skip (a developer's machine) or fail (CI=true). */
-export function mustRunInCi(): boolean {
-  return process.env.CI === 'true';
-}

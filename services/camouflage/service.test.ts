@@ -21,7 +21,7 @@ import { statusDetails } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
 import { exchange } from '../../test/streams';
-import { metricSamples, scrapeMetrics } from '../../test/metrics';
+import { metricSamples, scrapeMetrics } from '../../platform/prometheus-text';
 import { RedisCommandLog, connectTestRedis, dumpPrefix } from './camouflage-test-support';
 import { BUILT_IN_DECOYS } from './decoy-catalog';
 import { DECISION_TTL_SECONDS_MAX } from './engine';

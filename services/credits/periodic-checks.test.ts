@@ -10,7 +10,7 @@ import type { TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
 import { createPool } from '../../platform/db';
 import type { RunningService } from '../../platform/server';
 import { createDatabase, testInfrastructure, waitFor } from '../../test/harness';
-import { metricValue, scrapeMetrics } from '../../test/metrics';
+import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import { AuditChain, verifyAuditChains, verifyAuditChainsSinceCheckpoints } from './audit-chain';
 import { AUDIT_KEY, Credits, key, payment, startCredits, tenant } from './credits-test-kit';
 import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './ledger-invariants';

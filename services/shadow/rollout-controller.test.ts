@@ -14,7 +14,7 @@ import {
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
 import { bearer, startTestService, waitFor } from '../../test/harness';
-import { metricSamples, metricValue, scrapeMetrics } from '../../test/metrics';
+import { metricSamples, metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../test/prometheus';
 import { PrometheusClient } from './rollout-analysis';
 import { CONTROLLER_LEASE_NAME, createControllerMetrics, RolloutController } from './rollout-controller';

@@ -1,8 +1,9 @@
 /**
- * Reading a service's /metrics in tests: samples picked by exact metric name
- * and a subset of their labels, so a test states what it expects instead of a
- * regex (which a label order, an extra label or a `_bucket` suffix would break
- * or fool).
+ * Reading a service's /metrics (Prometheus text exposition) in the tests and
+ * the benches: samples picked by exact metric name and a subset of their
+ * labels, so a caller states what it wants instead of a regex (which a label
+ * order, an extra label or a `_bucket` suffix would break or fool). The
+ * services themselves never read metrics back.
  */
 
 export interface MetricSample {
