@@ -10,7 +10,7 @@ import type { TopUpResponse, VerifyAuditChainResponse } from '../../gen/shieldx/
 import type { RunningService } from '../../platform/server';
 import { createDatabase, testInfrastructure, waitFor } from '../../test/harness';
 import { AuditChain } from './audit-chain';
-import { AUDIT_KEY, Credits, key, payment, startCredits, tenant } from './credits-test-kit';
+import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from './credits-test-kit';
 
 describe('credits audit chain', function () {
   this.timeout(60_000);
@@ -41,18 +41,7 @@ describe('credits audit chain', function () {
   }
   const verify = (tenantId: string) => credits.call<object, VerifyAuditChainResponse>('verifyAuditChain', { tenantId });
 
-  /** Runs `sql` with the append-only triggers bypassed, as a superuser could. */
-  async function tamper(sql: string, params: unknown[]): Promise<void> {
-    const client = await admin.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query('SET LOCAL session_replication_role = replica');
-      await client.query(sql, params);
-      await client.query('COMMIT');
-    } finally {
-      client.release();
-    }
-  }
+  const tamper = (sql: string, params: unknown[]) => asSuperuser(admin, sql, params);
 
   // UPDATE, DELETE and TRUNCATE of audit rows are refused by the triggers.
   it('refuses UPDATE, DELETE and TRUNCATE', async () => {

@@ -134,3 +134,16 @@ export async function keyStored(tenantId: string, idempotencyKey: string): Promi
   const { rows } = await db().query('SELECT 1 FROM credit_idempotency_keys WHERE tenant_id = $1 AND key = $2', [tenantId, idempotencyKey]);
   return rows.length > 0;
 }
+
+/** Runs `sql` with the triggers (append-only, foreign keys) bypassed, as a superuser could. */
+export async function asSuperuser(pool: pg.Pool, sql: string, params: unknown[]): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SET LOCAL session_replication_role = replica');
+    await client.query(sql, params);
+    await client.query('COMMIT');
+  } finally {
+    client.release();
+  }
+}

@@ -12,7 +12,7 @@ import type { RunningService } from '../../platform/server';
 import { createDatabase, testInfrastructure, waitFor } from '../../test/harness';
 import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import { AuditChain, verifyAuditChains, verifyAuditChainsSinceCheckpoints } from './audit-chain';
-import { AUDIT_KEY, Credits, key, payment, startCredits, tenant } from './credits-test-kit';
+import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from './credits-test-kit';
 import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './ledger-invariants';
 
 describe('credits periodic checks (incremental, from checkpoints)', function () {
@@ -45,18 +45,7 @@ describe('credits periodic checks (incremental, from checkpoints)', function () 
     await topUp(t);
     for (let i = 0; i < moves; i++) await consume(t, BigInt(i + 1));
   }
-  /** Runs `sql` with the triggers bypassed, as a superuser could. */
-  async function tamper(sql: string, params: unknown[]): Promise<void> {
-    const client = await admin.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query('SET LOCAL session_replication_role = replica');
-      await client.query(sql, params);
-      await client.query('COMMIT');
-    } finally {
-      client.release();
-    }
-  }
+  const tamper = (sql: string, params: unknown[]) => asSuperuser(admin, sql, params);
   /** Removes a tenant whose damage a test leaves behind, so the counts of later tests are their own. */
   async function forget(t: string): Promise<void> {
     for (const table of ['credit_audit_logs', 'credit_audit_checkpoints', 'credit_ledger_checkpoints', 'credit_idempotency_keys', 'credit_payments', 'credit_transactions', 'credit_reservations', 'credit_accounts']) {
