@@ -199,16 +199,13 @@ export const creditsService: ServiceModule<CreditsShape> = {
     ctx.shutdownSignal.addEventListener('abort', () => jobsController.abort(), { once: true });
     // The periodic checks are incremental (checkpoints per tenant, migrations/credits/0003);
     // every CREDITS_FULL_VERIFY_INTERVAL_SECONDS one of their runs re-scans everything instead.
+    // A full run that fails (PostgreSQL away) is retried on the next tick, not a whole interval later.
     const fullRunEvery = (ms: number) => {
       let last = Date.now();
-      return () => {
-        if (Date.now() - last < ms) return false;
-        last = Date.now();
-        return true;
-      };
+      return { due: () => Date.now() - last >= ms, done: () => (last = Date.now()) };
     };
-    const auditFullRun = { due: fullRunEvery(config.CREDITS_FULL_VERIFY_INTERVAL_SECONDS * 1000), valid: true };
-    const invariantFullRun = { due: fullRunEvery(config.CREDITS_FULL_VERIFY_INTERVAL_SECONDS * 1000), violations: 0 };
+    const auditFullRun = { ...fullRunEvery(config.CREDITS_FULL_VERIFY_INTERVAL_SECONDS * 1000), valid: true };
+    const invariantFullRun = { ...fullRunEvery(config.CREDITS_FULL_VERIFY_INTERVAL_SECONDS * 1000), violations: 0 };
     const stopJobs = startJobs(
       [
         {
@@ -237,7 +234,10 @@ export const creditsService: ServiceModule<CreditsShape> = {
             const full = auditFullRun.due();
             const result = full ? await ledger.verifyAuditChain(undefined) : await ledger.verifyNewAuditRows();
             // A full run's verdict stands until the next full run: rows it found broken may not move again.
-            if (full) auditFullRun.valid = result.valid;
+            if (full) {
+              auditFullRun.valid = result.valid;
+              auditFullRun.done();
+            }
             metrics.auditChainValid.set(result.valid && auditFullRun.valid ? 1 : 0);
             metrics.auditChainLastVerified.set(Date.now() / 1000);
             if (!result.valid) logger.error({ full, breaks: result.breaks.slice(0, 10) }, 'audit chain verification failed');
@@ -250,7 +250,10 @@ export const creditsService: ServiceModule<CreditsShape> = {
           run: async () => {
             const full = invariantFullRun.due();
             const violations = full ? await ledger.invariantViolations() : (await ledger.invariantViolationsSinceCheckpoints()).violations;
-            if (full) invariantFullRun.violations = violations;
+            if (full) {
+              invariantFullRun.violations = violations;
+              invariantFullRun.done();
+            }
             metrics.invariantViolations.set(Math.max(violations, invariantFullRun.violations));
             if (violations > 0) logger.error({ full, violations }, 'credit accounts violate the balance invariants');
           },
