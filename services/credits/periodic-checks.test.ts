@@ -27,6 +27,10 @@ describe('credits periodic checks (incremental, from checkpoints)', function () 
     database = await createDatabase(testInfrastructure().serverUrl, 'credits_checks');
     service = await startCredits({ DATABASE_URL: database.url });
     credits = new Credits(service);
+    // The service runs each periodic check once 5 s after start whatever the interval: let those runs
+    // (on an empty database) pass, or they would move checkpoints in the middle of a test.
+    await waitFor('the first periodic runs', async () => ((metricValue(await scrapeMetrics(service), 'credits_audit_chain_last_verified_timestamp_seconds') ?? 0) > 0 ? true : undefined), 20_000, 100);
+    await new Promise((r) => setTimeout(r, 1_000));
     // The services' own pool factory: int8 as bigint, as the checks expect.
     admin = createPool(database.url, { max: 2, statementTimeoutMs: 30_000, applicationName: 'credits-checks-test' });
   });
