@@ -168,8 +168,15 @@ export async function verifyAuditChains(pool: pg.Pool, chain: AuditChain, tenant
  * account, are left to the full `verifyAuditChains`.
  */
 export async function verifyAuditChainsSinceCheckpoints(pool: pg.Pool, chain: AuditChain): Promise<VerifyResult> {
-  const { rows } = await pool.query<{ tenant_id: string; seq: bigint | null; hash: Buffer | null; mac: Buffer | null }>(
-    `SELECT a.tenant_id, c.seq, c.hash, c.mac
+  const { rows } = await pool.query<{
+    tenant_id: string;
+    audit_seq: bigint;
+    audit_head: Buffer | null;
+    seq: bigint | null;
+    hash: Buffer | null;
+    mac: Buffer | null;
+  }>(
+    `SELECT a.tenant_id, a.audit_seq, a.audit_head, c.seq, c.hash, c.mac
        FROM credit_accounts a LEFT JOIN credit_audit_checkpoints c USING (tenant_id)
       WHERE (c.tenant_id IS NULL AND a.audit_seq > 0) OR a.audit_seq <> c.seq
       ORDER BY 1`,
@@ -181,7 +188,7 @@ export async function verifyAuditChainsSinceCheckpoints(pool: pg.Pool, chain: Au
       record(result, { tenantId: row.tenant_id, sequence: from.seq, reason: 'verification checkpoint fails its MAC (altered)' });
       continue;
     }
-    const { broken, last } = await verifyTenant(pool, chain, row.tenant_id, result, from);
+    const { broken, last } = await verifyTenant(pool, chain, row.tenant_id, result, row, from);
     record(result, broken);
     if (broken || !last || (from && last.seq <= from.seq)) continue;
     await pool.query(
@@ -201,28 +208,35 @@ function record(result: VerifyResult, broken: ChainBreak | undefined): void {
   if (result.breaks.length < BREAKS_MAX) result.breaks.push(broken);
 }
 
-/** Verifies one tenant's chain from genesis, or from a verified point; returns the first break or the last row verified. */
+/**
+ * Verifies one tenant's chain from genesis, or from a verified point; returns the first
+ * break or the last row verified. `head` is the account's chain head, read before the rows
+ * (read here when not given; null when the tenant has no account).
+ */
 async function verifyTenant(
   pool: pg.Pool,
   chain: AuditChain,
   tenantId: string,
   result: VerifyResult,
+  head?: { audit_seq: bigint; audit_head: Buffer | null } | null,
   from?: ChainPoint,
 ): Promise<{ broken?: ChainBreak; last?: ChainPoint }> {
-  const head = await pool.query<{ audit_seq: bigint; audit_head: Buffer | null }>(
-    'SELECT audit_seq, audit_head FROM credit_accounts WHERE tenant_id = $1',
-    [tenantId],
-  );
+  const account =
+    head !== undefined
+      ? head
+      : ((
+          await pool.query<{ audit_seq: bigint; audit_head: Buffer | null }>('SELECT audit_seq, audit_head FROM credit_accounts WHERE tenant_id = $1', [tenantId])
+        ).rows[0] ?? null);
+  const broken = (sequence: bigint, reason: string) => ({ broken: { tenantId, sequence, reason } });
   let prev = chain.genesis(tenantId);
   let expectedSeq = 1n;
+  // From a checkpoint, the first chunk starts at the checkpointed row itself: it must still be
+  // there with the hash verified earlier (one read for both).
+  let checkpointRow = from !== undefined;
   if (from) {
-    const { rows } = await pool.query<{ hash: Buffer }>('SELECT hash FROM credit_audit_logs WHERE tenant_id = $1 AND seq = $2', [tenantId, from.seq]);
-    if (!rows[0]) return { broken: { tenantId, sequence: from.seq, reason: `row ${from.seq} is missing` } };
-    if (!rows[0].hash.equals(from.hash)) return { broken: { tenantId, sequence: from.seq, reason: 'hash differs from the one verified earlier' } };
     prev = from.hash;
-    expectedSeq = from.seq + 1n;
+    expectedSeq = from.seq;
   }
-  const broken = (sequence: bigint, reason: string) => ({ broken: { tenantId, sequence, reason } });
   // Bounded: each chunk advances the cursor by at least one row, and the table is finite.
   for (;;) {
     const { rows } = await pool.query<{
@@ -245,6 +259,13 @@ async function verifyTenant(
       [tenantId, expectedSeq, VERIFY_CHUNK_ROWS],
     );
     for (const [i, row] of rows.entries()) {
+      if (checkpointRow) {
+        checkpointRow = false;
+        if (row.seq !== expectedSeq) return broken(expectedSeq, `row ${expectedSeq} is missing`);
+        if (!row.hash.equals(prev)) return broken(row.seq, 'hash differs from the one verified earlier');
+        expectedSeq += 1n;
+        continue;
+      }
       // Recomputing an HMAC per row is CPU on the event loop: yield now and then so a long
       // verification (the periodic job, a large tenant) never stalls the calls being served.
       if (i > 0 && i % VERIFY_YIELD_ROWS === 0) await yieldToEventLoop();
@@ -273,8 +294,8 @@ async function verifyTenant(
     }
     if (rows.length < VERIFY_CHUNK_ROWS) break;
   }
+  if (checkpointRow) return broken(expectedSeq, `row ${expectedSeq} is missing`);
   const lastSeq = expectedSeq - 1n;
-  const account = head.rows[0];
   // The head was read before the rows: concurrent appends may make the chain longer, never shorter.
   if (account && lastSeq < account.audit_seq) {
     return broken(lastSeq + 1n, `chain ends at ${lastSeq} but the account records ${account.audit_seq}`);

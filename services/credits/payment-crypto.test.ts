@@ -69,13 +69,15 @@ describe('credits payment crypto', () => {
     expect(parsePaymentKeys(JSON.stringify({ a: randomBytes(32).toString('base64') }))).to.have.property('a');
   });
 
-  // The service refuses to start with missing or inconsistent payment/audit keys, naming the variable.
+  // The service refuses to start with missing or inconsistent payment/audit keys or bad intervals, naming the variable.
   it('requires its keys at start', async () => {
     const cases: [Record<string, string>, string][] = [
       [{ CREDITS_PAYMENT_KEYS: '' }, 'CREDITS_PAYMENT_KEYS'],
       [{ CREDITS_PAYMENT_ACTIVE_KEY_ID: 'zz' }, 'CREDITS_PAYMENT_ACTIVE_KEY_ID'],
       [{ CREDITS_AUDIT_HMAC_KEY: randomBytes(16).toString('base64') }, 'CREDITS_AUDIT_HMAC_KEY'],
       [{ CREDITS_IDEMPOTENCY_TTL_HOURS: '1' }, 'CREDITS_IDEMPOTENCY_TTL_HOURS'],
+      [{ CREDITS_FULL_VERIFY_INTERVAL_SECONDS: '0' }, 'CREDITS_FULL_VERIFY_INTERVAL_SECONDS'],
+      [{ CREDITS_FULL_VERIFY_INTERVAL_SECONDS: 'daily' }, 'CREDITS_FULL_VERIFY_INTERVAL_SECONDS'],
     ];
     for (const [extra, variable] of cases) {
       let error: unknown;
