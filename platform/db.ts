@@ -85,3 +85,19 @@ async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Prom
     client.release(broken);
   }
 }
+
+/**
+ * Deletes in bounded batches, so a large backlog never becomes one long transaction:
+ * `sql` is a DELETE whose `$1` is the batch size (typically `WHERE ctid IN (SELECT ctid …
+ * LIMIT $1 FOR UPDATE SKIP LOCKED)`, which lets several replicas run it at once), `params`
+ * are `$2…`. Stops after a short batch or `batchesMax` batches; returns the rows deleted.
+ */
+export async function deleteInBatches(pool: pg.Pool, sql: string, params: readonly unknown[], batchRows: number, batchesMax: number): Promise<number> {
+  let total = 0;
+  for (let batch = 0; batch < batchesMax; batch++) {
+    const deleted = (await pool.query(sql, [batchRows, ...params])).rowCount ?? 0;
+    total += deleted;
+    if (deleted < batchRows) break;
+  }
+  return total;
+}

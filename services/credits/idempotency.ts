@@ -14,7 +14,7 @@
  */
 import { createHmac } from 'node:crypto';
 import type pg from 'pg';
-import { withRolledBackTransaction } from '../../platform/db';
+import { deleteInBatches, withRolledBackTransaction } from '../../platform/db';
 import { Code, ServiceError } from '../../platform/service-error';
 
 export type StoredState = 'IN_PROGRESS' | 'SUCCEEDED' | 'FAILED';
@@ -211,16 +211,13 @@ export async function probeKey(pool: pg.Pool, tenantId: string, key: string): Pr
 }
 
 /** Deletes expired records, at most `batchRows` per statement and `batches` statements per call. */
-export async function pruneExpired(pool: pg.Pool, batchRows: number, batches: number): Promise<number> {
-  let total = 0;
-  for (let i = 0; i < batches; i++) {
-    const result = await pool.query(
-      `DELETE FROM credit_idempotency_keys WHERE ctid IN (
-         SELECT ctid FROM credit_idempotency_keys WHERE expires_at < now() LIMIT $1 FOR UPDATE SKIP LOCKED)`,
-      [batchRows],
-    );
-    total += result.rowCount ?? 0;
-    if ((result.rowCount ?? 0) < batchRows) break;
-  }
-  return total;
+export function pruneExpired(pool: pg.Pool, batchRows: number, batches: number): Promise<number> {
+  return deleteInBatches(
+    pool,
+    `DELETE FROM credit_idempotency_keys WHERE ctid IN (
+       SELECT ctid FROM credit_idempotency_keys WHERE expires_at < now() LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+    [],
+    batchRows,
+    batches,
+  );
 }

@@ -26,7 +26,7 @@ import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
 import { AuditChain } from './audit-chain';
 import { BalanceCache } from './balance-cache';
-import { startJobs } from './background-jobs';
+import { startJobs } from '../../platform/periodic-jobs';
 import { DependencyBreaker, isDatabaseUnavailable } from './breakers';
 import { ConsumeBatcher } from './consume-batcher';
 import { CreditsMetrics } from './credits-metrics';

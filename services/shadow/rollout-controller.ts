@@ -31,7 +31,7 @@ import { AnalysisVerdict, type AnalysisSnapshot } from '../../gen/shieldx/shadow
 import type { Logger } from '../../platform/logger';
 import { analyse, type PrometheusClient } from './rollout-analysis';
 import type { PgLease } from './rollout-lease';
-import { isTerminal, listActionable, markApplied, pruneIdempotencyKeys, transition, type RolloutRow, type Transition } from './rollout-store';
+import { isTerminal, listActionable, markApplied, transition, type RolloutRow, type Transition } from './rollout-store';
 import { RouterConfigError, weightsFor, type TrafficRouter } from './traffic-router';
 
 export const CONTROLLER_LEASE_NAME = 'rollout-controller';
@@ -151,21 +151,13 @@ export interface RolloutControllerOptions {
   readonly logger: Logger;
   readonly metrics: ControllerMetrics;
   readonly tickMs: number;
-  /** Pruning of old idempotency keys, run by the leader at most every `intervalMs` (off when absent). */
-  readonly idempotencyPrune?: { readonly intervalMs: number; readonly retentionHours: number };
 }
-
-/** Bounds of one prune: at most PRUNE_BATCH_ROWS × PRUNE_BATCHES_MAX keys per run, so a tick stays short. */
-const PRUNE_BATCH_ROWS = 1_000;
-const PRUNE_BATCHES_MAX = 10;
 
 export class RolloutController {
   private stopped = false;
   private loop: Promise<void> | undefined;
   private wakeUp: (() => void) | undefined;
   private wakeRequested = false;
-  /** performance.now() of the next idempotency-key prune (the first on the first tick as leader). */
-  private nextPruneAt = 0;
 
   constructor(private readonly options: RolloutControllerOptions) {}
 
@@ -234,20 +226,6 @@ export class RolloutController {
       } catch (err) {
         logger.error({ err, rollout: row.id }, 'rollout reconcile failed');
       }
-    }
-    await this.pruneIfDue();
-  }
-
-  /** Leader only (one replica prunes), after the rollouts of the tick: old idempotency keys, bounded. */
-  private async pruneIfDue(): Promise<void> {
-    const { idempotencyPrune: prune, pool, logger, lease } = this.options;
-    if (!prune || this.stopped || !lease.isHeld() || performance.now() < this.nextPruneAt) return;
-    this.nextPruneAt = performance.now() + prune.intervalMs;
-    try {
-      const pruned = await pruneIdempotencyKeys(pool, prune.retentionHours, PRUNE_BATCH_ROWS, PRUNE_BATCHES_MAX);
-      if (pruned > 0) logger.info({ pruned, retention_hours: prune.retentionHours }, 'old rollout idempotency keys pruned');
-    } catch (err) {
-      logger.warn({ err }, 'could not prune rollout idempotency keys; retrying at the next interval');
     }
   }
 

@@ -36,8 +36,10 @@ import type { Logger } from '../../platform/logger';
 import { projectPath } from '../../platform/paths';
 import { PrometheusClient } from './rollout-analysis';
 import { CONTROLLER_LEASE_NAME, createControllerMetrics, RolloutController } from './rollout-controller';
+import { startJobs } from '../../platform/periodic-jobs';
 import { PgLease } from './rollout-lease';
 import { RolloutOperations } from './rollout-operations';
+import { pruneIdempotencyKeys } from './rollout-store';
 import { FileTrafficRouter, type TrafficRouter } from './traffic-router';
 import { defaultKubeConfig, KubernetesTrafficRouter } from './traffic-router-kubernetes';
 
@@ -106,6 +108,10 @@ function routerFor(config: RolloutConfig): TrafficRouter {
   return new FileTrafficRouter(isAbsolute(dir) ? dir : projectPath(dir));
 }
 
+/** Bounds of one prune run: at most PRUNE_BATCH_ROWS × PRUNE_BATCHES_MAX keys. */
+const PRUNE_BATCH_ROWS = 1_000;
+const PRUNE_BATCHES_MAX = 10;
+
 export function createRolloutHandlers(deps: RolloutHandlerDeps): RolloutHandlers {
   const { pool, logger, registry, handlerOptions, shutdownSignal, config } = deps;
   if (config.ROLLOUT_LEADER_LEASE_SECONDS * 1000 <= 2 * config.ROLLOUT_TICK_MS) {
@@ -124,16 +130,28 @@ export function createRolloutHandlers(deps: RolloutHandlerDeps): RolloutHandlers
       logger: logger.child({ component: 'rollout-controller', holder }),
       metrics: createControllerMetrics(registry),
       tickMs: config.ROLLOUT_TICK_MS,
-      idempotencyPrune: {
-        intervalMs: config.ROLLOUT_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS * 1000,
-        retentionHours: config.ROLLOUT_IDEMPOTENCY_RETENTION_HOURS,
-      },
     });
     logger.info({ router: router.kind, holder }, 'rollout controller starting');
     controller.start();
   }
+  // Every replica prunes old idempotency keys (rollout RPCs and IngestSamples share the table),
+  // controller or not: batches taken with SKIP LOCKED, so replicas never wait on each other.
+  const stopJobs = startJobs(
+    [
+      {
+        name: 'idempotency-prune',
+        intervalMs: config.ROLLOUT_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS * 1000,
+        run: async () => {
+          const pruned = await pruneIdempotencyKeys(pool, config.ROLLOUT_IDEMPOTENCY_RETENTION_HOURS, PRUNE_BATCH_ROWS, PRUNE_BATCHES_MAX);
+          if (pruned > 0) logger.info({ pruned, retention_hours: config.ROLLOUT_IDEMPOTENCY_RETENTION_HOURS }, 'old idempotency keys pruned');
+        },
+      },
+    ],
+    shutdownSignal,
+    logger,
+  );
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= controller?.close() ?? Promise.resolve());
+  const close = () => (closing ??= Promise.all([controller?.close(), stopJobs()]).then(() => undefined));
   // Background work stops as soon as shutdown begins; close() waits for it.
   shutdownSignal.addEventListener('abort', () => void close(), { once: true });
 

@@ -1,7 +1,7 @@
 /**
  * Idempotency keys of the rollout RPCs are kept for
- * ROLLOUT_IDEMPOTENCY_RETENTION_HOURS (168 by default) and then pruned by the
- * controller's leader, against real PostgreSQL: never a key younger than the
+ * ROLLOUT_IDEMPOTENCY_RETENTION_HOURS (168 by default) and then pruned by every
+ * replica (controller or not), against real PostgreSQL: never a key younger than the
  * retention, never the key of a rollout the controller still needs (live, or
  * finished with its weight not yet applied by the router).
  */
@@ -132,5 +132,36 @@ describe('rollout idempotency retention', function () {
       (e: unknown) => (error = e),
     );
     expect(String(error)).to.match(/ROLLOUT_IDEMPOTENCY_RETENTION_HOURS.*at least 24/);
+  });
+});
+
+// The table also holds IngestSamples keys, which need no controller: a replica with the
+// controller off still prunes (here the only replica running).
+describe('idempotency pruning without the rollout controller', function () {
+  this.timeout(30_000);
+  const prefix = `retention-off-${Date.now().toString(36)}-`;
+  let service: RunningService;
+
+  before(async () => {
+    service = await startTestService(rolloutTestModule, { ROLLOUT_CONTROLLER: 'off', ROLLOUT_IDEMPOTENCY_PRUNE_INTERVAL_SECONDS: '1' });
+  });
+  after(async () => {
+    await service?.pool.query('DELETE FROM shadow_rollout_requests WHERE idempotency_key LIKE $1', [`${prefix}%`]).catch(() => undefined);
+    await service?.shutdown();
+  });
+
+  it('prunes old keys on a replica that runs no controller', async () => {
+    for (const [key, hours] of [['old', 169], ['young', 1]] as const) {
+      await service.pool.query(
+        `INSERT INTO shadow_rollout_requests (idempotency_key, method, request_hash, created_at)
+         VALUES ($1, 'IngestSamples', 'h', now() - make_interval(hours => $2))`,
+        [`${prefix}${key}`, hours],
+      );
+    }
+    const left = await waitFor('the old key to be pruned', async () => {
+      const { rows } = await service.pool.query<{ k: string }>('SELECT idempotency_key AS k FROM shadow_rollout_requests WHERE idempotency_key LIKE $1', [`${prefix}%`]);
+      return rows.some((r) => r.k === `${prefix}old`) ? undefined : rows.map((r) => r.k);
+    });
+    expect(left).to.deep.equal([`${prefix}young`]);
   });
 });

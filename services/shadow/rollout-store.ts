@@ -15,7 +15,7 @@ import {
   type Rollout,
   type RolloutEvent,
 } from '../../gen/shieldx/shadow/v1/shadow';
-import { withTransaction } from '../../platform/db';
+import { deleteInBatches, withTransaction } from '../../platform/db';
 import type { RouteTarget } from './traffic-router';
 
 export const ROLLOUT_STATES = ['PENDING', 'PROGRESSING', 'AWAITING_PROMOTION', 'SUCCEEDED', 'ROLLED_BACK', 'ABORTED', 'FAILED'] as const;
@@ -415,30 +415,26 @@ export async function saveIdempotentResponse(
 
 /**
  * Deletes idempotency keys older than `retentionHours`, at most `batchRows` ×
- * `batchesMax` per call (bounded work per controller tick). Never the key of a
+ * `batchesMax` per call (bounded work per run). Never the key of a
  * rollout the controller still needs: a live one, or a finished one whose
  * weight the router has not confirmed (the same set `listActionable` reads);
  * a retry of such a call must replay, not run again. Returns the rows deleted.
  */
-export async function pruneIdempotencyKeys(pool: pg.Pool, retentionHours: number, batchRows: number, batchesMax: number): Promise<number> {
-  let total = 0;
-  for (let batch = 0; batch < batchesMax; batch++) {
-    const result = await pool.query(
-      `DELETE FROM shadow_rollout_requests WHERE ctid IN (
-         SELECT q.ctid FROM shadow_rollout_requests q
-          WHERE q.created_at < now() - make_interval(hours => $1)
-            AND NOT EXISTS (
-              SELECT 1 FROM shadow_rollouts r
-               WHERE r.id = q.rollout_id
-                 AND (r.state IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION') OR r.applied_weight IS DISTINCT FROM r.canary_weight))
-          ORDER BY q.created_at
-          LIMIT $2
-          FOR UPDATE OF q SKIP LOCKED)`,
-      [retentionHours, batchRows],
-    );
-    const deleted = result.rowCount ?? 0;
-    total += deleted;
-    if (deleted < batchRows) break;
-  }
-  return total;
+export function pruneIdempotencyKeys(pool: pg.Pool, retentionHours: number, batchRows: number, batchesMax: number): Promise<number> {
+  return deleteInBatches(
+    pool,
+    `DELETE FROM shadow_rollout_requests WHERE ctid IN (
+       SELECT q.ctid FROM shadow_rollout_requests q
+        WHERE q.created_at < now() - make_interval(hours => $2)
+          AND NOT EXISTS (
+            SELECT 1 FROM shadow_rollouts r
+             WHERE r.id = q.rollout_id
+               AND (r.state IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION') OR r.applied_weight IS DISTINCT FROM r.canary_weight))
+        ORDER BY q.created_at
+        LIMIT $1
+        FOR UPDATE OF q SKIP LOCKED)`,
+    [retentionHours],
+    batchRows,
+    batchesMax,
+  );
 }

@@ -1,10 +1,9 @@
 /**
- * Periodic jobs of the credits service: the reservation expiry sweeper, the
- * idempotency-record pruner, audit chain verification and the invariant check.
- * Each runs on its own timer (unref'd, one run at a time, never overlapping),
+ * Periodic background jobs of a service (credits: expiry sweeper, key pruning, audit and
+ * invariant checks; shadow: key pruning). Each runs on its own timer (unref'd, one run at a time, never overlapping),
  * stops when `signal` aborts, and does bounded work per run.
  */
-import type { Logger } from '../../platform/logger';
+import type { Logger } from './logger';
 
 export interface PeriodicJob {
   readonly name: string;
