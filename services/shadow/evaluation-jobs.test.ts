@@ -119,6 +119,15 @@ describe('evaluation runner when idle', function () {
     });
     return { pool: proxy, counts };
   };
+  /** Waits for a runner's first pass (at least one claim) and then for its statements to stop. */
+  const untilIdle = async (counts: Map<string, number>) => {
+    await waitFor('the first pass', async () => ((counts.get('UPDATE') ?? 0) >= 1 ? true : undefined));
+    let before = -1;
+    while (before !== [...counts.values()].reduce((a, b) => a + b, 0)) {
+      before = [...counts.values()].reduce((a, b) => a + b, 0);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  };
   const newJob = (jobs: EvaluationJobs) =>
     jobs.create({ name: 'idle test', rule: {}, baselineRule: null, selection: {}, thresholds: {}, idempotencyKey: `idle-${randomUUID()}` });
   const read = async (id: string) =>
@@ -179,9 +188,12 @@ describe('evaluation runner when idle', function () {
 
   // A job enqueued by another replica (no local wake) reaches an idle runner through NOTIFY, long before its fallback poll.
   it('picks up a job another replica enqueued, woken by NOTIFY', async () => {
-    const { runner, notifications, ran, errors } = startRunner(new EvaluationJobs(pool), { pollIntervalMs: 600_000, leaseSweepIntervalMs: 600_000 }, true);
+    const counting = countingPool();
+    const { runner, notifications, ran, errors } = startRunner(new EvaluationJobs(counting.pool as pg.Pool), { pollIntervalMs: 600_000, leaseSweepIntervalMs: 600_000 }, true);
     await notifications!.start();
     runner.start();
+    // Idle first: its first pass (which claims without being woken) is over, so only a notification can wake it.
+    await untilIdle(counting.counts);
     const job = await newJob(new EvaluationJobs(pool));
     await waitFor(`job ${job.id} to run`, async () => ((await read(job.id)).state === 'SUCCEEDED' ? true : undefined), 15_000);
     expect(ran).to.deep.equal([job.id]);
@@ -205,9 +217,11 @@ describe('evaluation runner when idle', function () {
 
   // The listener survives its connection being killed: it reconnects, and a job enqueued afterwards still wakes the runner.
   it('reconnects its LISTEN connection after it drops', async () => {
-    const { runner, notifications, ran, errors } = startRunner(new EvaluationJobs(pool), { pollIntervalMs: 600_000, leaseSweepIntervalMs: 600_000 }, true);
+    const counting = countingPool();
+    const { runner, notifications, ran, errors } = startRunner(new EvaluationJobs(counting.pool as pg.Pool), { pollIntervalMs: 600_000, leaseSweepIntervalMs: 600_000 }, true);
     await notifications!.start();
     runner.start();
+    await untilIdle(counting.counts);
     const killed = await pool.query<{ n: number }>(
       `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'shieldx-shadow-listen'`,
     );
