@@ -593,7 +593,7 @@ function decodePageToken(token: string): string {
 }
 
 /** The page limits of ListDecoys (the mesh's rule, platform/page-size.ts, with a smaller maximum). */
-export const DECOY_PAGE_LIMITS = { defaultSize: PAGE_SIZE_DEFAULT, maxSize: PAGE_SIZE_MAX };
+const DECOY_PAGE_LIMITS = { defaultSize: PAGE_SIZE_DEFAULT, maxSize: PAGE_SIZE_MAX };
 
 export class DecoyCatalog {
   private byId = new Map<string, Decoy>();

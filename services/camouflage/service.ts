@@ -16,7 +16,6 @@ import {
   type Decoy as ProtoDecoy,
 } from '../../gen/shieldx/camouflage/v1/camouflage';
 import { requestIdStream, unary } from '../../platform/handlers';
-import { pageSize } from '../../platform/page-size';
 import type { ServiceModule } from '../../platform/server';
 import { ServiceError } from '../../platform/service-error';
 import {
@@ -31,7 +30,6 @@ import {
   type Decoy,
   type Tier,
 } from './engine';
-import { DECOY_PAGE_LIMITS } from './decoy-catalog';
 import { isValidKeyPrefix } from './redis-keys';
 
 const TIER_TO_PROTO: Record<Tier, ThreatTier> = {
@@ -327,9 +325,9 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
 
       listDecoys: unary(CamouflageServiceService.listDecoys.path, options, async (request) => {
         const tier = request.tier === ThreatTier.THREAT_TIER_UNSPECIFIED ? undefined : tierFromProto(request.tier, 'tier');
-        // The catalog filters by tier before paging: a page never exceeds page_size and none is skipped.
+        // The catalog filters by tier before paging (and applies the page-size rule): a page never exceeds page_size and none is skipped.
         const page = await engineCall(
-          () => engine.listDecoys({ pageSize: pageSize(request.pageSize, 'page_size', DECOY_PAGE_LIMITS), pageToken: request.pageToken, ...(tier ? { tier } : {}) }),
+          () => engine.listDecoys({ pageSize: request.pageSize, pageToken: request.pageToken, ...(tier ? { tier } : {}) }),
           LIST_DECOYS_FIELDS,
         );
         return { decoys: page.decoys.map(decoyToProto), nextPageToken: page.nextPageToken };
