@@ -12,10 +12,8 @@
  * a fresh database is created and dropped). Seed figure: 10,000 samples
  * evaluated in 45 s; target: 1,000,000 in under 2 s (evaluation).
  */
-import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import { Metadata } from '@grpc/grpc-js';
-import pg from 'pg';
 import {
   Decision,
   EvaluationState,
@@ -26,9 +24,8 @@ import {
   type TrafficSample as ProtoSample,
 } from '../gen/shieldx/shadow/v1/shadow';
 import { generateApiKey } from '../platform/auth';
-import { withDatabase } from '../platform/db';
 import { streamTraffic } from '../services/shadow/traffic-generator';
-import { insecure } from '../test/harness';
+import { createDatabase, insecure } from '../test/harness';
 import { startServiceProcess } from './service-process';
 import { benchArgs, parseNumber } from './args';
 
@@ -118,25 +115,24 @@ async function main(): Promise<void> {
   const sizes = benchArgs({}, { positionals: true }).positionals.map((raw) => parseNumber(raw, 'a size', SIZE_RULE));
   const runSizes = sizes.length > 0 ? sizes : [10_000, 100_000, 1_000_000];
   const serverUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-  const dbName = `shadow_bench_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
+  const database = await createDatabase(serverUrl, 'shadow_bench');
   const key = generateApiKey('bench', ['*']);
-  const service = await startServiceProcess('shadow', {
-    GRPC_HOST: '127.0.0.1',
-    GRPC_PORT: '0',
-    METRICS_PORT: '0',
-    DATABASE_URL: withDatabase(serverUrl, dbName),
-    SHIELDX_API_KEYS: JSON.stringify([key.config]),
-    ROLLOUT_CONTROLLER: 'off',
-    GRPC_MAX_MESSAGE_BYTES: String(16 * 1024 * 1024),
-    LOG_LEVEL: 'info',
-  });
-  const client = new ShadowServiceClient(`127.0.0.1:${service.port}`, insecure, { 'grpc.max_send_message_length': 16 * 1024 * 1024 });
-  const metadata = new Metadata();
-  metadata.set('authorization', `Bearer ${key.key}`);
+  let service: Awaited<ReturnType<typeof startServiceProcess>> | undefined;
+  let client: ShadowServiceClient | undefined;
   try {
+    service = await startServiceProcess('shadow', {
+      GRPC_HOST: '127.0.0.1',
+      GRPC_PORT: '0',
+      METRICS_PORT: '0',
+      DATABASE_URL: database.url,
+      SHIELDX_API_KEYS: JSON.stringify([key.config]),
+      ROLLOUT_CONTROLLER: 'off',
+      GRPC_MAX_MESSAGE_BYTES: String(16 * 1024 * 1024),
+      LOG_LEVEL: 'info',
+    });
+    client = new ShadowServiceClient(`127.0.0.1:${service.port}`, insecure, { 'grpc.max_send_message_length': 16 * 1024 * 1024 });
+    const metadata = new Metadata();
+    metadata.set('authorization', `Bearer ${key.key}`);
     console.log(`shadow service end to end over gRPC, PostgreSQL ${serverUrl.replace(/\/\/[^@]*@/, '//')}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
     console.log('seed: 10,000 samples evaluated in 45 s (222 samples/s); target: 1,000,000 evaluated in < 2 s');
     for (const n of runSizes) {
@@ -166,10 +162,10 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    client.close();
-    await service.stop();
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-    await admin.end();
+    // Whatever failed, even the service's start: no process and no database left behind.
+    client?.close();
+    await service?.stop();
+    await database.drop();
   }
 }
 
