@@ -165,6 +165,8 @@ export async function startService<S extends z.ZodRawShape>(
   }
 
   const server = new Server({
+    // Nothing serves channelz here, and its per-call bookkeeping costs ~5 % of a small unary call.
+    'grpc.enable_channelz': 0,
     'grpc.max_receive_message_length': config.GRPC_MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': config.GRPC_MAX_MESSAGE_BYTES,
     interceptors: [
