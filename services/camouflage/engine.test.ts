@@ -4,7 +4,6 @@ import { createSeededRandom } from './bandit-math';
 import { ServiceError } from '../../platform/service-error';
 import {
   CHROME_UA,
-  RedisCommandLog,
   T0_MS,
   browserRequest,
   connectTestRedis,
@@ -13,6 +12,7 @@ import {
   scannerRequest,
   uniquePrefix,
 } from './camouflage-test-support';
+import { RedisCommandLog } from '../../test/redis-command-log';
 import { AssessInput, AssessResult, CamouflageEngine, HoneytokenAlert } from './engine';
 import { HONEYTOKEN_PATTERN } from './honeytokens';
 import { rewardForOutcome } from './outcome-reward';

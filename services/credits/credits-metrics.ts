@@ -11,6 +11,7 @@ export class CreditsMetrics {
   readonly balanceQueries: Counter;
   readonly transactions: Counter<'type'>;
   readonly cacheRequests: Counter<'result'>;
+  readonly nearCacheHits: Counter;
   readonly breakerState: Gauge<'dependency'>;
   readonly auditChainValid: Gauge;
   readonly auditChainLastVerified: Gauge;
@@ -37,6 +38,11 @@ export class CreditsMetrics {
       name: 'credits_cache_requests_total',
       help: 'Balance cache lookups by result (hit or miss; a Redis failure counts as a miss).',
       labelNames: ['result'],
+      registers,
+    });
+    this.nearCacheHits = new Counter({
+      name: 'credits_cache_local_hits_total',
+      help: 'Balance cache hits answered from process memory (the near cache), without a Redis round trip; also counted as hits above.',
       registers,
     });
     this.breakerState = new Gauge({

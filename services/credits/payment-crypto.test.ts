@@ -78,6 +78,8 @@ describe('credits payment crypto', () => {
       [{ CREDITS_IDEMPOTENCY_TTL_HOURS: '1' }, 'CREDITS_IDEMPOTENCY_TTL_HOURS'],
       [{ CREDITS_FULL_VERIFY_INTERVAL_SECONDS: '0' }, 'CREDITS_FULL_VERIFY_INTERVAL_SECONDS'],
       [{ CREDITS_FULL_VERIFY_INTERVAL_SECONDS: 'daily' }, 'CREDITS_FULL_VERIFY_INTERVAL_SECONDS'],
+      [{ CREDITS_CACHE_LOCAL_ENTRIES: '-1' }, 'CREDITS_CACHE_LOCAL_ENTRIES'],
+      [{ CREDITS_CACHE_LOCAL_ENTRIES: '1e9' }, 'CREDITS_CACHE_LOCAL_ENTRIES'],
     ];
     for (const [extra, variable] of cases) {
       let error: unknown;

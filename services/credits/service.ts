@@ -72,6 +72,7 @@ export const creditsConfigShape = {
   CREDITS_RESERVATION_SWEEP_INTERVAL_MS: int(10, 3_600_000).default(5_000),
   CREDITS_CACHE_TTL_SECONDS: int(1, 86_400).default(60),
   CREDITS_CACHE_KEY_PREFIX: z.string().max(64).default('credits:'),
+  CREDITS_CACHE_LOCAL_ENTRIES: int(0, 1_000_000).default(10_000),
   CREDITS_BATCH_MAX_ITEMS: int(1, 1_000).default(128),
   CREDITS_BATCH_MAX_IN_FLIGHT: int(1, 64).default(4),
   CREDITS_BATCH_MAX_QUEUED: int(1, 1_000_000).default(20_000),
@@ -169,8 +170,16 @@ export const creditsService: ServiceModule<CreditsShape> = {
     );
     // Late-bound: the cache repairs from the ledger, the ledger writes through the cache.
     let ledgerRef: Ledger | undefined;
-    const cache = new BalanceCache(ctx.redis, redisBreaker, metrics, logger, config.CREDITS_CACHE_KEY_PREFIX, config.CREDITS_CACHE_TTL_SECONDS, (tenants) =>
-      ledgerRef!.accounts(tenants),
+    const cache = new BalanceCache(
+      ctx.redis,
+      redisBreaker,
+      metrics,
+      logger,
+      config.CREDITS_CACHE_KEY_PREFIX,
+      config.CREDITS_CACHE_TTL_SECONDS,
+      (tenants) => ledgerRef!.accounts(tenants),
+      // The near cache needs a real Redis (client tracking); the in-process store of `npm start` has none.
+      config.REDIS_URL === undefined ? 0 : config.CREDITS_CACHE_LOCAL_ENTRIES,
     );
     const ledger = new Ledger({
       pool: ctx.pool,
@@ -470,6 +479,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
         await stopJobs();
         db.shutdown();
         redisBreaker.shutdown();
+        await cache.close();
       },
     };
   },
