@@ -28,11 +28,12 @@
  * The service runs as a child process (scripts/start-service.ts) so the load
  * generator does not share its event loop; --in-process runs it here instead.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import pg from 'pg';
 import {
@@ -167,6 +168,33 @@ function runPgbenchAtRate(bin: string, url: string, rate: number, seconds: numbe
   return { p50: percentile(latencies, 0.5), p95: percentile(latencies, 0.95), p99: percentile(latencies, 0.99), count: latencies.length, output };
 }
 
+/** bench/grpc-floor-server.ts as a child process, on an ephemeral port. */
+async function startFloorServer(): Promise<{ port: number; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'grpc-floor-server.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the floor server did not start in 30 s')), 30_000);
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const match = /^listening (\d+)$/.exec(line);
+        if (match) {
+          clearTimeout(timer);
+          resolve(Number(match[1]));
+        }
+      });
+      void exited.then(() => reject(new Error(`the floor server exited with ${child.exitCode ?? child.signalCode}`)));
+    });
+    return { port, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
 /** Creates the bench's database, runs the bench, and stops the service and drops the database whatever happens. */
 async function main(): Promise<void> {
   const database = await createDatabase(SERVER_URL, 'credits_bench');
@@ -209,30 +237,40 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   }
   onCleanup(stopService);
 
-  const clients = Array.from(
-    { length: CHANNELS },
-    () =>
-      new CreditsServiceClient(`127.0.0.1:${port}`, credentials.createInsecure(), {
-        'grpc.max_concurrent_streams': 1000,
-        // A connection per channel (grpc-js otherwise shares one subchannel between identical channels).
-        'grpc.use_local_subchannel_pool': 1,
-      }),
-  );
-  const metadata = new Metadata();
-  metadata.set('authorization', `Bearer ${apiKey.key}`);
-  const roundRobin = <Req,>(method: 'consume' | 'getBalance' | 'topUp') => {
-    const fns = clients.map((c) => unary<Req, unknown>(c, method, metadata));
-    let next = 0;
-    return (req: Req) => fns[next++ % fns.length]!(req);
+  /** Unary callers of the chosen client kind on --channels connections to `target` (port). */
+  const callers = (target: number) => {
+    const clients = Array.from(
+      { length: CHANNELS },
+      () =>
+        new CreditsServiceClient(`127.0.0.1:${target}`, credentials.createInsecure(), {
+          'grpc.max_concurrent_streams': 1000,
+          // A connection per channel (grpc-js otherwise shares one subchannel between identical channels).
+          'grpc.use_local_subchannel_pool': 1,
+        }),
+    );
+    onCleanup(async () => clients.forEach((c) => c.close()));
+    const metadata = new Metadata();
+    metadata.set('authorization', `Bearer ${apiKey.key}`);
+    const roundRobin = <Req,>(method: 'consume' | 'getBalance' | 'topUp') => {
+      const fns = clients.map((c) => unary<Req, unknown>(c, method, metadata));
+      let next = 0;
+      return (req: Req) => fns[next++ % fns.length]!(req);
+    };
+    const h2 = CLIENT === 'h2' ? new H2GrpcClient(`127.0.0.1:${target}`, CHANNELS, { authorization: `Bearer ${apiKey.key}` }) : undefined;
+    if (h2) onCleanup(async () => h2.close());
+    return {
+      clients,
+      metadata,
+      consume: h2
+        ? (req: ConsumeRequest) => h2.unary(CreditsServiceService.consume.path, ConsumeRequest, ConsumeResponse, req, 10_000)
+        : roundRobin<ConsumeRequest>('consume'),
+      getBalance: h2
+        ? (req: GetBalanceRequest) => h2.unary(CreditsServiceService.getBalance.path, GetBalanceRequest, GetBalanceResponse, req, 10_000)
+        : roundRobin<GetBalanceRequest>('getBalance'),
+      topUp: roundRobin<object>('topUp'),
+    };
   };
-  const h2 = CLIENT === 'h2' ? new H2GrpcClient(`127.0.0.1:${port}`, CHANNELS, { authorization: `Bearer ${apiKey.key}` }) : undefined;
-  const consume = h2
-    ? (req: ConsumeRequest) => h2.unary(CreditsServiceService.consume.path, ConsumeRequest, ConsumeResponse, req, 10_000)
-    : roundRobin<ConsumeRequest>('consume');
-  const getBalance = h2
-    ? (req: GetBalanceRequest) => h2.unary(CreditsServiceService.getBalance.path, GetBalanceRequest, GetBalanceResponse, req, 10_000)
-    : roundRobin<GetBalanceRequest>('getBalance');
-  const topUp = roundRobin<object>('topUp');
+  const { clients, metadata, consume, getBalance, topUp } = callers(port);
   const tenants = Array.from({ length: TENANTS }, (_, i) => `bench-${i + 1}`);
   const card = { cardNumber: '4242424242424242', expiryMonth: 12, expiryYear: new Date().getUTCFullYear() + 3, cardholderName: 'Bench', processorReference: '' };
   for (const t of tenants) {
@@ -379,36 +417,39 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     }
   }
   if (PHASES.has('balance')) {
-    const balanceCall = (i: number) => getBalance({ tenantId: tenants[i % tenants.length]!, consistentRead: false });
-    const cachedOne = await runLoad({
-      name: 'GetBalance (cached)',
-      mode: { kind: 'closed', concurrency: 1 },
-      durationMs: Math.min(DURATION_MS, 5_000),
-      warmupMs: 1_000,
-      call: balanceCall,
-    });
-    console.log(formatResult(cachedOne));
-    const cached = await runMeasured({
-      name: 'GetBalance (cached)',
-      mode: { kind: 'closed', concurrency: 8 },
-      durationMs: Math.min(DURATION_MS, 5_000),
-      warmupMs: 1_000,
-      call: balanceCall,
-    });
-    results.push(cached);
-    console.log(withCpu(cached));
-    const cachedOpen = await runLoad({
-      name: 'GetBalance (cached)',
-      mode: { kind: 'open', ratePerSecond: 1_000 },
-      startEarlyMs: START_EARLY_MS,
-      durationMs: Math.min(DURATION_MS, 5_000),
-      warmupMs: 1_000,
-      call: balanceCall,
-    });
-    console.log(formatResult(cachedOpen));
+    /** Cached GetBalance at c=1 (latency), c=8 (capacity, with the service's CPU) and open loop 1,000/s. */
+    const balancePhase = async (name: string, call: (i: number) => Promise<unknown>, measured: boolean) => {
+      const phase = { durationMs: Math.min(DURATION_MS, 5_000), warmupMs: 1_000, call };
+      const one = await runLoad({ name, mode: { kind: 'closed', concurrency: 1 }, ...phase });
+      console.log(formatResult(one));
+      const eight = { name, mode: { kind: 'closed', concurrency: 8 } as const, ...phase };
+      let capacity: LoadResult;
+      if (measured) {
+        const withService = await runMeasured(eight);
+        console.log(withCpu(withService));
+        capacity = withService;
+      } else {
+        capacity = await runLoad(eight);
+        console.log(formatResult(capacity));
+      }
+      const open = await runLoad({ name, mode: { kind: 'open', ratePerSecond: 1_000 }, startEarlyMs: START_EARLY_MS, ...phase });
+      console.log(formatResult(open));
+      return { one, capacity, open };
+    };
+    const tenantOf = (i: number) => tenants[i % tenants.length]!;
+    const cached = await balancePhase('GetBalance (cached)', (i) => getBalance({ tenantId: tenantOf(i), consistentRead: false }), true);
+    results.push(cached.capacity);
+    // The same calls, same client, against a bare grpc-js server answering from memory: the machine's floor.
+    const floorServer = await startFloorServer();
+    onCleanup(floorServer.stop);
+    const floorGetBalance = callers(floorServer.port).getBalance;
+    const floor = await balancePhase('GetBalance floor', (i) => floorGetBalance({ tenantId: tenantOf(i), consistentRead: false }), false);
+    await floorServer.stop();
     summary.push(
-      `cached GetBalance closed c=1: ${lat(cachedOne)}   closed c=8 (${cached.throughputPerSecond.toFixed(0)}/s): ${lat(cached)}`,
-      `cached GetBalance open 1000/s: ${lat(cachedOpen)} (target p99 < 2 ms)   seed: ${SEED.cachedBalanceAvgMs} ms avg`,
+      `cached GetBalance closed c=1: ${lat(cached.one)}   closed c=8 (${cached.capacity.throughputPerSecond.toFixed(0)}/s): ${lat(cached.capacity)}`,
+      `cached GetBalance open 1000/s: ${lat(cached.open)} (target p99 < 2 ms)   seed: ${SEED.cachedBalanceAvgMs} ms avg`,
+      `  floor, bare grpc-js server answering from memory (bench/grpc-floor-server.ts), same client: c=1 ${lat(floor.one)}; ` +
+        `c=8 ${floor.capacity.throughputPerSecond.toFixed(0)}/s; open 1000/s ${lat(floor.open)}`,
     );
   }
 
@@ -425,10 +466,11 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   if (batchCount > 0) console.log(`  mean consume batch size (group commit): ${(batchSum / batchCount).toFixed(1)} over ${batchCount} batches`);
   const paths = metricSamples(metrics, 'credits_consume_batches_total').map((s) => `${s.labels.path} ${s.value}`);
   if (paths.length > 0) console.log(`  consume batches by path: ${paths.join(', ')}`);
+  const cacheHits = metricSamples(metrics, 'credits_cache_requests_total').find((s) => s.labels.result === 'hit')?.value ?? 0;
+  const localHits = metricValue(metrics, 'credits_cache_local_hits_total') ?? 0;
+  if (cacheHits > 0) console.log(`  balance cache hits: ${cacheHits}, of which from process memory (near cache): ${localHits}`);
   console.log(`  load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 
-  for (const c of clients) c.close();
-  h2?.close();
   await pool.end();
 }
 
