@@ -46,7 +46,7 @@ import {
 } from '../gen/shieldx/credits/v1/credits';
 import { generateApiKey } from '../platform/auth';
 import { freePort } from '../platform/local-servers';
-import { formatResult, percentile, runLoad, streamCaller, type LoadResult } from './grpc-load';
+import { formatResult, percentile, runLoad, streamCaller, type LoadMode, type LoadResult } from './grpc-load';
 import { H2GrpcClient } from './h2-client';
 import { createDatabase } from '../test/harness';
 import { startServiceProcess } from './service-process';
@@ -417,39 +417,36 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     }
   }
   if (PHASES.has('balance')) {
-    /** Cached GetBalance at c=1 (latency), c=8 (capacity, with the service's CPU) and open loop 1,000/s. */
-    const balancePhase = async (name: string, call: (i: number) => Promise<unknown>, measured: boolean) => {
-      const phase = { durationMs: Math.min(DURATION_MS, 5_000), warmupMs: 1_000, call };
-      const one = await runLoad({ name, mode: { kind: 'closed', concurrency: 1 }, ...phase });
-      console.log(formatResult(one));
-      const eight = { name, mode: { kind: 'closed', concurrency: 8 } as const, ...phase };
-      let capacity: LoadResult;
-      if (measured) {
-        const withService = await runMeasured(eight);
-        console.log(withCpu(withService));
-        capacity = withService;
-      } else {
-        capacity = await runLoad(eight);
-        console.log(formatResult(capacity));
-      }
-      const open = await runLoad({ name, mode: { kind: 'open', ratePerSecond: 1_000 }, startEarlyMs: START_EARLY_MS, ...phase });
-      console.log(formatResult(open));
-      return { one, capacity, open };
-    };
-    const tenantOf = (i: number) => tenants[i % tenants.length]!;
-    const cached = await balancePhase('GetBalance (cached)', (i) => getBalance({ tenantId: tenantOf(i), consistentRead: false }), true);
-    results.push(cached.capacity);
-    // The same calls, same client, against a bare grpc-js server answering from memory: the machine's floor.
+    // Cached GetBalance at c=1 (latency), c=8 (capacity, with the service's CPU) and open loop 1,000/s;
+    // each right after (same client) against a bare grpc-js server answering from memory: the
+    // machine's floor, measured in the same minute so that the host's drift touches both alike.
     const floorServer = await startFloorServer();
     onCleanup(floorServer.stop);
     const floorGetBalance = callers(floorServer.port).getBalance;
-    const floor = await balancePhase('GetBalance floor', (i) => floorGetBalance({ tenantId: tenantOf(i), consistentRead: false }), false);
+    const tenantOf = (i: number) => tenants[i % tenants.length]!;
+    const service = { name: 'GetBalance (cached)', call: (i: number) => getBalance({ tenantId: tenantOf(i), consistentRead: false }) };
+    const floor = { name: 'GetBalance floor', call: (i: number) => floorGetBalance({ tenantId: tenantOf(i), consistentRead: false }) };
+    const phase = { durationMs: Math.min(DURATION_MS, 5_000), warmupMs: 1_000 };
+    const pair = async (mode: LoadMode, startEarlyMs = 0) => {
+      const ours = await runLoad({ ...service, mode, startEarlyMs, ...phase });
+      console.log(formatResult(ours));
+      const bare = await runLoad({ ...floor, mode, startEarlyMs, ...phase });
+      console.log(formatResult(bare));
+      return { ours, bare };
+    };
+    const one = await pair({ kind: 'closed', concurrency: 1 });
+    const capacity = await runMeasured({ ...service, mode: { kind: 'closed', concurrency: 8 }, ...phase });
+    results.push(capacity);
+    console.log(withCpu(capacity));
+    const capacityFloor = await runLoad({ ...floor, mode: { kind: 'closed', concurrency: 8 }, ...phase });
+    console.log(formatResult(capacityFloor));
+    const open = await pair({ kind: 'open', ratePerSecond: 1_000 }, START_EARLY_MS);
     await floorServer.stop();
     summary.push(
-      `cached GetBalance closed c=1: ${lat(cached.one)}   closed c=8 (${cached.capacity.throughputPerSecond.toFixed(0)}/s): ${lat(cached.capacity)}`,
-      `cached GetBalance open 1000/s: ${lat(cached.open)} (target p99 < 2 ms)   seed: ${SEED.cachedBalanceAvgMs} ms avg`,
-      `  floor, bare grpc-js server answering from memory (bench/grpc-floor-server.ts), same client: c=1 ${lat(floor.one)}; ` +
-        `c=8 ${floor.capacity.throughputPerSecond.toFixed(0)}/s; open 1000/s ${lat(floor.open)}`,
+      `cached GetBalance closed c=1: ${lat(one.ours)}   closed c=8 (${capacity.throughputPerSecond.toFixed(0)}/s): ${lat(capacity)}`,
+      `cached GetBalance open 1000/s: ${lat(open.ours)} (target p99 < 2 ms)   seed: ${SEED.cachedBalanceAvgMs} ms avg`,
+      `  floor, bare grpc-js server answering from memory (bench/grpc-floor-server.ts), same client: c=1 ${lat(one.bare)}; ` +
+        `c=8 ${capacityFloor.throughputPerSecond.toFixed(0)}/s; open 1000/s ${lat(open.bare)}`,
     );
   }
 
