@@ -7,6 +7,7 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import type { TopUpResponse, VerifyAuditChainResponse } from '../../gen/shieldx/credits/v1/credits';
+import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import type { RunningService } from '../../platform/server';
 import { createDatabase, testInfrastructure, waitFor } from '../../test/harness';
 import { AuditChain } from './audit-chain';
@@ -42,6 +43,16 @@ describe('credits audit chain', function () {
   const verify = (tenantId: string) => credits.call<object, VerifyAuditChainResponse>('verifyAuditChain', { tenantId });
 
   const tamper = (sql: string, params: unknown[]) => asSuperuser(admin, sql, params);
+  /** Appends a row past the tenant's head that links to the real previous hash but carries a hash made without the key. */
+  const appendForgedRow = async (tenantId: string, amount: bigint) => {
+    await tamper(
+      `INSERT INTO credit_audit_logs (tenant_id, seq, occurred_at, action, amount, balance_after, reserved_after, transaction_id, prev_hash, hash)
+       SELECT tenant_id, seq + 1, now(), 'TOP_UP', $2, $2, 0, gen_random_uuid(), hash, sha256(hash)
+         FROM credit_audit_logs WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1`,
+      [tenantId, amount.toString()],
+    );
+    await tamper('UPDATE credit_accounts SET audit_seq = audit_seq + 1 WHERE tenant_id = $1', [tenantId]);
+  };
 
   // UPDATE, DELETE and TRUNCATE of audit rows are refused by the triggers.
   it('refuses UPDATE, DELETE and TRUNCATE', async () => {
@@ -88,13 +99,7 @@ describe('credits audit chain', function () {
   it('detects an inserted row', async () => {
     const t = tenant();
     await history(t);
-    await tamper(
-      `INSERT INTO credit_audit_logs (tenant_id, seq, occurred_at, action, amount, balance_after, reserved_after, transaction_id, prev_hash, hash)
-       SELECT tenant_id, seq + 1, now(), 'TOP_UP', 1000000, 1000000, 0, gen_random_uuid(), hash, sha256(hash)
-         FROM credit_audit_logs WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1`,
-      [t],
-    );
-    await tamper('UPDATE credit_accounts SET audit_seq = audit_seq + 1 WHERE tenant_id = $1', [t]);
+    await appendForgedRow(t, 1_000_000n);
     const res = await verify(t);
     expect(res.valid).to.equal(false);
     expect(res.breaks[0]!.sequence).to.equal(6n);
@@ -118,23 +123,17 @@ describe('credits audit chain', function () {
     await history(t);
     // A forged row appended past the head: whatever the periodic run has verified of this tenant
     // already, its next (incremental) run reads this row.
-    await tamper(
-      `INSERT INTO credit_audit_logs (tenant_id, seq, occurred_at, action, amount, balance_after, reserved_after, transaction_id, prev_hash, hash)
-       SELECT tenant_id, seq + 1, now(), 'TOP_UP', 1, 1, 0, gen_random_uuid(), hash, sha256(hash)
-         FROM credit_audit_logs WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1`,
-      [t],
-    );
-    await tamper('UPDATE credit_accounts SET audit_seq = audit_seq + 1 WHERE tenant_id = $1', [t]);
+    await appendForgedRow(t, 1n);
     const text = await waitFor(
       'credits_audit_chain_valid 0',
       async () => {
-        const body = await (await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`)).text();
-        return /^credits_audit_chain_valid(\{[^}]*\})? 0$/m.test(body) ? body : undefined;
+        const body = await scrapeMetrics(service);
+        return metricValue(body, 'credits_audit_chain_valid') === 0 ? body : undefined;
       },
       10_000,
       200,
     );
-    expect(text).to.match(/^credits_audit_chain_last_verified_timestamp_seconds(\{[^}]*\})? \d/m);
+    expect(metricValue(text, 'credits_audit_chain_last_verified_timestamp_seconds')).to.be.greaterThan(0);
   });
 
   // Many concurrent writers on one tenant (consumes, top-ups, reserves) leave one valid, gap-free chain.

@@ -71,11 +71,7 @@ export class BalanceCache {
     this.hits = metrics.cacheRequests.labels({ result: 'hit' });
     this.misses = metrics.cacheRequests.labels({ result: 'miss' });
     if (nearCacheEntries > 0) {
-      const keyStart = this.key('');
-      const keyEnd = keyStart.slice(-1);
-      const keyHead = keyStart.slice(0, -1);
-      const tenantOfKey = (key: string) => (key.startsWith(keyHead) && key.endsWith(keyEnd) ? key.slice(keyHead.length, -1) : undefined);
-      this.near = new NearCache(redis, logger, tenantOfKey, nearCacheEntries, ttlSeconds * 1000);
+      this.near = new NearCache(redis, logger, (key) => this.tenantOfKey(key), nearCacheEntries, ttlSeconds * 1000);
       this.near.start();
     }
     redis.defineCommand('creditsBalanceCas', { numberOfKeys: 1, lua: CAS_SCRIPT });
@@ -85,6 +81,12 @@ export class BalanceCache {
 
   private key(tenantId: string): string {
     return `${this.keyPrefix}balance:{${tenantId}}`;
+  }
+
+  /** The inverse of {@link key}; undefined for any other key. */
+  private tenantOfKey(key: string): string | undefined {
+    const head = `${this.keyPrefix}balance:{`;
+    return key.startsWith(head) && key.endsWith('}') ? key.slice(head.length, -1) : undefined;
   }
 
   /** The cached account, or undefined on a miss, a bypass or any Redis failure. */

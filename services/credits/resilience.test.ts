@@ -15,6 +15,7 @@ import type { ConsumeResponse, GetBalanceResponse } from '../../gen/shieldx/cred
 import { Code } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
 import { freePort } from '../../platform/local-servers';
+import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import { testInfrastructure } from '../../test/harness';
 import { Credits, failure, key, payment, startCredits, tenant } from './credits-test-kit';
 
@@ -75,9 +76,7 @@ class PgProxy {
 }
 
 async function breakerState(service: RunningService, dependency: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`)).text();
-  const match = new RegExp(`^credits_circuit_breaker_state\\{[^}]*dependency="${dependency}"[^}]*\\} (\\d)$`, 'm').exec(text);
-  return match ? Number(match[1]) : -1;
+  return metricValue(await scrapeMetrics(service), 'credits_circuit_breaker_state', { dependency }) ?? -1;
 }
 
 describe('credits resilience', function () {
