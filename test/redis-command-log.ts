@@ -20,6 +20,8 @@ export class RedisCommandLog {
   private readonly seen: string[][] = [];
   private sentinels = 0;
   private buffered = '';
+  /** `+OK` replies seen (AUTH, MONITOR): monitoring starts with MONITOR's. */
+  private okReplies = 0;
 
   private constructor(
     private readonly socket: Socket,
@@ -41,8 +43,14 @@ export class RedisCommandLog {
     });
     const log = new RedisCommandLog(socket, client, prefix);
     const command = (...args: string[]) => `*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`;
-    if (target.password !== '') socket.write(command('AUTH', decodeURIComponent(target.username || 'default'), decodeURIComponent(target.password)));
+    const auth = target.password !== '';
+    if (auth) socket.write(command('AUTH', decodeURIComponent(target.username || 'default'), decodeURIComponent(target.password)));
     socket.write(command('MONITOR'));
+    // Only then the first sentinel: sent on another connection, it could otherwise run before MONITOR does and never be seen.
+    for (let polls = 0; log.okReplies < (auth ? 2 : 1); polls += 1) {
+      if (polls >= 1_000) throw new Error('MONITOR was not acknowledged');
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
     await log.sentinel();
     return log;
   }
@@ -78,6 +86,7 @@ export class RedisCommandLog {
     let from = 0;
     for (let end = this.buffered.indexOf('\r\n'); end >= 0; from = end + 2, end = this.buffered.indexOf('\r\n', from)) {
       const line = this.buffered.slice(from, end);
+      if (line === '+OK') this.okReplies += 1;
       // Most lines are other clients' traffic: skip them before parsing.
       if (!line.includes(this.prefix)) continue;
       const source = /^\+\S+ \[\d+ ([^\]]+)\] /.exec(line);

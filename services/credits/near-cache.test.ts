@@ -15,7 +15,7 @@ import { testInfrastructure, uniquePrefix } from '../../test/harness';
 import { RedisCommandLog } from '../../test/redis-command-log';
 import type { CachedAccount } from './balance-cache';
 import { Credits, key, payment, startCredits, tenant } from './credits-test-kit';
-import { NearCache } from './near-cache';
+import { NearCache, type NearCacheTiming } from './near-cache';
 
 async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -44,16 +44,27 @@ describe('credits balance near cache', function () {
       redis = createRedis(testInfrastructure().redisUrl);
       writer = createRedis(testInfrastructure().redisUrl);
       const tenantOf = (k: string) => (k.startsWith(`${prefix}balance:{`) ? k.slice(`${prefix}balance:{`.length, -1) : undefined);
-      near = new NearCache(redis, createLogger('credits-test', 'silent'), tenantOf, 3, 60_000);
-      near.start();
-      await until('tracking on', () => near.enabled);
+      near = await startNear(tenantOf);
     });
+
+    async function startNear(tenantOf: (key: string) => string | undefined, timing?: NearCacheTiming): Promise<NearCache> {
+      const started = new NearCache(redis, createLogger('credits-test', process.env.NEAR_LOG ?? 'silent'), tenantOf, 3, 60_000, timing);
+      started.start();
+      await until('tracking on', () => started.enabled);
+      return started;
+    }
 
     afterEach(async () => {
       await near.close();
       redis.disconnect();
       writer.disconnect();
     });
+
+    /** Whether tracking is on with a subscriber other than `previous`. */
+    async function onNewConnection(previous: number | undefined): Promise<boolean> {
+      const { subscriber } = await near.clientIds();
+      return near.enabled && subscriber !== undefined && subscriber !== previous;
+    }
 
     /** A read as BalanceCache makes it: ticket, GET on the tracked reader, fill. */
     async function read(tenantId: string, value: CachedAccount): Promise<void> {
@@ -97,12 +108,33 @@ describe('credits balance near cache', function () {
       await until('the cache to turn off', () => !near.enabled, 2_000);
       expect(near.get('c'), 'an entry from before the loss').to.equal(undefined);
       expect(inFlight.voided, 'a read in flight across the loss').to.equal(true);
-      await until('tracking on again', async () => near.enabled && (await near.clientIds()).subscriber !== subscriber);
+      await until('tracking on again', () => onNewConnection(subscriber));
       await read('c', account('c', 2n, 9n));
       expect(near.get('c')?.balance).to.equal(9n);
       // And invalidations arrive on the new connection.
       await writer.set(keyOf('c'), '3|8|0|0');
       await until('the invalidation on the new connection', () => near.get('c') === undefined, 2_000);
+    });
+
+    // A connection that goes silent without closing (a partition, a hung server) may be holding invalidations back.
+    it('serves nothing while the invalidation connection is silent, then reconnects it', async () => {
+      await near.close();
+      near = await startNear((k) => (k.startsWith(`${prefix}balance:{`) ? k.slice(`${prefix}balance:{`.length, -1) : undefined), {
+        pingEveryMs: 50,
+        silenceMaxMs: 200,
+      });
+      await writer.set(keyOf('e'), '1|10|0|0');
+      await read('e', account('e', 1n, 10n));
+      expect(near.get('e')?.balance).to.equal(10n);
+      const { subscriber } = await near.clientIds();
+      // Every client's commands wait for 1.5 s: no PONG comes back, the connections stay open.
+      await writer.client('PAUSE', '1500', 'ALL');
+      const pausedAt = Date.now();
+      await until('the entry to stop being served', () => near.get('e') === undefined, 1_000);
+      expect(Date.now() - pausedAt, 'stopped while the connection was still silent').to.be.lessThan(1_500);
+      await until('tracking on again, on a new connection', () => onNewConnection(subscriber), 10_000);
+      await read('e', account('e', 1n, 10n));
+      expect(near.get('e')?.balance).to.equal(10n);
     });
 
     it('keeps at most its bound of entries, oldest out first', async () => {

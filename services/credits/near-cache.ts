@@ -22,6 +22,11 @@
  *  - If either connection drops, everything is dropped and nothing is kept
  *    until both are back and tracking is on again (invalidations may have
  *    been missed in between).
+ *  - A connection can also go silent without closing (a partition, a hung
+ *    server). The subscriber is PINGed every second; a PONG proves every
+ *    invalidation sent before it has arrived (one connection, in order). An
+ *    entry is served only while the last PONG is recent (3 s), and a PING
+ *    unanswered that long reconnects the subscriber.
  *  - Entries also expire after the Redis TTL, and the entry count is bounded
  *    (oldest first out).
  * Other replicas see a write once its invalidation arrives: the same order of
@@ -32,6 +37,15 @@ import type { RedisClient } from '../../platform/redis';
 import type { CachedAccount } from './balance-cache';
 
 const INVALIDATE_CHANNEL = '__redis__:invalidate';
+
+export interface NearCacheTiming {
+  /** How often the subscriber is PINGed. */
+  readonly pingEveryMs: number;
+  /** Entries are served only while a PING sent at most this long ago has been answered. */
+  readonly silenceMaxMs: number;
+}
+
+const DEFAULT_TIMING: NearCacheTiming = { pingEveryMs: 1_000, silenceMaxMs: 3_000 };
 
 interface Entry {
   readonly account: CachedAccount;
@@ -56,6 +70,11 @@ export class NearCache {
   private closed = false;
   /** Set-up steps run one at a time (a 'ready' of each connection can come together). */
   private setup: Promise<void> = Promise.resolve();
+  /** When the last answered PING was sent: every invalidation from before then has arrived. */
+  private confirmedAtMs = 0;
+  /** When the PING in flight was sent (0: none). */
+  private pingSentAtMs = 0;
+  private readonly pinger: NodeJS.Timeout;
 
   constructor(
     redis: RedisClient,
@@ -64,6 +83,7 @@ export class NearCache {
     private readonly tenantOfKey: (key: string) => string | undefined,
     private readonly maxEntries: number,
     private readonly ttlMs: number,
+    private readonly timing: NearCacheTiming = DEFAULT_TIMING,
   ) {
     // Both connections reconnect by themselves. The subscriber does not re-subscribe by itself: its
     // client id, which the reader's tracking names, changes with every connection and is read first.
@@ -82,6 +102,8 @@ export class NearCache {
     this.subscriber.on('messageBuffer', (channel: Buffer, keys: Buffer[] | Buffer | null) => {
       if (channel.toString() === INVALIDATE_CHANNEL) this.invalidated(keys);
     });
+    this.pinger = setInterval(() => this.ping(), timing.pingEveryMs);
+    this.pinger.unref();
   }
 
   /** Connects both connections; the cache fills once tracking is on (never throws). */
@@ -108,7 +130,10 @@ export class NearCache {
   get(tenantId: string): CachedAccount | undefined {
     const entry = this.entries.get(tenantId);
     if (!entry) return undefined;
-    if (Date.now() >= entry.expiresAtMs) {
+    const now = Date.now();
+    // Silent subscriber: invalidations may be held up somewhere; serve nothing until a PONG catches up.
+    if (now - this.confirmedAtMs > this.timing.silenceMaxMs) return undefined;
+    if (now >= entry.expiresAtMs) {
       this.entries.delete(tenantId);
       return undefined;
     }
@@ -151,6 +176,7 @@ export class NearCache {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.pinger);
     this.lost();
     this.reader.disconnect();
     this.subscriber.disconnect();
@@ -178,6 +204,28 @@ export class NearCache {
     }
   }
 
+  private ping(): void {
+    if (!this.trackingOn) return;
+    const now = Date.now();
+    if (this.pingSentAtMs !== 0) {
+      if (now - this.pingSentAtMs <= this.timing.silenceMaxMs) return;
+      // Unanswered too long: the connection is as good as lost. Reconnecting re-arms tracking.
+      this.logger.warn({ silent_ms: now - this.pingSentAtMs }, 'balance near cache: Redis invalidation connection silent, reconnecting');
+      this.pingSentAtMs = 0;
+      this.subscriber.disconnect(true);
+      return;
+    }
+    this.pingSentAtMs = now;
+    this.subscriber.ping().then(
+      () => {
+        if (this.pingSentAtMs !== now) return;
+        this.confirmedAtMs = now;
+        this.pingSentAtMs = 0;
+      },
+      () => undefined, // a failed PING means a closed connection, handled by 'close'
+    );
+  }
+
   private step(fn: () => Promise<void>): void {
     this.setup = this.setup.then(fn).catch((error: unknown) => {
       // E.g. a Redis before 6, or a proxy that does not pass CLIENT TRACKING: stay off until the next reconnect.
@@ -202,6 +250,8 @@ export class NearCache {
     if (this.closed || this.subscriberId !== id || this.reader.status !== 'ready') return;
     // Anything read before tracking was on is not covered by invalidations: start empty.
     this.flush();
+    this.confirmedAtMs = Date.now();
+    this.pingSentAtMs = 0;
     this.trackingOn = true;
     this.logger.info('balance near cache on (Redis client tracking)');
   }
