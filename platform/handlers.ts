@@ -396,8 +396,10 @@ export function unimplementedService(
     const fail = async () => {
       throw notImplemented(method.path);
     };
-    if (method.requestStream && method.responseStream) implementation[name] = multiplexedStream(method.path, options, 1, fail);
-    else if (method.responseStream) implementation[name] = serverStream(method.path, options, fail);
+    // Bidi too goes through serverStream, which runs `fail` as the call starts (a bidi call has no
+    // `request`; `fail` reads none). multiplexedStream would run it per message only: the call hung
+    // while the client sent nothing, and ended OK when it half-closed without sending.
+    if (method.responseStream) implementation[name] = serverStream(method.path, options, fail);
     else if (method.requestStream) implementation[name] = clientStream(method.path, options, fail);
     else implementation[name] = unary(method.path, options, fail);
   }
