@@ -150,7 +150,20 @@ describe('credits bank test', function () {
       }
     }
 
+    /** Balance reads on every replica while the money moves: they fill each replica's near cache. */
+    let working = true;
+    let reads = 0;
+    async function reader(via: Credits): Promise<void> {
+      while (working) {
+        await via.call<object, GetBalanceResponse>('getBalance', { tenantId: pick(tenants), consistentRead: false });
+        reads += 1;
+      }
+    }
+    const readers = clients.map((c) => reader(c));
     await Promise.all(Array.from({ length: WORKERS }, () => worker()));
+    working = false;
+    await Promise.all(readers);
+    expect(reads).to.be.greaterThan(0);
     // Joined so that a failure prints every entry (chai truncates arrays).
     expect(unexpected.join('\n'), 'unexpected errors').to.equal('');
     expect(replayMismatches.join('\n'), 'replays').to.equal('');
@@ -191,10 +204,19 @@ describe('credits bank test', function () {
       }
       expect(toldConsumed, `consumed by ${t}`).to.equal(BigInt(r.consumed));
 
-      const cached = await clients[0]!.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+      // Every replica's cached view (near cache or Redis) agrees with the database once the last
+      // write-through and its invalidations have landed (a replica sees another's write once they have).
       const fresh = await clients[1]!.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: true });
-      expect(cached.fromCache, `cache of ${t}`).to.equal(true);
-      expect(cached.account, `cache of ${t}`).to.deep.equal(fresh.account);
+      for (const [i, c] of clients.entries()) {
+        const cachedView = () => c.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+        await waitFor(`replica ${i}'s cache of ${t} to match the database`, async () => {
+          const cached = await cachedView();
+          return JSON.stringify(cached.account) === JSON.stringify(fresh.account) ? true : undefined;
+        }, 2_000).catch(() => undefined);
+        const cached = await cachedView();
+        expect(cached.fromCache, `replica ${i}'s cache of ${t}`).to.equal(true);
+        expect(cached.account, `replica ${i}'s cache of ${t}`).to.deep.equal(fresh.account);
+      }
 
       const chain = await clients[0]!.call<object, VerifyAuditChainResponse>('verifyAuditChain', { tenantId: t });
       expect(chain.valid).to.equal(true);
@@ -208,5 +230,11 @@ describe('credits bank test', function () {
       [tenants],
     );
     expect(dup.rows).to.deep.equal([]);
+
+    // The reads above went through the replicas' near caches, not only Redis.
+    for (const service of services) {
+      const localHits = (await service.registry.getSingleMetric('credits_cache_local_hits_total')!.get()).values[0]?.value ?? 0;
+      expect(localHits, `${service.name} near-cache hits`).to.be.greaterThan(0);
+    }
   });
 });
