@@ -310,4 +310,33 @@ describe('IngestSamples: all or nothing per call', function () {
     expect(caught).to.include({ code: grpcStatus.RESOURCE_EXHAUSTED, reason: 'INGEST_LIMIT_EXCEEDED' });
     expect(await rows(name)).to.equal(0);
   });
+
+  // The limit bounds the transaction, so it runs from the first message: a client slow to send it loses none of it.
+  it('measures the duration limit from the first message', async () => {
+    const name = dataset();
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    async function* lateStart(): AsyncGenerator<IngestSamplesRequest> {
+      await sleep(1000);
+      yield message({ dataset: name, samples: samples.slice(0, 10) });
+      await sleep(1000);
+      yield message({ samples: samples.slice(10, 20) });
+    }
+    const { response } = await ingestSampleStream(service.pool, lateStart(), { samplesMax: 10_000, durationMsMax: 1500 });
+    expect(response.accepted).to.equal(20n);
+    expect(await rows(name)).to.equal(20);
+  });
+
+  // No other timer ends an IngestSamples call without a client deadline: one that never sends a message fails at the limit too.
+  it('fails a stream that sends no message at the duration limit', async () => {
+    async function* silent(): AsyncGenerator<IngestSamplesRequest> {
+      await new Promise(() => undefined);
+    }
+    let caught: unknown;
+    try {
+      await ingestSampleStream(service.pool, silent(), { samplesMax: 10_000, durationMsMax: 300 });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).to.include({ code: grpcStatus.RESOURCE_EXHAUSTED, reason: 'INGEST_LIMIT_EXCEEDED' });
+  });
 });
