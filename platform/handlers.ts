@@ -166,14 +166,27 @@ async function* halfClosedMessages<Req>(call: ServerReadableStream<Req, unknown>
   if (call.cancelled) throw cancelledByClient();
 }
 
+export interface ClientStreamOptions {
+  /**
+   * `fn` bounds the call's duration itself and fails with its own error when
+   * the call runs over (e.g. IngestSamples and SHADOW_INGEST_SECONDS_MAX), so
+   * `defaultDeadlineMs` is not applied: a timer of its own would cut the call
+   * first, with a generic DEADLINE_EXCEEDED, whenever that limit is longer. A
+   * deadline the client sent still applies (grpc-js enforces it).
+   */
+  readonly handlerBoundsDuration?: boolean;
+}
+
 export function clientStream<Req, Res>(
   path: string,
   options: HandlerOptions,
   fn: (messages: AsyncIterable<Req>, ctx: CallContext) => Promise<Res>,
+  streamOptions: ClientStreamOptions = {},
 ): handleClientStreamingCall<Req, Res> {
   return (call: ServerReadableStream<Req, Res>, callback) => {
     const { ctx, timeoutMs, dispose } = contextFor(call, options, false);
-    withDeadline(Promise.resolve().then(() => fn(halfClosedMessages(call), ctx)), timeoutMs).then(
+    const serverTimeoutMs = streamOptions.handlerBoundsDuration ? Infinity : timeoutMs;
+    withDeadline(Promise.resolve().then(() => fn(halfClosedMessages(call), ctx)), serverTimeoutMs).then(
       (response) => {
         dispose();
         callback(null, response);

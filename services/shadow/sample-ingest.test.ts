@@ -310,4 +310,87 @@ describe('IngestSamples: all or nothing per call', function () {
     expect(caught).to.include({ code: grpcStatus.RESOURCE_EXHAUSTED, reason: 'INGEST_LIMIT_EXCEEDED' });
     expect(await rows(name)).to.equal(0);
   });
+
+  // The limit bounds the transaction, so it runs from the first message: a client slow to send it loses none of it.
+  it('measures the duration limit from the first message', async () => {
+    const name = dataset();
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    async function* lateStart(): AsyncGenerator<IngestSamplesRequest> {
+      await sleep(1000);
+      yield message({ dataset: name, samples: samples.slice(0, 10) });
+      await sleep(1000);
+      yield message({ samples: samples.slice(10, 20) });
+    }
+    const { response } = await ingestSampleStream(service.pool, lateStart(), { samplesMax: 10_000, durationMsMax: 1500 });
+    expect(response.accepted).to.equal(20n);
+    expect(await rows(name)).to.equal(20);
+  });
+
+  // No other timer ends an IngestSamples call without a client deadline: one that never sends a message fails at the limit too.
+  it('fails a stream that sends no message at the duration limit', async () => {
+    async function* silent(): AsyncGenerator<IngestSamplesRequest> {
+      await new Promise(() => undefined);
+    }
+    let caught: unknown;
+    try {
+      await ingestSampleStream(service.pool, silent(), { samplesMax: 10_000, durationMsMax: 300 });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).to.include({ code: grpcStatus.RESOURCE_EXHAUSTED, reason: 'INGEST_LIMIT_EXCEEDED' });
+  });
+});
+
+describe('IngestSamples: bounded by SHADOW_INGEST_SECONDS_MAX, not the default deadline', function () {
+  this.timeout(30_000);
+  let service: RunningService;
+  let client: ShadowServiceClient;
+
+  // The default deadline (1 s) is shorter than the ingest limit (3 s), as in production (30 s < 120 s).
+  before(async () => {
+    service = await startTestService(shadowService, { ROLLOUT_CONTROLLER: 'off', GRPC_DEFAULT_DEADLINE_MS: '1000', SHADOW_INGEST_SECONDS_MAX: '3' });
+    client = new ShadowServiceClient(address(service), insecure);
+  });
+  after(async () => {
+    client.close();
+    await service.shutdown();
+  });
+
+  /** A call without a client deadline; `done` settles with it. */
+  const open = () => {
+    let settle!: (outcome: { error: unknown; response?: IngestSamplesResponse }) => void;
+    const done = new Promise<{ error: unknown; response?: IngestSamplesResponse }>((resolve) => (settle = resolve));
+    const stream = client.ingestSamples(bearer(testKeys.shadowWriter), (error, response) => settle({ error, response }));
+    return { stream, done };
+  };
+  const rows = async (dataset: string) =>
+    (await service.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM shadow_samples WHERE dataset = $1', [dataset])).rows[0]!.n;
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // A stream that outlasts GRPC_DEFAULT_DEADLINE_MS but not SHADOW_INGEST_SECONDS_MAX succeeds and its rows land.
+  it('lets a call without a client deadline run past the default deadline', async () => {
+    const name = `ingest-${randomUUID().slice(0, 8)}`;
+    const { stream, done } = open();
+    stream.write(message({ dataset: name, samples: samples.slice(0, 10) }));
+    await sleep(1500);
+    stream.write(message({ samples: samples.slice(10, 20) }));
+    stream.end();
+    const { error, response } = await done;
+    expect(error).to.equal(null);
+    expect(response!.accepted).to.equal(20n);
+    expect(await rows(name)).to.equal(20);
+  });
+
+  // A stream that stalls (rows already written in its transaction) fails at SHADOW_INGEST_SECONDS_MAX with
+  // the ingest limit's error, not the default deadline's, and leaves nothing.
+  it('fails a stalled call INGEST_LIMIT_EXCEEDED at SHADOW_INGEST_SECONDS_MAX and writes nothing', async () => {
+    const name = `ingest-${randomUUID().slice(0, 8)}`;
+    const { stream, done } = open();
+    stream.write(message({ dataset: name, samples: samples.slice(0, 1500) }));
+    const { error } = await done;
+    stream.end();
+    expect(errorDetails(error)).to.include({ code: grpcStatus.RESOURCE_EXHAUSTED, reason: 'INGEST_LIMIT_EXCEEDED' });
+    expect(errorDetails(error)!.metadata).to.deep.include({ limit: 'duration', max: '3000' });
+    expect(await rows(name)).to.equal(0);
+  });
 });

@@ -35,7 +35,7 @@ export const INGEST_METHOD = 'IngestSamples';
 export interface IngestLimits {
   /** Samples one call may carry (valid or not). */
   readonly samplesMax: number;
-  /** Longest time from the first message to the end of the stream. */
+  /** Longest time from the first message to the end of the stream (and longest wait for the first). */
   readonly durationMsMax: number;
 }
 
@@ -68,13 +68,19 @@ function keyReused(): ServiceError {
 
 /**
  * Next message of the stream, or undefined at its end; fails INGEST_LIMIT_EXCEEDED
- * once `deadlineAt` passes, also while the client sends nothing (a stalled client
- * must not keep the transaction open).
+ * once `durationMsMax` has passed since the first message, also while the client
+ * sends nothing (a stalled client must not keep the transaction open). The wait
+ * for the first message has the same bound: no transaction is open yet, but the
+ * call holds one of the replica's ingest streams, and no other timer ends it.
  */
-function streamReader<T>(messages: AsyncIterable<T>, deadlineAt: number, durationMsMax: number): () => Promise<T | undefined> {
+function streamReader<T>(messages: AsyncIterable<T>, durationMsMax: number): () => Promise<T | undefined> {
   const iterator = messages[Symbol.asyncIterator]();
+  let deadlineAt = Date.now() + durationMsMax;
+  let firstRead = true;
   const tooSlow = () =>
-    limitExceeded('duration', `the stream stayed open longer than ${durationMsMax} ms; send fewer samples per call`, durationMsMax);
+    firstRead
+      ? limitExceeded('duration', `the stream sent no message within ${durationMsMax} ms`, durationMsMax)
+      : limitExceeded('duration', `the stream stayed open longer than ${durationMsMax} ms; send fewer samples per call`, durationMsMax);
   return async () => {
     const remainingMs = deadlineAt - Date.now();
     if (remainingMs <= 0) throw tooSlow();
@@ -89,6 +95,10 @@ function streamReader<T>(messages: AsyncIterable<T>, deadlineAt: number, duratio
           timer = setTimeout(() => reject(tooSlow()), remainingMs);
         }),
       ]);
+      if (firstRead) {
+        firstRead = false;
+        deadlineAt = Date.now() + durationMsMax;
+      }
       return result.done ? undefined : result.value;
     } finally {
       clearTimeout(timer);
@@ -126,7 +136,7 @@ export async function ingestSampleStream(
   limits: IngestLimits,
   signal?: AbortSignal,
 ): Promise<{ response: IngestSamplesResponse; replayed: boolean }> {
-  const read = streamReader(messages, Date.now() + limits.durationMsMax, limits.durationMsMax);
+  const read = streamReader(messages, limits.durationMsMax);
   const first = await read();
   if (first === undefined) throw ServiceError.invalidArgument('dataset', 'is required on the first message; the stream carried no messages');
   if (!DATASET_PATTERN.test(first.dataset)) {

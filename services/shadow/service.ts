@@ -231,6 +231,8 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
             ingestStreams--;
           }
         },
+        // SHADOW_INGEST_SECONDS_MAX bounds the call (ingestSampleStream), not GRPC_DEFAULT_DEADLINE_MS.
+        { handlerBoundsDuration: true },
       ),
 
       startEvaluation: unary(ShadowServiceService.startEvaluation.path, options, async (request: StartEvaluationRequest) => {
