@@ -1,6 +1,6 @@
 /**
  * The floor a cached GetBalance is measured against: a bare grpc-js server
- * (the same server options as the services, no interceptor, no auth, no
+ * (grpc-js defaults, as the services use; no interceptor, no auth, no
  * Redis) answering CreditsService.GetBalance with a fixed account from
  * memory. What the same client sees from it, on the same machine in the same
  * run, is what gRPC over loopback and the host's scheduling alone cost.
@@ -12,7 +12,7 @@
 import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { CreditsServiceService, type GetBalanceRequest, type GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';
 
-const server = new Server({ 'grpc.enable_channelz': 0 });
+const server = new Server();
 const implementation: UntypedServiceImplementation = {};
 for (const method of Object.keys(CreditsServiceService)) {
   implementation[method] = (_call: unknown, callback: sendUnaryData<never>) => callback({ code: status.UNIMPLEMENTED, details: 'floor server' });

@@ -165,8 +165,9 @@ export async function startService<S extends z.ZodRawShape>(
   }
 
   const server = new Server({
-    // Nothing serves channelz here, and its per-call bookkeeping costs ~5 % of a small unary call.
-    'grpc.enable_channelz': 0,
+    // 'grpc.enable_channelz': 0 would save its per-call bookkeeping, but in grpc-js 1.14 the server
+    // then no longer tracks sessions for forceShutdown, and a call outliving SHUTDOWN_GRACE_MS hangs
+    // shutdown (platform/server.test.ts "cuts off calls that outlive the grace period").
     'grpc.max_receive_message_length': config.GRPC_MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': config.GRPC_MAX_MESSAGE_BYTES,
     interceptors: [
