@@ -11,18 +11,15 @@ import { GetBalanceResponse, type ConsumeResponse, type TopUpResponse } from '..
 import { createLogger } from '../../platform/logger';
 import { createRedis } from '../../platform/redis';
 import type { RunningService } from '../../platform/server';
-import { testInfrastructure, uniquePrefix } from '../../test/harness';
+import { testInfrastructure, uniquePrefix, waitFor } from '../../test/harness';
 import { RedisCommandLog } from '../../test/redis-command-log';
 import type { CachedAccount } from './balance-cache';
 import { Credits, key, payment, startCredits, tenant } from './credits-test-kit';
 import { NearCache, type NearCacheTiming } from './near-cache';
 
+/** Polls `check` every 5 ms until it holds (the harness' waitFor, for a yes/no condition). */
 async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  await waitFor(what, async () => ((await check()) ? true : undefined), timeoutMs, 5);
 }
 
 function account(tenantId: string, version: bigint, balance: bigint): CachedAccount {
@@ -172,6 +169,14 @@ describe('credits balance near cache', function () {
     const localHits = async (service: RunningService) =>
       (await service.registry.getSingleMetric('credits_cache_local_hits_total')!.get()).values[0]?.value ?? 0;
 
+    /** Reads until the replica answers `tenantId` from its near cache (once its tracking is on). */
+    const answeringFromMemory = (service: RunningService, client: Credits, tenantId: string) =>
+      until(`${service.name} to answer from memory`, async () => {
+        const before = await localHits(service);
+        await balance(client, tenantId);
+        return (await localHits(service)) > before;
+      });
+
     async function funded(amount = 1_000n): Promise<string> {
       const t = tenant('near');
       await ca.call<object, TopUpResponse>('topUp', { tenantId: t, amount, idempotencyKey: key(), reference: 'r', payment: payment(), metadata: {} });
@@ -201,11 +206,7 @@ describe('credits balance near cache', function () {
 
     it("answers a replica's caller with its own write at once", async () => {
       const t = await funded();
-      await until('a read answered from memory', async () => {
-        const before = await localHits(a);
-        await balance(ca, t);
-        return (await localHits(a)) > before;
-      });
+      await answeringFromMemory(a, ca, t);
       for (let i = 1; i <= 200; i++) {
         const consumed = await ca.call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: 'r', metadata: {} });
         expect(consumed.account?.balance).to.equal(1_000n - BigInt(i));
@@ -215,11 +216,7 @@ describe('credits balance near cache', function () {
 
     it("sees another replica's write once its invalidation arrives", async () => {
       const t = await funded();
-      await until('replica b answers from memory', async () => {
-        const before = await localHits(b);
-        await balance(cb, t);
-        return (await localHits(b)) > before;
-      });
+      await answeringFromMemory(b, cb, t);
       const consumed = await ca.call<object, ConsumeResponse>('consume', { tenantId: t, amount: 7n, idempotencyKey: key(), reference: 'r', metadata: {} });
       await until('replica b to see the write', async () => (await balance(cb, t)).account?.balance === consumed.account?.balance, 2_000);
     });
