@@ -44,6 +44,10 @@ function remainingMs(deadline: Date | number): number {
 }
 
 const cancelledByClient = () => new ServiceError(Code.CANCELLED, 'CANCELLED', 'call cancelled by the client');
+const deadlineExceeded = (ms?: number) =>
+  new ServiceError(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', ms === undefined ? "the client's deadline passed" : `no response within ${ms} ms`);
+/** grpc-js reports an expired client deadline as a cancellation; its timer may fire a hair early. */
+const DEADLINE_SLACK_MS = 5;
 const serverShuttingDown = () => new ServiceError(Code.UNAVAILABLE, 'SERVER_SHUTTING_DOWN', 'server is shutting down');
 
 /**
@@ -57,7 +61,7 @@ function contextFor(
   call: { metadata: Metadata; getDeadline(): Date | number; on(event: 'cancelled', fn: () => void): unknown },
   options: HandlerOptions,
   includeShutdown: boolean,
-): { ctx: CallContext; timeoutMs: number; dispose: () => void } {
+): { ctx: CallContext; timeoutMs: number; expire: () => void; dispose: () => void } {
   let controller: AbortController | undefined;
   let cancelledBy: (() => ServiceError) | undefined;
   let settled = false;
@@ -67,10 +71,11 @@ function contextFor(
     controller?.abort(reason());
   };
   const onShutdown = () => cancel(serverShuttingDown);
-  call.on('cancelled', () => cancel(cancelledByClient));
+  call.on('cancelled', () => cancel(remainingMs(call.getDeadline()) <= DEADLINE_SLACK_MS ? () => deadlineExceeded() : cancelledByClient));
   if (includeShutdown) options.shutdownSignal.addEventListener('abort', onShutdown, { once: true });
   const keyId = call.metadata.get(PRINCIPAL_METADATA_KEY)[0];
   const clientMs = remainingMs(call.getDeadline());
+  const timeoutMs = clientMs === Infinity ? options.defaultDeadlineMs : Infinity;
   return {
     ctx: {
       metadata: call.metadata,
@@ -85,7 +90,9 @@ function contextFor(
     },
     // A client deadline is enforced by grpc-js itself (DEADLINE_EXCEEDED to the client): only
     // calls without one need our timer.
-    timeoutMs: clientMs === Infinity ? options.defaultDeadlineMs : Infinity,
+    timeoutMs,
+    // Our timer fired: the handler's signal says so, as it does for a client's deadline.
+    expire: () => cancel(() => deadlineExceeded(timeoutMs)),
     dispose: () => {
       settled = true;
       if (includeShutdown) options.shutdownSignal.removeEventListener('abort', onShutdown);
@@ -112,10 +119,14 @@ function itemErrorStatus(error: unknown, options: HandlerOptions, path: string):
 }
 
 /** Rejects after `ms` with DEADLINE_EXCEEDED (the server-side default deadline). */
-function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+/** `work`, or DEADLINE_EXCEEDED after `ms` (after telling the handler through `expire`). */
+function withDeadline<T>(work: Promise<T>, ms: number, expire: () => void): Promise<T> {
   if (ms === Infinity) return work;
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new ServiceError(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', `no response within ${ms} ms`)), ms);
+    const timer = setTimeout(() => {
+      expire();
+      reject(deadlineExceeded(ms));
+    }, ms);
     timer.unref();
     work.then(
       (value) => {
@@ -136,8 +147,8 @@ export function unary<Req, Res>(
   fn: (request: Req, ctx: CallContext) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    const { ctx, timeoutMs, dispose } = contextFor(call, options, false);
-    withDeadline(Promise.resolve().then(() => fn(call.request, ctx)), timeoutMs).then(
+    const { ctx, timeoutMs, expire, dispose } = contextFor(call, options, false);
+    withDeadline(Promise.resolve().then(() => fn(call.request, ctx)), timeoutMs, expire).then(
       (response) => {
         dispose();
         callback(null, response);
@@ -184,9 +195,9 @@ export function clientStream<Req, Res>(
   streamOptions: ClientStreamOptions = {},
 ): handleClientStreamingCall<Req, Res> {
   return (call: ServerReadableStream<Req, Res>, callback) => {
-    const { ctx, timeoutMs, dispose } = contextFor(call, options, false);
+    const { ctx, timeoutMs, expire, dispose } = contextFor(call, options, false);
     const serverTimeoutMs = streamOptions.handlerBoundsDuration ? Infinity : timeoutMs;
-    withDeadline(Promise.resolve().then(() => fn(halfClosedMessages(call), ctx)), serverTimeoutMs).then(
+    withDeadline(Promise.resolve().then(() => fn(halfClosedMessages(call), ctx)), serverTimeoutMs, expire).then(
       (response) => {
         dispose();
         callback(null, response);
@@ -226,7 +237,9 @@ export function serverStream<Req, Res>(
         },
         (error: unknown) => {
           dispose();
-          if (ctx.signal.aborted && (ctx.signal.reason as ServiceError)?.code === Code.CANCELLED) return;
+          // Cancelled, or past the client's deadline: grpc-js has already ended the call.
+          const code = ctx.signal.aborted ? (ctx.signal.reason as ServiceError)?.code : undefined;
+          if (code === Code.CANCELLED || code === Code.DEADLINE_EXCEEDED) return;
           call.emit('error', statusFor(error, options, path));
         },
       );

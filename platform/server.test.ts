@@ -258,6 +258,26 @@ describe('platform server: deadlines and shutdown', () => {
     }
   });
 
+  // A handler learns through ctx.signal that its deadline passed (the server's default one or the client's),
+  // so it can stop work whose answer nobody will read.
+  it("tells the handler when the call's deadline passes", async () => {
+    const state: ProbeState = { handlerCalls: 0 };
+    const service = await startTestService(probeModule(state), { MIGRATE_ON_START: 'false', GRPC_DEFAULT_DEADLINE_MS: '150' });
+    const client = new CreditsServiceClient(address(service), insecure);
+    try {
+      for (const clientDeadlineMs of [undefined, 150]) {
+        state.signalReason = undefined;
+        const { error } = await getBalance(client, 'watch-5000', bearer(testKeys.creditsReader), clientDeadlineMs);
+        expect((error as { code: number }).code, `client deadline ${clientDeadlineMs}`).to.equal(grpcStatus.DEADLINE_EXCEEDED);
+        await waitFor('the handler to end', async () => state.signalReason, 3_000, 10);
+        expect(state.signalReason, `client deadline ${clientDeadlineMs}`).to.equal('DEADLINE_EXCEEDED');
+      }
+    } finally {
+      client.close();
+      await service.shutdown();
+    }
+  });
+
   // Shutdown turns health NOT_SERVING at once, lets the in-flight call finish OK, then refuses new calls.
   it('goes NOT_SERVING, drains in-flight calls, then stops', async () => {
     const state: ProbeState = { handlerCalls: 0 };

@@ -19,9 +19,14 @@ export interface ProbeState {
   closes?: number;
   /** The key id the last GetBalance handler was told authenticated it (ctx.keyId). */
   lastKeyId?: string;
+  /** What a "watch-<ms>" handler's signal said (its ErrorInfo reason), or "none" if it never aborted. */
+  signalReason?: string;
 }
 
-/** tenant_id "slow-<ms>" sleeps, "invalid" throws INVALID_ARGUMENT, "crash" throws a plain Error. */
+/**
+ * tenant_id "slow-<ms>" sleeps, "watch-<ms>" waits up to that long for ctx.signal and records why it
+ * aborted, "invalid" throws INVALID_ARGUMENT, "crash" throws a plain Error.
+ */
 export function probeModule(state: ProbeState): ServiceModule {
   return {
     name: 'credits',
@@ -40,6 +45,18 @@ export function probeModule(state: ProbeState): ServiceModule {
           state.lastKeyId = call.keyId;
           const slow = /^slow-(\d+)$/.exec(request.tenantId);
           if (slow) await new Promise((resolve) => setTimeout(resolve, Number(slow[1])));
+          const watch = /^watch-(\d+)$/.exec(request.tenantId);
+          if (watch) {
+            const signal = call.signal;
+            await new Promise((resolve) => {
+              const timer = setTimeout(resolve, Number(watch[1]));
+              signal.addEventListener('abort', () => {
+                clearTimeout(timer);
+                resolve(undefined);
+              });
+            });
+            state.signalReason = signal.aborted ? ((signal.reason as ServiceError).reason ?? 'unknown') : 'none';
+          }
           state.handlerEnds = (state.handlerEnds ?? 0) + 1;
           if (request.tenantId === 'invalid') throw ServiceError.invalidArgument('tenant_id', 'must not be "invalid"');
           if (request.tenantId === 'crash') throw new Error('secret internal detail: password=hunter2');
