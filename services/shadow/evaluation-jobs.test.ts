@@ -171,18 +171,24 @@ describe('evaluation runner when idle', function () {
     await drop?.();
   });
 
-  // With nothing to do, a runner sends no UPDATE at all (before: a lease sweep and a claim every 250 ms).
+  // With nothing to do, a runner sends no UPDATE at all (before: a lease sweep and a claim every 250 ms):
+  // each fallback poll is one SELECT, never a claim.
   it('writes nothing while idle', async () => {
     const counting = countingPool();
-    const { runner, errors } = startRunner(new EvaluationJobs(counting.pool as pg.Pool), {}, false);
+    const pollMs = 100;
+    const windowMs = 1_500;
+    const { runner, errors } = startRunner(new EvaluationJobs(counting.pool as pg.Pool), { pollIntervalMs: pollMs }, false);
     runner.start();
     // Its first pass (sweep + claim of anything left from before it started) is done.
     await waitFor('the first pass', async () => ((counting.counts.get('UPDATE') ?? 0) >= 2 ? true : undefined));
     await new Promise((resolve) => setTimeout(resolve, 200));
     counting.counts.clear();
-    // A window of several of the old 250 ms polls.
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // A window of many fallback polls (the lease sweep, every 30 s by default, is not due in it).
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
     expect(counting.counts.get('UPDATE') ?? 0, 'UPDATE statements while idle').to.equal(0);
+    expect([...counting.counts.keys()], 'statements while idle').to.deep.equal(['SELECT']);
+    // At most one statement per poll: about windowMs / pollMs + 1 polls fit in the window (one spare for timer rounding).
+    expect(counting.counts.get('SELECT'), 'SELECT statements while idle').to.be.at.most(windowMs / pollMs + 2);
     expect(errors).to.deep.equal([]);
   });
 

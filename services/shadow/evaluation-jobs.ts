@@ -327,6 +327,13 @@ export class EvaluationRunner {
     // The first pass claims without probing: work may be waiting from before this replica started.
     let mayHaveWork = true;
     while (!this.signal.aborted) {
+      // The one place a wake() is taken, whether it ended the wait or came while the loop was busy
+      // (claiming, running a job): claim without probing. Taken before the statements below, so a
+      // wake() that arrives during them is left set, and the wait further down is skipped.
+      if (this.woken) {
+        this.woken = false;
+        mayHaveWork = true;
+      }
       let job: EvaluationRow | undefined;
       try {
         if (Date.now() >= nextSweepAt) {
@@ -334,11 +341,13 @@ export class EvaluationRunner {
           // A re-queued job is PENDING again: claim below.
           if ((await this.jobs.requeueExpired()) > 0) mayHaveWork = true;
         }
+        // A poll with no reason to expect work only reads (one SELECT on the partial state index). claim()
+        // alone is not cheaper: with nothing PENDING it changes no row, but it is still an UPDATE that
+        // takes the table's RowExclusiveLock, and a read-only connection (a standby) would refuse it.
         if (mayHaveWork || (await this.jobs.hasPending())) job = await this.jobs.claim();
       } catch (error) {
         this.onError(error);
       }
-      mayHaveWork = false;
       if (job) {
         const claimed = job;
         // Keep the lease while the job runs, however long it takes (a lapsed lease lets another replica re-claim it).
@@ -358,12 +367,9 @@ export class EvaluationRunner {
         mayHaveWork = true;
         continue;
       }
-      if (this.woken) {
-        this.woken = false;
-        mayHaveWork = true;
-        continue;
-      }
-      if (this.signal.aborted) break;
+      mayHaveWork = false;
+      // A wake() during this pass is taken at the top of the next one; abort ends the loop there.
+      if (this.woken || this.signal.aborted) continue;
       const waitMs = Math.max(0, Math.min(this.pollIntervalMs, nextSweepAt - Date.now()));
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, waitMs);
@@ -373,10 +379,6 @@ export class EvaluationRunner {
         };
       });
       this.wakeUp = undefined;
-      if (this.woken) {
-        this.woken = false;
-        mayHaveWork = true;
-      }
     }
   }
 }

@@ -56,7 +56,12 @@ export function sampleFromProto(sample: IngestSamplesRequest['samples'][number])
   };
 }
 
-function limitExceeded(limit: 'samples' | 'duration', message: string, max: number): ServiceError {
+/**
+ * The one RESOURCE_EXHAUSTED INGEST_LIMIT_EXCEEDED refusal, for every IngestSamples
+ * limit (samples and duration here, concurrent streams in service.ts), so clients
+ * branching on `reason` always find the same metadata: which `limit`, and its `max`.
+ */
+export function limitExceeded(limit: 'samples' | 'duration' | 'streams', message: string, max: number): ServiceError {
   return new ServiceError(Code.RESOURCE_EXHAUSTED, 'INGEST_LIMIT_EXCEEDED', message, { metadata: { limit, max: String(max) } });
 }
 

@@ -32,7 +32,7 @@ import { pageSize } from '../../platform/page-size';
 import { isUuid, validateIdempotencyKey } from './rollout-spec';
 import { ruleHeaderNames } from './rules';
 import { DATASET_PATTERN, hasSamples, SampleColumnsCache } from './sample-store';
-import { ingestSampleStream } from './sample-ingest';
+import { ingestSampleStream, limitExceeded } from './sample-ingest';
 import { loadDemoDataInBackground } from './demo-data';
 
 
@@ -206,9 +206,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
         options,
         async (messages, callContext) => {
           if (ingestStreams >= config.SHADOW_INGEST_STREAMS_MAX) {
-            throw new ServiceError(Code.RESOURCE_EXHAUSTED, 'INGEST_LIMIT_EXCEEDED', `this replica already runs ${config.SHADOW_INGEST_STREAMS_MAX} IngestSamples calls; retry later`, {
-              metadata: { limit: 'streams', max: String(config.SHADOW_INGEST_STREAMS_MAX) },
-            });
+            throw limitExceeded('streams', `this replica already runs ${config.SHADOW_INGEST_STREAMS_MAX} IngestSamples calls; retry later`, config.SHADOW_INGEST_STREAMS_MAX);
           }
           ingestStreams++;
           try {
