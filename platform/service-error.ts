@@ -38,6 +38,10 @@ export const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
 const ERROR_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.ErrorInfo';
 const BAD_REQUEST_TYPE_URL = 'type.googleapis.com/google.rpc.BadRequest';
 
+const IDEMPOTENCY_KEY_REUSED_DESCRIPTION =
+  'was already used for a different request; send each new request with a new key, and reuse a key only to retry the identical request';
+const IDEMPOTENCY_KEY_REUSED_MESSAGE = `idempotency_key ${IDEMPOTENCY_KEY_REUSED_DESCRIPTION}`;
+
 export interface FieldViolation {
   readonly field: string;
   readonly description: string;
@@ -73,6 +77,30 @@ export class ServiceError extends Error {
     return new ServiceError(Code.INVALID_ARGUMENT, 'INVALID_ARGUMENT', `${field}: ${description}`, {
       fieldViolations: [{ field, description }],
       metadata: { field },
+    });
+  }
+
+  /**
+   * An idempotency key came back with a different request than the one it was first used for
+   * (same key + different request): FAILED_PRECONDITION with reason IDEMPOTENCY_KEY_REUSED. The
+   * key itself is fine, its earlier use conflicts, so this is not INVALID_ARGUMENT; retrying the
+   * same call cannot succeed. One wording for every service, saying what to do instead. The
+   * ErrorInfo metadata always carries `idempotency_key` (the key as sent) and `field` (the field
+   * that holds it), and the BadRequest names that field, so a client can find the key without
+   * parsing text.
+   *
+   * `field` is the key's field path as the thrower names it: the proto field `idempotency_key`
+   * unless a domain names its inputs otherwise and its handlers rename them (camouflage).
+   * `metadata` adds context (e.g. `method`); it cannot replace `field` or `idempotency_key`.
+   */
+  static idempotencyKeyReused(
+    key: string,
+    options: { readonly field?: string; readonly metadata?: Record<string, string> } = {},
+  ): ServiceError {
+    const field = options.field ?? 'idempotency_key';
+    return new ServiceError(Code.FAILED_PRECONDITION, 'IDEMPOTENCY_KEY_REUSED', IDEMPOTENCY_KEY_REUSED_MESSAGE, {
+      metadata: { ...options.metadata, field, idempotency_key: key },
+      fieldViolations: [{ field, description: IDEMPOTENCY_KEY_REUSED_DESCRIPTION }],
     });
   }
 

@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto';
 import { pageSize as pageSizeFor } from '../../platform/page-size';
 import { Code, ServiceError } from '../../platform/service-error';
-import { idempotencyKeyReused, invalidArgument, invariant, redisUnavailable } from './errors';
+import { invalidArgument, invariant, redisUnavailable } from './errors';
 import { CamouflageKeys, RedisClient, RedisScript } from './redis-keys';
 import { TIERS, Tier, isTier, mayServe } from './tiers';
 
@@ -538,11 +538,12 @@ export class RedisDecoyStore implements DecoyStore {
       return { decoy: parseStored(stored).decoy, replayed: false, catalogVersion: Number(payload) };
     }
     if (status === 'IDEMPOTENT') {
+      invariant(idempotencyKey !== undefined, 'the register script answered IDEMPOTENT to a call without an idempotency key');
       const separator = payload.indexOf('|');
       const priorFingerprint = payload.slice(0, separator);
       const priorId = payload.slice(separator + 1);
       if (priorFingerprint !== fingerprint || priorId !== decoy.id) {
-        throw idempotencyKeyReused('idempotency key was used for a different RegisterDecoy request');
+        throw ServiceError.idempotencyKeyReused(idempotencyKey, { field: 'idempotencyKey' });
       }
       const json = await this.redis.hget(this.keys.decoys(), priorId);
       if (json === null) throw new Error(`idempotent registration of ${priorId} has no stored decoy`);

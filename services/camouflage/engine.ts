@@ -31,7 +31,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Code, ServiceError } from '../../platform/service-error';
-import { idempotencyKeyReused, invalidArgument, invariant, serviceErrorFrom } from './errors';
+import { invalidArgument, invariant, serviceErrorFrom } from './errors';
 import { RandomSource } from './bandit-math';
 import { ArmStats, BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit';
 import { AssessScript, AssessScriptReply, TierCandidate } from './assess-script';
@@ -538,7 +538,7 @@ export class CamouflageEngine {
       }
       if (idempotencyKey !== '' && write.idempotencyKey === idempotencyKey) {
         if (write.fingerprint !== fingerprint) {
-          throw idempotencyKeyReused('idempotency key was used with a different outcome for this decision', { decisionId: id });
+          throw ServiceError.idempotencyKeyReused(idempotencyKey, { field: 'idempotencyKey', metadata: { decisionId: id } });
         }
         return {
           ...base,

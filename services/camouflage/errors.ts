@@ -4,11 +4,11 @@
  * No second error type and no mapping table: the reason thrown is the reason on the wire.
  *
  * Reasons beyond INVALID_ARGUMENT, each thrown where it arises:
- *   NOT_FOUND          DECISION_NOT_FOUND, DECOY_NOT_FOUND
- *   ALREADY_EXISTS     OUTCOME_ALREADY_RECORDED (exactly-once learning), DECOY_ALREADY_EXISTS
- *   INVALID_ARGUMENT   IDEMPOTENCY_KEY_REUSED
- *   RESOURCE_EXHAUSTED CATALOG_FULL
- *   UNAVAILABLE        REDIS_UNAVAILABLE (Redis failed or answered something unexpected)
+ *   NOT_FOUND           DECISION_NOT_FOUND, DECOY_NOT_FOUND
+ *   ALREADY_EXISTS      OUTCOME_ALREADY_RECORDED (exactly-once learning), DECOY_ALREADY_EXISTS
+ *   FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED (ServiceError.idempotencyKeyReused, shared with credits and shadow)
+ *   RESOURCE_EXHAUSTED  CATALOG_FULL
+ *   UNAVAILABLE         REDIS_UNAVAILABLE (Redis failed or answered something unexpected)
  * A broken invariant is a bug, never the caller's fault: it is thrown as a plain Error, which
  * ServiceError.from turns into INTERNAL with a generic message (the text stays in the log).
  *
@@ -26,15 +26,6 @@ export function invalidArgument(field: string, message: string): ServiceError {
   return new ServiceError(Code.INVALID_ARGUMENT, 'INVALID_ARGUMENT', message, {
     metadata: { field },
     fieldViolations: [{ field, description: message }],
-  });
-}
-
-/** The same idempotency key came with a different request. */
-export function idempotencyKeyReused(message: string, metadata: Record<string, string> = {}): ServiceError {
-  // FAILED_PRECONDITION, as in credits and shadow: the key is valid, its earlier use conflicts.
-  return new ServiceError(Code.FAILED_PRECONDITION, 'IDEMPOTENCY_KEY_REUSED', message, {
-    metadata: { ...metadata, field: 'idempotencyKey' },
-    fieldViolations: [{ field: 'idempotencyKey', description: message }],
   });
 }
 

@@ -251,7 +251,11 @@ describe('camouflage service over gRPC', function () {
     const key = `register-${randomUUID()}`;
     expect(await register(decoy, key)).to.equal(null);
     expect(await register(decoy, key)).to.equal(null);
-    expect(errorDetails(await register({ ...decoy, name: 'Another panel' }, key))).to.include({ code: grpcStatus.FAILED_PRECONDITION, reason: 'IDEMPOTENCY_KEY_REUSED' });
+    const reused = errorDetails(await register({ ...decoy, name: 'Another panel' }, key));
+    expect(reused).to.include({ code: grpcStatus.FAILED_PRECONDITION, reason: 'IDEMPOTENCY_KEY_REUSED' });
+    // On the wire the key's field has its proto name, as in credits and shadow.
+    expect(reused?.metadata).to.include({ field: 'idempotency_key', idempotency_key: key });
+    expect(reused?.fieldViolations.map((v) => v.field)).to.deep.equal(['idempotency_key']);
     expect(errorDetails(await register(decoy, ''))).to.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'DECOY_ALREADY_EXISTS' });
   });
 

@@ -86,15 +86,6 @@ export class RequestHasher {
   }
 }
 
-export function reusedKey(key: string): ServiceError {
-  return new ServiceError(
-    Code.FAILED_PRECONDITION,
-    'IDEMPOTENCY_KEY_REUSED',
-    'this idempotency key was already used with a different request',
-    { metadata: { idempotency_key: key } },
-  );
-}
-
 export function storedErrorOf(error: ServiceError): StoredError {
   return { code: error.code, reason: error.reason, message: error.message, metadata: { ...error.metadata } };
 }

@@ -45,7 +45,6 @@ import {
   type IdempotencyRecord,
   isStorableFailure,
   type KeyClaim,
-  reusedKey,
   serviceErrorOf,
   storedErrorOf,
   type StoredError,
@@ -713,7 +712,7 @@ export class Ledger {
   }
 
   private replay<R extends { replayed: boolean }>(record: IdempotencyRecord, method: string, hash: Buffer, codec: Codec<R>): R {
-    if (record.method !== method || !record.requestHash.equals(hash)) throw reusedKey(record.key);
+    if (record.method !== method || !record.requestHash.equals(hash)) throw ServiceError.idempotencyKeyReused(record.key);
     if (record.state === 'SUCCEEDED' && record.response) return { ...codec.decode(record.response), replayed: true };
     if (record.state === 'FAILED' && record.error) throw serviceErrorOf(record.error, true);
     throw new ServiceError(Code.ABORTED, 'OPERATION_IN_PROGRESS', 'an earlier call with this key has not finished; retry');

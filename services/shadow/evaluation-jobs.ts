@@ -99,11 +99,7 @@ export class EvaluationJobs {
     );
     const row = existing.rows[0]!;
     if (row.request_hash !== hash) {
-      throw new ServiceError(
-        Code.FAILED_PRECONDITION,
-        'IDEMPOTENCY_KEY_REUSED',
-        'idempotency_key was used for a different StartEvaluation request',
-      );
+      throw ServiceError.idempotencyKeyReused(request.idempotencyKey);
     }
     const { request_hash: _, ...job } = row;
     return job;

@@ -92,9 +92,7 @@ export class RolloutOperations {
         const claim = await claimIdempotencyKey(client, key, method, hash);
         if (!claim.claimed) {
           if (!claim.sameRequest || claim.response === null) {
-            throw new ServiceError(Code.FAILED_PRECONDITION, 'IDEMPOTENCY_KEY_REUSED', `idempotency_key was used for a different request`, {
-              metadata: { method },
-            });
+            throw ServiceError.idempotencyKeyReused(key, { metadata: { method } });
           }
           return responseCodec.decode(claim.response);
         }

@@ -65,10 +65,8 @@ export function limitExceeded(limit: 'samples' | 'duration' | 'streams', message
   return new ServiceError(Code.RESOURCE_EXHAUSTED, 'INGEST_LIMIT_EXCEEDED', message, { metadata: { limit, max: String(max) } });
 }
 
-function keyReused(): ServiceError {
-  return new ServiceError(Code.FAILED_PRECONDITION, 'IDEMPOTENCY_KEY_REUSED', 'idempotency_key was used for a different request', {
-    metadata: { method: INGEST_METHOD },
-  });
+function keyReused(key: string): ServiceError {
+  return ServiceError.idempotencyKeyReused(key, { metadata: { method: INGEST_METHOD } });
 }
 
 /**
@@ -151,10 +149,10 @@ export async function ingestSampleStream(
   const key = validateIdempotencyKey(first.idempotencyKey);
 
   return withTransaction(pool, async (client) => {
-    const claim = key === undefined ? undefined : await claimKey(client, key);
+    const claim = key === undefined ? undefined : { key, ...(await claimKey(client, key)) };
     // A key already used: read the stream to compare it with the first call, write nothing.
     const replay = claim !== undefined && !claim.claimed ? claim : undefined;
-    if (replay && replay.method !== INGEST_METHOD) throw keyReused();
+    if (replay && replay.method !== INGEST_METHOD) throw keyReused(replay.key);
     const ingestor = replay ? undefined : new SampleIngestor(client, dataset);
     // The request a key stands for: the dataset and the samples in order, not their grouping into messages.
     const hash = key === undefined ? undefined : createHash('sha256').update(JSON.stringify(dataset));
@@ -185,7 +183,7 @@ export async function ingestSampleStream(
     const requestHash = hash?.digest('hex');
     if (replay) {
       if (replay.requestHash !== requestHash || replay.response === null) {
-        throw keyReused();
+        throw keyReused(replay.key);
       }
       return { response: IngestSamplesResponse.decode(replay.response), replayed: true };
     }

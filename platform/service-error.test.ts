@@ -1,0 +1,26 @@
+import { expect } from 'chai';
+import { Code, decodeStatusDetails, ServiceError } from './service-error';
+
+describe('platform service-error', () => {
+  // Every service refuses a reused idempotency key the same way: FAILED_PRECONDITION / IDEMPOTENCY_KEY_REUSED, one
+  // message saying what to do, the key under `idempotency_key` and its field under `field` and in the BadRequest,
+  // and it reaches a client unchanged through the grpc-status-details-bin trailer.
+  it('builds IDEMPOTENCY_KEY_REUSED with the key and its field', () => {
+    const error = ServiceError.idempotencyKeyReused('key-1', { metadata: { method: 'CreateRollout' } });
+    expect(error).to.include({ code: Code.FAILED_PRECONDITION, reason: 'IDEMPOTENCY_KEY_REUSED' });
+    expect(error.message).to.match(/^idempotency_key was already used for a different request; .*new key/);
+    expect(error.metadata).to.deep.equal({ method: 'CreateRollout', field: 'idempotency_key', idempotency_key: 'key-1' });
+    expect(error.fieldViolations.map((v) => v.field)).to.deep.equal(['idempotency_key']);
+
+    const details = decodeStatusDetails(error.toStatusDetails('shadow.shieldx.io'))!;
+    expect(details).to.include({ code: Code.FAILED_PRECONDITION, reason: 'IDEMPOTENCY_KEY_REUSED', message: error.message, domain: 'shadow.shieldx.io' });
+    expect(details.metadata).to.deep.equal(error.metadata);
+    expect(details.fieldViolations).to.deep.equal(error.fieldViolations);
+
+    // A domain with its own field names (camouflage) names the field; extra metadata cannot hide the key or its field.
+    const named = ServiceError.idempotencyKeyReused('key-2', { field: 'idempotencyKey', metadata: { field: 'x', idempotency_key: 'y' } });
+    expect(named.message).to.equal(error.message);
+    expect(named.metadata).to.deep.equal({ field: 'idempotencyKey', idempotency_key: 'key-2' });
+    expect(named.fieldViolations[0]!.field).to.equal('idempotencyKey');
+  });
+});
