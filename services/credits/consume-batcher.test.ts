@@ -15,7 +15,7 @@ import type { ConsumeResponse } from '../../gen/shieldx/credits/v1/credits';
 import { errorDetails } from '../../platform/grpc-errors';
 import { createLogger } from '../../platform/logger';
 import type { RunningService } from '../../platform/server';
-import { Code, type ErrorDetails } from '../../platform/service-error';
+import { Code, ServiceError, type ErrorDetails } from '../../platform/service-error';
 import { waitFor } from '../../test/harness';
 import { ConsumeBatcher } from './consume-batcher';
 import { CreditsMetrics } from './credits-metrics';
@@ -114,6 +114,45 @@ describe('ConsumeBatcher', () => {
     await closing;
     expect(gated.applied().sort()).to.deep.equal(['a', 'b', 'c', 'd']);
     expect(errorOf(await b.submit(item('later')))).to.deep.equal({ code: Code.UNAVAILABLE, reason: 'SERVER_SHUTTING_DOWN' });
+  });
+
+  // A queued call whose caller has gone (its signal aborted: cancelled, or past its deadline) is dropped when the next
+  // batch is cut: it gets its caller's error and never reaches apply; the others in the queue are applied as usual.
+  it('drops queued calls whose caller has gone', async () => {
+    const gated = new GatedApply();
+    const b = batcher(gated, { maxInFlight: 1, maxBatchItems: 10 });
+    const inFlight = b.submit(item('a'));
+    await gated.called(1);
+    const caller = new AbortController();
+    const gone = b.submit(item('b'), caller.signal);
+    const waiting = b.submit(item('c'), new AbortController().signal);
+    caller.abort(new ServiceError(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', 'no response within 100 ms'));
+    gated.open();
+    expect(errorOf(await gone)).to.deep.equal({ code: Code.DEADLINE_EXCEEDED, reason: 'DEADLINE_EXCEEDED' });
+    for (const outcome of await Promise.all([inFlight, waiting])) expect(outcome).to.have.property('response');
+    expect(gated.applied()).to.deep.equal(['a', 'c']);
+    // Once in a batch, an item is applied whatever happens to its caller.
+    const late = new AbortController();
+    const gated2 = new GatedApply();
+    const b2 = batcher(gated2);
+    const applying = b2.submit(item('d'), late.signal);
+    await gated2.called(1);
+    late.abort(new ServiceError(Code.CANCELLED, 'CANCELLED', 'call cancelled by the client'));
+    gated2.open();
+    expect(await applying).to.have.property('response');
+    await Promise.all([b.close(), b2.close()]);
+  });
+
+  // close() waits for the queue to drain; a queue of only abandoned calls drains without any batch.
+  it('closes when the only queued calls were abandoned', async () => {
+    const gated = new GatedApply();
+    const b = batcher(gated, { maxInFlight: 1 });
+    const caller = new AbortController();
+    caller.abort(new ServiceError(Code.CANCELLED, 'CANCELLED', 'call cancelled by the client'));
+    const gone = b.submit(item('a'), caller.signal);
+    await b.close();
+    expect(errorOf(await gone)).to.deep.equal({ code: Code.CANCELLED, reason: 'CANCELLED' });
+    expect(gated.applied()).to.deep.equal([]);
   });
 
   // A batch that throws while the batcher is closing still settles every queued call (each retried alone, each with its error):
@@ -239,6 +278,38 @@ describe('Consume under overload and shutdown (gRPC)', function () {
       const retry = await credits.call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: refused[0]!.key, reference: '', metadata: {} });
       expect(retry.replayed).to.equal(false);
       expect(retry.account!.balance).to.equal(97n);
+    } finally {
+      for (const l of lock) await l.release();
+      credits.close();
+      await service.shutdown();
+    }
+  });
+
+  // A call whose deadline passes while it waits behind a batch in flight is answered DEADLINE_EXCEEDED and then
+  // dropped, never applied: its key stays unused, only the held call's debit lands.
+  it('drops a queued call once its deadline has passed', async () => {
+    const service: RunningService = await startCredits({ CREDITS_BATCH_MAX_IN_FLIGHT: '1' });
+    const credits = new Credits(service);
+    const lock: { release: () => Promise<void> }[] = [];
+    try {
+      const t = tenant();
+      await credits.call('topUp', { tenantId: t, amount: 100n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
+      const held = await lockAccount(t);
+      lock.push(held);
+      const settled: Settled[] = [];
+      const first = consumeTracked(credits, t, key(), settled);
+      await blockedBy(held.pid);
+      const lateKey = key();
+      const late = await credits
+        .call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: lateKey, reference: '', metadata: {} }, 300)
+        .then(() => undefined, (error: unknown) => errorDetails(error));
+      expect(late).to.include({ code: Code.DEADLINE_EXCEEDED });
+      await held.release();
+      expect((await first).response?.account?.balance).to.equal(99n);
+      const abandoned = service.registry.getSingleMetric('credits_consume_abandoned_total')!;
+      await waitFor('the late call to be dropped', async () => (((await abandoned.get()).values[0]?.value ?? 0) >= 1 ? true : undefined));
+      expect(await keyStored(t, lateKey)).to.equal(false);
+      expect(JSON.parse(await ledgerState(t))).to.include({ balance: '99' });
     } finally {
       for (const l of lock) await l.release();
       credits.close();

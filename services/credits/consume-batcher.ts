@@ -28,6 +28,13 @@
  * (the second waits for the next one and replays). If a whole batch fails for
  * an unexpected reason, its items are retried one per transaction so that a
  * poison item fails alone.
+ *
+ * A queued item whose caller has gone (cancelled, or its deadline passed: its
+ * signal aborted) is dropped when the next batch is cut, never applied: the
+ * caller already has its error, and under overload the queue then drains
+ * instead of spending the database on answers nobody reads. Once in a batch,
+ * an item is applied whatever happens to its caller (the idempotency key and
+ * GetOperation tell a caller that gave up what became of it).
  */
 import type { Logger } from '../../platform/logger';
 import { Code, ServiceError } from '../../platform/service-error';
@@ -45,6 +52,8 @@ export interface BatcherOptions {
 interface Pending {
   readonly item: ConsumeItem;
   readonly resolve: (outcome: ConsumeOutcome) => void;
+  /** The caller's: aborted once nobody waits for the outcome. */
+  readonly signal: AbortSignal | undefined;
 }
 
 export class ConsumeBatcher {
@@ -70,14 +79,14 @@ export class ConsumeBatcher {
     private readonly logger: Logger,
   ) {}
 
-  /** Resolves with the item's own outcome; never rejects. */
-  submit(item: ConsumeItem): Promise<ConsumeOutcome> {
+  /** Resolves with the item's own outcome; never rejects. `signal`: the caller's (see the class comment). */
+  submit(item: ConsumeItem, signal?: AbortSignal): Promise<ConsumeOutcome> {
     if (this.closed) return Promise.resolve({ error: new ServiceError(Code.UNAVAILABLE, 'SERVER_SHUTTING_DOWN', 'server is shutting down') });
     if (this.queue.length >= this.options.maxQueuedItems) {
       return Promise.resolve({ error: new ServiceError(Code.RESOURCE_EXHAUSTED, 'OVERLOADED', 'too many consume calls queued; retry with backoff') });
     }
     return new Promise((resolve) => {
-      this.queue.push({ item, resolve });
+      this.queue.push({ item, resolve, signal });
       this.schedule();
     });
   }
@@ -106,6 +115,11 @@ export class ConsumeBatcher {
           for (let j = i; j < this.queue.length; j++) rest.push(this.queue[j]!);
           break;
         }
+        if (pending.signal?.aborted) {
+          this.metrics.consumeAbandoned.inc();
+          pending.resolve({ error: ServiceError.from(pending.signal.reason) });
+          continue;
+        }
         if (this.busy.has(pending.item.tenantId)) {
           rest.push(pending);
           continue;
@@ -119,9 +133,9 @@ export class ConsumeBatcher {
         tenants.add(pending.item.tenantId);
         batch.push(pending);
       }
-      // Everything queued waits on a batch in flight: it is flushed when that one ends.
-      if (batch.length === 0) return;
       this.queue = rest;
+      // Everything queued waits on a batch in flight: it is flushed when that one ends.
+      if (batch.length === 0) break;
       for (const t of tenants) this.busy.add(t);
       this.inFlight += 1;
       this.unanswered += 1;
@@ -136,9 +150,15 @@ export class ConsumeBatcher {
       void this.run(batch, release).finally(() => {
         release();
         this.unanswered -= 1;
-        if (this.unanswered === 0 && this.queue.length === 0) for (const done of this.idle.splice(0)) done();
+        this.notifyIfIdle();
       });
     }
+    // Dropping abandoned items can leave nothing queued and nothing in flight.
+    this.notifyIfIdle();
+  }
+
+  private notifyIfIdle(): void {
+    if (this.unanswered === 0 && this.queue.length === 0) for (const done of this.idle.splice(0)) done();
   }
 
   private async run(batch: Pending[], release: () => void): Promise<void> {

@@ -17,6 +17,7 @@ export class CreditsMetrics {
   readonly auditChainLastVerified: Gauge;
   readonly invariantViolations: Gauge;
   readonly consumeBatchSize: Histogram;
+  readonly consumeAbandoned: Counter;
   readonly consumeBatches: Counter<'path'>;
 
   constructor(registry: Registry) {
@@ -67,6 +68,11 @@ export class CreditsMetrics {
     this.invariantViolations = new Gauge({
       name: 'credits_balance_invariant_violations',
       help: 'Accounts whose balance or available balance is negative, or whose balance or reserved amount disagrees with the ledger.',
+      registers,
+    });
+    this.consumeAbandoned = new Counter({
+      name: 'credits_consume_abandoned_total',
+      help: 'Queued consumes dropped unapplied because their caller had gone (cancelled, or past its deadline) before their batch was cut.',
       registers,
     });
     this.consumeBatchSize = new Histogram({
