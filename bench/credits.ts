@@ -49,7 +49,7 @@ import { freePort } from '../platform/local-servers';
 import { formatResult, percentile, runLoad, streamCaller, type LoadMode, type LoadResult } from './grpc-load';
 import { H2GrpcClient } from './h2-client';
 import { createDatabase } from '../test/harness';
-import { startServiceProcess } from './service-process';
+import { killOnInterrupt, startServiceProcess } from './service-process';
 import { benchArgs } from './args';
 import { metricSamples, metricValue, scrapeMetrics } from '../platform/prometheus-text';
 
@@ -173,6 +173,7 @@ function runPgbenchAtRate(bin: string, url: string, rate: number, seconds: numbe
 /** bench/grpc-floor-server.ts as a child process, on an ephemeral port. */
 async function startFloorServer(): Promise<{ port: number; stop: () => Promise<void> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'grpc-floor-server.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  killOnInterrupt(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');

@@ -7,11 +7,35 @@
  * BENCH_SERVICE_NODE_ARGS: extra node flags for the service only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
  * BENCH_SERVICE_LOG: keep the service's stdout (its JSON logs, --trace-gc lines) in that file.
  */
+import type { ChildProcess } from 'node:child_process';
 import { spawnServiceProcess, type ServiceProcess } from '../platform/service-process';
 
 export interface BenchServiceProcess extends ServiceProcess {
   /** The gRPC port. */
   readonly port: number;
+}
+
+/** Child processes this bench started and that still run: killed if the bench itself is interrupted. */
+const running = new Set<ChildProcess>();
+let interruptHandled = false;
+
+/**
+ * Ctrl-C or a kill of the bench skips its cleanups: without this a child (a service, a floor
+ * server) would go on running, holding ports and loading the machine for whatever is measured
+ * next. SIGKILL: a service told to stop gracefully would be left writing to a closed pipe.
+ */
+export function killOnInterrupt(child: ChildProcess): void {
+  if (!interruptHandled) {
+    interruptHandled = true;
+    for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+      process.once(signal, () => {
+        for (const c of running) c.kill('SIGKILL');
+        process.exit(code);
+      });
+    }
+  }
+  running.add(child);
+  child.once('exit', () => running.delete(child));
 }
 
 export async function startServiceProcess(service: string, env: NodeJS.ProcessEnv): Promise<BenchServiceProcess> {
@@ -23,5 +47,6 @@ export async function startServiceProcess(service: string, env: NodeJS.ProcessEn
     stderr: 'inherit',
     startTimeoutMs: 60_000,
   });
+  killOnInterrupt(started.process);
   return { ...started, port: started.grpcPort };
 }
