@@ -51,6 +51,7 @@ const COUNTERS_AND_GAUGES = [
   'credits_balance_queries_total',
   'credits_transactions_total',
   'credits_cache_requests_total',
+  'credits_cache_local_hits_total',
   'credits_circuit_breaker_state',
   'credits_audit_chain_valid',
   'credits_audit_chain_last_verified_timestamp_seconds',
