@@ -243,21 +243,48 @@ describe('Consume under overload and shutdown (gRPC)', function () {
       });
   }
 
-  // Queue of 1 and 1 batch in flight (held on the row lock): of five more calls one queues and four are refused with
-  // RESOURCE_EXHAUSTED OVERLOADED; the refused write nothing (no record, their keys stay usable); exactly two debits land.
-  it('refuses calls beyond the queue with OVERLOADED and writes nothing for them', async () => {
-    const service: RunningService = await startCredits({ CREDITS_BATCH_MAX_QUEUED: '1', CREDITS_BATCH_MAX_IN_FLIGHT: '1' });
+  interface HeldBatch {
+    readonly service: RunningService;
+    readonly credits: Credits;
+    /** A tenant funded with 100 credits. */
+    readonly t: string;
+    /** Its ledger state before the first consume. */
+    readonly before: Record<string, string>;
+    readonly held: { release: () => Promise<void> };
+    readonly settled: Settled[];
+    /** The consume in flight, waiting on the tenant's row lock. */
+    readonly first: Promise<Settled>;
+  }
+
+  /**
+   * Runs `test` against a credits service whose first consume of a funded tenant is in flight and
+   * held on the tenant's row lock; afterwards releases the lock and stops the service, whatever happened.
+   */
+  async function withHeldBatch(env: Record<string, string>, test: (h: HeldBatch) => Promise<void>): Promise<void> {
+    const service: RunningService = await startCredits(env);
     const credits = new Credits(service);
-    const lock: { release: () => Promise<void> }[] = [];
+    let held: { release: () => Promise<void> } | undefined;
     try {
       const t = tenant();
       await credits.call('topUp', { tenantId: t, amount: 100n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
-      const before = JSON.parse(await ledgerState(t));
-      const held = await lockAccount(t);
-      lock.push(held);
+      const before = JSON.parse(await ledgerState(t)) as Record<string, string>;
+      const lock = await lockAccount(t);
+      held = lock;
       const settled: Settled[] = [];
       const first = consumeTracked(credits, t, key(), settled);
-      await blockedBy(held.pid);
+      await blockedBy(lock.pid);
+      await test({ service, credits, t, before, held: lock, settled, first });
+    } finally {
+      await held?.release();
+      credits.close();
+      await service.shutdown();
+    }
+  }
+
+  // Queue of 1 and 1 batch in flight (held on the row lock): of five more calls one queues and four are refused with
+  // RESOURCE_EXHAUSTED OVERLOADED; the refused write nothing (no record, their keys stay usable); exactly two debits land.
+  it('refuses calls beyond the queue with OVERLOADED and writes nothing for them', () =>
+    withHeldBatch({ CREDITS_BATCH_MAX_QUEUED: '1', CREDITS_BATCH_MAX_IN_FLIGHT: '1' }, async ({ credits, t, before, held, settled, first }) => {
       const more = Array.from({ length: 5 }, () => consumeTracked(credits, t, key(), settled));
       // The refusals come back while the lock is still held; the queued call cannot finish before we release it.
       await waitFor('four calls to be refused', async () => (settled.length >= 4 ? true : undefined));
@@ -272,33 +299,18 @@ describe('Consume under overload and shutdown (gRPC)', function () {
       const applied = done.filter((s) => s.response);
       expect(applied).to.have.length(2);
       const after = JSON.parse(await ledgerState(t));
-      expect(after).to.include({ balance: '98', version: String(BigInt(before.version) + 2n), transactions: String(Number(before.transactions) + 2) });
+      expect(after).to.include({ balance: '98', version: String(BigInt(before.version!) + 2n), transactions: String(Number(before.transactions) + 2) });
       expect(after.keys).to.equal(String(Number(before.keys) + 2));
       // A refused key was never stored: used again now, it applies (not a replay).
       const retry = await credits.call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: refused[0]!.key, reference: '', metadata: {} });
       expect(retry.replayed).to.equal(false);
       expect(retry.account!.balance).to.equal(97n);
-    } finally {
-      for (const l of lock) await l.release();
-      credits.close();
-      await service.shutdown();
-    }
-  });
+    }));
 
   // A call whose deadline passes while it waits behind a batch in flight is answered DEADLINE_EXCEEDED and then
   // dropped, never applied: its key stays unused, only the held call's debit lands.
-  it('drops a queued call once its deadline has passed', async () => {
-    const service: RunningService = await startCredits({ CREDITS_BATCH_MAX_IN_FLIGHT: '1' });
-    const credits = new Credits(service);
-    const lock: { release: () => Promise<void> }[] = [];
-    try {
-      const t = tenant();
-      await credits.call('topUp', { tenantId: t, amount: 100n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
-      const held = await lockAccount(t);
-      lock.push(held);
-      const settled: Settled[] = [];
-      const first = consumeTracked(credits, t, key(), settled);
-      await blockedBy(held.pid);
+  it('drops a queued call once its deadline has passed', () =>
+    withHeldBatch({ CREDITS_BATCH_MAX_IN_FLIGHT: '1' }, async ({ service, credits, t, held, first }) => {
       const lateKey = key();
       const late = await credits
         .call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: lateKey, reference: '', metadata: {} }, 300)
@@ -310,28 +322,13 @@ describe('Consume under overload and shutdown (gRPC)', function () {
       await waitFor('the late call to be dropped', async () => (((await abandoned.get()).values[0]?.value ?? 0) >= 1 ? true : undefined));
       expect(await keyStored(t, lateKey)).to.equal(false);
       expect(JSON.parse(await ledgerState(t))).to.include({ balance: '99' });
-    } finally {
-      for (const l of lock) await l.release();
-      credits.close();
-      await service.shutdown();
-    }
-  });
+    }));
 
   // Calls that reached the server before shutdown began — one in flight on the row lock, three queued behind it — all
   // complete successfully during the drain and each debit lands exactly once: none is lost or failed by the shutdown.
-  it('completes calls queued before shutdown', async () => {
-    const service: RunningService = await startCredits({ CREDITS_BATCH_MAX_IN_FLIGHT: '1' });
-    const credits = new Credits(service);
-    const lock: { release: () => Promise<void> }[] = [];
-    try {
-      const t = tenant();
-      await credits.call('topUp', { tenantId: t, amount: 100n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
-      const held = await lockAccount(t);
-      lock.push(held);
-      const settled: Settled[] = [];
-      const calls = [consumeTracked(credits, t, key(), settled)];
-      await blockedBy(held.pid);
-      calls.push(...Array.from({ length: 3 }, () => consumeTracked(credits, t, key(), settled)));
+  it('completes calls queued before shutdown', () =>
+    withHeldBatch({ CREDITS_BATCH_MAX_IN_FLIGHT: '1' }, async ({ service, credits, t, held, settled, first }) => {
+      const calls = [first, ...Array.from({ length: 3 }, () => consumeTracked(credits, t, key(), settled))];
       // All four requests have been received by the server (the metrics interceptor counted them).
       const metric = service.registry.getSingleMetric('grpc_server_msg_received_total')!;
       await waitFor('the server to receive four Consume requests', async () => {
@@ -352,10 +349,5 @@ describe('Consume under overload and shutdown (gRPC)', function () {
       );
       expect(rows[0]).to.deep.equal({ balance: '96', n: 4 });
       for (const s of done) expect(await keyStored(t, s.key)).to.equal(true);
-    } finally {
-      for (const l of lock) await l.release();
-      credits.close();
-      await service.shutdown();
-    }
-  });
+    }));
 });
