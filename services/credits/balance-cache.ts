@@ -126,7 +126,7 @@ export class BalanceCache {
 
   /** Write-through after a commit (or read-repair after a miss); never throws. */
   async put(account: CachedAccount): Promise<void> {
-    const value = `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
+    const value = encode(account);
     try {
       await this.breaker.run(() =>
         this.redis.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), value, this.ttlSeconds),
@@ -168,26 +168,19 @@ export class BalanceCache {
   /** CAS-writes the accounts in one pipeline through the breaker; which of them Redis applied or refused as older. */
   private async casMany(accounts: readonly CachedAccount[]): Promise<boolean[]> {
     try {
-      return await this.casManyOnce(accounts);
+      const results = await this.breaker.run(() => {
+        const pipeline = this.redis.pipeline() as unknown as {
+          creditsBalanceCas(key: string, version: string, value: string, ttl: number): void;
+          exec(): Promise<[Error | null, unknown][] | null>;
+        };
+        for (const account of accounts) pipeline.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), encode(account), this.ttlSeconds);
+        return pipeline.exec();
+      });
+      return accounts.map((_, i) => results !== null && !results[i]?.[0]);
     } finally {
       // As in put: before the writers' callers are answered.
       if (this.near) for (const account of accounts) this.near.forget(account.tenantId);
     }
-  }
-
-  private async casManyOnce(accounts: readonly CachedAccount[]): Promise<boolean[]> {
-    const results = await this.breaker.run(() => {
-      const pipeline = this.redis.pipeline() as unknown as {
-        creditsBalanceCas(key: string, version: string, value: string, ttl: number): void;
-        exec(): Promise<[Error | null, unknown][] | null>;
-      };
-      for (const account of accounts) {
-        const value = `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
-        pipeline.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), value, this.ttlSeconds);
-      }
-      return pipeline.exec();
-    });
-    return accounts.map((_, i) => results !== null && !results[i]?.[0]);
   }
 
   private markDirty(tenantId: string): void {
@@ -223,6 +216,11 @@ export class BalanceCache {
       this.repairing = false;
     }
   }
+}
+
+/** The cached value: "<version>|<balance>|<reserved>|<updated_at_ms>" (see the file comment). */
+function encode(account: CachedAccount): string {
+  return `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
 }
 
 function parse(tenantId: string, raw: string): CachedAccount | undefined {

@@ -58,8 +58,8 @@ describe('credits balance near cache', function () {
     });
 
     /** Whether tracking is on with a subscriber other than `previous`. */
-    async function onNewConnection(previous: number | undefined): Promise<boolean> {
-      const { subscriber } = await near.clientIds();
+    function onNewConnection(previous: number | undefined): boolean {
+      const subscriber = near.subscriberClientId;
       return near.enabled && subscriber !== undefined && subscriber !== previous;
     }
 
@@ -97,7 +97,7 @@ describe('credits balance near cache', function () {
       await writer.set(keyOf('c'), '1|10|0|0');
       await read('c', account('c', 1n, 10n));
       const inFlight = near.ticket('c')!;
-      const { subscriber } = await near.clientIds();
+      const subscriber = near.subscriberClientId;
       await writer.client('KILL', 'ID', String(subscriber));
       // Changed while no invalidation could reach the cache.
       await writer.set(keyOf('c'), '2|9|0|0');
@@ -123,7 +123,7 @@ describe('credits balance near cache', function () {
       await writer.set(keyOf('e'), '1|10|0|0');
       await read('e', account('e', 1n, 10n));
       expect(near.get('e')?.balance).to.equal(10n);
-      const { subscriber } = await near.clientIds();
+      const subscriber = near.subscriberClientId;
       // Every client's commands wait for 1.5 s: no PONG comes back, the connections stay open.
       await writer.client('PAUSE', '1500', 'ALL');
       const pausedAt = Date.now();

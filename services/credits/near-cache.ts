@@ -117,9 +117,9 @@ export class NearCache {
     return this.trackingOn;
   }
 
-  /** Redis client ids of the two connections (CLIENT LIST / CLIENT KILL ID), once connected. */
-  async clientIds(): Promise<{ reader: number; subscriber: number | undefined }> {
-    return { reader: (await this.reader.client('ID')) as number, subscriber: this.subscriberId };
+  /** The Redis client id of the invalidation connection while it is subscribed (CLIENT LIST / CLIENT KILL ID). */
+  get subscriberClientId(): number | undefined {
+    return this.subscriberId;
   }
 
   /** The connection a filling read must use (its reads are the tracked ones). */

@@ -298,9 +298,9 @@ export const creditsService: ServiceModule<CreditsShape> = {
     /** Consume's rules, shared by the unary RPC and each item of ConsumeStream. */
     const consumeOne = async (req: ConsumeRequest, call: CallContext): Promise<ConsumeResponse> => {
       const { tenantId, amount, key, reference, metadata } = v.movement(req);
-      const item = { tenantId, key, amount, reference, metadata, actor: call.keyId, requestHash: hasher.hash(METHOD.consume, [tenantId, amount, reference, metadata]) };
+      const requestHash = hasher.hash(METHOD.consume, [tenantId, amount, reference, metadata]);
       // The caller's signal: a call that is gone before its batch is cut is dropped, not applied.
-      const outcome = await batcher.submit(item, call.signal);
+      const outcome = await batcher.submit({ tenantId, key, amount, reference, metadata, actor: call.keyId, requestHash }, call.signal);
       if ('error' in outcome) throw outcome.error;
       return outcome.response;
     };
