@@ -467,7 +467,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   if (batchCount > 0) console.log(`  mean consume batch size (group commit): ${(batchSum / batchCount).toFixed(1)} over ${batchCount} batches`);
   const paths = metricSamples(metrics, 'credits_consume_batches_total').map((s) => `${s.labels.path} ${s.value}`);
   if (paths.length > 0) console.log(`  consume batches by path: ${paths.join(', ')}`);
-  const cacheHits = metricSamples(metrics, 'credits_cache_requests_total').find((s) => s.labels.result === 'hit')?.value ?? 0;
+  const cacheHits = metricValue(metrics, 'credits_cache_requests_total', { result: 'hit' }) ?? 0;
   const localHits = metricValue(metrics, 'credits_cache_local_hits_total') ?? 0;
   if (cacheHits > 0) console.log(`  balance cache hits: ${cacheHits}, of which from process memory (near cache): ${localHits}`);
   console.log(`  load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);

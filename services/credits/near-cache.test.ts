@@ -35,17 +35,17 @@ describe('credits balance near cache', function () {
     let near: NearCache;
     let prefix: string;
     const keyOf = (tenantId: string) => `${prefix}balance:{${tenantId}}`;
+    const tenantOf = (k: string) => (k.startsWith(`${prefix}balance:{`) ? k.slice(`${prefix}balance:{`.length, -1) : undefined);
 
     beforeEach(async () => {
       prefix = uniquePrefix('near');
       redis = createRedis(testInfrastructure().redisUrl);
       writer = createRedis(testInfrastructure().redisUrl);
-      const tenantOf = (k: string) => (k.startsWith(`${prefix}balance:{`) ? k.slice(`${prefix}balance:{`.length, -1) : undefined);
-      near = await startNear(tenantOf);
+      near = await startNear();
     });
 
-    async function startNear(tenantOf: (key: string) => string | undefined, timing?: NearCacheTiming): Promise<NearCache> {
-      const started = new NearCache(redis, createLogger('credits-test', process.env.NEAR_LOG ?? 'silent'), tenantOf, 3, 60_000, timing);
+    async function startNear(timing?: NearCacheTiming, ttlMs = 60_000): Promise<NearCache> {
+      const started = new NearCache(redis, createLogger('credits-test', process.env.NEAR_LOG ?? 'silent'), tenantOf, 3, ttlMs, timing);
       started.start();
       await until('tracking on', () => started.enabled);
       return started;
@@ -116,7 +116,7 @@ describe('credits balance near cache', function () {
     // A connection that goes silent without closing (a partition, a hung server) may be holding invalidations back.
     it('serves nothing while the invalidation connection is silent, then reconnects it', async () => {
       await near.close();
-      near = await startNear((k) => (k.startsWith(`${prefix}balance:{`) ? k.slice(`${prefix}balance:{`.length, -1) : undefined), {
+      near = await startNear({
         pingEveryMs: 50,
         silenceMaxMs: 200,
       });
@@ -132,6 +132,16 @@ describe('credits balance near cache', function () {
       await until('tracking on again, on a new connection', () => onNewConnection(subscriber), 10_000);
       await read('e', account('e', 1n, 10n));
       expect(near.get('e')?.balance).to.equal(10n);
+    });
+
+    // Belt and braces beside Redis's own expiry invalidation: an entry is never served past the cache TTL.
+    it('serves an entry no longer than the TTL', async () => {
+      await near.close();
+      near = await startNear(undefined, 100);
+      await read('f', account('f', 1n, 10n));
+      expect(near.get('f')?.balance).to.equal(10n);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      expect(near.get('f')).to.equal(undefined);
     });
 
     it('keeps at most its bound of entries, oldest out first', async () => {
