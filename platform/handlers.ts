@@ -118,7 +118,6 @@ function itemErrorStatus(error: unknown, options: HandlerOptions, path: string):
   return serviceErrorFor(error, options, path).toStatus(options.domain);
 }
 
-/** Rejects after `ms` with DEADLINE_EXCEEDED (the server-side default deadline). */
 /** `work`, or DEADLINE_EXCEEDED after `ms` (after telling the handler through `expire`). */
 function withDeadline<T>(work: Promise<T>, ms: number, expire: () => void): Promise<T> {
   if (ms === Infinity) return work;

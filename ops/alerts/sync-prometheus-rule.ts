@@ -1,6 +1,6 @@
 /**
  * Keeps the PrometheusRule manifest (mesh/k8s/base/monitoring/prometheus-rule.yaml) in step with
- * the plain rule file (ops/alerts/shieldx.rules.yml), which is the source of truth : the plain file
+ * the plain rule file (ops/alerts/shieldx.rules.yml), which is the source of truth: the plain file
  * is what `promtool check rules` / `promtool test rules` prove, the manifest is what a
  * prometheus-operator cluster loads. Generating one from the other means they cannot drift apart
  * unnoticed; ops/alerts.test.ts fails when the committed manifest differs from the generated one.

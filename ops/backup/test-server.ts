@@ -35,8 +35,5 @@ export async function backupTestServer(): Promise<BackupTestServer | { skip: str
 /** In a mocha `before`: the server, or skip (fail under CI=true) when none can be had. */
 export async function backupTestServerOrSkip(context: Mocha.Context): Promise<BackupTestServer> {
   const server = await backupTestServer();
-  if ('skip' in server) {
-    skipOrFailInCi(context, server.skip);
-  }
-  return server as BackupTestServer;
+  return 'skip' in server ? skipOrFailInCi(context, server.skip) : server;
 }

@@ -178,6 +178,11 @@ describe('camouflage decoy catalog', () => {
       [{ ...CUSTOM, status: 700 }, 'INVALID_ARGUMENT', 'status'],
       [{ ...CUSTOM, headers: { 'x-evil': 'a\r\nSet-Cookie: pwned=1' } }, 'INVALID_ARGUMENT', 'headers.x-evil'],
       [{ ...CUSTOM, headers: { 'bad header': 'x' } }, 'INVALID_ARGUMENT', 'headers'],
+      // The documented bounds (proto Decoy.status / headers): just past each one is refused.
+      [{ ...CUSTOM, status: 99 }, 'INVALID_ARGUMENT', 'status'],
+      [{ ...CUSTOM, headers: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`x-h${i}`, 'v'])) }, 'INVALID_ARGUMENT', 'headers'],
+      [{ ...CUSTOM, headers: { 'x-long': 'v'.repeat(513) } }, 'INVALID_ARGUMENT', 'headers.x-long'],
+      [{ ...CUSTOM, headers: { 'x-nul': 'a\0b' } }, 'INVALID_ARGUMENT', 'headers.x-nul'],
       [{ ...CUSTOM, honeytokenShape: 'aws' }, 'INVALID_ARGUMENT', 'honeytokenShape'],
       [{ ...CUSTOM, carriesCredentials: 'yes' }, 'INVALID_ARGUMENT', 'carriesCredentials'],
       [null, 'INVALID_ARGUMENT', 'decoy'],
