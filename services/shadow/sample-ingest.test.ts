@@ -247,6 +247,13 @@ describe('IngestSamples: all or nothing per call', function () {
     ]);
     expect(errorDetails(changed.error)).to.include({ code: grpcStatus.INVALID_ARGUMENT });
     expect(errorDetails(changed.error)!.fieldViolations[0]!.field).to.equal('idempotency_key');
+    // A key first named on a later message: the rows before it were written unkeyed, so it cannot apply to them.
+    const late = await ingest([
+      { dataset: name, samples: samples.slice(0, 1500) },
+      { idempotencyKey: `c-${randomUUID()}`, samples: samples.slice(1500, 1510) },
+    ]);
+    expect(errorDetails(late.error)).to.include({ code: grpcStatus.INVALID_ARGUMENT });
+    expect(errorDetails(late.error)!.fieldViolations[0]!.field).to.equal('idempotency_key');
     expect(await rows(name)).to.equal(0);
   });
 

@@ -50,6 +50,12 @@ describe('shadow traffic-sample: validateSample', () => {
       [{ headers: [] }, 'headers: must be an object'],
       [{ attackType: 'a'.repeat(65), malicious: true }, 'attack_type: longer than 64 characters'],
       [{ malicious: 'yes' }, 'malicious: must be a boolean'],
+      // PostgreSQL text and jsonb cannot hold U+0000: every free-text field refuses it as a row.
+      [{ clientKey: 'k\u0000' }, 'client_key: must not contain a NUL character'],
+      [{ path: '/a\u0000' }, 'path: must not contain a NUL character'],
+      [{ userAgent: 'u\u0000' }, 'user_agent: must not contain a NUL character'],
+      [{ headers: { accept: '\u0000' } }, 'headers[accept]: value must not contain a NUL character'],
+      [{ malicious: true, attackType: 'sq\u0000li' }, 'attack_type: must not contain a NUL character'],
     ];
     for (const [patch, reason] of cases) {
       expect(validateSample({ ...good, ...patch }), JSON.stringify(patch).slice(0, 80)).to.equal(reason);
