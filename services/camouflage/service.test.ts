@@ -554,15 +554,21 @@ describe('camouflage service over gRPC', function () {
       const { response } = await assess(a, request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} }));
       served.set(response!.decoy!.id, response!.decoy!);
     }
+    let builtInsChecked = 0;
     for (const [id, decoy] of served) {
       const builtIn = BUILT_IN_DECOYS.find((candidate) => candidate.id === id);
       if (builtIn === undefined) continue; // a decoy another test registered
       expect(decoy, id).to.deep.include({ status: builtIn.status, contentType: builtIn.contentType, headers: builtIn.headers });
       expect(decoy.status, id).to.be.within(100, 599);
       expect(Object.keys(decoy.headers), id).to.include('server');
+      builtInsChecked += 1;
     }
+    // Twelve selections: the bandit plays every arm of the tier, built-in ones among them, so something was checked.
+    expect(builtInsChecked, 'built-in decoys served and checked').to.be.greaterThan(0);
     const browsing = (await assess(a, request({ path: '/products/42' }))).response!;
-    expect(browsing.decoy!.status).to.equal(BUILT_IN_DECOYS.find((candidate) => candidate.id === browsing.decoy!.id)!.status);
+    const browsingBuiltIn = BUILT_IN_DECOYS.find((candidate) => candidate.id === browsing.decoy!.id);
+    expect(browsingBuiltIn, `browsing decoy ${browsing.decoy!.id} is a built-in one`).to.not.equal(undefined);
+    expect(browsing.decoy!.status).to.equal(browsingBuiltIn!.status);
   });
 
   // selection.eligible_arms is the number of decoys the bandit chose among for the request's tier: what
