@@ -52,6 +52,7 @@ import { createDatabase } from '../test/harness';
 import { killOnInterrupt, startServiceProcess } from './service-process';
 import { benchArgs } from './args';
 import { metricSamples, metricValue, scrapeMetrics } from '../platform/prometheus-text';
+import { cpuSnapshot, formatCpuPerOp } from './machine-cpu';
 
 const PHASE_NAMES = ['closed', 'stream', 'open', 'balance'];
 const args = benchArgs({
@@ -131,17 +132,20 @@ function runPgbench(
   seconds: number,
   tenants: number,
   statements: readonly string[] = PGBENCH_MINIMAL,
-): { tps: number; latencyAvgMs: number; output: string } {
+): { tps: number; latencyAvgMs: number; cpu: string; output: string } {
   const dir = mkdtempSync(join(tmpdir(), 'credits-pgbench-'));
   const script = join(dir, 'consume.sql');
   // Without idempotency or audit rows (PGBENCH_MINIMAL), which the service also
   // writes, the comparison is tilted towards pgbench.
   writeFileSync(script, ['\\set tid random(1, ' + tenants + ')', ...statements, ''].join('\n'));
+  const before = cpuSnapshot();
   const result = spawnSync(bin, ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-f', script, url], { encoding: 'utf8' });
+  const after = cpuSnapshot();
   const output = `${result.stdout}\n${result.stderr}`;
   const tps = Number(/tps = ([0-9.]+) \(without initial connection time\)/.exec(output)?.[1] ?? NaN);
   const latencyAvgMs = Number(/latency average = ([0-9.]+) ms/.exec(output)?.[1] ?? NaN);
-  return { tps, latencyAvgMs, output };
+  const transactions = Number(/number of transactions actually processed: (\d+)/.exec(output)?.[1] ?? NaN);
+  return { tps, latencyAvgMs, cpu: formatCpuPerOp(before, after, transactions, 'pgbench'), output };
 }
 
 /**
@@ -301,16 +305,24 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
    */
   const runMeasured = async (
     options: Parameters<typeof runLoad>[0],
-  ): Promise<LoadResult & { serviceCpuUsPerCall: number; metricsAfter: string }> => {
+  ): Promise<LoadResult & { serviceCpuUsPerCall: number; otherCpu: string; metricsAfter: string }> => {
     let calls = 0;
     const counted = (i: number) => options.call(i).finally(() => void (calls += 1));
     const before = await serviceCpuSeconds();
+    const machineBefore = cpuSnapshot();
     const result = await runLoad({ ...options, call: counted });
+    const machineAfter = cpuSnapshot();
     const after = await serviceCpuSeconds();
-    // metricsAfter: that scrape also read (and so reset) the event-loop delay of the run.
-    return { ...result, serviceCpuUsPerCall: ((after.seconds - before.seconds) * 1e6) / Math.max(1, calls), metricsAfter: after.text };
+    return {
+      ...result,
+      serviceCpuUsPerCall: ((after.seconds - before.seconds) * 1e6) / Math.max(1, calls),
+      otherCpu: formatCpuPerOp(machineBefore, machineAfter, calls, 'load generator'),
+      // That scrape also read (and so reset) the event-loop delay of the run.
+      metricsAfter: after.text,
+    };
   };
-  const withCpu = (r: { serviceCpuUsPerCall: number } & LoadResult) => `${formatResult(r)}   service CPU ${r.serviceCpuUsPerCall.toFixed(0)} µs/call`;
+  const withCpu = (r: { serviceCpuUsPerCall: number; otherCpu: string } & LoadResult) =>
+    `${formatResult(r)}   service CPU ${r.serviceCpuUsPerCall.toFixed(0)} µs/call\n    ${r.otherCpu}`;
   const pgbench = flag('skip-pgbench') ? undefined : pgbenchPath();
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   if (pgbench) {
@@ -334,7 +346,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
       if (Number.isNaN(b.tps)) console.log(`pgbench failed:\n${b.output}`);
       else bestPgbench = Math.max(bestPgbench, b.tps);
       const line = `pgbench 1 tx/consume     closed c=${String(concurrency).padEnd(7)} ${b.tps.toFixed(0).padStart(7)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(r.throughputPerSecond / b.tps).toFixed(2)}x (service ${r.throughputPerSecond.toFixed(0)}/s, ${r.serviceCpuUsPerCall.toFixed(0)} µs CPU each)`;
-      console.log(line);
+      console.log(`${line}\n    ${b.cpu}`);
       comparisons.push(line);
     }
   }
@@ -345,7 +357,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     if (Number.isNaN(b.tps)) console.log(`pgbench (full) failed:\n${b.output}`);
     const same = results.find((r) => r.mode.kind === 'closed' && r.mode.concurrency === c)!;
     fullPgbench = `pgbench 1 tx/consume + idempotency + audit rows, closed c=${c}: ${b.tps.toFixed(0)} tx/s   latency avg ${b.latencyAvgMs.toFixed(2)} ms   ratio service/pgbench = ${(same.throughputPerSecond / b.tps).toFixed(2)}x`;
-    console.log(fullPgbench);
+    console.log(`${fullPgbench}\n    ${b.cpu}`);
   }
   /** Cumulative counts of the service's own Consume handling-time histogram, by upper bound (s). */
   const consumeBuckets = (text: string) =>
