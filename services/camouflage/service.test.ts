@@ -251,6 +251,59 @@ describe('camouflage service over gRPC', function () {
     }
   });
 
+  // An outcome is credited to the arm its decision recorded, and answered with that arm, even on a replica whose catalog
+  // predates the decoy (registered through the other replica after both loaded theirs). A decoy gone from Redis since
+  // its decision still has the outcome recorded and counted on its arm, without an error; no arm is answered then.
+  it('answers an outcome with its arm when the decoy is newer than the replica catalog', async () => {
+    const ownPrefix = `${prefix}late-decoy:`;
+    const started: RunningService[] = [];
+    const clients: CamouflageServiceClient[] = [];
+    const replica = async () => {
+      started.push(await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: ownPrefix, MIGRATE_ON_START: 'false' }));
+      clients.push(new CamouflageServiceClient(address(started[started.length - 1]!), insecure));
+      return clients[clients.length - 1]!;
+    };
+    const redis = connectTestRedis();
+    try {
+      const [deciding, recording] = [await replica(), await replica()];
+      const id = `late-${randomUUID().slice(0, 8)}`;
+      const registered = await new Promise<unknown>((resolve) =>
+        deciding.registerDecoy(
+          { decoy: { id, name: 'Late panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
+          bearer(testKeys.admin),
+          (error) => resolve(error),
+        ),
+      );
+      expect(registered).to.equal(null);
+      // Without rewards UCB1 plays the least-pulled arms first: every arm of the tier once per round of ten.
+      const served: AssessResponse[] = [];
+      for (let i = 0; i < 60 && served.length < 2; i++) {
+        const decided = (await assess(deciding, request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} }))).response!;
+        if (decided.decoy!.id === id) served.push(decided);
+      }
+      expect(served, `decoy ${id} served twice`).to.have.length(2);
+
+      const recorded = await outcome(recording, served[0]!.decisionId, 5, 60);
+      expect(recorded.error).to.equal(null);
+      const arm = (await stats(deciding, ThreatTier.THREAT_TIER_ATTACK)).response!.arms.find((candidate) => candidate.decoyId === id);
+      expect(recorded.response!.arm).to.deep.equal(arm);
+      expect(arm!.rewardSum).to.be.closeTo(recorded.response!.reward, 1e-6).and.greaterThan(0);
+
+      // Gone: removed from Redis (as a restore from an older backup would), seen by a replica started after that.
+      await redis.hdel(`${ownPrefix}decoys`, id);
+      await redis.hincrby(`${ownPrefix}decoys:meta`, 'version', 1);
+      const gone = await outcome(await replica(), served[1]!.decisionId, 5, 60);
+      expect(gone.error).to.equal(null);
+      expect(gone.response!.reward).to.equal(recorded.response!.reward);
+      expect(gone.response!.arm).to.equal(undefined);
+      expect(await redis.hget(`${ownPrefix}bandit:attack`, `${id}:o`)).to.equal('2');
+    } finally {
+      for (const client of clients) client.close();
+      for (const service of started) await service.shutdown();
+      await redis.quit();
+    }
+  });
+
   // With an idempotency key, a client that lost RecordOutcome's reply retries safely: the same engagement replays the
   // reward (no OUTCOME_ALREADY_RECORDED, nothing added twice), another one is FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED,
   // and a malformed key is INVALID_ARGUMENT naming idempotency_key.

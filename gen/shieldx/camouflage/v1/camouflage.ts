@@ -289,6 +289,11 @@ export interface ArmStats {
 export interface RecordOutcomeResponse {
   /** The reward in [0, 1] the engagement turned into. */
   reward: number;
+  /**
+   * The served decoy's arm after this outcome. Unset when that decoy no longer serves the
+   * decision's tier: the outcome is recorded and counted on its arm all the same, and the
+   * bandit, which chooses only among the catalog's decoys, ignores it.
+   */
   arm?: ArmStats | undefined;
 }
 
