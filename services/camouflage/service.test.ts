@@ -81,6 +81,23 @@ describe('camouflage service over gRPC', function () {
     );
   const stats = (client: CamouflageServiceClient, tier: ThreatTier): Call<GetBanditStatsResponse> =>
     new Promise((resolve) => client.getBanditStats({ tier }, bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
+  /** Registers a minimal attack-tier decoy `id` through `client`; resolves with the call's error (null when it succeeded). */
+  const registerPanel = (client: CamouflageServiceClient, id: string) =>
+    new Promise<unknown>((resolve) =>
+      client.registerDecoy(
+        { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
+        bearer(testKeys.admin),
+        (error) => resolve(error),
+      ),
+    );
+  /** A honeytoken some attack-tier decision of `client` served ('' if thirty decisions served none). */
+  const mintedToken = async (client: CamouflageServiceClient) => {
+    let token = '';
+    for (let i = 0; i < 30 && token === ''; i++) {
+      token = (await assess(client, request({ path: '/.env', userAgent: 'nikto/2.5.0', headers: {} }))).response!.honeytoken;
+    }
+    return token;
+  };
 
   before(async () => {
     // Two replicas on one Redis, as in production.
@@ -135,11 +152,7 @@ describe('camouflage service over gRPC', function () {
 
   // A honeytoken served by one replica comes back in a request to the other: level 10, alert counted.
   it('detects a honeytoken minted earlier, across replicas', async () => {
-    let token = '';
-    for (let i = 0; i < 30 && token === ''; i++) {
-      const { response } = await assess(a, request({ path: '/.env', userAgent: 'nikto/2.5.0', headers: {} }));
-      token = response!.honeytoken;
-    }
+    const token = await mintedToken(a);
     expect(token, 'some attack-tier decision served a honeytoken').to.not.equal('');
     const { response } = await assess(b, request({ path: '/api/login', headers: { ...BROWSER_HEADERS, authorization: `Bearer ${token}` } }));
     expect(response!.threatLevel).to.equal(10);
@@ -171,10 +184,7 @@ describe('camouflage service over gRPC', function () {
     const scanner = await both(['user-agent', 'sqlmap/1.7.2#stable (https://sqlmap.org)'], ['User-Agent', BROWSER_UA], { userAgent: '' });
     expect(scanner.signals.map((s) => s.name)).to.include('scanner-user-agent');
 
-    let token = '';
-    for (let i = 0; i < 30 && token === ''; i++) {
-      token = (await assess(a, request({ path: '/.env', userAgent: 'nikto/2.5.0', headers: {} }))).response!.honeytoken;
-    }
+    const token = await mintedToken(a);
     expect(token, 'some attack-tier decision served a honeytoken').to.not.equal('');
     const replayed = await both(['authorization', `Bearer ${token}`], ['Authorization', 'Bearer 0f3c9a'], { path: '/api/login' });
     expect(replayed.honeytokenTriggered).to.equal(true);
@@ -267,14 +277,7 @@ describe('camouflage service over gRPC', function () {
     try {
       const [deciding, recording] = [await replica(), await replica()];
       const id = `late-${randomUUID().slice(0, 8)}`;
-      const registered = await new Promise<unknown>((resolve) =>
-        deciding.registerDecoy(
-          { decoy: { id, name: 'Late panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
-          bearer(testKeys.admin),
-          (error) => resolve(error),
-        ),
-      );
-      expect(registered).to.equal(null);
+      expect(await registerPanel(deciding, id)).to.equal(null);
       // Without rewards UCB1 plays the least-pulled arms first: every arm of the tier once per round of ten.
       const served: AssessResponse[] = [];
       for (let i = 0; i < 60 && served.length < 2; i++) {
@@ -680,14 +683,7 @@ describe('camouflage service over gRPC', function () {
       expect(benign.tier).to.equal(ThreatTier.THREAT_TIER_BENIGN);
       expect(benign.selection!.eligibleArms).to.equal(await listed(ThreatTier.THREAT_TIER_BENIGN));
 
-      const registered = await new Promise<unknown>((resolve) =>
-        client.registerDecoy(
-          { decoy: { id: `arm-${randomUUID().slice(0, 8)}`, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
-          bearer(testKeys.admin),
-          (error) => resolve(error),
-        ),
-      );
-      expect(registered).to.equal(null);
+      expect(await registerPanel(client, `arm-${randomUUID().slice(0, 8)}`)).to.equal(null);
       expect((await assess(client, scanner())).response!.selection!.eligibleArms).to.equal(attackArms + 1);
       // The stream answers with the same selection info.
       const { answers, ended } = assessStream(client, [{ requestId: 'arms', request: scanner() }]);
@@ -702,18 +698,10 @@ describe('camouflage service over gRPC', function () {
   // The engine's own reasons reach the client as they are thrown: a second registration of an id (custom or
   // built in) is ALREADY_EXISTS / DECOY_ALREADY_EXISTS naming decoy.id, the proto path, with the id in ErrorInfo.
   it('refuses a duplicate decoy with DECOY_ALREADY_EXISTS on decoy.id', async () => {
-    const register = (id: string) =>
-      new Promise<unknown>((resolve) =>
-        a.registerDecoy(
-          { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
-          bearer(testKeys.admin),
-          (error) => resolve(error),
-        ),
-      );
     const id = `dup-${randomUUID().slice(0, 8)}`;
-    expect(await register(id)).to.equal(null);
+    expect(await registerPanel(a, id)).to.equal(null);
     for (const taken of [id, 'nginx-404']) {
-      const details = errorDetails(await register(taken));
+      const details = errorDetails(await registerPanel(a, taken));
       expect(details, taken).to.deep.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'DECOY_ALREADY_EXISTS' });
       expect(details?.fieldViolations.map((v) => v.field)).to.deep.equal(['decoy.id']);
       expect(details?.metadata).to.deep.equal({ decoyId: taken, field: 'decoy.id' });
