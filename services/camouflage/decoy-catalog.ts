@@ -630,6 +630,17 @@ export class DecoyCatalog {
   }
 
   /**
+   * Brings this replica's copy up to the catalog in Redis: one HGET of the version, and a reload
+   * only when it differs. Any other version (lower too: a Redis restored from a backup) means this
+   * copy is not Redis'. Twice at most: a load already under way may have started before that
+   * version was written.
+   */
+  async sync(): Promise<void> {
+    const version = await this.store.version();
+    for (let loads = 0; loads < 2 && version !== this.loadedVersion; loads += 1) await this.refresh();
+  }
+
+  /**
    * Called with the version seen in Redis (from the Assess commit reply); starts a background
    * reload when another replica registered something. Errors are left for the next attempt.
    */
@@ -703,10 +714,7 @@ export class DecoyCatalog {
     const tier = request.tier;
     if (tier !== undefined && !isTier(tier)) throw invalidArgument('tier', `tier must be one of ${TIERS.join(', ')}`);
     const after = token === '' ? undefined : decodePageToken(token);
-    const version = await this.store.version();
-    // Any other version (lower too: a Redis restored from a backup) means this copy is not Redis'.
-    // Twice at most: a load already under way may have started before that version was written.
-    for (let loads = 0; loads < 2 && version !== this.loadedVersion; loads += 1) await this.refresh();
+    await this.sync();
     const ordered = tier === undefined ? this.ordered : this.ordered.filter((decoy) => decoy.tiers.includes(tier));
     const start = after === undefined ? 0 : ordered.findIndex((decoy) => decoy.id > after);
     const from = start === -1 ? ordered.length : start;

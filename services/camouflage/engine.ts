@@ -24,7 +24,9 @@
  * process with defineCommand scripts (redis/ioredis#1931).
  *
  * RecordOutcome costs two round trips (decision-store.ts says why not one) and answers with the
- * arm's statistics from the counters its script returns.
+ * arm's statistics from the counters its script returns. When the decision's decoy is missing from
+ * this replica's catalog (registered by another replica since), it first brings the catalog up to
+ * date: one HGET, plus a reload when the version moved.
  *
  * Not idempotent by design: Assess is an observation (each call is one more request of the
  * session) and always mints a new decision.
@@ -202,7 +204,7 @@ export interface RecordOutcomeResult {
    * The decoy's arm as the outcome left it (a replay: as it stands now), with UCB1 numbers over the
    * tier's eligible arms whatever the default policy: the counters do not depend on it, and Thompson
    * would run a Monte Carlo estimate over every arm to return this one. Undefined when the decoy no
-   * longer serves the tier.
+   * longer serves the tier (the outcome is recorded all the same).
    */
   readonly arm: ArmStats | undefined;
 }
@@ -521,9 +523,20 @@ export class CamouflageEngine {
       await this.catalog.ensureLoaded();
       const d = await this.decisions.read(id);
       if (d === undefined) throw decisionNotFound(id, `decision ${id} does not exist or has expired`);
+      // The reward goes to the arm the decision recorded when it was served (d.tier, d.decoyId),
+      // never to one looked up again in a catalog: the outcome describes that decoy, and the
+      // decision is the offline-evaluation row (context, action, propensity) it completes. Only the
+      // arm statistics answered come from this replica's catalog, which can be older than the
+      // decision when another replica registered the decoy: then it is brought up to date first
+      // (before the write, so a failure leaves nothing recorded and the call can be retried).
+      if (!this.catalog.eligibleIds(d.tier).includes(d.decoyId)) await this.catalog.sync();
       const recordedAtMs = this.now();
       const write = await this.decisions.writeOutcome(d, rewardMicro, recordedAtMs, idempotencyKey, fingerprint);
       if (write === 'not_found') throw decisionNotFound(id, `decision ${id} expired`);
+      // A decoy that no longer serves the tier even so (gone from Redis) still has its outcome
+      // recorded, exactly once, and counted on its arm; the bandit, which only chooses among the
+      // catalog's decoys, ignores it, and no arm is answered. Not an error: the engagement did
+      // happen, a retry could change nothing, and refusing it would drop the row from the log.
       const arm = this.bandit.statsOf(d.tier, write.tierState, this.catalog.eligibleIds(d.tier), 'ucb1').arms.find((a) => a.decoyId === d.decoyId);
       const base = { decisionId: id, tier: d.tier, decoyId: d.decoyId, policy: d.policy, selectionProbability: d.selectionProbability, arm };
       if (write.status === 'recorded') {

@@ -42,6 +42,18 @@ describe('camouflage honeytokens', () => {
     expect(find({})).to.deep.equal([]);
   });
 
+  // Proves a token in the Basic credentials of one Authorization header is found next to a case twin of that header:
+  // the twins are one field with both values joined, and each credential of it is decoded on its own.
+  it('finds a token in Basic credentials next to an Authorization twin differing in case', () => {
+    const token = mintHoneytoken('shx', 'attack').token;
+    const base = browserRequest().headers;
+    const basic = Buffer.from(`deploy:${token}`).toString('base64');
+    const harmless = `Basic ${Buffer.from('deploy:hunter2').toString('base64')}`;
+    for (const twins of [{ Authorization: harmless, authorization: `Basic ${basic}` }, { authorization: `Basic ${basic}`, Authorization: harmless }]) {
+      expect(find({ headers: { ...base, ...twins } })).to.deep.equal([{ token, location: 'header:authorization (basic)' }]);
+    }
+  });
+
   // Proves near-misses are not tokens and the per-request lookup count is bounded.
   it('ignores near-misses and bounds candidates per request', () => {
     const token = mintHoneytoken('shx', 'attack').token;

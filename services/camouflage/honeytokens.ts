@@ -128,8 +128,13 @@ export function findHoneytokens(req: PreparedRequest): FoundToken[] {
   if (input.bodyExcerpt !== undefined) collect(input.bodyExcerpt, 'body', found);
   for (const [name, value] of req.headers) {
     collect(value, `header:${name}`, found);
-    if (name === 'authorization' && /^basic\s+/i.test(value)) {
-      const encoded = value.replace(/^basic\s+/i, '').slice(0, BASIC_AUTH_CHARS_MAX);
+    if (name !== 'authorization') continue;
+    // Each credential on its own: `Authorization` twins differing in case arrive joined with ", "
+    // (prepareRequest), and base64 has no comma. Bounded by the header value's length.
+    for (const credentials of value.split(',')) {
+      const basic = /^\s*basic\s+/i.exec(credentials);
+      if (basic === null) continue;
+      const encoded = credentials.slice(basic[0].length, basic[0].length + BASIC_AUTH_CHARS_MAX);
       collect(Buffer.from(encoded, 'base64').toString('latin1'), 'header:authorization (basic)', found);
     }
   }

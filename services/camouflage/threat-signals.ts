@@ -30,7 +30,10 @@ export interface AssessInput {
   path: string;
   /** Raw query string without or with the leading `?`. */
   query: string;
-  /** Request headers; names are case-insensitive (lower-cased during normalisation). */
+  /**
+   * Request headers. Names are case-insensitive: names differing only in case are one field, see
+   * {@link prepareRequest} for how their values are combined.
+   */
   headers: Record<string, string>;
   /** User-Agent; when empty the `user-agent` header is used. */
   userAgent: string;
@@ -195,7 +198,7 @@ const INJECTION_DETECTORS: readonly InjectionDetector[] = Object.freeze([
 export interface PreparedRequest {
   readonly input: AssessInput;
   readonly method: string;
-  /** Header map with lower-cased names. */
+  /** Header map with lower-cased names; names that differed only in case share one combined value. */
   readonly headers: ReadonlyMap<string, string>;
   readonly userAgent: string;
   /** Path, percent-decoded (up to twice). */
@@ -234,10 +237,23 @@ function decodeForScan(value: string, plusAsSpace: boolean): string {
   return PERCENT_BYTE.test(once) ? percentDecode(once, false) : once;
 }
 
-/** Builds the normalised view of an already validated input. */
+/**
+ * Builds the normalised view of an already validated input.
+ *
+ * Header names are lower-cased. Names that differ only in case (`User-Agent` and `user-agent`) are
+ * one field whose values are joined with ", " as RFC 9110 §5.3 combines repeated field lines, so
+ * no value escapes the detectors: keeping one of them would let an attacker hide a payload or a
+ * scanner User-Agent behind a harmless twin. The names are taken in code-unit order, not in map
+ * order (protobuf leaves a map's order undefined), so the same request always scores the same.
+ */
 export function prepareRequest(input: AssessInput): PreparedRequest {
   const headers = new Map<string, string>();
-  for (const name of Object.keys(input.headers)) headers.set(name.toLowerCase(), input.headers[name] as string);
+  for (const name of Object.keys(input.headers).sort()) {
+    const key = name.toLowerCase();
+    const value = input.headers[name] as string;
+    const earlier = headers.get(key);
+    headers.set(key, earlier === undefined ? value : `${earlier}, ${value}`);
+  }
   const userAgent = input.userAgent !== '' ? input.userAgent : (headers.get('user-agent') ?? '');
   const rawQuery = input.query.startsWith('?') ? input.query.slice(1) : input.query;
   const decodedPath = decodeForScan(input.path, false);

@@ -127,6 +127,13 @@ export interface AssessRequest {
   method: string;
   path: string;
   query: string;
+  /**
+   * HTTP request headers. Names are case-insensitive: names that differ only in case
+   * ("User-Agent", "user-agent") are one field, scored with all their values joined by ", "
+   * (as RFC 9110 section 5.3 combines repeated field lines) in code-unit order of the names as
+   * sent, so no value is dropped and the map's order does not change the result. Send the values
+   * of a repeated field line joined the same way.
+   */
   headers: { [key: string]: string };
   userAgent: string;
   /** JA3 or JA4 fingerprint, if the guardian terminates TLS. */
@@ -282,6 +289,11 @@ export interface ArmStats {
 export interface RecordOutcomeResponse {
   /** The reward in [0, 1] the engagement turned into. */
   reward: number;
+  /**
+   * The served decoy's arm after this outcome. Unset when that decoy no longer serves the
+   * decision's tier: the outcome is recorded and counted on its arm all the same, and the
+   * bandit, which chooses only among the catalog's decoys, ignores it.
+   */
   arm?: ArmStats | undefined;
 }
 
