@@ -591,7 +591,8 @@ export class CamouflageEngine {
     try {
       if (!isTier(tier)) throw invalidArgument('tier', 'tier must be one of benign, suspicious, likely_bot, attack');
       const policy = checkPolicy(options.policy, this.defaultPolicy);
-      await this.catalog.ensureLoaded();
+      // Like ListDecoys: a replica with no Assess traffic since another registered a decoy must still report its arm.
+      await this.catalog.sync();
       return await this.bandit.getStats(tier, this.catalog.eligible(tier).map((decoy) => decoy.id), policy);
     } catch (thrown) {
       throw serviceErrorFrom(thrown);

@@ -264,7 +264,7 @@ describe('camouflage service over gRPC', function () {
   // An outcome is credited to the arm its decision recorded, and answered with that arm, even on a replica whose catalog
   // predates the decoy (registered through the other replica after both loaded theirs). A decoy gone from Redis since
   // its decision still has the outcome recorded and counted on its arm, without an error; no arm is answered then.
-  it('answers an outcome with its arm when the decoy is newer than the replica catalog', async () => {
+  it('answers an outcome, and bandit stats, with the arm of a decoy newer than the replica catalog', async () => {
     const ownPrefix = `${prefix}late-decoy:`;
     const started: RunningService[] = [];
     const clients: CamouflageServiceClient[] = [];
@@ -275,9 +275,13 @@ describe('camouflage service over gRPC', function () {
     };
     const redis = connectTestRedis();
     try {
-      const [deciding, recording] = [await replica(), await replica()];
+      const [deciding, recording, reporting] = [await replica(), await replica(), await replica()];
       const id = `late-${randomUUID().slice(0, 8)}`;
       expect(await registerPanel(deciding, id)).to.equal(null);
+      // GetBanditStats on a replica that loaded its catalog before the registration lists the new arm all the same.
+      const reported = await stats(reporting, ThreatTier.THREAT_TIER_ATTACK);
+      expect(reported.error).to.equal(null);
+      expect(reported.response!.arms.map((candidate) => candidate.decoyId)).to.include(id);
       // Without rewards UCB1 plays the least-pulled arms first: every arm of the tier once per round of ten.
       const served: AssessResponse[] = [];
       for (let i = 0; i < 60 && served.length < 2; i++) {
