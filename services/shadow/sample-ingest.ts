@@ -117,9 +117,7 @@ function streamReader<T>(messages: AsyncIterable<T>, durationMsMax: number): () 
 async function claimKey(client: pg.PoolClient, key: string) {
   // The request hash is known only at the end of the stream: saveIdempotentResponse stores it.
   const claim = await withLockTimeout(client, () => claimIdempotencyKey(client, key, INGEST_METHOD, ''));
-  if (claim.lockHeld) {
-    throw new ServiceError(Code.ABORTED, 'OPERATION_IN_PROGRESS', 'an earlier call with this idempotency_key has not finished; retry');
-  }
+  if (claim.lockHeld) throw ServiceError.operationInProgress();
   return claim.value;
 }
 
