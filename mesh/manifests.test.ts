@@ -15,8 +15,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { parseAllDocuments, visit } from 'yaml';
 import type { z } from 'zod';
-import { platformConfigSchema } from '../platform/config';
-import type { ServiceModule } from '../platform/server';
+import { serviceConfigSchema, type ServiceModule } from '../platform/server';
 import { SERVICES as SERVICE_ENTRIES } from '../platform/service-registry';
 import { requireTool } from '../test/require-tool';
 import {
@@ -98,17 +97,10 @@ const SERVICE_MODULES: Record<string, ServiceModule<z.ZodRawShape>> = Object.fro
 
 /**
  * The variables a service refuses to start without: every key of the schema startService builds
- * (platform settings, GRPC_PORT/METRICS_PORT defaulted from the module, then the module's
- * configShape) whose validator rejects `undefined`, i.e. has neither a default nor `.optional()`.
+ * (serviceConfigSchema) whose validator rejects `undefined`, i.e. has neither a default nor `.optional()`.
  */
 function requiredConfigKeys(svc: string): string[] {
-  const module = SERVICE_MODULES[svc];
-  const shape: z.ZodRawShape = {
-    ...platformConfigSchema.shape,
-    GRPC_PORT: platformConfigSchema.shape.GRPC_PORT.default(module.defaultGrpcPort),
-    METRICS_PORT: platformConfigSchema.shape.METRICS_PORT.default(module.defaultMetricsPort),
-    ...(module.configShape ?? {}),
-  };
+  const shape: z.ZodRawShape = serviceConfigSchema(SERVICE_MODULES[svc]).shape;
   return Object.keys(shape)
     .filter((key) => shape[key].safeParse(undefined).success === false)
     .sort();

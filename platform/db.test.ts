@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import pg from 'pg';
-import { createPool, withDatabase, withTransaction } from './db';
+import { createPool, withDatabase, withLockTimeout, withRolledBackTransaction, withTransaction } from './db';
 import { testInfrastructure } from '../test/harness';
 
 describe('platform db: withTransaction', function () {
@@ -42,6 +42,56 @@ describe('platform db: withTransaction', function () {
     expect(killed).to.not.equal('not reached');
     // The pool (max 1) hands out a fresh, working connection.
     expect((await withTransaction(pool, (c) => c.query('SELECT 1 AS one'))).rows[0].one).to.equal(1);
+  });
+});
+
+describe('platform db: withLockTimeout', function () {
+  this.timeout(30_000);
+  let pool: pg.Pool;
+  before(async () => {
+    pool = createPool(testInfrastructure().databaseUrl, { max: 2, statementTimeoutMs: 10_000, applicationName: 'db-test-locks' });
+    await pool.query('CREATE TABLE IF NOT EXISTS db_test_locks (id int PRIMARY KEY, n int NOT NULL)');
+    await pool.query('INSERT INTO db_test_locks VALUES (1, 0) ON CONFLICT (id) DO NOTHING');
+  });
+  after(() => pool.end());
+  const lockRow = (c: pg.PoolClient) => c.query<{ n: number }>('SELECT n FROM db_test_locks WHERE id = 1 FOR UPDATE');
+
+  // With the row free, fn's value comes back, and lock_timeout is its default again for the rest of the transaction.
+  it('returns what fn returned when the lock is free', async () => {
+    const lockTimeout = async (c: pg.PoolClient) => (await c.query<{ t: string }>("SELECT current_setting('lock_timeout') AS t")).rows[0]!.t;
+    const { before, attempt, after } = await withRolledBackTransaction(pool, async (c) => ({
+      before: await lockTimeout(c),
+      attempt: await withLockTimeout(c, async () => (await lockRow(c)).rows[0]!.n),
+      after: await lockTimeout(c),
+    }));
+    expect(attempt).to.deep.equal({ lockHeld: false, value: 0 });
+    expect(after).to.equal(before);
+  });
+
+  // A second connection holds the row lock in an open transaction: the attempt reports it at once instead of
+  // waiting for that transaction to end; an error that is not a lock timeout still propagates.
+  it('reports a row lock that another transaction holds', async () => {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const holder = withTransaction(pool, async (c) => {
+      await lockRow(c);
+      locked();
+      await released;
+    });
+    try {
+      await isLocked;
+      const attempt = await withRolledBackTransaction(pool, (c) => withLockTimeout(c, () => lockRow(c)));
+      expect(attempt).to.deep.equal({ lockHeld: true });
+      const other = await withRolledBackTransaction(pool, (c) => withLockTimeout(c, () => c.query('SELECT 1/0'))).catch(
+        (e: { code?: string }) => e.code,
+      );
+      expect(other).to.equal('22012');
+    } finally {
+      release();
+      await holder;
+    }
   });
 });
 

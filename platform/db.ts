@@ -101,3 +101,42 @@ export async function deleteInBatches(pool: pg.Pool, sql: string, params: readon
   }
   return total;
 }
+
+/** SQLSTATE lock_not_available: a lock wait ran past lock_timeout. */
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/** How long `withLockTimeout` waits for a row lock by default. */
+export const LOCK_TIMEOUT_MS_DEFAULT = 100;
+
+/** What `withLockTimeout` found: the value `fn` returned, or a lock that another transaction holds. */
+export type LockAttempt<T> = { readonly lockHeld: false; readonly value: T } | { readonly lockHeld: true };
+
+/**
+ * Runs `fn` inside `client`'s open transaction with a short lock_timeout, for a row lock
+ * that an uncommitted transaction may hold (an idempotency key claimed by a call still
+ * running): rather than wait for that transaction — possibly a whole client stream —
+ * report `{ lockHeld: true }` at once (SQLSTATE 55P03 lock_not_available), so the caller
+ * can answer "in flight". Any other error is rethrown.
+ *
+ * After `lockHeld` the transaction is aborted: the caller must roll it back (throw out of
+ * withTransaction, or use withRolledBackTransaction). Otherwise lock_timeout is set back
+ * to its default, so the rest of the transaction waits for locks as usual.
+ */
+export async function withLockTimeout<T>(
+  client: pg.PoolClient,
+  fn: () => Promise<T>,
+  timeoutMs: number = LOCK_TIMEOUT_MS_DEFAULT,
+): Promise<LockAttempt<T>> {
+  // Interpolated into SET (which takes no parameters): only a positive integer may get there.
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new RangeError(`timeoutMs must be a positive integer, got ${timeoutMs}`);
+  await client.query(`SET LOCAL lock_timeout = '${timeoutMs}ms'`);
+  try {
+    return { lockHeld: false, value: await fn() };
+  } catch (error) {
+    if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) return { lockHeld: true };
+    throw error;
+  } finally {
+    // Fails harmlessly (and is ignored) when the transaction is already aborted.
+    await client.query('SET LOCAL lock_timeout TO DEFAULT').catch(() => undefined);
+  }
+}

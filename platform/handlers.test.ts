@@ -25,8 +25,6 @@ const unimplementedModule: ServiceModule = {
   name: 'credits',
   grpcServiceName: 'shieldx.credits.v1.CreditsService',
   errorDomain: 'probe.shieldx.io',
-  defaultGrpcPort: 0,
-  defaultMetricsPort: 0,
   scopes: {},
   async create(ctx) {
     return { definition: allCallTypes, implementation: unimplementedService(allCallTypes, ctx.handlerOptions) as never };

@@ -28,7 +28,7 @@ import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, star
 import { runMigrations } from './migrate';
 import { projectPath } from './paths';
 import { createRedis, type RedisClient } from './redis';
-import type { ServiceName } from './service-registry';
+import { serviceEntry, type ServiceName } from './service-registry';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
 const REFLECTION_PREFIXES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
@@ -64,8 +64,6 @@ export interface ServiceModule<S extends z.ZodRawShape = z.ZodRawShape> {
   readonly grpcServiceName: string;
   /** ErrorInfo domain, e.g. "credits.shieldx.io". */
   readonly errorDomain: string;
-  readonly defaultGrpcPort: number;
-  readonly defaultMetricsPort: number;
   /** The service's own variables, on top of the platform's. */
   readonly configShape?: S;
   /** Scope per method name (e.g. `Consume: "credits:write"`); a method missing here is refused. */
@@ -115,17 +113,26 @@ function scopeResolver(module: ServiceModule, reflection: PlatformConfig['GRPC_R
   };
 }
 
+/**
+ * The configuration a service starts with: the platform's variables, GRPC_PORT and METRICS_PORT
+ * defaulted from the service registry (the one place default ports are written: npm start prints
+ * them without loading a module), then the module's own variables.
+ */
+export function serviceConfigSchema<S extends z.ZodRawShape>(module: ServiceModule<S>) {
+  const { defaultGrpcPort, defaultMetricsPort } = serviceEntry(module.name);
+  return platformConfigSchema
+    .extend({
+      GRPC_PORT: platformConfigSchema.shape.GRPC_PORT.default(defaultGrpcPort),
+      METRICS_PORT: platformConfigSchema.shape.METRICS_PORT.default(defaultMetricsPort),
+    })
+    .extend(module.configShape ?? ({} as S));
+}
+
 export async function startService<S extends z.ZodRawShape>(
   module: ServiceModule<S>,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<RunningService> {
-  const schema = platformConfigSchema
-    .extend({
-      GRPC_PORT: platformConfigSchema.shape.GRPC_PORT.default(module.defaultGrpcPort),
-      METRICS_PORT: platformConfigSchema.shape.METRICS_PORT.default(module.defaultMetricsPort),
-    })
-    .extend(module.configShape ?? ({} as S));
-  const config = loadConfig(schema, env) as PlatformConfig & z.infer<z.ZodObject<S>>;
+  const config = loadConfig(serviceConfigSchema(module), env) as PlatformConfig & z.infer<z.ZodObject<S>>;
   const logger = createLogger(module.name, config.LOG_LEVEL);
   const registry = createRegistry(module.name);
 
@@ -139,6 +146,18 @@ export async function startService<S extends z.ZodRawShape>(
   const redis = createRedis(config.REDIS_URL, logger);
 
   const shutdownController = new AbortController();
+  /**
+   * Releases what the service holds, whatever has been started so far: on a failed start (the
+   * service must not leave connections or loops behind: tests, supervisors retrying) and at the
+   * end of shutdown. The gRPC server is stopped by the caller first (forced, or drained).
+   */
+  const release = async (instance?: ServiceInstance, metricsServer?: HttpServer) => {
+    shutdownController.abort();
+    await instance?.close?.().catch((err: unknown) => logger.error({ err }, 'error while closing the service'));
+    if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
+    await pool.end().catch(() => undefined);
+    redis.disconnect();
+  };
   const handlerOptions: HandlerOptions = {
     domain: module.errorDomain,
     logger,
@@ -157,10 +176,7 @@ export async function startService<S extends z.ZodRawShape>(
       shutdownSignal: shutdownController.signal,
     });
   } catch (error) {
-    // A service that cannot start must not leave connections behind (tests, supervisors retrying).
-    shutdownController.abort();
-    await pool.end().catch(() => undefined);
-    redis.disconnect();
+    await release();
     throw error;
   }
 
@@ -202,10 +218,7 @@ export async function startService<S extends z.ZodRawShape>(
   } catch (error) {
     // A port in use: stop what the service started (its loops, pool, Redis), not only the server.
     server.forceShutdown();
-    shutdownController.abort();
-    await instance.close?.().catch(() => undefined);
-    await pool.end().catch(() => undefined);
-    redis.disconnect();
+    await release(instance);
     throw error;
   }
   const metricsPort = boundPort(metricsServer);
@@ -233,10 +246,7 @@ export async function startService<S extends z.ZodRawShape>(
           resolve();
         });
       });
-      await instance.close?.().catch((err: unknown) => logger.error({ err }, 'error while closing the service'));
-      await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
-      await pool.end().catch(() => undefined);
-      redis.disconnect();
+      await release(instance, metricsServer);
       logger.info('stopped');
     })());
 

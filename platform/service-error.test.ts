@@ -23,4 +23,16 @@ describe('platform service-error', () => {
     expect(named.metadata).to.deep.equal({ field: 'idempotencyKey', idempotency_key: 'key-2' });
     expect(named.fieldViolations[0]!.field).to.equal('idempotencyKey');
   });
+
+  // A duplicate that arrives while the first call under its key still runs is refused the same way by every service:
+  // ABORTED / OPERATION_IN_PROGRESS (retry later; not a conflict), one message, through the trailer unchanged.
+  it('builds OPERATION_IN_PROGRESS', () => {
+    const error = ServiceError.operationInProgress();
+    expect(error).to.include({ code: Code.ABORTED, reason: 'OPERATION_IN_PROGRESS' });
+    expect(error.message).to.equal('an earlier call with this idempotency_key has not finished; retry');
+    expect(error.fieldViolations).to.deep.equal([]);
+
+    const details = decodeStatusDetails(error.toStatusDetails('credits.shieldx.io'))!;
+    expect(details).to.include({ code: Code.ABORTED, reason: 'OPERATION_IN_PROGRESS', message: error.message, domain: 'credits.shieldx.io' });
+  });
 });

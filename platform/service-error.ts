@@ -41,6 +41,7 @@ const BAD_REQUEST_TYPE_URL = 'type.googleapis.com/google.rpc.BadRequest';
 const IDEMPOTENCY_KEY_REUSED_DESCRIPTION =
   'was already used for a different request; send each new request with a new key, and reuse a key only to retry the identical request';
 const IDEMPOTENCY_KEY_REUSED_MESSAGE = `idempotency_key ${IDEMPOTENCY_KEY_REUSED_DESCRIPTION}`;
+const OPERATION_IN_PROGRESS_MESSAGE = 'an earlier call with this idempotency_key has not finished; retry';
 
 export interface FieldViolation {
   readonly field: string;
@@ -102,6 +103,16 @@ export class ServiceError extends Error {
       metadata: { ...options.metadata, field, idempotency_key: key },
       fieldViolations: [{ field, description: IDEMPOTENCY_KEY_REUSED_DESCRIPTION }],
     });
+  }
+
+  /**
+   * A call came with an idempotency key whose first call is still running (its claim is not yet
+   * committed): ABORTED with reason OPERATION_IN_PROGRESS. Unlike IDEMPOTENCY_KEY_REUSED, retrying
+   * the same call later is right: it then replays the first call's result. One wording for every
+   * service.
+   */
+  static operationInProgress(): ServiceError {
+    return new ServiceError(Code.ABORTED, 'OPERATION_IN_PROGRESS', OPERATION_IN_PROGRESS_MESSAGE);
   }
 
   /**

@@ -2,8 +2,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { processAlive } from '../test/child-service';
-import { serviceEnv } from '../test/harness';
+import { processAlive, serviceEnv } from '../test/harness';
 import { checkHealth } from '../test/probe-service';
 import { scrapeMetrics } from './prometheus-text';
 import { ServiceStartError, spawnServiceProcess } from './service-process';
@@ -42,6 +41,15 @@ describe('service process (tests and benches)', function () {
     let error: unknown;
     await spawnServiceProcess('credits', { env: serviceEnv({ GRPC_PORT: 'not-a-port' }) }).catch((e: unknown) => (error = e));
     expect(String(error)).to.match(/credits exited with 2 before listening: invalid configuration: GRPC_PORT must be a port number/);
+  });
+
+  // A process that exits cleanly (code 0) before listening has not started either: the same rejection, saying so,
+  // without a dangling ": " when it wrote nothing to stderr (`node --version` prints to stdout and exits 0).
+  it('rejects when the process exits cleanly before listening', async () => {
+    let error: unknown;
+    await spawnServiceProcess('credits', { env: serviceEnv(), nodeArgs: ['--version'] }).catch((e: unknown) => (error = e));
+    expect(error).to.be.instanceOf(ServiceStartError);
+    expect((error as Error).message).to.equal('credits exited with 0 before listening');
   });
 
   // A service that does not listen in time is killed, not left running behind the error.

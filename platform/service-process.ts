@@ -85,19 +85,27 @@ export async function spawnServiceProcess(service: string, options: ServiceProce
   let ports: { grpcPort: number; metricsPort: number };
   try {
     ports = await new Promise((resolve, reject) => {
-      const fail = (message: string) => reject(new ServiceStartError(service, child.pid, `${message}: ${stderr}`));
+      // Settled once: a later exit (the service stopped after listening, or killed after a timeout) is no start failure.
+      let settled = false;
+      const fail = (message: string) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(new ServiceStartError(service, child.pid, stderr === '' ? message : `${message}: ${stderr}`));
+      };
       const timer = setTimeout(() => fail(`${service} did not start in ${startTimeoutMs / 1000} s`), startTimeoutMs);
       createInterface({ input: child.stdout! }).on('line', (line) => {
         if (lines.length < STDOUT_LINES_MAX) lines.push(line);
-        if (!line.includes(`"${service} listening"`)) return;
-        const logged = JSON.parse(line) as { grpc_port?: number; metrics_port?: number };
+        if (settled || !line.includes(`"${service} listening"`)) return;
+        settled = true;
         clearTimeout(timer);
+        const logged = JSON.parse(line) as { grpc_port?: number; metrics_port?: number };
         resolve({ grpcPort: Number(logged.grpc_port), metricsPort: Number(logged.metrics_port) });
       });
-      void exited.then((code) => {
-        clearTimeout(timer);
-        fail(`${service} exited with ${code ?? child.signalCode} before listening`);
-      });
+      // Even a clean exit (code 0) before listening is a failed start.
+      void exited.then((code) =>
+        fail(code === null ? `${service} was ended by ${child.signalCode} before listening` : `${service} exited with ${code} before listening`),
+      );
     });
   } catch (error) {
     await stop(0);

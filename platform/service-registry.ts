@@ -17,8 +17,8 @@ export type ServiceName = (typeof SERVICE_NAMES)[number];
 export interface ServiceEntry {
   readonly name: ServiceName;
   /**
-   * The module's own defaults, repeated here so `npm start` can print and pass
-   * ports without loading every service; service-registry.test.ts proves they agree.
+   * The service's default ports, written only here: startService applies them, and
+   * `npm start` prints and passes them without loading every service.
    */
   readonly defaultGrpcPort: number;
   readonly defaultMetricsPort: number;

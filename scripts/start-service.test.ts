@@ -14,7 +14,7 @@ import { checkHealth } from '../test/probe-service';
 function runToExit(env: Record<string, string | undefined>): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'start-service.ts')], {
-      env: { ...childEnv(), ...env } as NodeJS.ProcessEnv,
+      env: { ...process.env, ...childEnv(), ...env } as NodeJS.ProcessEnv,
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';

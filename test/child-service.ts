@@ -10,23 +10,16 @@ import { serviceEnv } from './harness';
 
 export type ChildService = ServiceProcess;
 
-/** Environment every service accepts (development-style keys derived for the test). */
+/**
+ * What a child service gets on top of this process's environment (which spawnServiceProcess adds):
+ * the run's servers and keys — serviceEnv() carries the credits keys, a child credits process may
+ * write audit rows too — and LOG_LEVEL info, since readiness is read from the "listening" log line.
+ */
 export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  // serviceEnv() carries the run's credits keys: a child credits process may write audit rows too.
-  return { ...process.env, ...serviceEnv(), LOG_LEVEL: 'info', ...extra };
+  return serviceEnv({ LOG_LEVEL: 'info', ...extra });
 }
 
 /** Spawns the entry point on free ports; resolves once the service logs that it listens. */
 export async function spawnService(service: ServiceName, extra: Record<string, string> = {}): Promise<ChildService> {
   return spawnServiceProcess(service, { env: childEnv(extra) });
-}
-
-/** Whether a process with this pid exists (signal 0 only checks; EPERM means it exists but is not ours). */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -189,6 +189,20 @@ export function address(service: RunningService): string {
   return `127.0.0.1:${service.grpcPort}`;
 }
 
+/**
+ * Whether a process with this pid exists (signal 0 only checks; EPERM means it exists but is not
+ * ours): for tests proving that what spawns a child (service processes, local servers) leaves no
+ * process behind.
+ */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Polls `probe` until it returns a value (not undefined) or `timeoutMs` passes. */
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000, intervalMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;

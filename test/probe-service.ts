@@ -32,8 +32,6 @@ export function probeModule(state: ProbeState): ServiceModule {
     name: 'credits',
     grpcServiceName: 'shieldx.credits.v1.CreditsService',
     errorDomain: 'probe.shieldx.io',
-    defaultGrpcPort: 0,
-    defaultMetricsPort: 0,
     scopes: { GetBalance: 'credits:read', Consume: 'credits:write' },
     async create(ctx) {
       const implementation = unimplementedService(CreditsServiceService, ctx.handlerOptions);

@@ -190,8 +190,6 @@ export const camouflageService: ServiceModule<typeof camouflageConfigShape> = {
   name: 'camouflage',
   grpcServiceName: 'shieldx.camouflage.v1.CamouflageService',
   errorDomain: 'camouflage.shieldx.io',
-  defaultGrpcPort: 5006,
-  defaultMetricsPort: 9006,
   configShape: camouflageConfigShape,
   scopes: {
     Assess: 'camouflage:assess',

@@ -14,7 +14,7 @@
  */
 import { createHmac } from 'node:crypto';
 import type pg from 'pg';
-import { deleteInBatches, withRolledBackTransaction } from '../../platform/db';
+import { deleteInBatches, withLockTimeout, withRolledBackTransaction } from '../../platform/db';
 import { Code, ServiceError } from '../../platform/service-error';
 
 export type StoredState = 'IN_PROGRESS' | 'SUCCEEDED' | 'FAILED';
@@ -186,18 +186,15 @@ export async function findRecord(pool: pg.Pool, tenantId: string, key: string): 
  */
 export async function probeKey(pool: pg.Pool, tenantId: string, key: string): Promise<'in_flight' | 'committed' | 'absent'> {
   return withRolledBackTransaction(pool, async (client) => {
-    await client.query("SET LOCAL lock_timeout = '100ms'");
-    try {
-      const inserted = await client.query(
+    const probe = await withLockTimeout(client, () =>
+      client.query(
         `INSERT INTO credit_idempotency_keys (tenant_id, key, method, request_hash, expires_at)
          VALUES ($1, $2, '', '\\x00', now()) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1`,
         [tenantId, key],
-      );
-      return inserted.rowCount === 1 ? 'absent' : 'committed';
-    } catch (error) {
-      if ((error as { code?: string }).code === '55P03') return 'in_flight';
-      throw error;
-    }
+      ),
+    );
+    if (probe.lockHeld) return 'in_flight';
+    return probe.value.rowCount === 1 ? 'absent' : 'committed';
   });
 }
 

@@ -715,7 +715,7 @@ export class Ledger {
     if (record.method !== method || !record.requestHash.equals(hash)) throw ServiceError.idempotencyKeyReused(record.key);
     if (record.state === 'SUCCEEDED' && record.response) return { ...codec.decode(record.response), replayed: true };
     if (record.state === 'FAILED' && record.error) throw serviceErrorOf(record.error, true);
-    throw new ServiceError(Code.ABORTED, 'OPERATION_IN_PROGRESS', 'an earlier call with this key has not finished; retry');
+    throw ServiceError.operationInProgress();
   }
 
   /**

@@ -118,8 +118,6 @@ export const creditsService: ServiceModule<CreditsShape> = {
   name: 'credits',
   grpcServiceName: 'shieldx.credits.v1.CreditsService',
   errorDomain: 'credits.shieldx.io',
-  defaultGrpcPort: 5004,
-  defaultMetricsPort: 9004,
   configShape: creditsConfigShape,
   scopes: {
     GetBalance: 'credits:read',

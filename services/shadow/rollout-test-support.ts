@@ -30,8 +30,6 @@ export const rolloutTestModule: ServiceModule<typeof rolloutConfigShape> = {
   name: 'shadow',
   grpcServiceName: 'shieldx.shadow.v1.ShadowService',
   errorDomain: 'shadow.shieldx.io',
-  defaultGrpcPort: 0,
-  defaultMetricsPort: 0,
   configShape: rolloutConfigShape,
   scopes: {
     CreateRollout: 'shadow:rollout',

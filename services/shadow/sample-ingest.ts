@@ -22,7 +22,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { IngestSamplesResponse, type IngestSamplesRequest } from '../../gen/shieldx/shadow/v1/shadow';
-import { withTransaction } from '../../platform/db';
+import { withLockTimeout, withTransaction } from '../../platform/db';
 import { Code, ServiceError } from '../../platform/service-error';
 import { claimIdempotencyKey, saveIdempotentResponse } from './rollout-store';
 import { validateIdempotencyKey } from './rollout-spec';
@@ -115,18 +115,10 @@ function streamReader<T>(messages: AsyncIterable<T>, durationMsMax: number): () 
  * whole of that stream) fail at once, as credits does.
  */
 async function claimKey(client: pg.PoolClient, key: string) {
-  await client.query("SET LOCAL lock_timeout = '100ms'");
-  try {
-    // The request hash is known only at the end of the stream: saveIdempotentResponse stores it.
-    return await claimIdempotencyKey(client, key, INGEST_METHOD, '');
-  } catch (error) {
-    if ((error as { code?: string }).code === '55P03') {
-      throw new ServiceError(Code.ABORTED, 'OPERATION_IN_PROGRESS', 'an earlier call with this idempotency_key has not finished; retry');
-    }
-    throw error;
-  } finally {
-    await client.query('SET LOCAL lock_timeout TO DEFAULT').catch(() => undefined);
-  }
+  // The request hash is known only at the end of the stream: saveIdempotentResponse stores it.
+  const claim = await withLockTimeout(client, () => claimIdempotencyKey(client, key, INGEST_METHOD, ''));
+  if (claim.lockHeld) throw ServiceError.operationInProgress();
+  return claim.value;
 }
 
 /**

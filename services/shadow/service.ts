@@ -110,8 +110,6 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
   name: 'shadow',
   grpcServiceName: 'shieldx.shadow.v1.ShadowService',
   errorDomain: 'shadow.shieldx.io',
-  defaultGrpcPort: 5005,
-  defaultMetricsPort: 9005,
   configShape: shadowConfigShape,
   scopes: {
     IngestSamples: 'shadow:write',
