@@ -28,12 +28,11 @@
  * The service runs as a child process (scripts/start-service.ts) so the load
  * generator does not share its event loop; --in-process runs it here instead.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import pg from 'pg';
 import {
@@ -49,7 +48,7 @@ import { freePort } from '../platform/local-servers';
 import { formatResult, percentile, runLoad, streamCaller, type LoadMode, type LoadResult } from './grpc-load';
 import { H2GrpcClient } from './h2-client';
 import { createDatabase } from '../test/harness';
-import { killOnInterrupt, startServiceProcess } from './service-process';
+import { startServiceProcess } from './service-process';
 import { benchArgs } from './args';
 import { metricSamples, metricValue, scrapeMetrics } from '../platform/prometheus-text';
 import { cpuSnapshot, formatCpuPerOp } from './machine-cpu';
@@ -175,31 +174,9 @@ function runPgbenchAtRate(bin: string, url: string, rate: number, seconds: numbe
 }
 
 /** bench/grpc-floor-server.ts as a child process, on an ephemeral port. */
-async function startFloorServer(): Promise<{ port: number; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'grpc-floor-server.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  killOnInterrupt(child);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await exited;
-  };
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the floor server did not start in 30 s')), 30_000);
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const match = /^listening (\d+)$/.exec(line);
-        if (match) {
-          clearTimeout(timer);
-          resolve(Number(match[1]));
-        }
-      });
-      void exited.then(() => reject(new Error(`the floor server exited with ${child.exitCode ?? child.signalCode}`)));
-    });
-    return { port, stop };
-  } catch (error) {
-    await stop();
-    throw error;
-  }
+/** The bare grpc-js server of bench/grpc-floor-server.ts, as a child process like the service. */
+function startFloorServer(): Promise<{ port: number; stop: () => Promise<void> }> {
+  return startServiceProcess('floor', {}, join(__dirname, 'grpc-floor-server.ts'));
 }
 
 /** Creates the bench's database, runs the bench, and stops the service and drops the database whatever happens. */

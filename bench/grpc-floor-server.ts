@@ -7,7 +7,8 @@
  * Every other method answers UNIMPLEMENTED.
  *
  * Run by bench/credits.ts as a child process: `node --import tsx bench/grpc-floor-server.ts`;
- * it prints `listening <port>` once bound to an ephemeral loopback port.
+ * it logs `{"msg":"floor listening","grpc_port":<port>}` once bound to an ephemeral loopback port,
+ * the line platform/service-process.ts waits for.
  */
 import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { CreditsServiceService, type GetBalanceRequest, type GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';
@@ -25,7 +26,7 @@ implementation.getBalance = (call: ServerUnaryCall<GetBalanceRequest, GetBalance
 server.addService(CreditsServiceService, implementation);
 server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, port) => {
   if (error) throw error;
-  console.log(`listening ${port}`);
+  console.log(JSON.stringify({ msg: 'floor listening', grpc_port: port, metrics_port: 0 }));
 });
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {

@@ -38,9 +38,10 @@ export function killOnInterrupt(child: ChildProcess): void {
   child.once('exit', () => running.delete(child));
 }
 
-export async function startServiceProcess(service: string, env: NodeJS.ProcessEnv): Promise<BenchServiceProcess> {
+export async function startServiceProcess(service: string, env: NodeJS.ProcessEnv, script?: string): Promise<BenchServiceProcess> {
   const started = await spawnServiceProcess(service, {
     env,
+    script,
     nodeArgs: (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean),
     stdoutFile: process.env.BENCH_SERVICE_LOG || undefined,
     // The bench prints the service's errors as they come.

@@ -22,6 +22,11 @@ export interface ServiceProcessOptions {
   readonly stderr?: 'keep' | 'inherit';
   /** How long the service may take to log that it listens. */
   readonly startTimeoutMs?: number;
+  /**
+   * Another entry point than scripts/start-service.ts (a bench's stand-in server); it must log
+   * the same JSON line `{"msg":"<service> listening","grpc_port":…,"metrics_port":…}` once bound.
+   */
+  readonly script?: string;
 }
 
 export interface ServiceProcess {
@@ -62,7 +67,7 @@ const STOP_GRACE_MS = 30_000;
  */
 export async function spawnServiceProcess(service: string, options: ServiceProcessOptions = {}): Promise<ServiceProcess> {
   const startTimeoutMs = options.startTimeoutMs ?? 30_000;
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', projectPath('scripts', 'start-service.ts')], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', options.script ?? projectPath('scripts', 'start-service.ts')], {
     env: { ...process.env, ...options.env, SHIELDX_SERVICE: service },
     stdio: ['ignore', 'pipe', options.stderr === 'inherit' ? 'inherit' : 'pipe'],
   });
