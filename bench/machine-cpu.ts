@@ -5,7 +5,8 @@
  * a whole. On a two-core machine every process competes for the same cores, so
  * a throughput figure only explains itself next to what each party spent.
  *
- * Resolution is the kernel's clock tick (10 ms at 100 Hz): fine for phases of seconds.
+ * Resolution is the kernel's clock tick (10 ms at 100 Hz): fine for phases of seconds. A process
+ * that exits between the listing and the read of its figures is missed in that snapshot.
  * Where /proc is not there (not Linux), every figure is NaN and the bench goes on.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -46,7 +47,9 @@ export function cpuSnapshot(): CpuSnapshot {
       } catch {
         continue; // gone since the listing
       }
-      const { comm, seconds } = statCpu(text, false);
+      // With the children it has waited for: a backend that exits (pgbench's, at its end) takes its
+      // CPU time with it, into the postmaster's count of reaped children.
+      const { comm, seconds } = statCpu(text, true);
       if (comm === 'postgres' || comm.startsWith('postgres:')) postgres += seconds;
       else if (comm === 'redis-server') redis += seconds;
     }
