@@ -14,7 +14,8 @@
 --     asserting the row counts (CR003).
 -- Any raise rolls everything back; the service then runs the batch through the
 -- transactional path (claim, lock, decide, write), which also refreshes its states.
--- No session state: safe through PgBouncer transaction pooling.
+-- No session state of its own. The service calls it as a protocol-level named prepared statement:
+-- through PgBouncer transaction pooling that needs max_prepared_statements > 0 (mesh/README.md).
 CREATE FUNCTION credits_consume_batch(
   a_tenant text[], a_exp_balance bigint[], a_exp_reserved bigint[], a_exp_version bigint[], a_exp_audit_seq bigint[], a_exp_head text[],
   a_d_balance bigint[], a_d_version bigint[], a_head text[], a_updated_at timestamptz,
