@@ -3,16 +3,19 @@
  * coherence through CLIENT TRACKING invalidations, the invalidation that
  * overtakes a read, lost connections; and through the service: reads answered
  * without a Redis round trip, read-your-writes on a replica, another replica's
- * writes seen, and the cache turned off.
+ * writes seen, and the cache turned off; on a Redis of its own: a flush of
+ * every key, and a Redis that refuses CLIENT TRACKING.
  */
 import { expect } from 'chai';
 import type Redis from 'ioredis';
 import { GetBalanceResponse, type ConsumeResponse, type TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
 import { createLogger } from '../../platform/logger';
+import { startRedisServer, type LocalServer } from '../../platform/local-servers';
 import { createRedis } from '../../platform/redis';
 import type { RunningService } from '../../platform/server';
 import { testInfrastructure, uniquePrefix, waitFor } from '../../test/harness';
 import { RedisCommandLog } from '../../test/redis-command-log';
+import { findOnPath, skipOrFailInCi } from '../../test/require-tool';
 import type { CachedAccount } from './balance-cache';
 import { Credits, key, payment, startCredits, tenant } from './credits-test-kit';
 import { NearCache, type NearCacheTiming } from './near-cache';
@@ -249,6 +252,83 @@ describe('credits balance near cache', function () {
         await log.close();
         client.close();
         await off.shutdown();
+      }
+    });
+  });
+  // On a redis-server of its own: these flush every key, or refuse a command to every client.
+  describe('on a Redis of its own', () => {
+    let server: LocalServer;
+    let admin: Redis;
+
+    before(async function () {
+      if (!findOnPath('redis-server')) skipOrFailInCi(this, 'redis-server is not on PATH (Debian: apt-get install redis-server)');
+      server = await startRedisServer();
+      admin = createRedis(server.url);
+    });
+
+    after(async () => {
+      admin?.disconnect();
+      await server?.stop();
+    });
+
+    // FLUSHALL, FLUSHDB and a tracking-table overflow arrive as one "invalidate everything" message (a null key list).
+    it('empties itself, and voids reads in flight, when Redis is flushed', async () => {
+      const reader = createRedis(server.url);
+      const near = new NearCache(reader, createLogger('credits-test', 'silent'), (k) => k.slice('b:'.length), 10, 60_000);
+      near.start();
+      try {
+        await until('tracking on', () => near.enabled);
+        await admin.mset('b:x', '1|10|0|0', 'b:y', '1|20|0|0');
+        for (const [t, balance] of [['x', 10n], ['y', 20n]] as const) {
+          const ticket = near.ticket(t)!;
+          await near.trackedReader.get(`b:${t}`);
+          near.fill(ticket, account(t, 1n, balance));
+        }
+        expect(near.get('x')?.balance).to.equal(10n);
+        const inFlight = near.ticket('x')!;
+        await near.trackedReader.get('b:x');
+        await admin.flushall();
+        await until('the flush to empty it', () => near.get('x') === undefined && near.get('y') === undefined, 2_000);
+        expect(inFlight.voided, 'a read in flight across the flush').to.equal(true);
+        near.fill(inFlight, account('x', 1n, 10n));
+        expect(near.get('x')).to.equal(undefined);
+        expect(near.enabled, 'still on: a flush is no lost connection').to.equal(true);
+      } finally {
+        await near.close();
+        reader.disconnect();
+      }
+    });
+
+    // A managed Redis or proxy may refuse CLIENT TRACKING (here by ACL): reads go to Redis, nothing fails.
+    it('stays off where Redis refuses CLIENT TRACKING, and the service reads Redis', async () => {
+      await admin.call('ACL', 'SETUSER', 'default', '-client|tracking');
+      await admin.call('ACL', 'LOG', 'RESET');
+      const prefix = uniquePrefix('credits');
+      const service = await startCredits({ REDIS_URL: server.url, CREDITS_CACHE_KEY_PREFIX: prefix });
+      const client = new Credits(service);
+      const log = await RedisCommandLog.open(admin, prefix, server.url);
+      try {
+        // The replica has asked, and been refused.
+        await until('the refused CLIENT TRACKING in the ACL log', async () => {
+          const entries = (await admin.call('ACL', 'LOG')) as unknown[][];
+          return entries.some((entry) => entry.includes('client|tracking'));
+        });
+        const t = tenant('near-refused');
+        await client.call<object, TopUpResponse>('topUp', { tenantId: t, amount: 5n, idempotencyKey: key(), reference: 'r', payment: payment(), metadata: {} });
+        const commands = await log.during(async () => {
+          for (let i = 0; i < 3; i++) {
+            const r = await client.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+            expect(r.fromCache).to.equal(true);
+            expect(r.account?.balance).to.equal(5n);
+          }
+        });
+        expect(commands.map((c) => c[0])).to.deep.equal(['GET', 'GET', 'GET']);
+        expect((await service.registry.getSingleMetric('credits_cache_local_hits_total')!.get()).values[0]?.value ?? 0).to.equal(0);
+      } finally {
+        await log.close();
+        client.close();
+        await service.shutdown();
+        await admin.call('ACL', 'SETUSER', 'default', '+client|tracking');
       }
     });
   });
