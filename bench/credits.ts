@@ -176,8 +176,7 @@ function runPgbenchAtRate(bin: string, url: string, rate: number, seconds: numbe
   return { p50: percentile(latencies, 0.5), p95: percentile(latencies, 0.95), p99: percentile(latencies, 0.99), count: latencies.length, output };
 }
 
-/** bench/grpc-floor-server.ts as a child process, on an ephemeral port. */
-/** The bare grpc-js server of bench/grpc-floor-server.ts, as a child process like the service. */
+/** The bare grpc-js server of bench/grpc-floor-server.ts, as a child process like the service, on an ephemeral port. */
 function startFloorServer(): Promise<{ port: number; stop: () => Promise<void> }> {
   return startServiceProcess('floor', {}, join(__dirname, 'grpc-floor-server.ts'));
 }

@@ -38,12 +38,17 @@ export function killOnInterrupt(child: ChildProcess): void {
   child.once('exit', () => running.delete(child));
 }
 
+/**
+ * Starts `service`, or with `script` a stand-in server (bench/grpc-floor-server.ts) that logs the
+ * same listening line. BENCH_SERVICE_NODE_ARGS and BENCH_SERVICE_LOG apply to the service only.
+ */
 export async function startServiceProcess(service: string, env: NodeJS.ProcessEnv, script?: string): Promise<BenchServiceProcess> {
+  const isService = script === undefined;
   const started = await spawnServiceProcess(service, {
     env,
     script,
-    nodeArgs: (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean),
-    stdoutFile: process.env.BENCH_SERVICE_LOG || undefined,
+    nodeArgs: isService ? (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean) : [],
+    stdoutFile: isService ? process.env.BENCH_SERVICE_LOG || undefined : undefined,
     // The bench prints the service's errors as they come.
     stderr: 'inherit',
     startTimeoutMs: 60_000,
