@@ -47,7 +47,7 @@ function stdoutDestination(service: string): pino.DestinationStream {
   const stream = pino.destination({
     // Reading process.stdout first, as pino's default does, makes a pipe non-blocking,
     // so a full pipe answers EAGAIN (and is retried as below) instead of blocking a write.
-    dest: process.stdout.fd,
+    dest: process.stdout.fd || 1,
     sync: false,
     maxLength: STDOUT_BUFFER_MAX_BYTES,
     retryEAGAIN: () => flushDeadline === undefined || Date.now() < flushDeadline,
