@@ -1,10 +1,10 @@
 /**
  * Credits benchmark: `npx tsx bench/credits.ts [--duration 10] [--warmup 2] [--service-warmup 8]
  *   [--concurrency 16,32,64] [--tenants 8] [--rate 2000] [--channels 4] [--skip-pgbench] [--in-process]
- *   [--phases closed,stream,open,balance]`
+ *   [--phases closed,stream,open,balance,mix] [--mix consume=60,balance=25,hold=10,topup=3,batch=2] [--mix-concurrency 32]`
  * (or the same as env: BENCH_DURATION_SECONDS, BENCH_SERVICE_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_TENANTS, BENCH_RATE, BENCH_CHANNELS,
- * BENCH_PHASES). --phases picks which of (a)+(b) "closed", (e) "stream", (c) "open" and (d) "balance"
- * run, e.g. to profile one of them alone with BENCH_SERVICE_NODE_ARGS.
+ * BENCH_PHASES, BENCH_MIX, BENCH_MIX_CONCURRENCY). --phases picks which of (a)+(b) "closed", (e) "stream", (c) "open",
+ * (d) "balance" and (f) "mix" run, e.g. to profile one of them alone with BENCH_SERVICE_NODE_ARGS.
  *
  * In one run, on one fresh database in the PostgreSQL at BENCH_DATABASE_URL
  * (default postgres://postgres@127.0.0.1:5432/postgres) and the Redis at
@@ -21,7 +21,11 @@
  *  (e) the same consumes over ConsumeStream (one long-lived call per channel,
  *      answers matched by request_id): closed loop at 4x the highest
  *      concurrency in flight, compared with the best pgbench figure of the run,
- *      then open loop at --rate.
+ *      then open loop at --rate;
+ *  (f) a mixed load, closed loop at --mix-concurrency: Consume, cached GetBalance,
+ *      "hold" (Reserve, then CommitReservation of part of it), TopUp (card
+ *      encrypted) and BatchConsume of 10 items, interleaved by --mix weight;
+ *      throughput and p50/p95/p99 overall and for each kind.
  * Calls are spread round-robin over --channels client channels, each with its
  * own HTTP/2 connection (local subchannel pool), so one connection's flow
  * control and stream limit are not the bottleneck.
@@ -42,10 +46,11 @@ import {
   CreditsServiceService,
   GetBalanceRequest,
   GetBalanceResponse,
+  type ReserveResponse,
 } from '../gen/shieldx/credits/v1/credits';
 import { generateApiKey } from '../platform/auth';
 import { freePort } from '../platform/local-servers';
-import { formatResult, percentile, runLoad, streamCaller, type LoadMode, type LoadResult } from './grpc-load';
+import { formatResult, parseMix, percentile, runLoad, streamCaller, weightedMix, type LatencySummary, type LoadMode, type LoadResult } from './grpc-load';
 import { H2GrpcClient } from './h2-client';
 import { createDatabase } from '../test/harness';
 import { startServiceProcess } from './service-process';
@@ -53,7 +58,9 @@ import { benchArgs } from './args';
 import { metricSamples, metricValue, scrapeMetrics } from '../platform/prometheus-text';
 import { cpuSnapshot, formatCpuPerOp } from './machine-cpu';
 
-const PHASE_NAMES = ['closed', 'stream', 'open', 'balance'];
+const PHASE_NAMES = ['closed', 'stream', 'open', 'balance', 'mix'];
+/** What the mixed phase (f) can send: see its comment above. */
+const MIX_KINDS = ['consume', 'balance', 'hold', 'topup', 'batch'];
 const args = benchArgs({
   duration: { type: 'number', env: 'BENCH_DURATION_SECONDS', default: 10, min: 0 },
   warmup: { type: 'number', env: 'BENCH_WARMUP_SECONDS', default: 2, min: 0 },
@@ -66,6 +73,8 @@ const args = benchArgs({
   /** Unary calls through the generated grpc-js client, or the lean HTTP/2 one (bench/h2-client.ts). */
   client: { type: 'string', env: 'BENCH_CLIENT', default: 'grpc-js', choices: ['grpc-js', 'h2'] },
   phases: { type: 'list', env: 'BENCH_PHASES', default: PHASE_NAMES, choices: PHASE_NAMES },
+  mix: { type: 'string', env: 'BENCH_MIX', default: 'consume=60,balance=25,hold=10,topup=3,batch=2' },
+  'mix-concurrency': { type: 'number', env: 'BENCH_MIX_CONCURRENCY', default: 32, integer: true, min: 1 },
   'skip-pgbench': { type: 'boolean' },
   'in-process': { type: 'boolean' },
 });
@@ -84,6 +93,8 @@ const START_EARLY_MS = 0.5;
 const CHANNELS = Math.max(1, args.channels);
 const CLIENT = args.client;
 const PHASES = new Set(args.phases);
+/** Parsed before anything starts, so a bad --mix stops the bench at once. */
+const MIX = parseMix(args.mix, MIX_KINDS);
 const SERVER_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SEED = { tps: 1000, consumeAvgMs: 15, cachedBalanceAvgMs: 2 };
@@ -97,7 +108,9 @@ function pgbenchPath(): string | undefined {
   return which.status === 0 ? which.stdout.trim() : undefined;
 }
 
-function unary<Req, Res>(client: CreditsServiceClient, method: 'consume' | 'getBalance' | 'topUp', metadata: Metadata) {
+type UnaryMethod = 'consume' | 'getBalance' | 'topUp' | 'reserve' | 'commitReservation' | 'batchConsume';
+
+function unary<Req, Res>(client: CreditsServiceClient, method: UnaryMethod, metadata: Metadata) {
   const fn = (client[method] as unknown as (r: Req, m: Metadata, o: object, cb: (e: Error | null, r: Res) => void) => void).bind(client);
   return (req: Req) =>
     new Promise<Res>((resolve, reject) => fn(req, metadata, { deadline: Date.now() + 10_000 }, (e, r) => (e ? reject(e) : resolve(r))));
@@ -237,8 +250,8 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     onCleanup(async () => clients.forEach((c) => c.close()));
     const metadata = new Metadata();
     metadata.set('authorization', `Bearer ${apiKey.key}`);
-    const roundRobin = <Req,>(method: 'consume' | 'getBalance' | 'topUp') => {
-      const fns = clients.map((c) => unary<Req, unknown>(c, method, metadata));
+    const roundRobin = <Req, Res = unknown>(method: UnaryMethod) => {
+      const fns = clients.map((c) => unary<Req, Res>(c, method, metadata));
       let next = 0;
       return (req: Req) => fns[next++ % fns.length]!(req);
     };
@@ -254,9 +267,12 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
         ? (req: GetBalanceRequest) => h2.unary(CreditsServiceService.getBalance.path, GetBalanceRequest, GetBalanceResponse, req, 10_000)
         : roundRobin<GetBalanceRequest>('getBalance'),
       topUp: roundRobin<object>('topUp'),
+      reserve: roundRobin<object, ReserveResponse>('reserve'),
+      commitReservation: roundRobin<object>('commitReservation'),
+      batchConsume: roundRobin<object>('batchConsume'),
     };
   };
-  const { clients, metadata, consume, getBalance, topUp } = callers(port);
+  const { clients, metadata, consume, getBalance, topUp, reserve, commitReservation, batchConsume } = callers(port);
   const tenants = Array.from({ length: TENANTS }, (_, i) => `bench-${i + 1}`);
   const card = { cardNumber: '4242424242424242', expiryMonth: 12, expiryYear: new Date().getUTCFullYear() + 3, cardholderName: 'Bench', processorReference: '' };
   for (const t of tenants) {
@@ -363,7 +379,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     bucketsBefore = buckets;
     return line;
   };
-  const lat = (r: LoadResult) => `p50 ${r.latencyMs.p50.toFixed(2)} p95 ${r.latencyMs.p95.toFixed(2)} p99 ${r.latencyMs.p99.toFixed(2)} mean ${r.latencyMs.mean.toFixed(2)} ms`;
+  const lat = (r: { latencyMs: LatencySummary }) => `p50 ${r.latencyMs.p50.toFixed(2)} p95 ${r.latencyMs.p95.toFixed(2)} p99 ${r.latencyMs.p99.toFixed(2)} mean ${r.latencyMs.mean.toFixed(2)} ms`;
   const summary: string[] = [];
   if (PHASES.has('stream')) {
     const { call: streamCall, close: closeStreams } = streamCaller(
@@ -451,6 +467,44 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
       `  floor, bare grpc-js server answering from memory (bench/grpc-floor-server.ts), same client: c=1 ${lat(one.bare)}; ` +
         `c=8 ${capacityFloor.throughputPerSecond.toFixed(0)}/s; open 1000/s ${lat(open.bare)}`,
     );
+  }
+  if (PHASES.has('mix')) {
+    const kindOf = weightedMix(MIX);
+    const tenantOf = (i: number) => tenants[i % tenants.length]!;
+    const ops: Record<string, (i: number) => Promise<unknown>> = {
+      consume: consumeCall('mix'),
+      balance: (i) => getBalance({ tenantId: tenantOf(i), consistentRead: false }),
+      hold: async (i) => {
+        const held = await reserve({ tenantId: tenantOf(i), amount: 5n, ttl: { seconds: 60n, nanos: 0 }, idempotencyKey: `mix-r-${runId}-${i}`, reference: 'bench', metadata: {} });
+        await commitReservation({ tenantId: tenantOf(i), reservationId: held.reservation!.id, amount: 3n, idempotencyKey: `mix-c-${runId}-${i}` });
+      },
+      topup: (i) => topUp({ tenantId: tenantOf(i), amount: 10n, idempotencyKey: `mix-t-${runId}-${i}`, reference: 'bench', payment: card, metadata: {} }),
+      batch: (i) =>
+        batchConsume({
+          tenantId: tenantOf(i),
+          atomic: false,
+          idempotencyKey: `mix-b-${runId}-${i}`,
+          items: Array.from({ length: 10 }, (_, k) => ({ tenantId: tenantOf(i + k), amount: 1n, reference: 'bench', metadata: {} })),
+        }),
+    };
+    const concurrency = args['mix-concurrency'];
+    const mixed = await runMeasured({
+      name: 'mix',
+      mode: { kind: 'closed', concurrency },
+      durationMs: DURATION_MS,
+      warmupMs: WARMUP_MS,
+      kindOf,
+      call: (i) => ops[kindOf(i)]!(i),
+    });
+    console.log(withCpu(mixed));
+    const weights = [...MIX].map(([k, w]) => `${k}=${w}`).join(',');
+    summary.push(`mixed load (${weights}), closed c=${concurrency}: ${mixed.throughputPerSecond.toFixed(0)} calls/s, ${lat(mixed)}`);
+    for (const [kind, r] of Object.entries(mixed.byKind ?? {})) {
+      const errors = Object.entries(r.errors).map(([k, v]) => `${k}=${v}`).join(' ');
+      const line = `  ${kind.padEnd(8)} ${r.throughputPerSecond.toFixed(0).padStart(6)} calls/s  ${lat(r)}${errors ? `  errors: ${errors}` : ''}`;
+      console.log(line);
+      summary.push(line);
+    }
   }
 
   const metrics = await scrapeServiceMetrics();

@@ -38,6 +38,8 @@ export interface LoadOptions {
   readonly startEarlyMs?: number;
   /** Bound on stored latency samples (default 2,000,000). */
   readonly maxSamples?: number;
+  /** A mixed load: the kind of call `i` (e.g. from `weightedMix`), for a per-kind breakdown in `byKind`. */
+  readonly kindOf?: (i: number) => string;
 }
 
 export interface LatencySummary {
@@ -61,6 +63,16 @@ export interface LoadResult {
   /** Completed calls (successes and failures) per second of measured time. */
   readonly throughputPerSecond: number;
   /** Milliseconds, over every completed call. */
+  readonly latencyMs: LatencySummary;
+  /** With `kindOf`: the same figures for each kind of call. */
+  readonly byKind?: Readonly<Record<string, KindResult>>;
+}
+
+export interface KindResult {
+  readonly completed: number;
+  readonly succeeded: number;
+  readonly errors: Readonly<Record<string, number>>;
+  readonly throughputPerSecond: number;
   readonly latencyMs: LatencySummary;
 }
 
@@ -105,7 +117,16 @@ const nowMs = () => performance.now();
 
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const warmupMs = options.warmupMs ?? 0;
-  const recorder = new Recorder(options.maxSamples ?? 2_000_000);
+  const maxSamples = options.maxSamples ?? 2_000_000;
+  const recorder = new Recorder(maxSamples);
+  const kinds = new Map<string, Recorder>();
+  const recorderOf = (i: number): Recorder | undefined => {
+    if (!options.kindOf) return undefined;
+    const kind = options.kindOf(i);
+    let r = kinds.get(kind);
+    if (!r) kinds.set(kind, (r = new Recorder(Math.ceil(maxSamples / 8))));
+    return r;
+  };
   const start = nowMs();
   const measureFrom = start + warmupMs;
   const end = measureFrom + options.durationMs;
@@ -123,7 +144,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     } catch (e) {
       error = e ?? new Error('call failed');
     }
-    if (intendedStart >= measureFrom && intendedStart < end) recorder.record(nowMs() - from, error);
+    if (intendedStart >= measureFrom && intendedStart < end) {
+      const latencyMs = nowMs() - from;
+      recorder.record(latencyMs, error);
+      recorderOf(i)?.record(latencyMs, error);
+    }
   };
 
   if (options.mode.kind === 'closed') {
@@ -170,7 +195,57 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     dropped,
     throughputPerSecond: recorder.completed / (options.durationMs / 1000),
     latencyMs: recorder.summary(),
+    ...(options.kindOf && {
+      byKind: Object.fromEntries(
+        [...kinds].map(([kind, r]) => [
+          kind,
+          { completed: r.completed, succeeded: r.succeeded, errors: r.errors, throughputPerSecond: r.completed / (options.durationMs / 1000), latencyMs: r.summary() },
+        ]),
+      ),
+    }),
   };
+}
+
+/**
+ * A mix of call kinds by weight, e.g. `parseMix('consume=60,balance=40', ['consume', 'balance'])`.
+ * Throws, naming `what`, on an unknown kind, a weight that is not a positive integer, or a kind given twice.
+ */
+export function parseMix(raw: string, kinds: readonly string[], what = '--mix'): Map<string, number> {
+  const mix = new Map<string, number>();
+  for (const part of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const match = /^([a-z_-]+)=(\d+)$/.exec(part);
+    if (!match) throw new Error(`${what}: "${part}" is not kind=weight (kinds: ${kinds.join(', ')})`);
+    const [, kind, weight] = match as unknown as [string, string, string];
+    if (!kinds.includes(kind)) throw new Error(`${what}: unknown kind "${kind}" (kinds: ${kinds.join(', ')})`);
+    if (mix.has(kind)) throw new Error(`${what}: "${kind}" given twice`);
+    if (Number(weight) < 1 || Number(weight) > 1_000) throw new Error(`${what}: the weight of "${kind}" must be 1..1000, not ${weight}`);
+    mix.set(kind, Number(weight));
+  }
+  if (mix.size === 0) throw new Error(`${what} must name at least one kind`);
+  return mix;
+}
+
+/**
+ * The kind of call `i` in a weighted mix: a fixed, interleaved schedule of one
+ * cycle of sum(weights) slots (smooth weighted round-robin, as nginx balances
+ * upstreams), so every window of calls holds the kinds in proportion and a
+ * rare kind is not bunched up. Deterministic: the same mix gives the same calls.
+ */
+export function weightedMix(mix: ReadonlyMap<string, number>): (i: number) => string {
+  const entries = [...mix];
+  const total = entries.reduce((sum, [, w]) => sum + w, 0);
+  const current = entries.map(() => 0);
+  const cycle: string[] = [];
+  for (let slot = 0; slot < total; slot++) {
+    let best = 0;
+    entries.forEach(([, w], k) => {
+      current[k]! += w;
+      if (current[k]! > current[best]!) best = k;
+    });
+    current[best]! -= total;
+    cycle.push(entries[best]![0]);
+  }
+  return (i) => cycle[i % cycle.length]!;
 }
 
 const f = (ms: number) => (ms < 10 ? ms.toFixed(2) : ms.toFixed(1));
