@@ -1,12 +1,31 @@
 /**
  * PostgreSQL pool factory. int8/numeric columns come back as bigint (money never
  * passes through a float); every pool gets a statement timeout so no call hangs
- * on a stuck query, and a connect timeout so a dead database fails fast.
+ * on a stuck query, a connect timeout so a dead database fails fast, and a
+ * client-side read timeout so a database that stops answering without closing
+ * anything (a partition, a failed-over primary) cannot keep connections checked
+ * out for ever: the pool would stay full and the service never recover.
  */
 import pg from 'pg';
 import type { Logger } from './logger';
 
 const INT8_OID = 20;
+
+/**
+ * How much longer than statement_timeout the client waits for an answer before it
+ * gives the connection up: PostgreSQL itself cancels a slow statement at
+ * statement_timeout and answers with the error at once, so silence past this
+ * margin means nobody is there.
+ */
+export const QUERY_READ_TIMEOUT_MARGIN_MS = 2_000;
+
+/** node-postgres's message when `query_timeout` passes with no answer. */
+const QUERY_READ_TIMEOUT_MESSAGE = 'Query read timeout';
+
+/** True when a query got no answer within the pool's read timeout (the connection is then useless). */
+export function isQueryReadTimeout(error: unknown): boolean {
+  return error instanceof Error && error.message === QUERY_READ_TIMEOUT_MESSAGE;
+}
 
 /** Per-pool type parsers: bigint for int8, without touching pg's global defaults. */
 const types = {
@@ -38,6 +57,11 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
     connectionString: databaseUrl,
     max: options.max,
     statement_timeout: options.statementTimeoutMs,
+    // A query that times out this way is failed and its client destroyed when released with the
+    // error (pool.query does that; transaction() below marks it broken).
+    query_timeout: options.statementTimeoutMs + QUERY_READ_TIMEOUT_MARGIN_MS,
+    // Idle connections to a peer that vanished are found by the kernel instead of by the next query.
+    keepAlive: true,
     application_name: options.applicationName,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
     idleTimeoutMillis: 30_000,
@@ -76,9 +100,13 @@ async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Prom
     await client.query(end);
     return result;
   } catch (error) {
-    await client.query('ROLLBACK').catch((rollbackError: Error) => {
-      broken ??= rollbackError;
-    });
+    // No answer at all: a ROLLBACK would only queue behind the lost query and time out in turn.
+    if (isQueryReadTimeout(error)) broken ??= error as Error;
+    else {
+      await client.query('ROLLBACK').catch((rollbackError: Error) => {
+        broken ??= rollbackError;
+      });
+    }
     throw error;
   } finally {
     client.off('error', onError);

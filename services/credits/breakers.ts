@@ -7,6 +7,7 @@
  * filtered out, so a burst of "insufficient credits" never opens it.
  */
 import CircuitBreaker from 'opossum';
+import { isQueryReadTimeout } from '../../platform/db';
 import { Code, ServiceError } from '../../platform/service-error';
 import type { BreakerDependency, CreditsMetrics } from './credits-metrics';
 
@@ -24,6 +25,8 @@ const NETWORK_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 
 /** True when the error says PostgreSQL could not be reached or dropped us, not that it refused a statement. */
 export function isDatabaseUnavailable(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false;
+  // No answer within the pool's read timeout: the server is not there (or not reachable).
+  if (isQueryReadTimeout(error)) return true;
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string') {
     if (NETWORK_ERROR_CODES.has(code)) return true;

@@ -44,10 +44,16 @@ async function stopProcess(child: ChildProcess): Promise<void> {
   });
 }
 
-/** A TCP proxy to PostgreSQL that can be cut and restored. */
+/**
+ * A TCP proxy to PostgreSQL that can be cut and restored, or black-holed: `blackHole()`
+ * stops forwarding on every open connection and leaves them open for good (a partition,
+ * or a failed-over primary whose old connections die without a reset), and holds new
+ * connections unanswered until `restore()`; connections opened after that work again.
+ */
 class PgProxy {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
+  private holding = false;
 
   constructor(
     readonly port: number,
@@ -56,15 +62,36 @@ class PgProxy {
 
   async open(): Promise<void> {
     this.server = createServer((client) => {
-      const upstream = createConnection(this.target);
-      for (const s of [client, upstream]) {
-        this.sockets.add(s);
-        s.on('close', () => this.sockets.delete(s));
-        s.on('error', () => undefined);
-      }
-      client.pipe(upstream).pipe(client);
+      this.track(client);
+      // Black-holed: accepted, never answered.
+      if (!this.holding) this.forward(client);
     });
     await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', () => resolve()));
+  }
+
+  private track(s: Socket): void {
+    this.sockets.add(s);
+    s.on('close', () => this.sockets.delete(s));
+    s.on('error', () => undefined);
+  }
+
+  private forward(client: Socket): void {
+    const upstream = createConnection(this.target);
+    this.track(upstream);
+    client.pipe(upstream).pipe(client);
+  }
+
+  blackHole(): void {
+    this.holding = true;
+    for (const s of this.sockets) {
+      s.unpipe();
+      s.pause();
+    }
+  }
+
+  /** New connections reach PostgreSQL again; the black-holed ones stay dead. */
+  restore(): void {
+    this.holding = false;
   }
 
   async close(): Promise<void> {
@@ -188,6 +215,61 @@ describe('credits resilience', function () {
           .call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} })
           .catch(() => undefined);
       }
+      expect(res?.account?.balance).to.equal(49n);
+      expect(await breakerState(service, 'postgres')).to.equal(0);
+    });
+  });
+
+  describe('PostgreSQL hanging', () => {
+    let proxy: PgProxy;
+    let service: RunningService;
+    let credits: Credits;
+
+    before(async () => {
+      const url = new URL(testInfrastructure().databaseUrl);
+      proxy = new PgProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
+      await proxy.open();
+      url.host = `127.0.0.1:${proxy.port}`;
+      service = await startCredits({
+        DATABASE_URL: url.toString(),
+        DB_POOL_MAX: '4',
+        DB_STATEMENT_TIMEOUT_MS: '1000',
+        CREDITS_DB_TIMEOUT_MS: '1000',
+        CREDITS_BREAKER_RESET_MS: '500',
+      });
+      credits = new Credits(service);
+    });
+    after(async () => {
+      credits?.close();
+      await service?.shutdown();
+      await proxy?.close();
+    });
+
+    // PostgreSQL stops answering without closing anything (a partition; a failed-over primary whose
+    // connections die silently): calls fail with UNAVAILABLE DATABASE_UNAVAILABLE within the client's
+    // deadline (never DEADLINE_EXCEEDED), and once PostgreSQL can be reached again the service recovers by
+    // itself, although every connection it had stays dead forever: none of them may pin the pool.
+    it('fails calls with UNAVAILABLE and recovers although its connections never answer again', async () => {
+      const t = tenant();
+      await credits.call('topUp', { tenantId: t, amount: 50n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
+      // Every pooled connection busy at once, so that all of them are black-holed open.
+      await Promise.all(Array.from({ length: 8 }, () => credits.call('getBalance', { tenantId: t, consistentRead: true })));
+      proxy.blackHole();
+      const failed = await Promise.all(
+        Array.from({ length: 8 }, () => failure(credits.call('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }, 15_000))),
+      );
+      for (const err of failed) expect([err.code, err.reason]).to.deep.equal([Code.UNAVAILABLE, 'DATABASE_UNAVAILABLE']);
+      expect((await failure(credits.call('getBalance', { tenantId: t, consistentRead: true }, 15_000))).reason).to.equal('DATABASE_UNAVAILABLE');
+
+      proxy.restore();
+      let res: ConsumeResponse | undefined;
+      for (let i = 0; i < 60 && !res; i++) {
+        await sleep(250);
+        res = await credits
+          .call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }, 5_000)
+          .catch(() => undefined);
+      }
+      // Nothing of the failed calls was applied: they never reached PostgreSQL.
       expect(res?.account?.balance).to.equal(49n);
       expect(await breakerState(service, 'postgres')).to.equal(0);
     });
