@@ -23,7 +23,7 @@ import {
 import { Code } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, testKeys } from '../../test/harness';
-import { Credits, db, failure, footprint, key, payment, startCredits, tenant } from './credits-test-kit';
+import { Credits, databaseFootprint, db, failure, footprint, key, ledgerState, payment, startCredits, tenant } from './credits-test-kit';
 
 const INT64_MAX = 9_223_372_036_854_775_807n;
 
@@ -58,6 +58,21 @@ describe('credits RPCs', function () {
       metadata: {},
       ttl: { seconds: BigInt(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1_000_000 },
     });
+
+  /** The tenant's money and history (ledgerState without the count of idempotency records, which refusals may add to). */
+  async function moneyAndHistory(tenantId: string): Promise<Record<string, unknown>> {
+    const { keys: _keys, ...rest } = JSON.parse(await ledgerState(tenantId)) as Record<string, unknown>;
+    return rest;
+  }
+
+  /** Same key + different request: FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED naming the key. */
+  async function keyReused(call: Promise<unknown>, k: string, what: string): Promise<void> {
+    const err = await failure(call);
+    expect(err.code, what).to.equal(Code.FAILED_PRECONDITION);
+    expect(err.reason, what).to.equal('IDEMPOTENCY_KEY_REUSED');
+    expect(err.metadata.idempotency_key, what).to.equal(k);
+    expect(err.metadata.field, what).to.equal('idempotency_key');
+  }
 
   describe('TopUp', () => {
     // A first top-up opens the account; the card comes back masked and is stored encrypted only.
@@ -108,6 +123,29 @@ describe('credits RPCs', function () {
       const err = await failure(topUp(t, 1n));
       expect(err.reason).to.equal('BALANCE_LIMIT_EXCEEDED');
       expect((await consume(t, INT64_MAX)).account!.balance).to.equal(0n);
+    });
+
+    // Same key + same top-up replays the first (same transaction, one credit); same key with another amount, reference,
+    // metadata or card is IDEMPOTENCY_KEY_REUSED, and none of them moves money, writes a row or stores a card.
+    it('replays a repeated key and refuses a reused one', async () => {
+      const t = tenant();
+      const k = key();
+      const request = { tenantId: t, amount: 50n, idempotencyKey: k, reference: 'r', payment: payment(), metadata: { order: '1' } };
+      const first = await credits.call<object, TopUpResponse>('topUp', request);
+      const after = await ledgerState(t);
+      const again = await credits.call<object, TopUpResponse>('topUp', request);
+      expect(again.replayed).to.equal(true);
+      expect(again.transaction!.id).to.equal(first.transaction!.id);
+      expect(again.account).to.deep.equal(first.account);
+      const others: [string, object][] = [
+        ['another amount', { ...request, amount: 51n }],
+        ['another reference', { ...request, reference: 'r2' }],
+        ['other metadata', { ...request, metadata: { order: '2' } }],
+        ['another card', { ...request, payment: payment('5555 5555 5555 4444') }],
+      ];
+      for (const [what, other] of others) await keyReused(credits.call('topUp', other), k, what);
+      expect(await ledgerState(t)).to.equal(after);
+      expect((await balance(t, true)).account!.balance).to.equal(50n);
     });
   });
 
@@ -197,27 +235,31 @@ describe('credits RPCs', function () {
     });
 
     // Bad inputs: INVALID_ARGUMENT, nothing written, key left unused.
+    // The bad tenant ids name no row to count: the whole ledger (every table, every tenant) must be unchanged.
     it('rejects bad input without writing anything', async () => {
       const t = tenant();
       await topUp(t, 100n);
       const before = await footprint(t);
-      const cases: object[] = [
-        { tenantId: '', amount: 1n, idempotencyKey: key() },
-        { tenantId: 'x'.repeat(129), amount: 1n, idempotencyKey: key() },
-        { tenantId: 'bad tenant', amount: 1n, idempotencyKey: key() },
-        { tenantId: t, amount: 0n, idempotencyKey: key() },
-        { tenantId: t, amount: -5n, idempotencyKey: key() },
-        { tenantId: t, amount: 1n, idempotencyKey: '' },
-        { tenantId: t, amount: 1n, idempotencyKey: 'k'.repeat(129) },
-        { tenantId: t, amount: 1n, idempotencyKey: key(), reference: 'r'.repeat(300) },
-        { tenantId: t, amount: 1n, idempotencyKey: key(), metadata: { 'bad key!': 'v' } },
+      const everything = await databaseFootprint();
+      const cases: [string, object][] = [
+        ['tenant_id', { tenantId: '', amount: 1n, idempotencyKey: key() }],
+        ['tenant_id', { tenantId: 'x'.repeat(129), amount: 1n, idempotencyKey: key() }],
+        ['tenant_id', { tenantId: 'bad tenant', amount: 1n, idempotencyKey: key() }],
+        ['amount', { tenantId: t, amount: 0n, idempotencyKey: key() }],
+        ['amount', { tenantId: t, amount: -5n, idempotencyKey: key() }],
+        ['idempotency_key', { tenantId: t, amount: 1n, idempotencyKey: '' }],
+        ['idempotency_key', { tenantId: t, amount: 1n, idempotencyKey: 'k'.repeat(129) }],
+        ['reference', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: 'r'.repeat(300) }],
+        ['metadata[bad key!]', { tenantId: t, amount: 1n, idempotencyKey: key(), metadata: { 'bad key!': 'v' } }],
       ];
-      for (const c of cases) {
+      for (const [field, c] of cases) {
+        const what = JSON.stringify(c, (_, v) => (typeof v === 'bigint' ? String(v) : v));
         const err = await failure(credits.call('consume', { reference: '', metadata: {}, ...c }));
-        expect(err.code, JSON.stringify(c, (_, v) => (typeof v === 'bigint' ? String(v) : v))).to.equal(Code.INVALID_ARGUMENT);
-        expect(err.fieldViolations).to.have.length(1);
+        expect(err.code, what).to.equal(Code.INVALID_ARGUMENT);
+        expect(err.fieldViolations.map((v) => v.field), what).to.deep.equal([field]);
       }
       expect(await footprint(t)).to.equal(before);
+      expect(await databaseFootprint()).to.equal(everything);
     });
 
     // The generated client refuses an amount above int64; raw bytes above int64 arrive wrapped and are refused.
@@ -316,6 +358,7 @@ describe('credits RPCs', function () {
       const k = key();
       const rel = await credits.call<object, ReleaseReservationResponse>('releaseReservation', { tenantId: t, reservationId: r.reservation!.id, idempotencyKey: k });
       expect(rel.account).to.include({ balance: 50n, reserved: 0n });
+      const released = await moneyAndHistory(t);
       const again = await credits.call<object, ReleaseReservationResponse>('releaseReservation', { tenantId: t, reservationId: r.reservation!.id, idempotencyKey: k });
       expect(again.replayed).to.equal(true);
       const other = await failure(credits.call('releaseReservation', { tenantId: t, reservationId: r.reservation!.id, idempotencyKey: key() }));
@@ -323,6 +366,63 @@ describe('credits RPCs', function () {
       const commit = await failure(credits.call('commitReservation', { tenantId: t, reservationId: r.reservation!.id, idempotencyKey: key() }));
       expect(commit.reason).to.equal('RESERVATION_ALREADY_FINALIZED');
       expect((await balance(t, true)).account).to.include({ balance: 50n, reserved: 0n });
+      // No second RELEASE, no CAPTURE: account, transactions, audit rows and reservations as after the release.
+      expect(await moneyAndHistory(t)).to.deep.equal(released);
+    });
+
+    // A committed hold is final: a second commit or a release under another key is RESERVATION_ALREADY_FINALIZED
+    // naming the state, and the money (balance, reserved, transactions, audit rows) moved exactly once.
+    it('commits once; a second commit or a release with another key moves nothing', async () => {
+      const t = tenant();
+      await topUp(t, 50n);
+      const r = await reserve(t, 20n);
+      const id = r.reservation!.id;
+      const c = await credits.call<object, CommitReservationResponse>('commitReservation', { tenantId: t, reservationId: id, amount: 15n, idempotencyKey: key() });
+      expect(c.account).to.include({ balance: 35n, reserved: 0n });
+      const committed = await moneyAndHistory(t);
+      const repeats: [string, string, object][] = [
+        ['a second commit, same amount', 'commitReservation', { amount: 15n }],
+        ['a second commit, whole hold', 'commitReservation', {}],
+        ['a release', 'releaseReservation', {}],
+      ];
+      for (const [what, rpc, extra] of repeats) {
+        const err = await failure(credits.call(rpc as never, { tenantId: t, reservationId: id, idempotencyKey: key(), ...extra }));
+        expect(err.code, what).to.equal(Code.FAILED_PRECONDITION);
+        expect(err.reason, what).to.equal('RESERVATION_ALREADY_FINALIZED');
+        expect(err.metadata, what).to.include({ reservation_id: id, state: 'COMMITTED' });
+      }
+      expect(await moneyAndHistory(t)).to.deep.equal(committed);
+      const moves = await db().query('SELECT type::text, amount::text FROM credit_transactions WHERE reservation_id = $1 ORDER BY seq', [id]);
+      expect(moves.rows).to.deep.equal([
+        { type: 'RESERVE', amount: '20' },
+        { type: 'CAPTURE', amount: '15' },
+        { type: 'RELEASE', amount: '5' },
+      ]);
+      const { rows } = await db().query('SELECT state::text, captured_amount::text FROM credit_reservations WHERE id = $1', [id]);
+      expect(rows[0]).to.deep.equal({ state: 'COMMITTED', captured_amount: '15' });
+    });
+
+    // Same key + same reserve replays the hold (one hold, reserved moved once); same key with another amount, TTL,
+    // reference or metadata is IDEMPOTENCY_KEY_REUSED and holds nothing more.
+    it('replays a repeated reserve key and refuses a reused one', async () => {
+      const t = tenant();
+      await topUp(t, 100n);
+      const k = key();
+      const request = { tenantId: t, amount: 30n, idempotencyKey: k, reference: 'job', metadata: { job: '1' }, ttl: { seconds: 60n, nanos: 0 } };
+      const first = await credits.call<object, ReserveResponse>('reserve', request);
+      const after = await ledgerState(t);
+      const again = await credits.call<object, ReserveResponse>('reserve', request);
+      expect(again.replayed).to.equal(true);
+      expect(again.reservation).to.deep.equal(first.reservation);
+      const others: [string, object][] = [
+        ['another amount', { ...request, amount: 31n }],
+        ['another TTL', { ...request, ttl: { seconds: 61n, nanos: 0 } }],
+        ['another reference', { ...request, reference: 'job-2' }],
+        ['other metadata', { ...request, metadata: { job: '2' } }],
+      ];
+      for (const [what, other] of others) await keyReused(credits.call('reserve', other), k, what);
+      expect(await ledgerState(t)).to.equal(after);
+      expect((await balance(t, true)).account).to.include({ balance: 100n, reserved: 30n });
     });
 
     // Commit after the TTL: RESERVATION_EXPIRED; the sweeper then releases the hold and records EXPIRE.
@@ -412,17 +512,61 @@ describe('credits RPCs', function () {
       expect(ok.succeeded).to.equal(1);
     });
 
-    // Empty, oversized or bad-item batches are INVALID_ARGUMENT.
+    // Empty, oversized or bad-item batches are INVALID_ARGUMENT naming the field; nothing is written, for any tenant.
     it('rejects bad batches', async () => {
       const a = tenant();
       await topUp(a, 10n);
       const before = await footprint(a);
+      const everything = await databaseFootprint();
       const item = { tenantId: a, amount: 1n, reference: '', metadata: {} };
-      for (const items of [[], Array.from({ length: 101 }, () => item), [item, { ...item, amount: 0n }], [{ ...item, tenantId: '' }]]) {
-        expect((await failure(credits.call('batchConsume', { tenantId: a, idempotencyKey: key(), atomic: false, items }))).code).to.equal(Code.INVALID_ARGUMENT);
+      const cases: [string, object[]][] = [
+        ['items', []],
+        ['items', Array.from({ length: 101 }, () => item)],
+        ['items[1].amount', [item, { ...item, amount: 0n }]],
+        ['items[0].tenant_id', [{ ...item, tenantId: '' }]],
+      ];
+      for (const [field, items] of cases) {
+        const err = await failure(credits.call('batchConsume', { tenantId: a, idempotencyKey: key(), atomic: false, items }));
+        expect(err.code, field).to.equal(Code.INVALID_ARGUMENT);
+        expect(err.fieldViolations.map((v) => v.field)).to.deep.equal([field]);
       }
       expect((await failure(credits.call('batchConsume', { tenantId: a, idempotencyKey: '', atomic: false, items: [item] }))).code).to.equal(Code.INVALID_ARGUMENT);
       expect(await footprint(a)).to.equal(before);
+      expect(await databaseFootprint()).to.equal(everything);
+    });
+
+    // Same key + same items replays the stored results (same transactions, nothing debited again); same key with
+    // other items (amount, order, count, reference, metadata) or another atomic flag is IDEMPOTENCY_KEY_REUSED.
+    it('replays a repeated key and refuses a reused one', async () => {
+      const [a, b] = [tenant(), tenant()];
+      await topUp(a, 100n);
+      await topUp(b, 100n);
+      const k = key();
+      const items = [
+        { tenantId: a, amount: 5n, reference: 'x', metadata: { n: '1' } },
+        { tenantId: b, amount: 7n, reference: 'y', metadata: {} },
+        { tenantId: a, amount: 500n, reference: '', metadata: {} },
+      ];
+      const request = { tenantId: a, idempotencyKey: k, atomic: false, items };
+      const first = await credits.call<object, BatchConsumeResponse>('batchConsume', request);
+      expect(first.results.map((r) => r.ok)).to.deep.equal([true, true, false]);
+      const [afterA, afterB] = [await ledgerState(a), await ledgerState(b)];
+      const again = await credits.call<object, BatchConsumeResponse>('batchConsume', request);
+      expect(again.replayed).to.equal(true);
+      expect({ ...again, replayed: false }).to.deep.equal(first);
+      const others: [string, object][] = [
+        ['another amount', { ...request, items: [{ ...items[0]!, amount: 6n }, items[1]!, items[2]!] }],
+        ['another order', { ...request, items: [items[1]!, items[0]!, items[2]!] }],
+        ['an item fewer', { ...request, items: items.slice(0, 2) }],
+        ['an item more', { ...request, items: [...items, items[0]!] }],
+        ['another reference', { ...request, items: [{ ...items[0]!, reference: 'z' }, items[1]!, items[2]!] }],
+        ['other metadata', { ...request, items: [{ ...items[0]!, metadata: { n: '2' } }, items[1]!, items[2]!] }],
+        ['atomic', { ...request, atomic: true }],
+      ];
+      for (const [what, other] of others) await keyReused(credits.call('batchConsume', other), k, what);
+      expect([await ledgerState(a), await ledgerState(b)]).to.deep.equal([afterA, afterB]);
+      expect((await balance(a, true)).account!.balance).to.equal(95n);
+      expect((await balance(b, true)).account!.balance).to.equal(93n);
     });
   });
 

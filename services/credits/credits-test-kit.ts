@@ -111,6 +111,28 @@ export async function footprint(tenantId: string): Promise<string> {
   return JSON.stringify(rows[0]);
 }
 
+/** The ledger's tables: every row a credits call can write lives in one of them. */
+const LEDGER_TABLES = ['credit_accounts', 'credit_transactions', 'credit_idempotency_keys', 'credit_audit_logs', 'credit_reservations', 'credit_payments'] as const;
+
+/**
+ * The whole ledger, every tenant: per table the row count and an order-free
+ * digest of every row's text, so an insert, delete or update anywhere — under
+ * any tenant id, not only the one a test looks at — changes it. For requests
+ * whose tenant id is itself the bad input: a per-tenant count of that id
+ * would miss a write under another (truncated, normalised) id.
+ *
+ * Only meaningful while nothing else writes the ledger: creditsEnv() puts the
+ * expiry sweeper on an hourly timer, and the periodic audit and invariant
+ * checks write their own checkpoint tables, which are not counted here.
+ */
+export async function databaseFootprint(): Promise<string> {
+  const columns = LEDGER_TABLES.map(
+    (table) => `(SELECT json_build_object('rows', count(*), 'digest', coalesce(sum(hashtextextended(r::text, 0)), 0)::text) FROM ${table} r) AS ${table}`,
+  );
+  const { rows } = await db().query(`SELECT ${columns.join(', ')}`);
+  return JSON.stringify(rows[0]);
+}
+
 /**
  * Everything a refused call must leave as it was: the account (balance,
  * reserved, version, audit head) and the tenant's row counts.

@@ -7,22 +7,32 @@
  * each limit are accepted and stored verbatim.
  */
 import { randomUUID } from 'node:crypto';
+import { Client } from '@grpc/grpc-js';
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { expect } from 'chai';
 import {
+  BatchConsumeItem,
+  BatchConsumeRequest,
   type BatchConsumeResponse,
+  CommitReservationRequest,
   type CommitReservationResponse,
+  ConsumeRequest,
   type ConsumeResponse,
   type ListTransactionsResponse,
   type ReleaseReservationResponse,
+  ReserveRequest,
   type ReserveResponse,
+  TopUpRequest,
   type TopUpResponse,
   TransactionType,
+  type VerifyAuditChainResponse,
 } from '../../gen/shieldx/credits/v1/credits';
 import type { Duration } from '../../gen/google/protobuf/duration';
 import type { RunningService } from '../../platform/server';
 import { DEFAULT_PAGE_SIZE as PAGE_SIZE_DEFAULT, MAX_PAGE_SIZE as PAGE_SIZE_MAX } from '../../platform/page-size';
-import { Code } from '../../platform/service-error';
-import { Credits, db, failure, key, keyStored, ledgerState, payment, startCredits, tenant } from './credits-test-kit';
+import { Code, type ErrorDetails } from '../../platform/service-error';
+import { address, bearer, insecure } from '../../test/harness';
+import { Credits, databaseFootprint, db, failure, key, keyStored, ledgerState, payment, startCredits, tenant } from './credits-test-kit';
 import {
   IDEMPOTENCY_KEY_LENGTH_MAX,
   METADATA_ENTRIES_MAX,
@@ -30,6 +40,7 @@ import {
   METADATA_VALUE_LENGTH_MAX,
   RESERVATION_TTL_MS_DEFAULT,
   RESERVATION_TTL_MS_MAX,
+  TENANT_ID_LENGTH_MAX,
 } from './validation';
 
 const INT64_MAX = 9_223_372_036_854_775_807n;
@@ -71,14 +82,29 @@ describe('credits bad input', function () {
    */
   async function refused(t: string, k: string, call: () => Promise<unknown>, field: string, what: string): Promise<void> {
     const before = await ledgerState(t);
-    const err = await failure(call());
+    invalidArgument(await failure(call()), field, what);
+    expect(await ledgerState(t), what).to.equal(before);
+    expect(await keyStored(t, k), what).to.equal(false);
+  }
+
+  /** INVALID_ARGUMENT in the credits domain, naming exactly `field`. */
+  function invalidArgument(err: ErrorDetails, field: string, what: string): void {
     expect(err.code, what).to.equal(Code.INVALID_ARGUMENT);
     expect(err.reason, what).to.equal('INVALID_ARGUMENT');
     expect(err.domain, what).to.equal('credits.shieldx.io');
     expect(err.fieldViolations.map((v) => v.field), what).to.deep.equal([field]);
     expect(err.metadata.field, what).to.equal(field);
-    expect(await ledgerState(t), what).to.equal(before);
-    expect(await keyStored(t, k), what).to.equal(false);
+  }
+
+  /**
+   * Asserts a call is refused with INVALID_ARGUMENT naming `field` and that
+   * nothing in the whole ledger changed — any table, any tenant — for calls
+   * whose tenant id is itself the bad input (no one tenant's rows to look at).
+   */
+  async function refusedEverywhere(call: () => Promise<unknown>, field: string, what: string): Promise<void> {
+    const before = await databaseFootprint();
+    invalidArgument(await failure(call()), field, what);
+    expect(await databaseFootprint(), what).to.equal(before);
   }
 
   describe('metadata limits (Consume, TopUp, Reserve)', () => {
@@ -422,6 +448,165 @@ describe('credits bad input', function () {
       expect(res.transactions.map((x) => x.id)).to.deep.equal(all.transactions.map((x) => x.id));
       expect(new Set(res.transactions.map((x) => x.tenantId))).to.deep.equal(new Set([t]));
     });
+  });
+
+  describe('tenant ids and amounts on every RPC', () => {
+    /** A funded tenant holding `held`: the valid half of every request below. */
+    let t: string;
+    let held: string;
+    /** A funded tenant whose id is exactly the maximum length: the over-long bad id below is it plus one character. */
+    let longest: string;
+    let badTenants: [string, string][];
+
+    before(async () => {
+      t = await funded();
+      held = (await reserve(t, 10n)).reservation!.id;
+      longest = tenant().padEnd(TENANT_ID_LENGTH_MAX, 'x');
+      await topUp(longest, 1_000n);
+      badTenants = [
+        ['empty', ''],
+        // A server that truncated instead of refusing would write to `longest`'s account.
+        ['one character too long', `${longest}x`],
+        ['a space', 'bad tenant'],
+        ['a leading dash', '-tenant'],
+        ['a non-ASCII letter', 'café'],
+      ];
+    });
+
+    const item = (tenantId: string, amount = 1n) => ({ tenantId, amount, reference: '', metadata: {} });
+    const tenantRpcs: { name: string; method: string; field: string; request: (bad: string) => object }[] = [
+      { name: 'TopUp', method: 'topUp', field: 'tenant_id', request: (bad) => ({ tenantId: bad, amount: 1n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} }) },
+      { name: 'Consume', method: 'consume', field: 'tenant_id', request: (bad) => ({ tenantId: bad, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }) },
+      { name: 'Reserve', method: 'reserve', field: 'tenant_id', request: (bad) => ({ tenantId: bad, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }) },
+      { name: 'CommitReservation', method: 'commitReservation', field: 'tenant_id', request: (bad) => ({ tenantId: bad, reservationId: held, idempotencyKey: key() }) },
+      { name: 'ReleaseReservation', method: 'releaseReservation', field: 'tenant_id', request: (bad) => ({ tenantId: bad, reservationId: held, idempotencyKey: key() }) },
+      {
+        name: 'BatchConsume (request tenant)',
+        method: 'batchConsume',
+        field: 'tenant_id',
+        request: (bad) => ({ tenantId: bad, idempotencyKey: key(), atomic: false, items: [item(t)] }),
+      },
+      {
+        name: 'BatchConsume (item tenant)',
+        method: 'batchConsume',
+        field: 'items[1].tenant_id',
+        request: (bad) => ({ tenantId: t, idempotencyKey: key(), atomic: false, items: [item(t), item(bad)] }),
+      },
+      { name: 'GetBalance', method: 'getBalance', field: 'tenant_id', request: (bad) => ({ tenantId: bad, consistentRead: true }) },
+      { name: 'ListTransactions', method: 'listTransactions', field: 'tenant_id', request: (bad) => ({ tenantId: bad, pageSize: 0, pageToken: '', types: [] }) },
+      { name: 'GetOperation', method: 'getOperation', field: 'tenant_id', request: (bad) => ({ tenantId: bad, idempotencyKey: key() }) },
+      // An empty tenant_id is "every tenant" here (service.ts), not bad input: see the test after this loop.
+      { name: 'VerifyAuditChain', method: 'verifyAuditChain', field: 'tenant_id', request: (bad) => ({ tenantId: bad }) },
+    ];
+
+    for (const rpc of tenantRpcs) {
+      // Empty (except VerifyAuditChain), 129 characters, or outside [A-Za-z0-9._:@-] / not starting with a letter or digit:
+      // INVALID_ARGUMENT naming the tenant field, and not one row written or changed anywhere in the ledger.
+      it(`${rpc.name}: refuses each bad tenant id, names ${rpc.field}, writes nothing anywhere`, async () => {
+        for (const [what, bad] of badTenants) {
+          if (rpc.method === 'verifyAuditChain' && bad === '') continue;
+          await refusedEverywhere(() => credits.call(rpc.method as never, rpc.request(bad)), rpc.field, `${rpc.name}: ${what}`);
+        }
+        // The tenant at exactly the maximum length was accepted and is untouched; the hold is still held.
+        expect((await credits.call<object, { account?: { balance: bigint } }>('getBalance', { tenantId: longest, consistentRead: true })).account!.balance).to.equal(1_000n);
+        const { rows } = await db().query('SELECT state::text FROM credit_reservations WHERE id = $1', [held]);
+        expect(rows[0].state).to.equal('HELD');
+      });
+    }
+
+    // VerifyAuditChain's empty tenant_id means every tenant: accepted, and it covers more than one tenant.
+    it('VerifyAuditChain: an empty tenant id verifies every tenant rather than being refused', async () => {
+      const all = await credits.call<object, VerifyAuditChainResponse>('verifyAuditChain', { tenantId: '' });
+      expect(all.tenantsChecked >= 2n).to.equal(true);
+    });
+
+    const INT64_OVER = INT64_MAX + 1n;
+    const UINT64_MAX = 2n ** 64n - 1n;
+    /** A varint field `fieldNumber` holding `value` as uint64: what a client without int64 checks can put on the wire. */
+    const rawVarint = (fieldNumber: number, value: bigint) => new BinaryWriter().uint32(fieldNumber << 3).uint64(value).finish();
+    /** Sends request bytes as they are: the generated client refuses to serialise an amount above int64, the wire does not. */
+    function rawCall(method: string, bytes: Uint8Array): Promise<unknown> {
+      const raw = new Client(address(service), insecure);
+      return new Promise((resolve, reject) =>
+        raw.makeUnaryRequest(`/shieldx.credits.v1.CreditsService/${method}`, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(bytes), bearer(), (e, r) => (e ? reject(e) : resolve(r))),
+      ).finally(() => raw.close());
+    }
+
+    /**
+     * Every mutating RPC that carries an amount. `raw(k, value)` encodes a valid request whose
+     * amount (1) is then overridden on the wire by `value` (the last occurrence of a field wins):
+     * were the override lost, the request would succeed and the test fail.
+     */
+    const amountRpcs: { name: string; method: string; field: string; bad: bigint[]; request: (k: string, amount: bigint) => object; raw: (k: string, value: bigint) => Uint8Array }[] = [
+      {
+        name: 'TopUp',
+        method: 'topUp',
+        field: 'amount',
+        bad: [0n, -1n],
+        request: (k, amount) => ({ tenantId: t, amount, idempotencyKey: k, reference: '', payment: payment(), metadata: {} }),
+        raw: (k, value) => Buffer.concat([TopUpRequest.encode({ tenantId: t, amount: 1n, idempotencyKey: k, reference: '', payment: payment(), metadata: {} }).finish(), rawVarint(2, value)]),
+      },
+      {
+        name: 'Consume',
+        method: 'consume',
+        field: 'amount',
+        bad: [0n, -1n],
+        request: (k, amount) => ({ tenantId: t, amount, idempotencyKey: k, reference: '', metadata: {} }),
+        raw: (k, value) => Buffer.concat([ConsumeRequest.encode({ tenantId: t, amount: 1n, idempotencyKey: k, reference: '', metadata: {} }).finish(), rawVarint(2, value)]),
+      },
+      {
+        name: 'Reserve',
+        method: 'reserve',
+        field: 'amount',
+        bad: [0n, -1n],
+        request: (k, amount) => ({ tenantId: t, amount, idempotencyKey: k, reference: '', metadata: {} }),
+        raw: (k, value) => Buffer.concat([ReserveRequest.encode({ tenantId: t, amount: 1n, idempotencyKey: k, reference: '', metadata: {} }).finish(), rawVarint(2, value)]),
+      },
+      {
+        // amount is optional here and 0 is a valid capture (take nothing, release the whole hold): only negatives are bad.
+        name: 'CommitReservation',
+        method: 'commitReservation',
+        field: 'amount',
+        bad: [-1n],
+        request: (k, amount) => ({ tenantId: t, reservationId: held, amount, idempotencyKey: k }),
+        raw: (k, value) => Buffer.concat([CommitReservationRequest.encode({ tenantId: t, reservationId: held, amount: 1n, idempotencyKey: k }).finish(), rawVarint(3, value)]),
+      },
+      {
+        // The second item is the bad one: the error names its index, and the valid first item is not applied either.
+        name: 'BatchConsume',
+        method: 'batchConsume',
+        field: 'items[1].amount',
+        bad: [0n, -1n],
+        request: (k, amount) => ({ tenantId: t, idempotencyKey: k, atomic: false, items: [item(t), item(t, amount)] }),
+        raw: (k, value) =>
+          Buffer.concat([
+            BatchConsumeRequest.encode({ tenantId: t, idempotencyKey: k, atomic: false, items: [item(t)] }).finish(),
+            // items (field 1) appended: a second item whose amount 1 is overridden by `value`.
+            new BinaryWriter().uint32((1 << 3) | 2).bytes(Buffer.concat([BatchConsumeItem.encode(item(t)).finish(), rawVarint(2, value)])).finish(),
+          ]),
+      },
+    ];
+
+    for (const rpc of amountRpcs) {
+      // Zero and negative amounts, and amounts above int64 sent as raw bytes (they arrive wrapped to negative):
+      // INVALID_ARGUMENT naming the amount field, nothing written anywhere, the key left unused.
+      it(`${rpc.name}: refuses ${rpc.bad.join(', ')} and over-int64 amounts, names ${rpc.field}, writes nothing anywhere`, async () => {
+        for (const amount of rpc.bad) {
+          const k = key();
+          await refusedEverywhere(() => credits.call(rpc.method as never, rpc.request(k, amount)), rpc.field, `${rpc.name}: ${amount}`);
+          expect(await keyStored(t, k)).to.equal(false);
+        }
+        // The generated client will not even serialise these: only raw bytes reach the server.
+        expect((await failure(credits.call(rpc.method as never, rpc.request(key(), INT64_OVER)))).message).to.match(/serializ/i);
+        for (const value of [INT64_OVER, UINT64_MAX]) {
+          const k = key();
+          await refusedEverywhere(() => rawCall(rpc.name, rpc.raw(k, value)), rpc.field, `${rpc.name}: raw ${value}`);
+          expect(await keyStored(t, k)).to.equal(false);
+        }
+        const { rows } = await db().query('SELECT state::text FROM credit_reservations WHERE id = $1', [held]);
+        expect(rows[0].state).to.equal('HELD');
+      });
+    }
   });
 
   // Text PostgreSQL cannot store (NUL) in reference or metadata: INVALID_ARGUMENT naming the field, not INTERNAL after a database round trip.
