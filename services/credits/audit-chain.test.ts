@@ -54,18 +54,27 @@ describe('credits audit chain', function () {
     await tamper('UPDATE credit_accounts SET audit_seq = audit_seq + 1 WHERE tenant_id = $1', [tenantId]);
   };
 
-  // UPDATE, DELETE and TRUNCATE of audit rows are refused by the triggers.
+  // UPDATE, DELETE and TRUNCATE of audit rows are refused by the append-only trigger itself — its SQLSTATE
+  // (42501 insufficient_privilege) and message, not just any error — and the rows stay as they were.
   it('refuses UPDATE, DELETE and TRUNCATE', async () => {
     const t = tenant();
     await history(t, 1);
-    for (const sql of ['UPDATE credit_audit_logs SET amount = 0 WHERE tenant_id = $1', 'DELETE FROM credit_audit_logs WHERE tenant_id = $1']) {
-      let refused = false;
-      await admin.query(sql, [t]).catch(() => (refused = true));
-      expect(refused, sql).to.equal(true);
+    const cases: [string, string, unknown[]][] = [
+      ['UPDATE', 'UPDATE credit_audit_logs SET amount = 0 WHERE tenant_id = $1', [t]],
+      ['DELETE', 'DELETE FROM credit_audit_logs WHERE tenant_id = $1', [t]],
+      ['TRUNCATE', 'TRUNCATE credit_audit_logs', []],
+    ];
+    for (const [op, sql, params] of cases) {
+      const err = await admin.query(sql, params).then(
+        () => undefined,
+        (e: { code?: string; message: string }) => e,
+      );
+      expect(err, `${op} succeeded`).not.to.equal(undefined);
+      expect(err!.code, op).to.equal('42501');
+      expect(err!.message, op).to.equal(`credit_audit_logs is append-only: ${op} refused`);
     }
-    let truncated = true;
-    await admin.query('TRUNCATE credit_audit_logs').catch(() => (truncated = false));
-    expect(truncated).to.equal(false);
+    const { rows } = await admin.query('SELECT count(*)::int AS n FROM credit_audit_logs WHERE tenant_id = $1', [t]);
+    expect(rows[0].n).to.equal(2);
     expect((await verify(t)).valid).to.equal(true);
   });
 
@@ -103,6 +112,40 @@ describe('credits audit chain', function () {
     const res = await verify(t);
     expect(res.valid).to.equal(false);
     expect(res.breaks[0]!.sequence).to.equal(6n);
+  });
+
+  // A row forged into the MIDDLE of a chain (trigger bypassed): the later rows renumbered up to make room, as an
+  // attacker must (seq is the key). Whether or not the attacker also re-links the next row to the forgery and moves
+  // the account's head on, the break is reported at the forged row itself — its HMAC cannot be made without the key —
+  // and it is the first and only break reported for the tenant.
+  it('detects a row inserted in the middle of the chain at that row', async () => {
+    for (const cover of [true, false]) {
+      const t = tenant();
+      await history(t);
+      // Rows 3..5 move to 4..6 through a free range, so the primary key never collides on the way.
+      await tamper('UPDATE credit_audit_logs SET seq = seq + 1000 WHERE tenant_id = $1 AND seq >= 3', [t]);
+      await tamper('UPDATE credit_audit_logs SET seq = seq - 999 WHERE tenant_id = $1 AND seq >= 1000', [t]);
+      // The forged row links to row 2's real hash; its own hash is the best an attacker without the key can make.
+      await tamper(
+        `INSERT INTO credit_audit_logs (tenant_id, seq, occurred_at, action, amount, balance_after, reserved_after, transaction_id, prev_hash, hash)
+         SELECT tenant_id, 3, occurred_at, 'TOP_UP', 1000000, balance_after + 1000000, reserved_after, gen_random_uuid(), hash, sha256(hash)
+           FROM credit_audit_logs WHERE tenant_id = $1 AND seq = 2`,
+        [t],
+      );
+      if (cover) {
+        // Every prev_hash link then holds and the head's sequence matches the chain's length.
+        await tamper(
+          `UPDATE credit_audit_logs n SET prev_hash = f.hash FROM credit_audit_logs f
+            WHERE n.tenant_id = $1 AND f.tenant_id = $1 AND n.seq = 4 AND f.seq = 3`,
+          [t],
+        );
+        await tamper('UPDATE credit_accounts SET audit_seq = audit_seq + 1 WHERE tenant_id = $1', [t]);
+      }
+      const res = await verify(t);
+      expect(res.valid, `cover ${cover}`).to.equal(false);
+      expect(res.breaks, `cover ${cover}`).to.deep.equal([{ tenantId: t, sequence: 3n, reason: 'hash does not match the row' }]);
+      expect(res.rowsChecked, `cover ${cover}`).to.equal(3n);
+    }
   });
 
   // Keys derived from the audit key are never a stored value: the first row of a tenant named like the
