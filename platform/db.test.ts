@@ -5,8 +5,10 @@
  */
 import { expect } from 'chai';
 import pg from 'pg';
-import { createPool, withDatabase, withLockTimeout, withRolledBackTransaction, withTransaction } from './db';
+import { createPool, isQueryReadTimeout, withDatabase, withLockTimeout, withRolledBackTransaction, withTransaction } from './db';
+import { freePort } from './local-servers';
 import { testInfrastructure } from '../test/harness';
+import { TcpProxy } from '../test/tcp-proxy';
 
 describe('platform db: withTransaction', function () {
   this.timeout(30_000);
@@ -101,5 +103,40 @@ describe('platform db: withDatabase', () => {
     const server = 'postgres://app:p%40ss@db.example:6432/postgres?sslmode=require&application_name=x';
     expect(withDatabase(server, 'shieldx')).to.equal('postgres://app:p%40ss@db.example:6432/shieldx?sslmode=require&application_name=x');
     expect(withDatabase('postgres://127.0.0.1', 'a/b c')).to.equal('postgres://127.0.0.1/a%2Fb%20c');
+  });
+});
+
+describe('platform db: a database that goes silent', function () {
+  this.timeout(30_000);
+  let proxy: TcpProxy;
+  let pool: pg.Pool;
+  before(async () => {
+    const url = new URL(testInfrastructure().databaseUrl);
+    proxy = new TcpProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
+    await proxy.open();
+    url.host = `127.0.0.1:${proxy.port}`;
+    pool = createPool(url.toString(), { max: 1, statementTimeoutMs: 300, applicationName: 'db-test-silent', connectTimeoutMs: 1_000 });
+  });
+  after(async () => {
+    await pool.end();
+    await proxy.close();
+  });
+
+  // A query that gets no answer at all (the connection black-holed, nothing closed) fails with the
+  // read timeout, in and out of a transaction, and its connection is dropped: once the database can be
+  // reached again the pool (max 1) works, instead of staying pinned by a connection that never answers.
+  it('fails the query and frees the pool for a new connection', async () => {
+    expect((await pool.query('SELECT 1 AS one')).rows[0].one).to.equal(1);
+    proxy.blackHole();
+    const plain = await pool.query('SELECT 2').catch((e: unknown) => e);
+    expect(isQueryReadTimeout(plain), String(plain)).to.equal(true);
+    proxy.restore();
+    expect((await pool.query('SELECT 3 AS three')).rows[0].three).to.equal(3);
+
+    proxy.blackHole();
+    const inTransaction = await withTransaction(pool, (c) => c.query('SELECT 4')).catch((e: unknown) => e);
+    expect(isQueryReadTimeout(inTransaction), String(inTransaction)).to.equal(true);
+    proxy.restore();
+    expect((await withTransaction(pool, (c) => c.query('SELECT 5 AS five'))).rows[0].five).to.equal(5);
   });
 });

@@ -7,9 +7,10 @@
  * Redis: a redis-server of this test's own on a fixed free port, stopped and
  * restarted. PostgreSQL: the service reaches the run's database through a TCP
  * proxy in this test, which is closed (sockets cut, port refusing) and reopened.
+ * Hanging: the same proxy, in front of PostgreSQL or Redis, stops answering
+ * without closing anything, and the connections it had stay dead for good.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { expect } from 'chai';
 import type { ConsumeResponse, GetBalanceResponse } from '../../gen/shieldx/credits/v1/credits';
 import { Code } from '../../platform/service-error';
@@ -17,6 +18,7 @@ import type { RunningService } from '../../platform/server';
 import { freePort } from '../../platform/local-servers';
 import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import { testInfrastructure } from '../../test/harness';
+import { TcpProxy } from '../../test/tcp-proxy';
 import { Credits, failure, key, payment, startCredits, tenant } from './credits-test-kit';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -42,64 +44,6 @@ async function stopProcess(child: ChildProcess): Promise<void> {
     child.once('exit', () => resolve());
     child.kill('SIGKILL');
   });
-}
-
-/**
- * A TCP proxy to PostgreSQL that can be cut and restored, or black-holed: `blackHole()`
- * stops forwarding on every open connection and leaves them open for good (a partition,
- * or a failed-over primary whose old connections die without a reset), and holds new
- * connections unanswered until `restore()`; connections opened after that work again.
- */
-class PgProxy {
-  private server: Server | undefined;
-  private readonly sockets = new Set<Socket>();
-  private holding = false;
-
-  constructor(
-    readonly port: number,
-    private readonly target: { host: string; port: number },
-  ) {}
-
-  async open(): Promise<void> {
-    this.server = createServer((client) => {
-      this.track(client);
-      // Black-holed: accepted, never answered.
-      if (!this.holding) this.forward(client);
-    });
-    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', () => resolve()));
-  }
-
-  private track(s: Socket): void {
-    this.sockets.add(s);
-    s.on('close', () => this.sockets.delete(s));
-    s.on('error', () => undefined);
-  }
-
-  private forward(client: Socket): void {
-    const upstream = createConnection(this.target);
-    this.track(upstream);
-    client.pipe(upstream).pipe(client);
-  }
-
-  blackHole(): void {
-    this.holding = true;
-    for (const s of this.sockets) {
-      s.unpipe();
-      s.pause();
-    }
-  }
-
-  /** New connections reach PostgreSQL again; the black-holed ones stay dead. */
-  restore(): void {
-    this.holding = false;
-  }
-
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    this.sockets.clear();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    this.server = undefined;
-  }
 }
 
 async function breakerState(service: RunningService, dependency: string): Promise<number> {
@@ -172,14 +116,65 @@ describe('credits resilience', function () {
     });
   });
 
+  describe('Redis hanging', () => {
+    let redisPort: number;
+    let redis: ChildProcess;
+    let proxy: TcpProxy;
+    let service: RunningService;
+    let credits: Credits;
+
+    before(async () => {
+      redisPort = await freePort();
+      redis = await startRedisOn(redisPort);
+      proxy = new TcpProxy(await freePort(), { host: '127.0.0.1', port: redisPort });
+      await proxy.open();
+      service = await startCredits({ REDIS_URL: `redis://127.0.0.1:${proxy.port}`, CREDITS_BREAKER_RESET_MS: '300' });
+      credits = new Credits(service);
+    });
+    after(async () => {
+      credits?.close();
+      await service?.shutdown();
+      await proxy?.close();
+      if (redis) await stopProcess(redis);
+    });
+
+    // Redis stops answering without closing anything, and its old connections never answer again:
+    // calls go on against PostgreSQL with no client-visible error, and once Redis can be reached again
+    // the cache serves the right balance without a restart.
+    it('keeps serving from PostgreSQL and recovers although its connections never answer again', async () => {
+      const t = tenant();
+      await credits.call('topUp', { tenantId: t, amount: 100n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
+      expect((await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false })).fromCache).to.equal(true);
+
+      proxy.blackHole();
+      for (let i = 0; i < 10; i++) {
+        const res = await credits.call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }, 15_000);
+        expect(res.account!.balance).to.equal(BigInt(99 - i));
+        const read = await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false }, 15_000);
+        expect(read.account!.balance).to.equal(BigInt(99 - i));
+      }
+
+      proxy.restore();
+      let read: GetBalanceResponse | undefined;
+      for (let i = 0; i < 150; i++) {
+        await sleep(100);
+        read = await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+        if (read.fromCache) break;
+      }
+      expect(read!.fromCache).to.equal(true);
+      expect(read!.account!.balance).to.equal(90n);
+      expect(await breakerState(service, 'redis')).to.equal(0);
+    });
+  });
+
   describe('PostgreSQL down', () => {
-    let proxy: PgProxy;
+    let proxy: TcpProxy;
     let service: RunningService;
     let credits: Credits;
 
     before(async () => {
       const url = new URL(testInfrastructure().databaseUrl);
-      proxy = new PgProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
+      proxy = new TcpProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
       await proxy.open();
       url.host = `127.0.0.1:${proxy.port}`;
       service = await startCredits({ DATABASE_URL: url.toString(), CREDITS_BREAKER_RESET_MS: '500' });
@@ -221,13 +216,13 @@ describe('credits resilience', function () {
   });
 
   describe('PostgreSQL hanging', () => {
-    let proxy: PgProxy;
+    let proxy: TcpProxy;
     let service: RunningService;
     let credits: Credits;
 
     before(async () => {
       const url = new URL(testInfrastructure().databaseUrl);
-      proxy = new PgProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
+      proxy = new TcpProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
       await proxy.open();
       url.host = `127.0.0.1:${proxy.port}`;
       service = await startCredits({
