@@ -142,7 +142,9 @@ const BREAKS_MAX = 100;
  * rows) from genesis, in keyset-paginated chunks so memory stays bounded.
  * Detects: an edited row (hash mismatch), a deleted row (sequence gap / link
  * mismatch, or a chain shorter than the account's recorded head), an inserted
- * row (hash that cannot be recomputed without the key, or a sequence beyond the head).
+ * row (its hash cannot be recomputed without the key). A chain longer than the
+ * head is accepted, because writers may append while this runs, so a row
+ * appended at the end is caught by its hash alone.
  */
 export async function verifyAuditChains(pool: pg.Pool, chain: AuditChain, tenantId?: string): Promise<VerifyResult> {
   const tenants: string[] = [];
