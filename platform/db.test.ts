@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import pg from 'pg';
-import { createPool, isQueryReadTimeout, withDatabase, withLockTimeout, withRolledBackTransaction, withTransaction } from './db';
+import { createPool, isQueryReadTimeout, query, withDatabase, withLockTimeout, withRolledBackTransaction, withTransaction } from './db';
 import { freePort } from './local-servers';
 import { testInfrastructure } from '../test/harness';
 import { TcpProxy } from '../test/tcp-proxy';
@@ -138,5 +138,36 @@ describe('platform db: a database that goes silent', function () {
     expect(isQueryReadTimeout(inTransaction), String(inTransaction)).to.equal(true);
     proxy.restore();
     expect((await withTransaction(pool, (c) => c.query('SELECT 5 AS five'))).rows[0].five).to.equal(5);
+  });
+});
+
+describe('platform db: query', function () {
+  this.timeout(30_000);
+  let pool: pg.Pool;
+  before(() => {
+    pool = createPool(testInfrastructure().databaseUrl, { max: 1, statementTimeoutMs: 10_000, applicationName: 'db-test-query' });
+  });
+  after(() => pool.end());
+
+  const pid = async () => (await query<{ pid: number }>(pool, { text: 'SELECT pg_backend_pid() AS pid' })).rows[0]!.pid;
+
+  // A statement PostgreSQL refuses (here a RAISE with a SQLSTATE of our own, as the consume fast path
+  // raises) fails the call but keeps the connection: the next query runs on the same backend.
+  // pool.query, for contrast, throws that connection away.
+  it('keeps the connection after an error PostgreSQL answered with', async () => {
+    const before = await pid();
+    const refused = await query(pool, { text: "DO $$ BEGIN RAISE EXCEPTION 'stale' USING ERRCODE = 'CR002'; END $$" }).catch((e: { code?: string }) => e);
+    expect((refused as { code?: string }).code).to.equal('CR002');
+    expect(await pid()).to.equal(before);
+    await pool.query("DO $$ BEGIN RAISE EXCEPTION 'stale' USING ERRCODE = 'CR002'; END $$").catch(() => undefined);
+    expect(await pid()).to.not.equal(before);
+  });
+
+  // A session that ended (terminated by an administrator: 57P01) is not handed out again.
+  it('drops a connection whose session is over', async () => {
+    const before = await pid();
+    const killed = await query(pool, { text: 'SELECT pg_terminate_backend(pg_backend_pid())' }).catch((e: unknown) => e);
+    expect(killed).to.be.instanceOf(Error);
+    expect(await pid()).to.not.equal(before);
   });
 });

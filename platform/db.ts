@@ -73,6 +73,44 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
 }
 
 /**
+ * Whether a connection that failed a query with `error` can serve the next one:
+ * PostgreSQL answered with an error (a DatabaseError carrying a SQLSTATE, such as
+ * a constraint violation or a RAISE) and the session is fine, unless that error
+ * itself says the session is over (class 08 connection exception, 57P0x shutdown).
+ */
+function connectionSurvives(error: unknown): boolean {
+  if (!(error instanceof pg.DatabaseError)) return false;
+  const code = error.code ?? '';
+  return !code.startsWith('08') && !code.startsWith('57P0');
+}
+
+/**
+ * pool.query, but a statement that PostgreSQL refused (see connectionSurvives)
+ * keeps its connection. pool.query destroys the connection on ANY error, so a
+ * hot path whose statements fail by design (the credits consume fast path raises
+ * when its premise is stale) paid for a new backend each time: a fork, the
+ * authentication, the catalog caches and every prepared statement and PL/pgSQL
+ * function compiled again. Measured: one new session per refused statement.
+ */
+export async function query<R extends pg.QueryResultRow>(pool: pg.Pool, config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  client.on('error', onError);
+  try {
+    return await client.query<R>(config);
+  } catch (error) {
+    if (!connectionSurvives(error)) broken ??= error as Error;
+    throw error;
+  } finally {
+    client.off('error', onError);
+    client.release(broken);
+  }
+}
+
+/**
  * Runs `fn` in one transaction; rolls back on any error. A connection that drops
  * while checked out reports an 'error' event on the client — without a listener
  * that would crash the process — and is destroyed rather than handed to the next
