@@ -75,9 +75,18 @@ const args = benchArgs({
   phases: { type: 'list', env: 'BENCH_PHASES', default: PHASE_NAMES, choices: PHASE_NAMES },
   mix: { type: 'string', env: 'BENCH_MIX', default: 'consume=60,balance=25,hold=10,topup=3,batch=2' },
   'mix-concurrency': { type: 'number', env: 'BENCH_MIX_CONCURRENCY', default: 32, integer: true, min: 1 },
+  /** Service processes on the same database and cache, channels spread over them: how a mesh runs it. */
+  replicas: { type: 'number', env: 'BENCH_REPLICAS', default: 1, integer: true, min: 1, max: 4 },
+  /**
+   * Route each tenant's calls to one channel (so one replica), as the mesh does when callers send
+   * x-shieldx-tenant and the DestinationRule hashes on it (mesh/istio/destination-rules.yaml);
+   * without it calls go round-robin over channels, a tenant's calls over every replica.
+   */
+  affinity: { type: 'boolean', env: 'BENCH_AFFINITY' },
   'skip-pgbench': { type: 'boolean' },
   'in-process': { type: 'boolean' },
 });
+if (args['in-process'] && args.replicas > 1) throw new Error('--in-process runs one service: it cannot go with --replicas');
 const flag = (name: 'skip-pgbench' | 'in-process') => args[name];
 
 const DURATION_MS = args.duration * 1000;
@@ -223,6 +232,10 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   };
   let stopService: () => Promise<void>;
   let port: number;
+  /** The metrics port of every service replica (the first one's is env.METRICS_PORT). */
+  const metricsPorts = [Number(env.METRICS_PORT)];
+  /** The gRPC port of every service replica; client channels are spread over them. */
+  const ports: number[] = [];
   if (flag('in-process')) {
     /* eslint-disable @typescript-eslint/no-require-imports */
     const { startService } = require('../platform/server') as typeof import('../platform/server.js');
@@ -235,13 +248,23 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     ({ port, stop: stopService } = await startServiceProcess('credits', env));
   }
   onCleanup(stopService);
+  ports.push(port);
+  for (let r = 1; r < args.replicas; r++) {
+    const metricsPort = await freePort();
+    const replica = await startServiceProcess('credits', { ...env, GRPC_PORT: String(await freePort()), METRICS_PORT: String(metricsPort) });
+    onCleanup(replica.stop);
+    ports.push(replica.port);
+    metricsPorts.push(metricsPort);
+  }
 
-  /** Unary callers of the chosen client kind on --channels connections to `target` (port). */
-  const callers = (target: number) => {
+  /** With --affinity: the channel of every call of a tenant (`bench-N` → N), as a hash of its id would pick one. */
+  const channelOfTenant = (tenantId: string) => Number(/(\d+)$/.exec(tenantId)?.[1] ?? 0);
+  /** Unary callers of the chosen client kind on --channels connections, spread over the `targets` (ports). */
+  const callers = (targets: readonly number[]) => {
     const clients = Array.from(
       { length: CHANNELS },
-      () =>
-        new CreditsServiceClient(`127.0.0.1:${target}`, credentials.createInsecure(), {
+      (_, k) =>
+        new CreditsServiceClient(`127.0.0.1:${targets[k % targets.length]}`, credentials.createInsecure(), {
           'grpc.max_concurrent_streams': 1000,
           // A connection per channel (grpc-js otherwise shares one subchannel between identical channels).
           'grpc.use_local_subchannel_pool': 1,
@@ -250,12 +273,13 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     onCleanup(async () => clients.forEach((c) => c.close()));
     const metadata = new Metadata();
     metadata.set('authorization', `Bearer ${apiKey.key}`);
-    const roundRobin = <Req, Res = unknown>(method: UnaryMethod) => {
+    const roundRobin = <Req extends { tenantId?: string }, Res = unknown>(method: UnaryMethod) => {
       const fns = clients.map((c) => unary<Req, Res>(c, method, metadata));
       let next = 0;
-      return (req: Req) => fns[next++ % fns.length]!(req);
+      return (req: Req) => fns[(args.affinity && req.tenantId ? channelOfTenant(req.tenantId) : next++) % fns.length]!(req);
     };
-    const h2 = CLIENT === 'h2' ? new H2GrpcClient(`127.0.0.1:${target}`, CHANNELS, { authorization: `Bearer ${apiKey.key}` }) : undefined;
+    if (CLIENT === 'h2' && targets.length > 1) throw new Error('--client h2 talks to one address: it cannot go with --replicas');
+    const h2 = CLIENT === 'h2' ? new H2GrpcClient(`127.0.0.1:${targets[0]}`, CHANNELS, { authorization: `Bearer ${apiKey.key}` }) : undefined;
     if (h2) onCleanup(async () => h2.close());
     return {
       clients,
@@ -272,27 +296,38 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
       batchConsume: roundRobin<object>('batchConsume'),
     };
   };
-  const { clients, metadata, consume, getBalance, topUp, reserve, commitReservation, batchConsume } = callers(port);
+  const { clients, metadata, consume, getBalance, topUp, reserve, commitReservation, batchConsume } = callers(ports);
   const tenants = Array.from({ length: TENANTS }, (_, i) => `bench-${i + 1}`);
   const card = { cardNumber: '4242424242424242', expiryMonth: 12, expiryYear: new Date().getUTCFullYear() + 3, cardholderName: 'Bench', processorReference: '' };
   for (const t of tenants) {
     await topUp({ tenantId: t, amount: START_BALANCE, idempotencyKey: `seed-${t}`, reference: 'bench', payment: card, metadata: {} });
   }
   const runId = randomBytes(4).toString('hex');
+  /**
+   * The tenant of call `i`. Calls go round-robin over the channels (i % CHANNELS), so `i % TENANTS`
+   * would pin each tenant to one channel, and with --replicas to one replica: a tenant's calls then
+   * never meet on two replicas, which a mesh balancing per request does not promise.
+   */
+  const tenantOf = (i: number) => tenants[Math.floor(i / CHANNELS) % tenants.length]!;
   const consumeCall = (prefix: string) => (i: number) =>
-    consume({ tenantId: tenants[i % tenants.length]!, amount: 1n, idempotencyKey: `${prefix}-${runId}-${i}`, reference: 'bench', metadata: {} });
+    consume({ tenantId: tenantOf(i), amount: 1n, idempotencyKey: `${prefix}-${runId}-${i}`, reference: 'bench', metadata: {} });
 
   console.log(
     `credits bench: duration ${DURATION_MS / 1000}s (+${WARMUP_MS / 1000}s warm-up), tenants ${TENANTS}, ${CHANNELS} gRPC channels, ` +
-      `unary client ${CLIENT}, service ${flag('in-process') ? 'in-process' : 'child process'}, database ${dbName}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+      `unary client ${CLIENT}${args.affinity ? ', tenant affinity' : ''}, service ${flag('in-process') ? 'in-process' : args.replicas > 1 ? `${args.replicas} child processes (replicas)` : 'child process'}, database ${dbName}, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
   );
   const results: LoadResult[] = [];
-  /** The service's /metrics text; empty when it cannot be read (the figures from it then print NaN). */
-  const scrapeServiceMetrics = () => scrapeMetrics({ metricsPort: Number(env.METRICS_PORT) }).catch(() => '');
-  /** The service process's CPU time so far (prom-client's process_cpu_seconds_total), in seconds. */
+  /** The first replica's /metrics text; empty when it cannot be read (the figures from it then print NaN). */
+  const scrapeServiceMetrics = () => scrapeMetrics({ metricsPort: metricsPorts[0]! }).catch(() => '');
+  /** Every replica's /metrics text, the first one's first. */
+  const scrapeReplicas = () => Promise.all(metricsPorts.map((metricsPort) => scrapeMetrics({ metricsPort }).catch(() => '')));
+  /** A counter summed over the replicas (NaN when a replica lacks it). */
+  const sumOver = (texts: readonly string[], name: string, labels?: Record<string, string>) =>
+    texts.reduce((sum, text) => sum + (metricValue(text, name, labels) ?? NaN), 0);
+  /** The service replicas' CPU time so far (prom-client's process_cpu_seconds_total, summed), in seconds. */
   const serviceCpuSeconds = async () => {
-    const text = await scrapeServiceMetrics();
-    return { seconds: metricValue(text, 'process_cpu_seconds_total') ?? NaN, text };
+    const texts = await scrapeReplicas();
+    return { seconds: sumOver(texts, 'process_cpu_seconds_total'), text: texts[0]! };
   };
   /**
    * runLoad, and the service CPU each call cost (warm-up included on both sides of the division):
@@ -334,7 +369,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     // threads of its own, counted in its CPU): without this the first phase measured, c=16,
     // came out ~35 % slower and ~60 % dearer per call than the same phase run later.
     const warm = await runLoad({ name: 'warm-up', mode: { kind: 'closed', concurrency: 32 }, durationMs: SERVICE_WARMUP_MS, call: consumeCall('warm') });
-    const reads = await runLoad({ name: 'warm-up', mode: { kind: 'closed', concurrency: 8 }, durationMs: 1_000, call: (i) => getBalance({ tenantId: tenants[i % tenants.length]!, consistentRead: false }) });
+    const reads = await runLoad({ name: 'warm-up', mode: { kind: 'closed', concurrency: 8 }, durationMs: 1_000, call: (i) => getBalance({ tenantId: tenantOf(i), consistentRead: false }) });
     console.log(`service warm-up (not measured): ${warm.succeeded} consumes, ${reads.succeeded} balance reads${Object.keys({ ...warm.errors, ...reads.errors }).length > 0 ? `, errors ${JSON.stringify({ ...warm.errors, ...reads.errors })}` : ''}`);
   }
   const comparisons: string[] = [];
@@ -386,8 +421,9 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
       clients.map((client) => client.consumeStream(metadata)),
       (requestId, i) => ({
         requestId,
-        request: { tenantId: tenants[i % tenants.length]!, amount: 1n, idempotencyKey: `s-${runId}-${requestId}`, reference: 'bench', metadata: {} },
+        request: { tenantId: tenantOf(i), amount: 1n, idempotencyKey: `s-${runId}-${requestId}`, reference: 'bench', metadata: {} },
       }),
+      (i) => (args.affinity ? channelOfTenant(tenantOf(i)) : i),
     );
     const inFlight = Math.max(...CONCURRENCIES) * 4;
     const streamed = await runMeasured({ name: 'ConsumeStream', mode: { kind: 'closed', concurrency: inFlight }, durationMs: DURATION_MS, warmupMs: WARMUP_MS, call: streamCall });
@@ -441,8 +477,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     // machine's floor, measured in the same minute so that the host's drift touches both alike.
     const floorServer = await startFloorServer();
     onCleanup(floorServer.stop);
-    const floorGetBalance = callers(floorServer.port).getBalance;
-    const tenantOf = (i: number) => tenants[i % tenants.length]!;
+    const floorGetBalance = callers([floorServer.port]).getBalance;
     const service = { name: 'GetBalance (cached)', call: (i: number) => getBalance({ tenantId: tenantOf(i), consistentRead: false }) };
     const floor = { name: 'GetBalance floor', call: (i: number) => floorGetBalance({ tenantId: tenantOf(i), consistentRead: false }) };
     const phase = { durationMs: Math.min(DURATION_MS, 5_000), warmupMs: 1_000 };
@@ -470,7 +505,6 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   }
   if (PHASES.has('mix')) {
     const kindOf = weightedMix(MIX);
-    const tenantOf = (i: number) => tenants[i % tenants.length]!;
     const ops: Record<string, (i: number) => Promise<unknown>> = {
       consume: consumeCall('mix'),
       balance: (i) => getBalance({ tenantId: tenantOf(i), consistentRead: false }),
@@ -507,9 +541,9 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
     }
   }
 
-  const metrics = await scrapeServiceMetrics();
-  const batchSum = metricValue(metrics, 'credits_consume_batch_size_sum') ?? NaN;
-  const batchCount = metricValue(metrics, 'credits_consume_batch_size_count') ?? NaN;
+  const replicaMetrics = await scrapeReplicas();
+  const batchSum = sumOver(replicaMetrics, 'credits_consume_batch_size_sum');
+  const batchCount = sumOver(replicaMetrics, 'credits_consume_batch_size_count');
   const closed = results.filter((r) => r.name === 'Consume (gRPC)' && r.mode.kind === 'closed');
   console.log('\nsummary');
   if (closed.length > 0) console.log(`  unary Consume throughput (best closed loop): ${Math.max(...closed.map((r) => r.throughputPerSecond)).toFixed(0)} req/s   seed: ${SEED.tps} TPS`);
@@ -518,10 +552,13 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   if (fullPgbench) console.log(`  ${fullPgbench}`);
   for (const line of summary) console.log(`  ${line}`);
   if (batchCount > 0) console.log(`  mean consume batch size (group commit): ${(batchSum / batchCount).toFixed(1)} over ${batchCount} batches`);
-  const paths = metricSamples(metrics, 'credits_consume_batches_total').map((s) => `${s.labels.path} ${s.value}`);
-  if (paths.length > 0) console.log(`  consume batches by path: ${paths.join(', ')}`);
-  const cacheHits = metricValue(metrics, 'credits_cache_requests_total', { result: 'hit' }) ?? 0;
-  const localHits = metricValue(metrics, 'credits_cache_local_hits_total') ?? 0;
+  const byPath = new Map<string, number>();
+  for (const text of replicaMetrics) {
+    for (const sample of metricSamples(text, 'credits_consume_batches_total')) byPath.set(sample.labels.path!, (byPath.get(sample.labels.path!) ?? 0) + sample.value);
+  }
+  if (byPath.size > 0) console.log(`  consume batches by path: ${[...byPath].map(([path, n]) => `${path} ${n}`).join(', ')}${args.replicas > 1 ? ` (all ${args.replicas} replicas)` : ''}`);
+  const cacheHits = sumOver(replicaMetrics, 'credits_cache_requests_total', { result: 'hit' }) || 0;
+  const localHits = sumOver(replicaMetrics, 'credits_cache_local_hits_total') || 0;
   if (cacheHits > 0) console.log(`  balance cache hits: ${cacheHits}, of which from process memory (near cache): ${localHits}`);
   console.log(`  load average at end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 

@@ -277,13 +277,15 @@ interface MultiplexedCall<Item> {
 
 /**
  * Turns multiplexed streams into a `call` for runLoad: call `i` goes out as one
- * message on stream `i % streams.length` under a fresh request_id and settles
+ * message on stream `streamOf(i)` (default `i % streams.length`) under a fresh request_id and settles
  * when its answer comes back (an item error rejects with its gRPC code, so
  * runLoad counts it by status name). `close` half-closes every stream.
  */
 export function streamCaller<Item>(
   streams: readonly MultiplexedCall<Item>[],
   itemFor: (requestId: string, i: number) => Item,
+  /** Which stream call `i` goes out on (default round-robin). */
+  streamOf: (i: number) => number = (i) => i % streams.length,
 ): { call: (i: number) => Promise<void>; close: () => void } {
   const waiting = streams.map(() => new Map<string, { resolve: () => void; reject: (e: unknown) => void }>());
   streams.forEach((stream, s) => {
@@ -304,7 +306,7 @@ export function streamCaller<Item>(
   return {
     call: (i) =>
       new Promise<void>((resolve, reject) => {
-        const s = i % streams.length;
+        const s = streamOf(i) % streams.length;
         const requestId = String(sequence++);
         waiting[s]!.set(requestId, { resolve, reject });
         streams[s]!.write(itemFor(requestId, i));
