@@ -588,6 +588,13 @@ function manifestChecks(load: () => K8sObject[], options: SuiteOptions): void {
     }
   });
 
+  // Credits pins a tenant to one replica (its consume fast path needs it); the header is the one the README tells callers to send.
+  it('routes credits calls by the x-shieldx-tenant header', function () {
+    const dr = named(objects, 'DestinationRule', 'credits');
+    expect(dr.spec.trafficPolicy.loadBalancer).to.deep.equal({ consistentHash: { httpHeaderName: 'x-shieldx-tenant' } });
+    expect(readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8')).to.include('-H "x-shieldx-tenant: acme"');
+  });
+
   // The one plain-text exception: Prometheus' API (a sidecar for certificates only), for shadow.
   it('no DestinationRule weakens TLS except the one for Prometheus’ API', function () {
     for (const dr of ofKind(objects, 'DestinationRule')) {
