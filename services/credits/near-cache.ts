@@ -33,7 +33,7 @@
  * staleness as the Redis cache itself, which is written after the commit.
  */
 import type { Logger } from '../../platform/logger';
-import type { RedisClient } from '../../platform/redis';
+import { watchConnection, type RedisClient } from '../../platform/redis';
 import type { CachedAccount } from './balance-cache';
 
 const INVALIDATE_CHANNEL = '__redis__:invalidate';
@@ -89,9 +89,9 @@ export class NearCache {
     // client id, which the reader's tracking names, changes with every connection and is read first.
     this.reader = redis.duplicate({ lazyConnect: true, connectionName: 'credits-balance-reader' });
     this.subscriber = redis.duplicate({ lazyConnect: true, autoResubscribe: false, connectionName: 'credits-balance-invalidations' });
-    // Neither duplicate is watched like the client it copies (platform/redis watchConnection): the
-    // subscriber has its own PING (see ping()), and a PING on the tracked reader made a replica serve
-    // a stale entry now and then (consume-fast-path.test.ts read-your-writes, about 1 run in 6).
+    // A duplicate is not watched like the client it copies: the reader is (platform/redis watchConnection),
+    // so a silently dead one is replaced and tracking set up again; the subscriber has its own PING (ping()).
+    watchConnection(this.reader, logger);
     for (const connection of [this.reader, this.subscriber]) {
       // Failures reach callers through the breaker and the main client's log.
       connection.on('error', () => undefined);
