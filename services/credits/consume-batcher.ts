@@ -12,8 +12,9 @@
  * at once, `maxQueuedItems` waiting (beyond that: RESOURCE_EXHAUSTED, so
  * overload sheds instead of queueing without bound).
  *
- * Batches in flight never share a tenant: an item whose tenant is in a running
- * batch waits for the next one (natural group commit per tenant: the next
+ * Batches in flight never share a tenant, nor run beside another writer of
+ * this replica on it (TopUp, Reserve, ...: tenant-gate.ts): an item whose tenant
+ * is in a running batch or held by such a writer waits for the next one (natural group commit per tenant: the next
  * batch is cut the moment the previous one commits — its answers then wait for
  * the cache write-through — holding everything that arrived meanwhile), while tenants not in flight start at once in a batch of
  * their own. So the ledger's fast path always decides from the state the
@@ -40,6 +41,7 @@ import type { Logger } from '../../platform/logger';
 import { Code, ServiceError } from '../../platform/service-error';
 import type { CreditsMetrics } from './credits-metrics';
 import type { ConsumeItem, ConsumeOutcome } from './ledger';
+import { TenantGate } from './tenant-gate';
 
 export interface BatcherOptions {
   readonly maxBatchItems: number;
@@ -61,8 +63,6 @@ export class ConsumeBatcher {
   private inFlight = 0;
   /** Batches not yet answered (in flight, or committed and writing through the cache). */
   private unanswered = 0;
-  /** Tenants of the batches in flight. */
-  private readonly busy = new Set<string>();
   private scheduled = false;
   private closed = false;
   private readonly idle: (() => void)[] = [];
@@ -77,7 +77,12 @@ export class ConsumeBatcher {
     private readonly options: BatcherOptions,
     private readonly metrics: CreditsMetrics,
     private readonly logger: Logger,
-  ) {}
+    /** Tenants of the batches in flight are held here, shared with the replica's other writers (tenant-gate.ts). */
+    private readonly gate: TenantGate = new TenantGate(),
+  ) {
+    // A writer that held a tenant has finished: the items queued for it can go.
+    gate.onRelease(() => this.schedule());
+  }
 
   /** Resolves with the item's own outcome; never rejects. `signal`: the caller's (see the class comment). */
   submit(item: ConsumeItem, signal?: AbortSignal): Promise<ConsumeOutcome> {
@@ -120,7 +125,7 @@ export class ConsumeBatcher {
           pending.resolve({ error: ServiceError.from(pending.signal.reason) });
           continue;
         }
-        if (this.busy.has(pending.item.tenantId)) {
+        if (!this.gate.available(pending.item.tenantId)) {
           rest.push(pending);
           continue;
         }
@@ -136,16 +141,16 @@ export class ConsumeBatcher {
       this.queue = rest;
       // Everything queued waits on a batch in flight: it is flushed when that one ends.
       if (batch.length === 0) break;
-      for (const t of tenants) this.busy.add(t);
+      this.gate.take(tenants);
       this.inFlight += 1;
       this.unanswered += 1;
       let released = false;
       const release = () => {
         if (released) return;
         released = true;
-        for (const t of tenants) this.busy.delete(t);
         this.inFlight -= 1;
-        this.schedule();
+        // Schedules the next batch (the gate's release listener).
+        this.gate.release(tenants);
       };
       void this.run(batch, release).finally(() => {
         release();

@@ -107,6 +107,30 @@ describe('credits consume fast path', function () {
     expect(chain.valid).to.equal(true);
   });
 
+  // A TopUp (or any other writer) on the same replica waits for the tenant's consume batch in flight and the
+  // next batch waits for it (tenant-gate.ts): no batch is decided from a state the TopUp has made stale, so
+  // none falls back, and the money adds up.
+  it('does not fall back when other writes of the same replica interleave with consumes', async () => {
+    const [a] = clients as [Credits];
+    const t = tenant('mix');
+    await a.call('topUp', { tenantId: t, amount: 10_000n, idempotencyKey: key('seed'), reference: '', payment: payment(), metadata: {} });
+    await consume(a, t, 1n);
+    const before = await batches(services[0]!);
+    const calls: Promise<unknown>[] = [];
+    for (let i = 0; i < 120; i++) {
+      calls.push(consume(a, t, 2n));
+      if (i % 8 === 0) calls.push(a.call('topUp', { tenantId: t, amount: 5n, idempotencyKey: key('top'), reference: '', payment: payment(), metadata: {} }));
+      if (i % 8 === 4) calls.push(a.call('reserve', { tenantId: t, amount: 3n, idempotencyKey: key('hold'), reference: '', metadata: {}, ttl: { seconds: 60n, nanos: 0 } }));
+    }
+    await Promise.all(calls);
+    const after = await batches(services[0]!);
+    expect(after.fast - before.fast, 'fast batches').to.be.greaterThan(0);
+    expect(after.fallback - before.fallback, 'fallback batches').to.equal(0);
+    const { rows } = await db().query('SELECT balance::text, reserved::text FROM credit_accounts WHERE tenant_id = $1', [t]);
+    // 10,000 - 1 - 120 × 2 + 15 × 5 = 9,834; 15 holds of 3 reserved.
+    expect(rows[0]).to.deep.equal({ balance: '9834', reserved: '45' });
+  });
+
   // A repeated key makes the fast path's insert conflict: the transactional path replays (or refuses a different payload).
   it('replays a repeated key and refuses a reused one after a fast-path conflict', async () => {
     const [a] = clients as [Credits];

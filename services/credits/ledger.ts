@@ -38,6 +38,7 @@ import { Code, ServiceError } from '../../platform/service-error';
 import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './ledger-invariants';
 import { AuditChain, type AuditEntry, verifyAuditChains, verifyAuditChainsSinceCheckpoints, type VerifyResult } from './audit-chain';
 import type { BalanceCache, CachedAccount } from './balance-cache';
+import { type Release, TenantGate } from './tenant-gate';
 import { databaseUnavailable, type DependencyBreaker, isBreakerRejection, isDatabaseUnavailable } from './breakers';
 import type { CreditsMetrics } from './credits-metrics';
 import {
@@ -646,6 +647,12 @@ export class Ledger {
    */
   private readonly known = new Map<string, KnownAccount>();
 
+  /**
+   * One writer per tenant in this replica (tenant-gate.ts): the consume batcher takes its
+   * tenants here, and execute() waits here, so neither makes the other's decision stale.
+   */
+  readonly gate = new TenantGate();
+
   /** credits_transactions_total's series bound once per type (a label object per movement otherwise). */
   private readonly transactionsByType: Record<TxType, { inc(): void }>;
 
@@ -728,6 +735,28 @@ export class Ledger {
     method: string,
     codec: Codec<R>,
     body: (unit: UnitOfWork) => Promise<R>,
+    /** The accounts `body` writes (held in this replica's gate until their states are remembered). */
+    tenants: readonly string[] = [call.tenantId],
+  ): Promise<R> {
+    let release: Release;
+    try {
+      release = await this.gate.acquire(tenants);
+    } catch {
+      throw new ServiceError(Code.RESOURCE_EXHAUSTED, 'OVERLOADED', 'too many writes waiting on their accounts; retry with backoff');
+    }
+    try {
+      return await this.executeHeld(call, method, codec, body, release);
+    } finally {
+      release();
+    }
+  }
+
+  private async executeHeld<R extends { replayed: boolean }>(
+    call: IdempotentCall,
+    method: string,
+    codec: Codec<R>,
+    body: (unit: UnitOfWork) => Promise<R>,
+    release: Release,
   ): Promise<R> {
     let unit: UnitOfWork | undefined;
     const claim: KeyClaim = { tenantId: call.tenantId, key: call.key, method, requestHash: call.requestHash };
@@ -751,7 +780,8 @@ export class Ledger {
         return { failure: error };
       }
     });
-    if (unit) await this.publish(unit);
+    // The states are remembered before the cache write: the gate may let the next batch decide from them.
+    if (unit) await this.publish(unit, undefined, release);
     if ('replay' in result) return this.replay(result.replay, method, call.requestHash, codec);
     if ('failure' in result) throw result.failure;
     return result.response;
@@ -1131,7 +1161,7 @@ export class Ledger {
       });
       const succeeded = results.filter((r) => r.ok).length;
       return { results, succeeded, failed: results.length - succeeded, replayed: false };
-    });
+    }, call.items.map((i) => i.tenantId));
   }
 
   // --- Reads -----------------------------------------------------------------------------

@@ -200,6 +200,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
       },
       metrics,
       logger,
+      ledger.gate,
     );
 
     const jobsController = new AbortController();
