@@ -136,6 +136,25 @@ describe('credits periodic checks (incremental, from checkpoints)', function () 
       await forget(t);
     });
 
+    // A row appended past the head without moving the account (as one written around the service would be)
+    // is read by the next incremental run, not left to the daily full one: its hash gives it away.
+    it('finds a row appended past the head although the account did not move', async () => {
+      const t = tenant('audit-past-head');
+      await history(t, 2);
+      await incremental();
+      expect(await checkpoint(t)).to.equal('3');
+      await tamper(
+        `INSERT INTO credit_audit_logs (tenant_id, seq, occurred_at, action, amount, balance_after, reserved_after, transaction_id, prev_hash, hash)
+         SELECT tenant_id, seq + 1, now(), 'TOP_UP', 5, 5, 0, gen_random_uuid(), hash, sha256(hash)
+           FROM credit_audit_logs WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1`,
+        [t],
+      );
+      const res = await incremental();
+      expect(breaksOf(res, t)).to.deep.equal([{ tenantId: t, sequence: 4n, reason: 'hash does not match the row' }]);
+      expect(await checkpoint(t)).to.equal('3');
+      await forget(t);
+    });
+
     // What the incremental run cannot see — an edit below a checkpoint — the full run finds.
     it('leaves an edit below the checkpoint to the full verification', async () => {
       const t = tenant('audit-below');
