@@ -41,7 +41,7 @@ import type { Logger } from '../../platform/logger';
 import { Code, ServiceError } from '../../platform/service-error';
 import type { CreditsMetrics } from './credits-metrics';
 import type { ConsumeItem, ConsumeOutcome } from './ledger';
-import { TenantGate } from './tenant-gate';
+import type { TenantGate } from './tenant-gate';
 
 export interface BatcherOptions {
   readonly maxBatchItems: number;
@@ -78,10 +78,20 @@ export class ConsumeBatcher {
     private readonly metrics: CreditsMetrics,
     private readonly logger: Logger,
     /** Tenants of the batches in flight are held here, shared with the replica's other writers (tenant-gate.ts). */
-    private readonly gate: TenantGate = new TenantGate(),
+    private readonly gate: TenantGate,
   ) {
-    // A writer that held a tenant has finished: the items queued for it can go.
-    gate.onRelease(() => this.schedule());
+    // A tenant was released: the items queued for it can go, or the turn it gave the batcher passes on.
+    gate.onRelease(() => {
+      if (this.queue.length === 0) this.passUnusedTurns();
+      else this.schedule();
+    });
+  }
+
+  /** Gives up the batcher's turns on tenants it has no items queued for (writers waiting there go next). */
+  private passUnusedTurns(): void {
+    if (!this.gate.hasBatchTurns) return;
+    const queued = new Set(this.queue.map((p) => p.item.tenantId));
+    this.gate.passTurns((tenant) => queued.has(tenant));
   }
 
   /** Resolves with the item's own outcome; never rejects. `signal`: the caller's (see the class comment). */
@@ -126,6 +136,8 @@ export class ConsumeBatcher {
           continue;
         }
         if (!this.gate.available(pending.item.tenantId)) {
+          // Behind writers waiting for the tenant, if any: its turn comes after them.
+          this.gate.wantBatch(pending.item.tenantId);
           rest.push(pending);
           continue;
         }
@@ -158,6 +170,8 @@ export class ConsumeBatcher {
         this.notifyIfIdle();
       });
     }
+    // Turns on tenants whose items were all cut or dropped must not keep writers waiting.
+    this.passUnusedTurns();
     // Dropping abandoned items can leave nothing queued and nothing in flight.
     this.notifyIfIdle();
   }

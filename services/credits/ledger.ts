@@ -38,7 +38,7 @@ import { Code, ServiceError } from '../../platform/service-error';
 import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './ledger-invariants';
 import { AuditChain, type AuditEntry, verifyAuditChains, verifyAuditChainsSinceCheckpoints, type VerifyResult } from './audit-chain';
 import type { BalanceCache, CachedAccount } from './balance-cache';
-import { type Release, TenantGate } from './tenant-gate';
+import { GateFullError, type Release, TenantGate } from './tenant-gate';
 import { databaseUnavailable, type DependencyBreaker, isBreakerRejection, isDatabaseUnavailable } from './breakers';
 import type { CreditsMetrics } from './credits-metrics';
 import {
@@ -741,7 +741,8 @@ export class Ledger {
     let release: Release;
     try {
       release = await this.gate.acquire(tenants);
-    } catch {
+    } catch (error) {
+      if (!(error instanceof GateFullError)) throw error;
       throw new ServiceError(Code.RESOURCE_EXHAUSTED, 'OVERLOADED', 'too many writes waiting on their accounts; retry with backoff');
     }
     try {

@@ -11,66 +11,116 @@
  * lets every batch decide from the state the writer before it left.
  *
  * Across replicas the row lock (and the fast path's check under it) still
- * decides; this only orders the writers of one process.
+ * decides; this only orders the writers of one process. The reservation
+ * expiry sweeper does not take the gate: a batch it overlaps falls back, as
+ * one overlapping another replica's write does.
  *
- * Fairness: a writer that waits marks its tenants wanted, and the batcher
- * takes no wanted tenant, so a steady stream of consumes cannot starve a
- * top-up; waiting writers are served in arrival order. A writer takes all its
- * tenants at once or none, and nobody waits for the gate while holding it, so
- * there is no deadlock.
+ * Order: each tenant has a first-come queue. A writer waits in the queue of
+ * every tenant it writes (it joins them all at once, so two writers are in
+ * the same order everywhere and cannot deadlock) and goes when it heads them
+ * all and none is held. The batcher joins a queue only when writers wait
+ * there and it has items for the tenant (`wantBatch`); when its entry comes
+ * to the head the tenant is the batcher's to take (`available`), so a steady
+ * stream of writers cannot starve consumes, nor consume batches a writer.
+ * Without waiting writers the batcher takes a free tenant at once, as before.
  */
 export type Release = () => void;
 
-interface Waiter {
+interface Writer {
   readonly tenants: readonly string[];
   readonly grant: () => void;
 }
 
-/** Bound on writers waiting at once; beyond it acquire() throws (the caller answers RESOURCE_EXHAUSTED). */
+/** The batcher's place in a tenant's queue. */
+const BATCH = Symbol('batch');
+type Entry = Writer | typeof BATCH;
+
+/** Bound on writers waiting at once; beyond it acquire() rejects with GateFullError. */
 export const GATE_WAITERS_MAX = 10_000;
+
+export class GateFullError extends Error {
+  constructor() {
+    super(`tenant gate: ${GATE_WAITERS_MAX} writers are waiting already`);
+    this.name = 'GateFullError';
+  }
+}
 
 export class TenantGate {
   private readonly held = new Set<string>();
-  /** Tenants a waiting writer needs, with how many waiters need each. */
-  private readonly wanted = new Map<string, number>();
-  private waiters: Waiter[] = [];
+  /** Only tenants someone waits for have a queue (never an empty one). */
+  private readonly queues = new Map<string, Entry[]>();
+  /** Tenants free with the batcher's entry at the head of their queue: its to take. */
+  private readonly batchTurns = new Set<string>();
+  private writersWaiting = 0;
   private readonly releaseListeners: (() => void)[] = [];
 
-  /** Whether the batcher may take `tenant` now: nobody holds it and no writer waits for it. */
+  /** Whether the batcher may take `tenant` now. */
   available(tenant: string): boolean {
-    return !this.held.has(tenant) && !this.wanted.has(tenant);
+    return !this.held.has(tenant) && (!this.queues.has(tenant) || this.batchTurns.has(tenant));
   }
 
-  /** Takes tenants the caller has just seen available() (the batcher, synchronously). */
+  /** Takes tenants the batcher has just seen available() (synchronously), using up its turn on each. */
   take(tenants: Iterable<string>): void {
     for (const t of tenants) {
       if (this.held.has(t)) throw new Error(`tenant gate: ${t} is already held`);
       this.held.add(t);
+      if (this.batchTurns.delete(t)) this.shift(t);
     }
   }
 
-  /** Waits until every one of `tenants` is free, takes them all, and returns their release. */
+  /** The batcher has items for `tenant` that could not go: it takes a place behind the writers waiting (once). */
+  wantBatch(tenant: string): void {
+    const queue = this.queues.get(tenant);
+    // No writer waiting: the tenant comes back to the batcher when it is released.
+    if (!queue || queue.includes(BATCH)) return;
+    queue.push(BATCH);
+  }
+
+  /** Whether the batcher has turns it must use or give up (see passTurns). */
+  get hasBatchTurns(): boolean {
+    return this.batchTurns.size > 0;
+  }
+
+  /** The batcher gives up its turns on tenants it no longer has items for: the next in line goes. */
+  passTurns(stillWanted: (tenant: string) => boolean): void {
+    for (const t of [...this.batchTurns]) {
+      if (stillWanted(t)) continue;
+      this.batchTurns.delete(t);
+      this.shift(t);
+      this.advance(t);
+    }
+  }
+
+  /** Waits until every one of `tenants` is free and this writer's turn, takes them all, and returns their release. */
   acquire(tenants: readonly string[]): Promise<Release> {
     const unique = [...new Set(tenants)];
-    if (unique.every((t) => this.available(t))) {
-      this.take(unique);
+    if (unique.every((t) => !this.held.has(t) && !this.queues.has(t))) {
+      for (const t of unique) this.held.add(t);
       return Promise.resolve(this.releaseOnce(unique));
     }
-    if (this.waiters.length >= GATE_WAITERS_MAX) return Promise.reject(new Error('tenant gate: too many writers waiting'));
+    if (this.writersWaiting >= GATE_WAITERS_MAX) return Promise.reject(new GateFullError());
     return new Promise((resolve) => {
-      for (const t of unique) this.wanted.set(t, (this.wanted.get(t) ?? 0) + 1);
-      this.waiters.push({ tenants: unique, grant: () => resolve(this.releaseOnce(unique)) });
+      const writer: Writer = { tenants: unique, grant: () => resolve(this.releaseOnce(unique)) };
+      this.writersWaiting += 1;
+      for (const t of unique) {
+        const queue = this.queues.get(t);
+        if (queue) queue.push(writer);
+        else this.queues.set(t, [writer]);
+      }
+      // Free tenants whose queue this writer opened: it may head them all already.
+      for (const t of unique) this.advance(t);
     });
   }
 
   /** Frees tenants taken with take() (the batcher, once its batch has committed). */
   release(tenants: Iterable<string>): void {
-    for (const t of tenants) this.held.delete(t);
-    this.grantWaiters();
+    const freed = [...tenants];
+    for (const t of freed) this.held.delete(t);
+    for (const t of freed) this.advance(t);
     for (const listener of this.releaseListeners) listener();
   }
 
-  /** Called after every release, e.g. for the batcher to cut batches for tenants freed by a writer. */
+  /** Called after every release (the batcher cuts the batches that waited for the tenant). */
   onRelease(listener: () => void): void {
     this.releaseListeners.push(listener);
   }
@@ -84,24 +134,28 @@ export class TenantGate {
     };
   }
 
-  /** Grants waiters in arrival order; a waiter never overtakes an earlier one that needs one of its tenants. */
-  private grantWaiters(): void {
-    const blocked = new Set<string>();
-    const still: Waiter[] = [];
-    for (const waiter of this.waiters) {
-      if (waiter.tenants.some((t) => this.held.has(t) || blocked.has(t))) {
-        for (const t of waiter.tenants) blocked.add(t);
-        still.push(waiter);
-        continue;
-      }
-      for (const t of waiter.tenants) {
-        const n = this.wanted.get(t)! - 1;
-        if (n === 0) this.wanted.delete(t);
-        else this.wanted.set(t, n);
-        this.held.add(t);
-      }
-      waiter.grant();
+  /** Lets the head of a free tenant's queue go: the batcher's turn, or a writer heading all its queues. */
+  private advance(tenant: string): void {
+    if (this.held.has(tenant)) return;
+    const head = this.queues.get(tenant)?.[0];
+    if (head === undefined) return;
+    if (head === BATCH) {
+      this.batchTurns.add(tenant);
+      return;
     }
-    this.waiters = still;
+    if (!head.tenants.every((t) => !this.held.has(t) && this.queues.get(t)?.[0] === head)) return;
+    this.writersWaiting -= 1;
+    for (const t of head.tenants) {
+      this.shift(t);
+      this.held.add(t);
+    }
+    head.grant();
+  }
+
+  /** Removes the head of a tenant's queue (dropping the queue once empty). */
+  private shift(tenant: string): void {
+    const queue = this.queues.get(tenant)!;
+    queue.shift();
+    if (queue.length === 0) this.queues.delete(tenant);
   }
 }
