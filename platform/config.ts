@@ -67,6 +67,8 @@ export const platformConfigSchema = z.object({
   SHUTDOWN_DELAY_MS: z.coerce.number({ invalid_type_error: 'must be a number' }).int('must be an integer').min(0, 'must be at least 0').max(60_000, 'must be at most 60000').default(0),
   DB_POOL_MAX: positiveInt(1000).default(20),
   DB_STATEMENT_TIMEOUT_MS: positiveInt(600_000).default(10_000),
+  /** A Redis command that waits this long with no data at all has its connection replaced (ioredis socketTimeout). */
+  REDIS_SOCKET_TIMEOUT_MS: positiveInt(600_000).default(5_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   MIGRATE_ON_START: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
 });

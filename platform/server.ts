@@ -143,7 +143,7 @@ export async function startService<S extends z.ZodRawShape>(
     logger,
   );
   registerPoolMetrics(registry, module.name, pool);
-  const redis = createRedis(config.REDIS_URL, logger);
+  const redis = createRedis(config.REDIS_URL, logger, { socketTimeout: config.REDIS_SOCKET_TIMEOUT_MS });
 
   const shutdownController = new AbortController();
   /**

@@ -33,7 +33,7 @@
  * staleness as the Redis cache itself, which is written after the commit.
  */
 import type { Logger } from '../../platform/logger';
-import { watchConnection, type RedisClient } from '../../platform/redis';
+import type { RedisClient } from '../../platform/redis';
 import type { CachedAccount } from './balance-cache';
 
 const INVALIDATE_CHANNEL = '__redis__:invalidate';
@@ -89,9 +89,8 @@ export class NearCache {
     // client id, which the reader's tracking names, changes with every connection and is read first.
     this.reader = redis.duplicate({ lazyConnect: true, connectionName: 'credits-balance-reader' });
     this.subscriber = redis.duplicate({ lazyConnect: true, autoResubscribe: false, connectionName: 'credits-balance-invalidations' });
-    // A duplicate is not watched like the client it copies: the reader is (platform/redis watchConnection),
-    // so a silently dead one is replaced and tracking set up again; the subscriber has its own PING (ping()).
-    watchConnection(this.reader, logger);
+    // Both inherit the client's socket timeout (platform/redis.ts): a reader that stops answering is
+    // replaced, and tracking set up again. The subscriber has its own PING besides (see ping()).
     for (const connection of [this.reader, this.subscriber]) {
       // Failures reach callers through the breaker and the main client's log.
       connection.on('error', () => undefined);
