@@ -6,9 +6,8 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { createPool, isQueryReadTimeout, query, withDatabase, withLockTimeout, withRolledBackTransaction, withTransaction } from './db';
-import { freePort } from './local-servers';
 import { testInfrastructure } from '../test/harness';
-import { TcpProxy } from '../test/tcp-proxy';
+import { proxyFor, type TcpProxy } from '../test/tcp-proxy';
 
 describe('platform db: withTransaction', function () {
   this.timeout(30_000);
@@ -111,11 +110,9 @@ describe('platform db: a database that goes silent', function () {
   let proxy: TcpProxy;
   let pool: pg.Pool;
   before(async () => {
-    const url = new URL(testInfrastructure().databaseUrl);
-    proxy = new TcpProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
-    await proxy.open();
-    url.host = `127.0.0.1:${proxy.port}`;
-    pool = createPool(url.toString(), { max: 1, statementTimeoutMs: 300, applicationName: 'db-test-silent', connectTimeoutMs: 1_000 });
+    const proxied = await proxyFor(testInfrastructure().databaseUrl, 5432);
+    proxy = proxied.proxy;
+    pool = createPool(proxied.url, { max: 1, statementTimeoutMs: 300, applicationName: 'db-test-silent', connectTimeoutMs: 1_000 });
   });
   after(async () => {
     await pool.end();

@@ -60,8 +60,6 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
     // A query that times out this way is failed and its client destroyed when released with the
     // error (pool.query does that; transaction() below marks it broken).
     query_timeout: options.statementTimeoutMs + QUERY_READ_TIMEOUT_MARGIN_MS,
-    // Idle connections to a peer that vanished are found by the kernel instead of by the next query.
-    keepAlive: true,
     application_name: options.applicationName,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
     idleTimeoutMillis: 30_000,
@@ -92,20 +90,33 @@ function connectionSurvives(error: unknown): boolean {
  * authentication, the catalog caches and every prepared statement and PL/pgSQL
  * function compiled again. Measured: one new session per refused statement.
  */
-export async function query<R extends pg.QueryResultRow>(pool: pg.Pool, config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
+export function query<R extends pg.QueryResultRow>(pool: pg.Pool, config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
+  return withClient(pool, async (client, broke) => {
+    try {
+      return await client.query<R>(config);
+    } catch (error) {
+      if (!connectionSurvives(error)) broke(error as Error);
+      throw error;
+    }
+  });
+}
+
+/**
+ * Runs `fn` on a pooled client and gives it back: destroyed rather than handed to the
+ * next caller when `fn` called `broke`, or when the connection reported an 'error'
+ * event meanwhile (which, without a listener, would crash the process).
+ */
+async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient, broke: (error: Error) => void) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
-  const onError = (err: Error) => {
-    broken = err;
+  const broke = (err: Error) => {
+    broken ??= err;
   };
-  client.on('error', onError);
+  client.on('error', broke);
   try {
-    return await client.query<R>(config);
-  } catch (error) {
-    if (!connectionSurvives(error)) broken ??= error as Error;
-    throw error;
+    return await fn(client, broke);
   } finally {
-    client.off('error', onError);
+    client.off('error', broke);
     client.release(broken);
   }
 }
@@ -125,31 +136,20 @@ export function withRolledBackTransaction<T>(pool: pg.Pool, fn: (client: pg.Pool
   return transaction(pool, fn, 'ROLLBACK');
 }
 
-async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, end: 'COMMIT' | 'ROLLBACK'): Promise<T> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  const onError = (err: Error) => {
-    broken = err;
-  };
-  client.on('error', onError);
-  try {
-    await client.query('BEGIN');
-    const result = await fn(client);
-    await client.query(end);
-    return result;
-  } catch (error) {
-    // No answer at all: a ROLLBACK would only queue behind the lost query and time out in turn.
-    if (isQueryReadTimeout(error)) broken ??= error as Error;
-    else {
-      await client.query('ROLLBACK').catch((rollbackError: Error) => {
-        broken ??= rollbackError;
-      });
+function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, end: 'COMMIT' | 'ROLLBACK'): Promise<T> {
+  return withClient(pool, async (client, broke) => {
+    try {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query(end);
+      return result;
+    } catch (error) {
+      // No answer at all: a ROLLBACK would only queue behind the lost query and time out in turn.
+      if (isQueryReadTimeout(error)) broke(error as Error);
+      else await client.query('ROLLBACK').catch(broke);
+      throw error;
     }
-    throw error;
-  } finally {
-    client.off('error', onError);
-    client.release(broken);
-  }
+  });
 }
 
 /**

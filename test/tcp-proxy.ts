@@ -3,6 +3,7 @@
  * Redis through it, and the test cuts, restores or black-holes the path.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { freePort } from '../platform/local-servers';
 
 /**
  * A TCP proxy (to PostgreSQL or Redis) that can be cut and restored, or black-holed: `blackHole()`
@@ -60,4 +61,13 @@ export class TcpProxy {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server = undefined;
   }
+}
+
+/** A TcpProxy opened on a free port in front of the server `url` names, and `url` pointed at the proxy. */
+export async function proxyFor(url: string, defaultPort: number): Promise<{ proxy: TcpProxy; url: string }> {
+  const target = new URL(url);
+  const proxy = new TcpProxy(await freePort(), { host: target.hostname, port: Number(target.port || defaultPort) });
+  await proxy.open();
+  target.host = `127.0.0.1:${proxy.port}`;
+  return { proxy, url: target.toString() };
 }

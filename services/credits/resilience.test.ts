@@ -18,7 +18,7 @@ import type { RunningService } from '../../platform/server';
 import { freePort } from '../../platform/local-servers';
 import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import { testInfrastructure } from '../../test/harness';
-import { TcpProxy } from '../../test/tcp-proxy';
+import { proxyFor, type TcpProxy } from '../../test/tcp-proxy';
 import { Credits, failure, key, payment, startCredits, tenant } from './credits-test-kit';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -126,9 +126,9 @@ describe('credits resilience', function () {
     before(async () => {
       redisPort = await freePort();
       redis = await startRedisOn(redisPort);
-      proxy = new TcpProxy(await freePort(), { host: '127.0.0.1', port: redisPort });
-      await proxy.open();
-      service = await startCredits({ REDIS_URL: `redis://127.0.0.1:${proxy.port}`, CREDITS_BREAKER_RESET_MS: '300' });
+      const proxied = await proxyFor(`redis://127.0.0.1:${redisPort}`, 6379);
+      proxy = proxied.proxy;
+      service = await startCredits({ REDIS_URL: proxied.url, CREDITS_BREAKER_RESET_MS: '300' });
       credits = new Credits(service);
     });
     after(async () => {
@@ -173,11 +173,9 @@ describe('credits resilience', function () {
     let credits: Credits;
 
     before(async () => {
-      const url = new URL(testInfrastructure().databaseUrl);
-      proxy = new TcpProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
-      await proxy.open();
-      url.host = `127.0.0.1:${proxy.port}`;
-      service = await startCredits({ DATABASE_URL: url.toString(), CREDITS_BREAKER_RESET_MS: '500' });
+      const proxied = await proxyFor(testInfrastructure().databaseUrl, 5432);
+      proxy = proxied.proxy;
+      service = await startCredits({ DATABASE_URL: proxied.url, CREDITS_BREAKER_RESET_MS: '500' });
       credits = new Credits(service);
     });
     after(async () => {
@@ -221,12 +219,10 @@ describe('credits resilience', function () {
     let credits: Credits;
 
     before(async () => {
-      const url = new URL(testInfrastructure().databaseUrl);
-      proxy = new TcpProxy(await freePort(), { host: url.hostname, port: Number(url.port || 5432) });
-      await proxy.open();
-      url.host = `127.0.0.1:${proxy.port}`;
+      const proxied = await proxyFor(testInfrastructure().databaseUrl, 5432);
+      proxy = proxied.proxy;
       service = await startCredits({
-        DATABASE_URL: url.toString(),
+        DATABASE_URL: proxied.url,
         DB_POOL_MAX: '4',
         DB_STATEMENT_TIMEOUT_MS: '1000',
         CREDITS_DB_TIMEOUT_MS: '1000',
