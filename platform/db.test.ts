@@ -148,16 +148,32 @@ describe('platform db: query', function () {
 
   const pid = async () => (await query<{ pid: number }>(pool, { text: 'SELECT pg_backend_pid() AS pid' })).rows[0]!.pid;
 
+  const RAISE = "DO $$ BEGIN RAISE EXCEPTION 'stale' USING ERRCODE = 'CR002'; END $$";
+
   // A statement PostgreSQL refuses (here a RAISE with a SQLSTATE of our own, as the consume fast path
-  // raises) fails the call but keeps the connection: the next query runs on the same backend.
-  // pool.query, for contrast, throws that connection away.
+  // raises) fails the call but keeps the connection: the next query runs on the same backend, through
+  // query() and through the pool's own query alike. A plain pg.Pool, for contrast, throws it away.
   it('keeps the connection after an error PostgreSQL answered with', async () => {
     const before = await pid();
-    const refused = await query(pool, { text: "DO $$ BEGIN RAISE EXCEPTION 'stale' USING ERRCODE = 'CR002'; END $$" }).catch((e: { code?: string }) => e);
+    const refused = await query(pool, { text: RAISE }).catch((e: { code?: string }) => e);
     expect((refused as { code?: string }).code).to.equal('CR002');
     expect(await pid()).to.equal(before);
-    await pool.query("DO $$ BEGIN RAISE EXCEPTION 'stale' USING ERRCODE = 'CR002'; END $$").catch(() => undefined);
-    expect(await pid()).to.not.equal(before);
+    const viaPool = await pool.query(RAISE).catch((e: { code?: string }) => e);
+    expect((viaPool as { code?: string }).code).to.equal('CR002');
+    expect(await pid()).to.equal(before);
+    // Values and config objects reach the server as given.
+    expect((await pool.query<{ n: number }>('SELECT $1::int AS n', [7])).rows[0]!.n).to.equal(7);
+    expect((await pool.query<{ n: number }>({ text: 'SELECT $1::int AS n', values: [8] })).rows[0]!.n).to.equal(8);
+
+    const plain = new pg.Pool({ connectionString: testInfrastructure().databaseUrl, max: 1 });
+    try {
+      const plainPid = async () => (await plain.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const first = await plainPid();
+      await plain.query(RAISE).catch(() => undefined);
+      expect(await plainPid()).to.not.equal(first);
+    } finally {
+      await plain.end();
+    }
   });
 
   // A session that ended (terminated by an administrator: 57P01) is not handed out again.

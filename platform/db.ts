@@ -57,8 +57,8 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
     connectionString: databaseUrl,
     max: options.max,
     statement_timeout: options.statementTimeoutMs,
-    // A query that times out this way is failed and its client destroyed when released with the
-    // error (pool.query does that; transaction() below marks it broken).
+    // A query that times out this way is failed and its connection destroyed (query() and
+    // transaction() below mark it broken).
     query_timeout: options.statementTimeoutMs + QUERY_READ_TIMEOUT_MARGIN_MS,
     application_name: options.applicationName,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
@@ -67,6 +67,11 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
   });
   // An idle client's connection dropping must not crash the process.
   pool.on('error', (err) => logger?.warn({ err: err.message }, 'idle PostgreSQL client error'));
+  // pool.query as query() below: a statement PostgreSQL refuses keeps its connection. (Promise form
+  // only: nothing here passes a callback or a submittable such as a cursor.)
+  const keepingQuery = (config: string | pg.QueryConfig, values?: unknown[]) =>
+    query(pool, typeof config === 'string' ? { text: config, values } : values === undefined ? config : { ...config, values });
+  (pool as unknown as { query: typeof keepingQuery }).query = keepingQuery;
   return pool;
 }
 
@@ -84,7 +89,8 @@ function connectionSurvives(error: unknown): boolean {
 
 /**
  * pool.query, but a statement that PostgreSQL refused (see connectionSurvives)
- * keeps its connection. pool.query destroys the connection on ANY error, so a
+ * keeps its connection; createPool's pools answer pool.query with it. pg-pool's
+ * own query destroys the connection on ANY error, so a
  * hot path whose statements fail by design (the credits consume fast path raises
  * when its premise is stale) paid for a new backend each time: a fork, the
  * authentication, the catalog caches and every prepared statement and PL/pgSQL
