@@ -54,6 +54,27 @@ describe('credits audit chain', function () {
     await tamper('UPDATE credit_accounts SET audit_seq = audit_seq + 1 WHERE tenant_id = $1', [tenantId]);
   };
 
+  // The account's CHECK constraints hold even against a writer around the service (a bug above them, a
+  // superuser with the triggers off): no negative balance, reserved or available, no movement of zero.
+  it('refuses a negative balance, reserved or available in the table itself', async () => {
+    const t = tenant();
+    await history(t, 0);
+    const before = (await admin.query('SELECT balance::text, reserved::text FROM credit_accounts WHERE tenant_id = $1', [t])).rows[0];
+    // A negative balance breaks two constraints; PostgreSQL names the first it checks.
+    const attempts: [string, string[]][] = [
+      ['UPDATE credit_accounts SET balance = -1 WHERE tenant_id = $1', ['credit_accounts_balance_non_negative', 'credit_accounts_available_non_negative']],
+      ['UPDATE credit_accounts SET reserved = -1 WHERE tenant_id = $1', ['credit_accounts_reserved_non_negative']],
+      ['UPDATE credit_accounts SET reserved = balance + 1 WHERE tenant_id = $1', ['credit_accounts_available_non_negative']],
+      ['UPDATE credit_transactions SET amount = 0 WHERE tenant_id = $1', ['credit_transactions_amount_check']],
+    ];
+    for (const [sql, constraints] of attempts) {
+      const err = (await tamper(sql, [t]).catch((e: unknown) => e)) as { code?: string; constraint?: string };
+      expect(err.code, sql).to.equal('23514');
+      expect(constraints, sql).to.include(err.constraint);
+    }
+    expect((await admin.query('SELECT balance::text, reserved::text FROM credit_accounts WHERE tenant_id = $1', [t])).rows[0]).to.deep.equal(before);
+  });
+
   // UPDATE, DELETE and TRUNCATE of audit rows are refused by the append-only trigger itself — its SQLSTATE
   // (42501 insufficient_privilege) and message, not just any error — and the rows stay as they were.
   it('refuses UPDATE, DELETE and TRUNCATE', async () => {

@@ -165,6 +165,10 @@ export async function asSuperuser(pool: pg.Pool, sql: string, params: unknown[])
     await client.query('SET LOCAL session_replication_role = replica');
     await client.query(sql, params);
     await client.query('COMMIT');
+  } catch (error) {
+    // A refused statement (a test checking a constraint) must not hand the next caller an aborted transaction.
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
   } finally {
     client.release();
   }
