@@ -167,7 +167,7 @@ describe('credits resilience', function () {
     });
   });
 
-  describe('PostgreSQL down', () => {
+  describe('PostgreSQL away', () => {
     let proxy: TcpProxy;
     let service: RunningService;
     let credits: Credits;
@@ -175,52 +175,8 @@ describe('credits resilience', function () {
     before(async () => {
       const proxied = await proxyFor(testInfrastructure().databaseUrl, 5432);
       proxy = proxied.proxy;
-      service = await startCredits({ DATABASE_URL: proxied.url, CREDITS_BREAKER_RESET_MS: '500' });
-      credits = new Credits(service);
-    });
-    after(async () => {
-      credits?.close();
-      await service?.shutdown();
-      await proxy?.close();
-    });
-
-    // Every call fails fast with UNAVAILABLE DATABASE_UNAVAILABLE (never DEADLINE_EXCEEDED), the breaker opens,
-    // cached balances are still served, and calls succeed again once PostgreSQL is back.
-    it('fails fast with DATABASE_UNAVAILABLE and recovers by itself', async () => {
-      const t = tenant();
-      await credits.call('topUp', { tenantId: t, amount: 50n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
-      await proxy.close();
-      for (let i = 0; i < 8; i++) {
-        const err = await failure(credits.call('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }, 15_000));
-        expect(err.code).to.equal(Code.UNAVAILABLE);
-        expect(err.reason).to.equal('DATABASE_UNAVAILABLE');
-      }
-      expect(await breakerState(service, 'postgres')).to.equal(2);
-      const cached = await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
-      expect(cached).to.deep.include({ fromCache: true });
-      expect((await failure(credits.call('getBalance', { tenantId: t, consistentRead: true }))).reason).to.equal('DATABASE_UNAVAILABLE');
-
-      await proxy.open();
-      let res: ConsumeResponse | undefined;
-      for (let i = 0; i < 50 && !res; i++) {
-        await sleep(200);
-        res = await credits
-          .call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} })
-          .catch(() => undefined);
-      }
-      expect(res?.account?.balance).to.equal(49n);
-      expect(await breakerState(service, 'postgres')).to.equal(0);
-    });
-  });
-
-  describe('PostgreSQL hanging', () => {
-    let proxy: TcpProxy;
-    let service: RunningService;
-    let credits: Credits;
-
-    before(async () => {
-      const proxied = await proxyFor(testInfrastructure().databaseUrl, 5432);
-      proxy = proxied.proxy;
+      // A small pool, so that the black-holed connections below are all of it; short timeouts, so a silent
+      // database is given up on well within the calls' deadlines.
       service = await startCredits({
         DATABASE_URL: proxied.url,
         DB_POOL_MAX: '4',
@@ -236,6 +192,41 @@ describe('credits resilience', function () {
       await proxy?.close();
     });
 
+    const consume = (t: string, deadlineMs = 15_000) =>
+      credits.call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }, deadlineMs);
+
+    /** Consumes 1 until a consume succeeds (bounded), then checks the balance it left and the breaker closed. */
+    async function recovers(t: string, balance: bigint): Promise<void> {
+      let res: ConsumeResponse | undefined;
+      for (let i = 0; i < 60 && !res; i++) {
+        await sleep(250);
+        res = await consume(t, 5_000).catch(() => undefined);
+      }
+      expect(res?.account?.balance).to.equal(balance);
+      expect(await breakerState(service, 'postgres')).to.equal(0);
+    }
+
+    // PostgreSQL refuses connections: every call fails fast with UNAVAILABLE DATABASE_UNAVAILABLE (never
+    // DEADLINE_EXCEEDED), the breaker opens, cached balances are still served, and calls succeed again once
+    // PostgreSQL is back.
+    it('fails fast with DATABASE_UNAVAILABLE and recovers by itself', async () => {
+      const t = tenant();
+      await credits.call('topUp', { tenantId: t, amount: 50n, idempotencyKey: key(), reference: '', payment: payment(), metadata: {} });
+      await proxy.close();
+      for (let i = 0; i < 8; i++) {
+        const err = await failure(consume(t));
+        expect(err.code).to.equal(Code.UNAVAILABLE);
+        expect(err.reason).to.equal('DATABASE_UNAVAILABLE');
+      }
+      expect(await breakerState(service, 'postgres')).to.equal(2);
+      const cached = await credits.call<object, GetBalanceResponse>('getBalance', { tenantId: t, consistentRead: false });
+      expect(cached).to.deep.include({ fromCache: true });
+      expect((await failure(credits.call('getBalance', { tenantId: t, consistentRead: true }))).reason).to.equal('DATABASE_UNAVAILABLE');
+
+      await proxy.open();
+      await recovers(t, 49n);
+    });
+
     // PostgreSQL stops answering without closing anything (a partition; a failed-over primary whose
     // connections die silently): calls fail with UNAVAILABLE DATABASE_UNAVAILABLE within the client's
     // deadline (never DEADLINE_EXCEEDED), and once PostgreSQL can be reached again the service recovers by
@@ -246,23 +237,13 @@ describe('credits resilience', function () {
       // Every pooled connection busy at once, so that all of them are black-holed open.
       await Promise.all(Array.from({ length: 8 }, () => credits.call('getBalance', { tenantId: t, consistentRead: true })));
       proxy.blackHole();
-      const failed = await Promise.all(
-        Array.from({ length: 8 }, () => failure(credits.call('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }, 15_000))),
-      );
+      const failed = await Promise.all(Array.from({ length: 8 }, () => failure(consume(t))));
       for (const err of failed) expect([err.code, err.reason]).to.deep.equal([Code.UNAVAILABLE, 'DATABASE_UNAVAILABLE']);
       expect((await failure(credits.call('getBalance', { tenantId: t, consistentRead: true }, 15_000))).reason).to.equal('DATABASE_UNAVAILABLE');
 
       proxy.restore();
-      let res: ConsumeResponse | undefined;
-      for (let i = 0; i < 60 && !res; i++) {
-        await sleep(250);
-        res = await credits
-          .call<object, ConsumeResponse>('consume', { tenantId: t, amount: 1n, idempotencyKey: key(), reference: '', metadata: {} }, 5_000)
-          .catch(() => undefined);
-      }
       // Nothing of the failed calls was applied: they never reached PostgreSQL.
-      expect(res?.account?.balance).to.equal(49n);
-      expect(await breakerState(service, 'postgres')).to.equal(0);
+      await recovers(t, 49n);
     });
   });
 });
