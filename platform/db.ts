@@ -17,7 +17,7 @@ const INT8_OID = 20;
  * statement_timeout and answers with the error at once, so silence past this
  * margin means nobody is there.
  */
-export const QUERY_READ_TIMEOUT_MARGIN_MS = 2_000;
+const QUERY_READ_TIMEOUT_MARGIN_MS = 2_000;
 
 /** node-postgres's message when `query_timeout` passes with no answer. */
 const QUERY_READ_TIMEOUT_MESSAGE = 'Query read timeout';

@@ -5,7 +5,8 @@
  * Lua scripts too), so the dev loop needs no Redis server. Tests always use a
  * real Redis.
  *
- * A real client has a socket timeout (ioredis `socketTimeout`): a Redis that
+ * The services' client has a socket timeout (ioredis `socketTimeout`, from
+ * REDIS_SOCKET_TIMEOUT_MS, passed in `options` by platform/server.ts): a Redis that
  * stops answering without closing the connection (a partition; a failed-over
  * server whose old connections die silently) is otherwise never noticed, since
  * ioredis reconnects only on a closed socket, and every command would wait on it
@@ -17,9 +18,6 @@ import Redis, { type RedisOptions } from 'ioredis';
 import type { Logger } from './logger';
 
 export type RedisClient = Redis;
-
-/** Default of REDIS_SOCKET_TIMEOUT_MS: how long a command may wait with no data at all before its connection is replaced. */
-export const REDIS_SOCKET_TIMEOUT_MS_DEFAULT = 5_000;
 
 export function createRedis(url: string | undefined, logger?: Logger, options: RedisOptions = {}): RedisClient {
   if (url === undefined) {
@@ -33,7 +31,6 @@ export function createRedis(url: string | undefined, logger?: Logger, options: R
     // callers (circuit breakers) decide what to do.
     maxRetriesPerRequest: 1,
     connectTimeout: 2_000,
-    socketTimeout: REDIS_SOCKET_TIMEOUT_MS_DEFAULT,
     // enableAutoPipelining stays off: with Lua commands added by defineCommand
     // it throws outside any promise and kills the process under load
     // (redis/ioredis#1931, reproduced here with bench/camouflage.ts).
