@@ -17,9 +17,10 @@ COPY . .
 RUN npm run build
 
 # ---- runtime dependencies only -------------------------------------------------------------------
-# --omit=optional drops embedded-postgres' platform binaries (development only: production always
-# sets DATABASE_URL) and other optional extras; --ignore-scripts because no runtime dependency
-# needs an install script.
+# embedded-postgres and ioredis-mock are devDependencies (npm start and the tests only), so
+# --omit=dev leaves them out; --omit=optional drops other optional extras; --ignore-scripts
+# because no runtime dependency needs an install script. The build compiles nothing from
+# testing/ or dev/ (tsconfig.build.json; .ci/run checks the file list).
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./

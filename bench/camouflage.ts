@@ -22,7 +22,7 @@ import { service as healthServiceDefinition } from 'grpc-health-check';
 import { CamouflageServiceClient, type AssessRequest } from '../gen/shieldx/camouflage/v1/camouflage';
 import { generateApiKey } from '../platform/auth';
 import { startServiceProcess } from './service-process';
-import { insecure } from '../test/harness';
+import { insecure } from '../testing/harness';
 import { formatResult, runLoad, streamCaller } from './grpc-load';
 import { benchArgs } from './args';
 

@@ -49,10 +49,10 @@ import {
   type ReserveResponse,
 } from '../gen/shieldx/credits/v1/credits';
 import { generateApiKey } from '../platform/auth';
-import { freePort } from '../platform/local-servers';
+import { freePort } from '../dev/local-servers';
 import { formatResult, parseMix, percentile, runLoad, streamCaller, weightedMix, type LatencySummary, type LoadMode, type LoadResult } from './grpc-load';
 import { H2GrpcClient } from './h2-client';
-import { createDatabase } from '../test/harness';
+import { createDatabase } from '../testing/harness';
 import { startServiceProcess } from './service-process';
 import { benchArgs } from './args';
 import { metricSamples, metricValue, scrapeMetrics } from '../platform/prometheus-text';

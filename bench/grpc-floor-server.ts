@@ -8,7 +8,7 @@
  *
  * Run by bench/credits.ts as a child process: `node --import tsx bench/grpc-floor-server.ts`;
  * it logs `{"msg":"floor listening","grpc_port":<port>}` once bound to an ephemeral loopback port,
- * the line platform/service-process.ts waits for.
+ * the line testing/service-process.ts waits for.
  */
 import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { CreditsServiceService, type GetBalanceRequest, type GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';

@@ -7,8 +7,8 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { ConsumeRequest, ConsumeResponse, CreditsServiceService, GetBalanceRequest, GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';
 import type { RunningService } from '../platform/server';
-import { Credits, key, payment, startCredits, tenant } from '../services/credits/credits-test-kit';
-import { address, testKeys } from '../test/harness';
+import { Credits, key, payment, startCredits, tenant } from '../testing/credits-kit';
+import { address, testKeys } from '../testing/harness';
 import { GrpcCallError, H2GrpcClient } from './h2-client';
 
 describe('bench h2 gRPC caller', function () {

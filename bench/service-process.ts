@@ -2,13 +2,13 @@
  * Runs a service as its own process through the production entry point, so a
  * benchmark's load generator and the service do not share an event loop (on
  * two cores, each gets one — as a client fleet and a pod would in production).
- * The spawning itself is platform/service-process.ts, shared with the tests.
+ * The spawning itself is testing/service-process.ts, shared with the tests.
  *
  * BENCH_SERVICE_NODE_ARGS: extra node flags for the service only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
  * BENCH_SERVICE_LOG: keep the service's stdout (its JSON logs, --trace-gc lines) in that file.
  */
 import type { ChildProcess } from 'node:child_process';
-import { spawnServiceProcess, type ServiceProcess } from '../platform/service-process';
+import { spawnServiceProcess, type ServiceProcess } from '../testing/service-process';
 
 export interface BenchServiceProcess extends ServiceProcess {
   /** The gRPC port. */

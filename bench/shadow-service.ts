@@ -25,7 +25,7 @@ import {
 } from '../gen/shieldx/shadow/v1/shadow';
 import { generateApiKey } from '../platform/auth';
 import { streamTraffic } from '../services/shadow/traffic-generator';
-import { createDatabase, insecure } from '../test/harness';
+import { createDatabase, insecure } from '../testing/harness';
 import { startServiceProcess } from './service-process';
 import { benchArgs, parseNumber } from './args';
 

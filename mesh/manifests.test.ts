@@ -16,8 +16,8 @@ import { expect } from 'chai';
 import { parseAllDocuments, visit } from 'yaml';
 import type { z } from 'zod';
 import { serviceConfigSchema, type ServiceModule } from '../platform/server';
-import { SERVICES as SERVICE_ENTRIES } from '../platform/service-registry';
-import { requireTool } from '../test/require-tool';
+import { SERVICES as SERVICE_ENTRIES } from '../scripts/services';
+import { requireTool } from '../testing/require-tool';
 import {
   checkUnknownFields,
   describeObject,

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { parse } from 'yaml';
 import { type K8sObject, validateAgainstSchema } from '../mesh/manifest-schemas';
-import { requireTool } from '../test/require-tool';
+import { requireTool } from '../testing/require-tool';
 import {
   PROMETHEUS_RULE_FILE,
   readRuleFile,

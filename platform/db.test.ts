@@ -6,8 +6,8 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { createPool, isQueryReadTimeout, query, withDatabase, withLockTimeout, withRolledBackTransaction, withTransaction } from './db';
-import { testInfrastructure } from '../test/harness';
-import { proxyFor, type TcpProxy } from '../test/tcp-proxy';
+import { testInfrastructure } from '../testing/harness';
+import { proxyFor, type TcpProxy } from '../testing/tcp-proxy';
 
 describe('platform db: withTransaction', function () {
   this.timeout(30_000);

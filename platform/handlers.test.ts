@@ -11,7 +11,7 @@ import { errorDetails } from './grpc-errors';
 import { unimplementedService } from './handlers';
 import { metricValue, scrapeMetrics } from './prometheus-text';
 import type { RunningService, ServiceModule } from './server';
-import { address, bearer, insecure, startTestService } from '../test/harness';
+import { address, bearer, insecure, startTestService } from '../testing/harness';
 
 /** No one contract has all four call types: credits gives unary and bidi, shadow client and server streaming. */
 const allCallTypes = {

@@ -1,10 +1,12 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { runMigrations } from './migrate';
-import { createDatabase, testInfrastructure } from '../test/harness';
+import { createDatabase, testInfrastructure } from '../testing/harness';
 import { readdirSync } from 'node:fs';
 import { projectPath } from './paths';
-import { SERVICE_NAMES as SERVICES } from './service-registry';
+
+/** Every service with a migrations/<service>/ folder: platform reads the folders, not the launchers' list. */
+const SERVICES = readdirSync(projectPath('migrations'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
 
 describe('migrations', () => {
   // Every service's migrations apply on an empty database, and a second run applies nothing and changes nothing.

@@ -11,7 +11,6 @@ import { existsSync } from 'node:fs';
 import { runner } from 'node-pg-migrate';
 import type { Logger } from './logger';
 import { projectPath } from './paths';
-import type { ServiceName } from './service-registry';
 
 /** node-pg-migrate takes its lock with a try-lock and fails at once when another runner holds it. */
 const LOCK_BUSY = /Another migration is already running/;
@@ -23,7 +22,7 @@ const LOCK_RETRY_MS = 500;
  * starting together share one lock: a busy lock is retried (bounded, 60 s)
  * instead of failing the start.
  */
-export async function runMigrations(databaseUrl: string, service: ServiceName, logger?: Logger): Promise<string[]> {
+export async function runMigrations(databaseUrl: string, service: string, logger?: Logger): Promise<string[]> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await runOnce(databaseUrl, service, logger);
@@ -35,7 +34,7 @@ export async function runMigrations(databaseUrl: string, service: ServiceName, l
   }
 }
 
-async function runOnce(databaseUrl: string, service: ServiceName, logger?: Logger): Promise<string[]> {
+async function runOnce(databaseUrl: string, service: string, logger?: Logger): Promise<string[]> {
   // A service without migrations yet (git keeps no empty folder) has nothing to apply.
   if (!existsSync(projectPath('migrations', service))) return [];
   const applied = await runner({

@@ -7,8 +7,8 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
 import { createRedis } from './redis';
-import { testInfrastructure } from '../test/harness';
-import { proxyFor, type TcpProxy } from '../test/tcp-proxy';
+import { testInfrastructure } from '../testing/harness';
+import { proxyFor, type TcpProxy } from '../testing/tcp-proxy';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

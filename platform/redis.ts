@@ -1,9 +1,8 @@
 /**
- * Redis client factory. With a URL it connects to a real Redis (ioredis; a
- * Cluster URL list is a later step). Without one — the `npm start` default —
- * it returns an in-process, ioredis-compatible store (ioredis-mock, which runs
- * Lua scripts too), so the dev loop needs no Redis server. Tests always use a
- * real Redis.
+ * Redis client factory: a real Redis (ioredis; a Cluster URL list is a later
+ * step). There is no fallback here: `npm start` without REDIS_URL passes its own
+ * in-process stand-in (dev/redis-stand-in.ts) to startService, and a production
+ * process without REDIS_URL refuses to start. Tests always use a real Redis.
  *
  * The services' client has a socket timeout (ioredis `socketTimeout`, from
  * REDIS_SOCKET_TIMEOUT_MS, passed in `options` by platform/server.ts): a Redis that
@@ -19,13 +18,7 @@ import type { Logger } from './logger';
 
 export type RedisClient = Redis;
 
-export function createRedis(url: string | undefined, logger?: Logger, options: RedisOptions = {}): RedisClient {
-  if (url === undefined) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const RedisMock = require('ioredis-mock') as typeof Redis;
-    logger?.info('REDIS_URL not set: using the in-process cache');
-    return new RedisMock() as RedisClient;
-  }
+export function createRedis(url: string, logger?: Logger, options: RedisOptions = {}): RedisClient {
   const client = new Redis(url, {
     // Fail a command fast when Redis is away instead of queueing it forever:
     // callers (circuit breakers) decide what to do.

@@ -3,12 +3,11 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import { CreditsServiceClient, type GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';
 import { errorDetails } from './grpc-errors';
 import type { RunningService } from './server';
-import { SERVICES } from './service-registry';
-import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../test/harness';
+import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../testing/harness';
 import { metricValue, scrapeMetrics } from './prometheus-text';
-import { checkHealth, probeModule, type ProbeState } from '../test/probe-service';
+import { checkHealth, probeModule, type ProbeState } from '../testing/probe-service';
 import { PRINCIPAL_METADATA_KEY } from './interceptors';
-import { clientFromReflection, listServices } from '../test/reflection-client';
+import { clientFromReflection, listServices } from '../testing/reflection-client';
 import { Metadata } from '@grpc/grpc-js';
 
 type Result = { error: unknown; response: GetBalanceResponse | undefined };
@@ -202,25 +201,6 @@ describe('platform server: GRPC_REFLECTION', () => {
       expect(await checkHealth(address(service))).to.equal('SERVING');
     } finally {
       await service.shutdown();
-    }
-  });
-});
-
-describe('platform server: the three services', () => {
-  // Each service's reflection lists its own API plus health; together, all three.
-  it('reflection lists credits, shadow and camouflage plus health', async () => {
-    // Started one by one inside try: a service that fails to start must not leak the others
-    // (a leaked shadow keeps its rollout controller leading for later suites).
-    const services: RunningService[] = [];
-    try {
-      for (const entry of SERVICES) services.push(await startTestService(entry.load()));
-      const listed = await Promise.all(services.map((s) => listServices(address(s))));
-      expect(listed[0]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService']);
-      expect(listed[1]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.shadow.v1.ShadowService']);
-      expect(listed[2]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.camouflage.v1.CamouflageService']);
-      for (const s of services) expect(await checkHealth(address(s))).to.equal('SERVING');
-    } finally {
-      await Promise.all(services.map((s) => s.shutdown()));
     }
   });
 });

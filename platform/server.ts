@@ -19,7 +19,7 @@ import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { ApiKeyVerifier } from './auth';
-import { loadConfig, platformConfigSchema, type PlatformConfig } from './config';
+import { ConfigError, loadConfig, platformConfigSchema, type PlatformConfig } from './config';
 import { createPool } from './db';
 import type { HandlerOptions } from './handlers';
 import { callInterceptor, type ScopeResolver } from './interceptors';
@@ -28,7 +28,6 @@ import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, star
 import { runMigrations } from './migrate';
 import { projectPath } from './paths';
 import { createRedis, type RedisClient } from './redis';
-import { serviceEntry, type ServiceName } from './service-registry';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
 const REFLECTION_PREFIXES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
@@ -59,7 +58,8 @@ export interface ServiceInstance {
 }
 
 export interface ServiceModule<S extends z.ZodRawShape = z.ZodRawShape> {
-  readonly name: ServiceName;
+  /** e.g. "credits": names its logger, metrics prefix, migrations/<name>/ and pool. */
+  readonly name: string;
   /** Fully-qualified gRPC service name, e.g. "shieldx.credits.v1.CreditsService". */
   readonly grpcServiceName: string;
   /** ErrorInfo domain, e.g. "credits.shieldx.io". */
@@ -72,7 +72,7 @@ export interface ServiceModule<S extends z.ZodRawShape = z.ZodRawShape> {
 }
 
 export interface RunningService {
-  readonly name: ServiceName;
+  readonly name: string;
   readonly grpcPort: number;
   readonly metricsPort: number;
   readonly logger: Logger;
@@ -113,37 +113,70 @@ function scopeResolver(module: ServiceModule, reflection: PlatformConfig['GRPC_R
   };
 }
 
+/** What the launcher that starts a service adds to its environment. */
+export interface StartOptions {
+  /**
+   * GRPC_PORT and METRICS_PORT when the environment sets none. The launchers take them from their
+   * list of services (scripts/services.ts, the one place they are written); without them both
+   * variables are required.
+   */
+  readonly defaultPorts?: { readonly grpc: number; readonly metrics: number };
+  /**
+   * The Redis to use when REDIS_URL is unset. Only the development launcher passes one (an
+   * in-process stand-in, dev/redis-stand-in.ts): a production process without REDIS_URL refuses
+   * to start rather than quietly keep its cache and learning per replica.
+   */
+  readonly redisStandIn?: () => RedisClient;
+}
+
 /**
  * The configuration a service starts with: the platform's variables, GRPC_PORT and METRICS_PORT
- * defaulted from the service registry (the one place default ports are written: npm start prints
- * them without loading a module), then the module's own variables.
+ * defaulted from the launcher's list of services, then the module's own variables.
  */
-export function serviceConfigSchema<S extends z.ZodRawShape>(module: ServiceModule<S>) {
-  const { defaultGrpcPort, defaultMetricsPort } = serviceEntry(module.name);
+export function serviceConfigSchema<S extends z.ZodRawShape>(module: ServiceModule<S>, defaultPorts?: StartOptions['defaultPorts']) {
   return platformConfigSchema
     .extend({
-      GRPC_PORT: platformConfigSchema.shape.GRPC_PORT.default(defaultGrpcPort),
-      METRICS_PORT: platformConfigSchema.shape.METRICS_PORT.default(defaultMetricsPort),
+      GRPC_PORT: defaultPorts ? platformConfigSchema.shape.GRPC_PORT.default(defaultPorts.grpc) : platformConfigSchema.shape.GRPC_PORT,
+      METRICS_PORT: defaultPorts
+        ? platformConfigSchema.shape.METRICS_PORT.default(defaultPorts.metrics)
+        : platformConfigSchema.shape.METRICS_PORT,
     })
     .extend(module.configShape ?? ({} as S));
+}
+
+/** The service's Redis: REDIS_URL, or the launcher's stand-in, or a refusal naming the variable. */
+function serviceRedis(config: PlatformConfig, logger: Logger, options: StartOptions): RedisClient {
+  if (config.REDIS_URL !== undefined) return createRedis(config.REDIS_URL, logger, { socketTimeout: config.REDIS_SOCKET_TIMEOUT_MS });
+  if (options.redisStandIn === undefined) {
+    throw new ConfigError('REDIS_URL', 'is required (redis:// or rediss:// URL); only npm start runs without one, on an in-process stand-in');
+  }
+  logger.info('REDIS_URL not set: using the in-process stand-in (development only)');
+  return options.redisStandIn();
 }
 
 export async function startService<S extends z.ZodRawShape>(
   module: ServiceModule<S>,
   env: NodeJS.ProcessEnv = process.env,
+  options: StartOptions = {},
 ): Promise<RunningService> {
-  const config = loadConfig(serviceConfigSchema(module), env) as PlatformConfig & z.infer<z.ZodObject<S>>;
+  const config = loadConfig(serviceConfigSchema(module, options.defaultPorts), env) as PlatformConfig & z.infer<z.ZodObject<S>>;
   const logger = createLogger(module.name, config.LOG_LEVEL);
+  // Checked before migrations or pools: a refusal leaves nothing behind.
+  const redis = serviceRedis(config, logger, options);
   const registry = createRegistry(module.name);
 
-  if (config.MIGRATE_ON_START) await runMigrations(config.DATABASE_URL, module.name, logger);
+  if (config.MIGRATE_ON_START) {
+    await runMigrations(config.DATABASE_URL, module.name, logger).catch((error: unknown) => {
+      redis.disconnect();
+      throw error;
+    });
+  }
   const pool = createPool(
     config.DATABASE_URL,
     { max: config.DB_POOL_MAX, statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS, applicationName: `shieldx-${module.name}` },
     logger,
   );
   registerPoolMetrics(registry, module.name, pool);
-  const redis = createRedis(config.REDIS_URL, logger, { socketTimeout: config.REDIS_SOCKET_TIMEOUT_MS });
 
   const shutdownController = new AbortController();
   /**

@@ -8,7 +8,7 @@
 import { ConfigError, loadConfig, platformConfigSchema } from '../platform/config';
 import { runMigrations } from '../platform/migrate';
 import { createLogger } from '../platform/logger';
-import { SERVICE_NAMES } from '../platform/service-registry';
+import { SERVICE_NAMES } from './services';
 
 async function main(): Promise<void> {
   const target = process.argv[2] ?? 'all';

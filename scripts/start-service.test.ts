@@ -6,9 +6,9 @@ import { expect } from 'chai';
 import { Metadata, status as grpcStatus } from '@grpc/grpc-js';
 import { CreditsServiceClient } from '../gen/shieldx/credits/v1/credits';
 import { errorDetails } from '../platform/grpc-errors';
-import { bearer, insecure, testKeys } from '../test/harness';
-import { childEnv, spawnService } from '../test/child-service';
-import { checkHealth } from '../test/probe-service';
+import { bearer, insecure, testKeys } from '../testing/harness';
+import { childEnv, spawnService } from '../testing/child-service';
+import { checkHealth } from '../testing/probe-service';
 
 /** Runs the entry point to completion (for configurations that must not start). */
 function runToExit(env: Record<string, string | undefined>): Promise<{ code: number | null; stderr: string }> {
@@ -49,6 +49,15 @@ describe('service entry point', function () {
       const { code, stderr } = await runToExit({ SHIELDX_SERVICE: 'shadow', SHIELDX_API_KEYS: undefined });
       expect(code).to.equal(2);
       expect(stderr).to.match(/SHIELDX_API_KEYS is required/);
+    });
+
+    // Production has no in-process Redis: without REDIS_URL the process refuses to start instead of
+    // quietly keeping camouflage's learning and credits' cache per replica. Only npm start's own
+    // entry point (dev/start-service.ts) brings the stand-in.
+    it('exits non-zero naming REDIS_URL when it is unset', async () => {
+      const { code, stderr } = await runToExit({ SHIELDX_SERVICE: 'camouflage', REDIS_URL: undefined });
+      expect(code).to.equal(2);
+      expect(stderr).to.match(/REDIS_URL is required/);
     });
   });
 

@@ -1,54 +1,8 @@
 /**
- * Entry point of one service process: `SHIELDX_SERVICE=credits node dist/scripts/start-service.js`
- * (or via tsx from source). Telemetry starts first, before grpc-js, pg and
- * ioredis are loaded, so their instrumentations can patch them; everything
- * else is required after it.
+ * Entry point of one service process in production: `SHIELDX_SERVICE=credits node
+ * dist/scripts/start-service.js` (or via tsx from source). Everything it does is in
+ * service-process-main.ts, shared with the development entry point.
  */
-import { startTelemetry, stopTelemetry } from '../platform/telemetry';
-// Loads no service module until load() is called below, after telemetry.
-import { isServiceName, SERVICE_NAMES, serviceEntry, type ServiceName } from '../platform/service-registry';
+import { runServiceProcess } from './service-process-main';
 
-const requested = process.env.SHIELDX_SERVICE;
-if (!isServiceName(requested)) {
-  process.stderr.write(`invalid configuration: SHIELDX_SERVICE must be one of ${SERVICE_NAMES.join(', ')}\n`);
-  process.exit(2);
-}
-const name: ServiceName = requested;
-startTelemetry({ serviceName: `shieldx-${name}` });
-
-async function main(): Promise<void> {
-  // Loaded only now: telemetry has patched the modules they require.
-  /* eslint-disable @typescript-eslint/no-require-imports */
-  const { startService } = require('../platform/server') as typeof import('../platform/server');
-  const { ConfigError } = require('../platform/config') as typeof import('../platform/config');
-  /* eslint-enable @typescript-eslint/no-require-imports */
-  let running: Awaited<ReturnType<typeof startService>>;
-  try {
-    running = await startService(serviceEntry(name).load());
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
-  }
-  const stop = (signal: string) => {
-    running
-      .shutdown(`received ${signal}`)
-      .then(() => stopTelemetry())
-      .then(
-        () => process.exit(0),
-        (error: unknown) => {
-          running.logger.error({ err: error }, 'shutdown failed');
-          process.exit(1);
-        },
-      );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
-}
-
-main().catch((error: unknown) => {
-  process.stderr.write(`${name} failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
-});
+runServiceProcess();

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
-import { createDatabase } from '../../test/harness';
+import { createDatabase } from '../../testing/harness';
 import { withDatabase } from '../../platform/db';
 import { projectRoot } from '../../platform/paths';
 import { PgToolError } from './backup-errors';
@@ -22,7 +22,7 @@ import { main } from './cli';
 import { manifestPathFor, sha256File, type Manifest } from './manifest';
 import { pickBinDir, serverVersion } from './pg-tools';
 import { snapshotDatabase, sequenceValues } from './table-snapshot';
-import { backupTestServerOrSkip, type BackupTestServer } from './test-server';
+import { backupTestServerOrSkip, type BackupTestServer } from '../../testing/backup-server';
 
 interface CliResult {
   code: number;

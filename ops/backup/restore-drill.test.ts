@@ -25,12 +25,12 @@ import type {
 } from '../../gen/shieldx/credits/v1/credits';
 import { withDatabase } from '../../platform/db';
 import type { RunningService } from '../../platform/server';
-import { createDatabase, startTestService } from '../../test/harness';
-import { Credits, creditsEnv, failure, key, payment, tenant } from '../../services/credits/credits-test-kit';
+import { createDatabase, startTestService } from '../../testing/harness';
+import { Credits, creditsEnv, failure, key, payment, tenant } from '../../testing/credits-kit';
 import { creditsService } from '../../services/credits/service';
 import { main } from './cli';
 import { sequenceValues, snapshotDatabase, type TableSnapshot } from './table-snapshot';
-import { backupTestServerOrSkip, type BackupTestServer } from './test-server';
+import { backupTestServerOrSkip, type BackupTestServer } from '../../testing/backup-server';
 
 const TENANTS = 5;
 const LEDGER_TABLES = ['public.credit_accounts', 'public.credit_transactions', 'public.credit_reservations', 'public.credit_audit_logs', 'public.credit_payments', 'public.credit_idempotency_keys'];

@@ -13,11 +13,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
-import { freePort } from '../../platform/local-servers';
+import { freePort } from '../../dev/local-servers';
 import { projectPath } from '../../platform/paths';
-import { skipOrFailInCi } from '../../test/require-tool';
+import { skipOrFailInCi } from '../../testing/require-tool';
 import type { PgBinDir } from '../backup/pg-tools';
-import { findServerBinDir, ownedDir, runAsClusterUser, startScratchCluster, type ScratchCluster } from './scratch-cluster';
+import { findServerBinDir, ownedDir, runAsClusterUser, startScratchCluster, type ScratchCluster } from '../../testing/scratch-cluster';
 
 const TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_basebackup', 'pg_rewind'];
 

@@ -3,7 +3,7 @@ import type Redis from 'ioredis';
 import { AssessScript } from './assess-script';
 import { createSeededRandom } from './bandit-math';
 import { serviceErrorFrom } from './errors';
-import { T0_MS, browserRequest, connectTestRedis, deletePrefix, keysUnder, uniquePrefix } from './camouflage-test-support';
+import { T0_MS, browserRequest, connectTestRedis, deletePrefix, keysUnder, uniquePrefix } from '../../testing/camouflage-kit';
 import { CamouflageEngine } from './engine';
 import { CamouflageKeys } from './redis-keys';
 import { PROFILE_DEFAULTS, profileArgs } from './session-profile';

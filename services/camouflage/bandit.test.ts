@@ -9,7 +9,7 @@ import {
   thompsonSelectionProbabilities,
   ucb1Index,
 } from './bandit-math';
-import { connectTestRedis, deletePrefix, uniquePrefix } from './camouflage-test-support';
+import { connectTestRedis, deletePrefix, uniquePrefix } from '../../testing/camouflage-kit';
 import { CamouflageKeys } from './redis-keys';
 
 /**

@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
 import { ServiceError } from '../../platform/service-error';
-import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from './camouflage-test-support';
-import { RedisCommandLog } from '../../test/redis-command-log';
+import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from '../../testing/camouflage-kit';
+import { RedisCommandLog } from '../../testing/redis-command-log';
 import { BUILT_IN_DECOYS, RegisterDecoyInput } from './decoy-catalog';
 import { CamouflageEngine } from './engine';
 

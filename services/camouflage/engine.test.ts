@@ -11,8 +11,8 @@ import {
   dumpPrefix,
   scannerRequest,
   uniquePrefix,
-} from './camouflage-test-support';
-import { RedisCommandLog } from '../../test/redis-command-log';
+} from '../../testing/camouflage-kit';
+import { RedisCommandLog } from '../../testing/redis-command-log';
 import { AssessInput, AssessResult, CamouflageEngine, HoneytokenAlert } from './engine';
 import { HONEYTOKEN_PATTERN } from './honeytokens';
 import { rewardForOutcome } from './outcome-reward';

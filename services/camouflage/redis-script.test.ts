@@ -5,15 +5,16 @@
  */
 import { expect } from 'chai';
 import Redis from 'ioredis';
-import { testRedisUrl, uniquePrefix } from './camouflage-test-support';
+import { testRedisUrl, uniquePrefix } from '../../testing/camouflage-kit';
 import { RedisScript } from './redis-keys';
+import { createRedisStandIn } from '../../dev/redis-stand-in';
 
 const ECHO_LUA = `
 if ARGV[1] == 'fail' then return redis.error_reply('ERR asked to fail') end
 return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}`;
 
 describe('camouflage RedisScript pipelining', () => {
-  // Production settings: auto-pipelining off (platform/redis.ts).
+  // Production settings: auto-pipelining off (dev/redis-stand-in.ts).
   let redis: Redis;
   before(() => {
     redis = new Redis(testRedisUrl(), { enableAutoPipelining: false, maxRetriesPerRequest: 2 });
@@ -61,11 +62,10 @@ describe('camouflage RedisScript pipelining', () => {
   });
 });
 
-// `npm start` without REDIS_URL runs on ioredis-mock (platform/redis.ts): its pipelines must run our scripts too.
+// `npm start` without REDIS_URL runs on ioredis-mock (dev/redis-stand-in.ts): its pipelines must run our scripts too.
 describe('camouflage RedisScript on the in-process store', () => {
   it('answers concurrent calls pipelined through ioredis-mock', async () => {
-    const RedisMock = require('ioredis-mock') as typeof Redis;
-    const redis = new RedisMock();
+    const redis = createRedisStandIn();
     const script = new RedisScript('testMockEcho', ECHO_LUA);
     const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => script.run(redis, [`k${i % 3}`], [`a${i}`])));
     expect(replies.map((r) => (r as unknown[])[1])).to.deep.equal(Array.from({ length: 10 }, (_, i) => `a${i}`));

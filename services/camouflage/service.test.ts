@@ -19,13 +19,14 @@ import { ConfigError } from '../../platform/config';
 import { errorDetails } from '../../platform/grpc-errors';
 import { statusDetails } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
-import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
-import { exchange } from '../../test/streams';
+import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../testing/harness';
+import { exchange } from '../../testing/streams';
 import { metricSamples, scrapeMetrics } from '../../platform/prometheus-text';
-import { connectTestRedis, dumpPrefix } from './camouflage-test-support';
-import { RedisCommandLog } from '../../test/redis-command-log';
+import { connectTestRedis, dumpPrefix } from '../../testing/camouflage-kit';
+import { RedisCommandLog } from '../../testing/redis-command-log';
 import { BUILT_IN_DECOYS } from './decoy-catalog';
 import { DECISION_TTL_SECONDS_MAX } from './engine';
+import { createRedisStandIn } from '../../dev/redis-stand-in';
 import { camouflageService } from './service';
 
 const BROWSER_HEADERS = { accept: 'text/html,application/xhtml+xml', 'accept-language': 'en-GB,en;q=0.9', host: 'shop.example.com' };
@@ -747,7 +748,7 @@ describe('camouflage configuration', () => {
 describe('camouflage on the in-process store (npm start without REDIS_URL)', () => {
   // The dev default has no Redis server: the Lua scripts must run on the in-process store too.
   it('assesses and learns without a Redis server', async () => {
-    const service = await startTestService(camouflageService, { REDIS_URL: '', MIGRATE_ON_START: 'false' });
+    const service = await startTestService(camouflageService, { REDIS_URL: '', MIGRATE_ON_START: 'false' }, { redisStandIn: createRedisStandIn });
     const client = new CamouflageServiceClient(address(service), insecure);
     try {
       const assessed = await new Promise<AssessResponse>((resolve, reject) =>

@@ -19,8 +19,8 @@ import type {
 } from '../../gen/shieldx/credits/v1/credits';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { uniquePrefix, waitFor } from '../../test/harness';
-import { Credits, db, key, payment, startCredits, tenant } from './credits-test-kit';
+import { uniquePrefix, waitFor } from '../../testing/harness';
+import { Credits, db, key, payment, startCredits, tenant } from '../../testing/credits-kit';
 
 const TENANTS = 4;
 const WORKERS = 12;

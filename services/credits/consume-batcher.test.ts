@@ -16,10 +16,10 @@ import { errorDetails } from '../../platform/grpc-errors';
 import { createLogger } from '../../platform/logger';
 import type { RunningService } from '../../platform/server';
 import { Code, ServiceError, type ErrorDetails } from '../../platform/service-error';
-import { waitFor } from '../../test/harness';
+import { waitFor } from '../../testing/harness';
 import { ConsumeBatcher } from './consume-batcher';
 import { CreditsMetrics } from './credits-metrics';
-import { Credits, db, key, keyStored, ledgerState, payment, startCredits, tenant } from './credits-test-kit';
+import { Credits, db, key, keyStored, ledgerState, payment, startCredits, tenant } from '../../testing/credits-kit';
 import type { ConsumeItem, ConsumeOutcome } from './ledger';
 import { TenantGate } from './tenant-gate';
 

@@ -8,8 +8,8 @@ import { expect } from 'chai';
 import type { ConsumeResponse, GetBalanceResponse, VerifyAuditChainResponse } from '../../gen/shieldx/credits/v1/credits';
 import type { RunningService } from '../../platform/server';
 import Redis from 'ioredis';
-import { testInfrastructure, uniquePrefix } from '../../test/harness';
-import { Credits, db, failure, key, payment, startCredits, tenant } from './credits-test-kit';
+import { testInfrastructure, uniquePrefix } from '../../testing/harness';
+import { Credits, db, failure, key, payment, startCredits, tenant } from '../../testing/credits-kit';
 
 async function batches(service: RunningService): Promise<Record<string, number>> {
   const metric = service.registry.getSingleMetric('credits_consume_batches_total');

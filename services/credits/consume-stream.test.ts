@@ -17,9 +17,9 @@ import type {
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
 import { statusDetails } from '../../platform/service-error';
-import { bearer, testKeys, waitFor } from '../../test/harness';
-import { exchange } from '../../test/streams';
-import { Credits, db, footprint, key, payment, startCredits, tenant } from './credits-test-kit';
+import { bearer, testKeys, waitFor } from '../../testing/harness';
+import { exchange } from '../../testing/streams';
+import { Credits, db, footprint, key, payment, startCredits, tenant } from '../../testing/credits-kit';
 
 /** Sends `items` on one ConsumeStream call (half-closing when `halfClose`), collects answers until the call ends. */
 const consumeStream = (client: CreditsServiceClient, items: ConsumeStreamRequest[], apiKey = testKeys.creditsWriter, halfClose = true) =>

@@ -10,8 +10,8 @@ import { expect } from 'chai';
 import type { CreditsServiceClient, ReserveResponse, VerifyAuditChainResponse } from '../../gen/shieldx/credits/v1/credits';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { uniquePrefix } from '../../test/harness';
-import { Credits, db, key, payment, startCredits, tenant } from './credits-test-kit';
+import { uniquePrefix } from '../../testing/harness';
+import { Credits, db, key, payment, startCredits, tenant } from '../../testing/credits-kit';
 
 const DUPLICATES = 8;
 

@@ -9,8 +9,8 @@ import type { ConsumeResponse, GetOperationResponse } from '../../gen/shieldx/cr
 import { OperationState } from '../../gen/shieldx/credits/v1/credits';
 import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import type { RunningService } from '../../platform/server';
-import { waitFor } from '../../test/harness';
-import { Credits, db, failure, key, keyStored, payment, startCredits, tenant } from './credits-test-kit';
+import { waitFor } from '../../testing/harness';
+import { Credits, db, failure, key, keyStored, payment, startCredits, tenant } from '../../testing/credits-kit';
 import { probeKey } from './idempotency';
 
 describe('credits idempotency retention', function () {

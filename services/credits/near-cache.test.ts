@@ -10,14 +10,14 @@ import { expect } from 'chai';
 import type Redis from 'ioredis';
 import { GetBalanceResponse, type ConsumeResponse, type TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
 import { createLogger } from '../../platform/logger';
-import { startRedisServer, type LocalServer } from '../../platform/local-servers';
+import { startRedisServer, type LocalServer } from '../../dev/local-servers';
 import { createRedis } from '../../platform/redis';
 import type { RunningService } from '../../platform/server';
-import { testInfrastructure, uniquePrefix, waitFor } from '../../test/harness';
-import { RedisCommandLog } from '../../test/redis-command-log';
-import { findOnPath, skipOrFailInCi } from '../../test/require-tool';
+import { testInfrastructure, uniquePrefix, waitFor } from '../../testing/harness';
+import { RedisCommandLog } from '../../testing/redis-command-log';
+import { findOnPath, skipOrFailInCi } from '../../testing/require-tool';
 import type { CachedAccount } from './balance-cache';
-import { Credits, key, payment, startCredits, tenant } from './credits-test-kit';
+import { Credits, key, payment, startCredits, tenant } from '../../testing/credits-kit';
 import { NearCache, type NearCacheTiming } from './near-cache';
 
 /** Polls `check` every 5 ms until it holds (the harness' waitFor, for a yes/no condition). */

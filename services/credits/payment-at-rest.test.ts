@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import type { TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
 import type { RunningService } from '../../platform/server';
-import { Credits, creditsEnv, db, key, startCredits, tenant } from './credits-test-kit';
+import { Credits, creditsEnv, db, key, startCredits, tenant } from '../../testing/credits-kit';
 import { type EncryptedPayment, PaymentKeyring, parsePaymentKeys } from './payment-crypto';
 
 describe('payment data at rest', function () {

@@ -9,10 +9,10 @@ import type pg from 'pg';
 import type { TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
 import { createPool } from '../../platform/db';
 import type { RunningService } from '../../platform/server';
-import { createDatabase, testInfrastructure, waitFor } from '../../test/harness';
+import { createDatabase, testInfrastructure, waitFor } from '../../testing/harness';
 import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
 import { AuditChain, verifyAuditChains, verifyAuditChainsSinceCheckpoints } from './audit-chain';
-import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from './credits-test-kit';
+import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from '../../testing/credits-kit';
 import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './ledger-invariants';
 
 describe('credits periodic checks (incremental, from checkpoints)', function () {

@@ -15,11 +15,11 @@ import { expect } from 'chai';
 import type { ConsumeResponse, GetBalanceResponse } from '../../gen/shieldx/credits/v1/credits';
 import { Code } from '../../platform/service-error';
 import type { RunningService } from '../../platform/server';
-import { freePort } from '../../platform/local-servers';
+import { freePort } from '../../dev/local-servers';
 import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
-import { testInfrastructure } from '../../test/harness';
-import { proxyFor, type TcpProxy } from '../../test/tcp-proxy';
-import { Credits, failure, key, payment, startCredits, tenant } from './credits-test-kit';
+import { testInfrastructure } from '../../testing/harness';
+import { proxyFor, type TcpProxy } from '../../testing/tcp-proxy';
+import { Credits, failure, key, payment, startCredits, tenant } from '../../testing/credits-kit';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -8,9 +8,9 @@
 import { expect } from 'chai';
 import { CreditsServiceClient, type TopUpRequest } from '../../gen/shieldx/credits/v1/credits';
 import { errorDetails } from '../../platform/grpc-errors';
-import { spawnService, type ChildService } from '../../test/child-service';
-import { bearer, insecure, testKeys } from '../../test/harness';
-import { creditsEnv, key, tenant } from './credits-test-kit';
+import { spawnService, type ChildService } from '../../testing/child-service';
+import { bearer, insecure, testKeys } from '../../testing/harness';
+import { creditsEnv, key, tenant } from '../../testing/credits-kit';
 
 /** A Luhn-valid test card used nowhere else, and one digit off (Luhn-invalid). */
 const CARD = '4000056655665556';

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { EvaluationState, ShadowServiceClient } from '../../gen/shieldx/shadow/v1/shadow';
 import { runMigrations } from '../../platform/migrate';
 import type { RunningService } from '../../platform/server';
-import { address, bearer, insecure, startTestService, testInfrastructure, waitFor } from '../../test/harness';
+import { address, bearer, insecure, startTestService, testInfrastructure, waitFor } from '../../testing/harness';
 import { DEMO_DATASET } from './demo-data';
 import { shadowService } from './service';
 

@@ -1,13 +1,13 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import type { RunningService } from '../../platform/server';
-import { startTestService, waitFor } from '../../test/harness';
+import { startTestService, waitFor } from '../../testing/harness';
 import pg from 'pg';
 import { createPool } from '../../platform/db';
 import { runMigrations } from '../../platform/migrate';
-import { createDatabase, testInfrastructure } from '../../test/harness';
+import { createDatabase, testInfrastructure } from '../../testing/harness';
 import { EvaluationJobs, EvaluationRunner, JobNotifications, type EvaluationRow } from './evaluation-jobs';
-import { rolloutTestModule } from './rollout-test-support';
+import { rolloutTestModule } from '../../testing/rollout-kit';
 
 describe('evaluation job leases', function () {
   this.timeout(30_000);

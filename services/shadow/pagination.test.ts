@@ -10,7 +10,7 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import { EvaluationState, RolloutState, ShadowServiceClient, type ListEvaluationsResponse, type ListRolloutsResponse } from '../../gen/shieldx/shadow/v1/shadow';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { address, bearer, insecure, startTestService } from '../../test/harness';
+import { address, bearer, insecure, startTestService } from '../../testing/harness';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../../platform/page-size';
 import { shadowService } from './service';
 

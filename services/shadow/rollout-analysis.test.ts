@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { AnalysisVerdict } from '../../gen/shieldx/shadow/v1/shadow';
-import { waitFor } from '../../test/harness';
-import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../test/prometheus';
+import { waitFor } from '../../testing/harness';
+import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../testing/prometheus';
 import { analyse, istioQueries, PrometheusClient, verdictFor, type AnalysisThresholds } from './rollout-analysis';
 
 const thresholds: AnalysisThresholds = { maxErrorRate: 0.05, maxP99LatencyMs: 500, minRequests: 20n, windowMs: 3_000 };

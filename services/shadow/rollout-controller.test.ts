@@ -13,16 +13,16 @@ import {
 } from '../../gen/shieldx/shadow/v1/shadow';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { bearer, startTestService, waitFor } from '../../test/harness';
+import { bearer, startTestService, waitFor } from '../../testing/harness';
 import { metricSamples, metricValue, scrapeMetrics } from '../../platform/prometheus-text';
-import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../test/prometheus';
+import { requirePrometheus, startIstioSeries, startPrometheus, type IstioSeries, type RunningPrometheus } from '../../testing/prometheus';
 import { PrometheusClient } from './rollout-analysis';
 import { CONTROLLER_LEASE_NAME, createControllerMetrics, RolloutController } from './rollout-controller';
 import { PgLease } from './rollout-lease';
 import { getRollout, listEvents } from './rollout-store';
-import { clientFor, insertEvaluation, rolloutTestModule, rpc } from './rollout-test-support';
+import { clientFor, insertEvaluation, rolloutTestModule, rpc } from '../../testing/rollout-kit';
 import { RouterConfigError, type RouteTarget, type TrafficRouter, type TrafficWeights } from './traffic-router';
-import { expectValidVirtualService } from './traffic-router.test-support';
+import { expectValidVirtualService } from '../../testing/traffic-router-kit';
 import { Registry } from 'prom-client';
 import pino from 'pino';
 

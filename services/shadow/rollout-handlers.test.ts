@@ -11,8 +11,8 @@ import {
 } from '../../gen/shieldx/shadow/v1/shadow';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { bearer, startTestService, testKeys } from '../../test/harness';
-import { clientFor, insertEvaluation, rolloutTestModule, rpc } from './rollout-test-support';
+import { bearer, startTestService, testKeys } from '../../testing/harness';
+import { clientFor, insertEvaluation, rolloutTestModule, rpc } from '../../testing/rollout-kit';
 
 /** Runs `fn`, expecting a failure; returns its ErrorInfo. */
 async function failure(fn: () => Promise<unknown>) {

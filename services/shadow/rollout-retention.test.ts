@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { RolloutState, type CreateRolloutRequest, type ShadowServiceClient } from '../../gen/shieldx/shadow/v1/shadow';
 import type { RunningService } from '../../platform/server';
-import { startTestService, waitFor } from '../../test/harness';
-import { clientFor, insertEvaluation, rolloutTestModule, rpc } from './rollout-test-support';
+import { startTestService, waitFor } from '../../testing/harness';
+import { clientFor, insertEvaluation, rolloutTestModule, rpc } from '../../testing/rollout-kit';
 
 const NAMESPACE = 'retention';
 

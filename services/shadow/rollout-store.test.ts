@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import type { RunningService } from '../../platform/server';
-import { startTestService } from '../../test/harness';
+import { startTestService } from '../../testing/harness';
 import { PgLease } from './rollout-lease';
 import { getRollout, listEvents, markApplied, transition, type Transition } from './rollout-store';
-import { clientFor, insertEvaluation, rolloutTestModule, rpc } from './rollout-test-support';
+import { clientFor, insertEvaluation, rolloutTestModule, rpc } from '../../testing/rollout-kit';
 
 describe('rollout store and lease (PostgreSQL)', function () {
   this.timeout(30_000);

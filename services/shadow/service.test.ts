@@ -14,7 +14,7 @@ import {
 } from '../../gen/shieldx/shadow/v1/shadow';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../test/harness';
+import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../testing/harness';
 import { SampleColumnsCache } from './sample-store';
 import { shadowService } from './service';
 import { generateTraffic } from './traffic-generator';

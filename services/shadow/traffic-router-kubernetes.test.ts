@@ -4,7 +4,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { expect } from 'chai';
 import { RouterConfigError, type RouteTarget } from './traffic-router';
 import { KubernetesTrafficRouter, RouterConflictError } from './traffic-router-kubernetes';
-import { expectValidVirtualService } from './traffic-router.test-support';
+import { expectValidVirtualService } from '../../testing/traffic-router-kit';
 
 const TOKEN = 'test-service-account-token';
 const PATH = '/apis/networking.istio.io/v1/namespaces/shieldx/virtualservices/credits';

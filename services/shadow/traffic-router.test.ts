@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { parse, parseAllDocuments } from 'yaml';
 import { FileTrafficRouter, RouterConfigError, weightsFor, withWeights, type RouteTarget } from './traffic-router';
-import { expectValidVirtualService } from './traffic-router.test-support';
+import { expectValidVirtualService } from '../../testing/traffic-router-kit';
 
 const target: RouteTarget = {
   namespace: 'shieldx',

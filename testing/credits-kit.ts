@@ -6,12 +6,12 @@
 import { randomBytes } from 'node:crypto';
 import type { CallOptions, Metadata } from '@grpc/grpc-js';
 import pg from 'pg';
-import { CreditsServiceClient } from '../../gen/shieldx/credits/v1/credits';
-import { errorDetails } from '../../platform/grpc-errors';
-import type { ErrorDetails } from '../../platform/service-error';
-import type { RunningService } from '../../platform/server';
-import { address, bearer, creditsTestKeys, insecure, startTestService, testInfrastructure, testKeys, uniquePrefix } from '../../test/harness';
-import { creditsService } from './service';
+import { CreditsServiceClient } from '../gen/shieldx/credits/v1/credits';
+import { errorDetails } from '../platform/grpc-errors';
+import type { ErrorDetails } from '../platform/service-error';
+import type { RunningService } from '../platform/server';
+import { address, bearer, creditsTestKeys, insecure, startTestService, testInfrastructure, testKeys, uniquePrefix } from './harness';
+import { creditsService } from '../services/credits/service';
 
 export const PAYMENT_KEY_A = randomBytes(32).toString('base64');
 export const PAYMENT_KEY_B = randomBytes(32).toString('base64');

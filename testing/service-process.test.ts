@@ -2,9 +2,9 @@ import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { processAlive, serviceEnv } from '../test/harness';
-import { checkHealth } from '../test/probe-service';
-import { scrapeMetrics } from './prometheus-text';
+import { processAlive, serviceEnv } from './harness';
+import { checkHealth } from './probe-service';
+import { scrapeMetrics } from '../platform/prometheus-text';
 import { ServiceStartError, spawnServiceProcess } from './service-process';
 
 describe('service process (tests and benches)', function () {

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { expect } from 'chai';
-import { projectRoot } from './paths';
-import { isServiceName, SERVICE_NAMES, SERVICES, serviceEntry } from './service-registry';
+import { projectRoot } from '../platform/paths';
+import { isServiceName, SERVICE_NAMES, SERVICES, serviceEntry } from './services';
 
 describe('service registry', () => {
   // Each entry loads the module it names (startService takes a module's default ports from its entry).
@@ -23,7 +23,7 @@ describe('service registry', () => {
   // grpc-js, pg or ioredis, or their instrumentations could not patch them.
   it('loads no service module (nor grpc-js, pg, ioredis) until load() is called', () => {
     const script = [
-      "require('./platform/service-registry');",
+      "require('./scripts/services');",
       "const loaded = Object.keys(require.cache).filter((f) => /node_modules[\\\\/](@grpc[\\\\/]grpc-js|pg|ioredis)[\\\\/]|[\\\\/]services[\\\\/]/.test(f));",
       'process.stdout.write(JSON.stringify(loaded));',
     ].join('\n');

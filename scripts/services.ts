@@ -9,7 +9,7 @@
  * grpc-js, pg and ioredis are first required.
  */
 import type { z } from 'zod';
-import type { ServiceModule } from './server';
+import type { ServiceModule } from '../platform/server';
 
 export const SERVICE_NAMES = ['credits', 'shadow', 'camouflage'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];

@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { projectPath } from './paths';
+import { projectPath } from '../platform/paths';
 
 export interface ServiceProcessOptions {
   /** Added to this process's environment; SHIELDX_SERVICE is set to the service started. */

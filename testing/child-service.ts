@@ -2,10 +2,10 @@
  * Runs a service as its own process through the production entry point
  * (scripts/start-service.ts), for what only a real process shows: signals,
  * exit codes, telemetry loaded before grpc-js. The spawning itself is
- * platform/service-process.ts, shared with the benches.
+ * testing/service-process.ts, shared with the benches.
  */
-import { spawnServiceProcess, type ServiceProcess } from '../platform/service-process';
-import type { ServiceName } from '../platform/service-registry';
+import { spawnServiceProcess, type ServiceProcess } from './service-process';
+import type { ServiceName } from '../scripts/services';
 import { serviceEnv } from './harness';
 
 export type ChildService = ServiceProcess;

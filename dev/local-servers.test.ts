@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { processAlive } from '../test/harness';
+import { processAlive } from '../testing/harness';
 import { startRedisServer } from './local-servers';
 
 describe('local servers: startRedisServer', function () {

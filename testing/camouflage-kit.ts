@@ -8,9 +8,9 @@
  * with `--no-config`, TEST_REDIS_URL is read directly.
  */
 import type Redis from 'ioredis';
-import { createRedis } from '../../platform/redis';
-import { uniquePrefix as harnessUniquePrefix } from '../../test/harness';
-import type { AssessInput } from './threat-signals';
+import { createRedis } from '../platform/redis';
+import { uniquePrefix as harnessUniquePrefix } from './harness';
+import type { AssessInput } from '../services/camouflage/threat-signals';
 
 export function testRedisUrl(): string {
   const url = process.env.TEST_REDIS_URL_RUN || process.env.TEST_REDIS_URL;

@@ -5,10 +5,10 @@
  * cluster of the machine's PostgreSQL: the embedded PostgreSQL 18 the harness
  * starts by default ships no pg_dump, and pg_dump 15 refuses to dump 18.
  */
-import { testInfrastructure } from '../../test/harness';
-import { skipOrFailInCi } from '../../test/require-tool';
-import { findServerBinDir, startScratchCluster } from '../pitr/scratch-cluster';
-import { pickBinDir, serverVersion } from './pg-tools';
+import { testInfrastructure } from './harness';
+import { skipOrFailInCi } from './require-tool';
+import { findServerBinDir, startScratchCluster } from './scratch-cluster';
+import { pickBinDir, serverVersion } from '../ops/backup/pg-tools';
 
 export interface BackupTestServer {
   /** Server URL (database postgres) to create test databases on. */

@@ -3,7 +3,7 @@
  * Uses TEST_DATABASE_URL / TEST_REDIS_URL when set (a fresh database is created
  * in that server for each run), otherwise starts embedded PostgreSQL and a
  * `redis-server` from PATH on free loopback ports. The root hooks in
- * test/setup.ts call `startTestInfrastructure` once per run.
+ * testing/setup.ts call `startTestInfrastructure` once per run.
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -13,8 +13,8 @@ import { credentials, Metadata } from '@grpc/grpc-js';
 import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
 import { withDatabase } from '../platform/db';
-import { startEmbeddedPostgres, startRedisServer, type LocalServer, type RedisServerOptions } from '../platform/local-servers';
-import { startService, type RunningService, type ServiceModule } from '../platform/server';
+import { startEmbeddedPostgres, startRedisServer, type LocalServer, type RedisServerOptions } from '../dev/local-servers';
+import { startService, type RunningService, type ServiceModule, type StartOptions } from '../platform/server';
 
 interface Infrastructure {
   /** Server-level URL (database `postgres`), for creating more databases. */
@@ -125,7 +125,7 @@ export async function stopTestInfrastructure(): Promise<void> {
 }
 
 export function testInfrastructure(): Infrastructure {
-  if (!infra) throw new Error('test infrastructure not started: run tests through mocha (test/setup.ts root hooks)');
+  if (!infra) throw new Error('test infrastructure not started: run tests through mocha (testing/setup.ts root hooks)');
   return infra;
 }
 
@@ -179,8 +179,12 @@ export function serviceEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
   };
 }
 
-export async function startTestService(module: ServiceModule, extra: Record<string, string> = {}): Promise<RunningService> {
-  return startService(module, serviceEnv(extra));
+export async function startTestService(
+  module: ServiceModule,
+  extra: Record<string, string> = {},
+  options: StartOptions = {},
+): Promise<RunningService> {
+  return startService(module, serviceEnv(extra), options);
 }
 
 export const insecure = credentials.createInsecure();

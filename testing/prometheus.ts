@@ -24,7 +24,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../platform/local-servers';
+import { freePort } from '../dev/local-servers';
 import { findOnPath, isExecutable, skipOrFailInCi } from './require-tool';
 
 /** Istio's default buckets for istio_request_duration_milliseconds. */

@@ -1,5 +1,5 @@
 /**
- * What `npm start` (scripts/dev.ts) hands each service process: the caller's
+ * What `npm start` (dev/dev.ts) hands each service process: the caller's
  * environment, with development defaults for what the caller leaves unset. Kept
  * apart from dev.ts, which starts the mesh when loaded, so it can be tested.
  */

@@ -12,8 +12,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../../platform/local-servers';
-import { binDirsAmong, discoverBinDirs, type PgBinDir } from '../backup/pg-tools';
+import { freePort } from '../dev/local-servers';
+import { binDirsAmong, discoverBinDirs, type PgBinDir } from '../ops/backup/pg-tools';
 
 /** Every binary a scratch cluster and the PITR procedure use. */
 export const CLUSTER_TOOLS = ['postgres', 'initdb', 'pg_ctl', 'pg_basebackup', 'pg_verifybackup', 'psql', 'pg_dump', 'pg_restore'] as const;

@@ -3,7 +3,7 @@
  * Redis through it, and the test cuts, restores or black-holes the path.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { freePort } from '../platform/local-servers';
+import { freePort } from '../dev/local-servers';
 
 /**
  * A TCP proxy (to PostgreSQL or Redis) that can be cut and restored, or black-holed: `blackHole()`

@@ -19,12 +19,12 @@ import {
   type ListRolloutsResponse,
   type PromoteRolloutRequest,
   type PromoteRolloutResponse,
-} from '../../gen/shieldx/shadow/v1/shadow';
-import { unimplementedService } from '../../platform/handlers';
-import type { ServiceModule } from '../../platform/server';
-import { address, bearer, insecure } from '../../test/harness';
-import type { RunningService } from '../../platform/server';
-import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
+} from '../gen/shieldx/shadow/v1/shadow';
+import { unimplementedService } from '../platform/handlers';
+import type { ServiceModule } from '../platform/server';
+import { address, bearer, insecure } from './harness';
+import type { RunningService } from '../platform/server';
+import { createRolloutHandlers, rolloutConfigShape } from '../services/shadow/rollout-handlers';
 
 export const rolloutTestModule: ServiceModule<typeof rolloutConfigShape> = {
   name: 'shadow',

@@ -4,7 +4,7 @@
  * generates development keys on first start (kept in .data/dev-secrets.json,
  * never in the repo), then runs credits, shadow and camouflage as three
  * processes (as they run in production) and prints where they listen.
- * Without REDIS_URL each service uses its in-process cache.
+ * Without REDIS_URL each service uses the in-process Redis stand-in (dev/start-service.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -15,9 +15,9 @@ import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
 import { ConfigError } from '../platform/config';
 import { withDatabase } from '../platform/db';
-import { startEmbeddedPostgres, type LocalServer } from '../platform/local-servers';
+import { startEmbeddedPostgres, type LocalServer } from './local-servers';
 import { projectRoot } from '../platform/paths';
-import { SERVICES } from '../platform/service-registry';
+import { SERVICES } from '../scripts/services';
 import { devServiceEnv, portSetting, usesDevApiKey, type DevSecrets } from './dev-env';
 
 const root = projectRoot();
@@ -111,7 +111,7 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void stopAll(0));
 
   for (const service of ports) {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'start-service.ts')], {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'dev', 'start-service.ts')], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'inherit'],
       env: devServiceEnv(process.env, secrets, service, databaseUrl),
