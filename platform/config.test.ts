@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { z } from 'zod';
-import { ConfigError, loadConfig, platformConfigSchema } from './config';
+import { ConfigError, integerSetting, loadConfig, platformConfigSchema } from './config';
 import { generateApiKey, ApiKeyVerifier } from './auth';
 
 const valid = {
@@ -74,5 +74,24 @@ describe('api keys', () => {
     expect(verifier.authenticate(`Bearer ${reader.key}0`)).to.deep.equal({ ok: false, reason: 'INVALID_CREDENTIALS' });
     expect(verifier.authenticate(`Basic ${reader.key}`)).to.deep.equal({ ok: false, reason: 'INVALID_CREDENTIALS' });
     expect(verifier.authenticate(`Bearer ${'a'.repeat(5000)}`)).to.deep.equal({ ok: false, reason: 'INVALID_CREDENTIALS' });
+  });
+
+  // The one integer helper: the same words for every numeric variable of every service.
+  it('refuses integers in one way: not a number, not an integer, out of range', () => {
+    const schema = z.object({ X_COUNT: integerSetting(1, 100).default(5) });
+    const refusal = (value: string) => {
+      try {
+        loadConfig(schema, { X_COUNT: value });
+      } catch (error) {
+        if (error instanceof ConfigError) return error.message;
+      }
+      return 'accepted';
+    };
+    expect(loadConfig(schema, {}).X_COUNT).to.equal(5);
+    expect(loadConfig(schema, { X_COUNT: '100' }).X_COUNT).to.equal(100);
+    expect(refusal('abc')).to.equal('invalid configuration: X_COUNT must be a number');
+    expect(refusal('1.5')).to.equal('invalid configuration: X_COUNT must be an integer');
+    expect(refusal('0')).to.equal('invalid configuration: X_COUNT must be at least 1');
+    expect(refusal('101')).to.equal('invalid configuration: X_COUNT must be at most 100');
   });
 });

@@ -15,14 +15,26 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * The one integer setting of the mesh: every numeric variable of every service is built with it,
+ * so `X=abc`, `X=1.5` and `X=0` are refused with the same words everywhere ("must be a number",
+ * "must be an integer", "must be at least 1").
+ */
+export function integerSetting(min: number, max: number) {
+  return z.coerce
+    .number({ invalid_type_error: 'must be a number' })
+    .int('must be an integer')
+    .min(min, `must be at least ${min}`)
+    .max(max, `must be at most ${max}`);
+}
+
 const port = z.coerce
   .number({ invalid_type_error: 'must be a port number' })
   .int('must be an integer')
   .min(0, 'must be between 0 and 65535')
   .max(65535, 'must be between 0 and 65535');
 
-const positiveInt = (max: number) =>
-  z.coerce.number({ invalid_type_error: 'must be a number' }).int('must be an integer').min(1, 'must be at least 1').max(max, `must be at most ${max}`);
+const positiveInt = (max: number) => integerSetting(1, max);
 
 /** One configured API key: only the SHA-256 of the key is ever configured. */
 export const apiKeySchema = z
@@ -64,7 +76,7 @@ export const platformConfigSchema = z.object({
   GRPC_DEFAULT_DEADLINE_MS: positiveInt(600_000).default(30_000),
   SHUTDOWN_GRACE_MS: positiveInt(300_000).default(10_000),
   /** Keep serving this long after NOT_SERVING so load balancers stop routing first (k8s: a few seconds). */
-  SHUTDOWN_DELAY_MS: z.coerce.number({ invalid_type_error: 'must be a number' }).int('must be an integer').min(0, 'must be at least 0').max(60_000, 'must be at most 60000').default(0),
+  SHUTDOWN_DELAY_MS: integerSetting(0, 60_000).default(0),
   DB_POOL_MAX: positiveInt(1000).default(20),
   DB_STATEMENT_TIMEOUT_MS: positiveInt(600_000).default(10_000),
   /** A Redis command that waits this long with no data at all has its connection replaced (ioredis socketTimeout). */

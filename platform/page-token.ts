@@ -1,0 +1,61 @@
+/**
+ * The page-token codec of every List RPC (AIP-158): an opaque base64url of
+ * `{"v":1,"c":[cursor...],"f":"<filter fingerprint>"}`.
+ *
+ * - Versioned (`v`), so the format can change without misreading old tokens.
+ * - Bound to its query: the fingerprint of the request's filters is inside, so a token replayed
+ *   with other filters is refused instead of returning a wrong page.
+ * - The cursor (the position after the last row served) is strings only, and the caller's
+ *   `parseCursor` must accept it: a token that was edited or forged is INVALID_ARGUMENT naming the
+ *   field, never INTERNAL after a database round trip.
+ */
+import { createHash } from 'node:crypto';
+import { ServiceError } from './service-error';
+
+const VERSION = 1;
+const TOKEN_LENGTH_MAX = 1024;
+const CURSOR_PARTS_MAX = 8;
+
+/** A short, stable fingerprint of the filters a query was made with (their JSON, in order). */
+export function filterFingerprint(filter: unknown): string {
+  return createHash('sha256')
+    .update(JSON.stringify(filter, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value)))
+    .digest('base64url')
+    .slice(0, 16);
+}
+
+/** The token for the page after `cursor`; '' when there is no next page (`cursor` undefined). */
+export function encodePageToken(cursor: readonly string[] | undefined, filter: unknown): string {
+  if (cursor === undefined) return '';
+  return Buffer.from(JSON.stringify({ v: VERSION, c: cursor, f: filterFingerprint(filter) })).toString('base64url');
+}
+
+/**
+ * The cursor a token holds, read with `parseCursor` (which returns undefined for a cursor it does
+ * not accept); undefined for '' (the first page). Throws INVALID_ARGUMENT naming `field` for
+ * anything not made by `encodePageToken` with the same filter.
+ */
+export function decodePageToken<T>(
+  token: string,
+  filter: unknown,
+  parseCursor: (cursor: readonly string[]) => T | undefined,
+  field = 'page_token',
+): T | undefined {
+  if (token === '') return undefined;
+  const bad = () => ServiceError.invalidArgument(field, 'is not a page token returned by this query');
+  if (token.length > TOKEN_LENGTH_MAX || !/^[A-Za-z0-9_-]+$/.test(token)) throw bad();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+  } catch {
+    throw bad();
+  }
+  // JSON.parse accepts any JSON value: reading fields of null would throw a TypeError (INTERNAL).
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw bad();
+  const { v, c, f } = parsed as { v?: unknown; c?: unknown; f?: unknown };
+  if (v !== VERSION || f !== filterFingerprint(filter)) throw bad();
+  if (!Array.isArray(c) || c.length === 0 || c.length > CURSOR_PARTS_MAX || !c.every((part) => typeof part === 'string')) throw bad();
+  const cursor = parseCursor(c as string[]);
+  if (cursor === undefined) throw bad();
+  return cursor;
+}
