@@ -239,7 +239,7 @@ async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup
   if (flag('in-process')) {
     /* eslint-disable @typescript-eslint/no-require-imports */
     const { startService } = require('../platform/server') as typeof import('../platform/server.js');
-    const { creditsService } = require('../services/credits/service') as typeof import('../services/credits/service.js');
+    const { creditsService } = require('../services/credits') as typeof import('../services/credits');
     /* eslint-enable @typescript-eslint/no-require-imports */
     const running = await startService(creditsService as never, { ...env, LOG_LEVEL: 'warn' });
     port = running.grpcPort;

@@ -32,19 +32,19 @@ const ENTRIES: Readonly<Record<ServiceName, ServiceEntry>> = {
     name: 'credits',
     defaultGrpcPort: 5004,
     defaultMetricsPort: 9004,
-    load: () => (require('../services/credits/service') as typeof import('../services/credits/service')).creditsService as never,
+    load: () => (require('../services/credits') as typeof import('../services/credits')).creditsService as never,
   },
   shadow: {
     name: 'shadow',
     defaultGrpcPort: 5005,
     defaultMetricsPort: 9005,
-    load: () => (require('../services/shadow/service') as typeof import('../services/shadow/service')).shadowService as never,
+    load: () => (require('../services/shadow') as typeof import('../services/shadow')).shadowService as never,
   },
   camouflage: {
     name: 'camouflage',
     defaultGrpcPort: 5006,
     defaultMetricsPort: 9006,
-    load: () => (require('../services/camouflage/service') as typeof import('../services/camouflage/service')).camouflageService as never,
+    load: () => (require('../services/camouflage') as typeof import('../services/camouflage')).camouflageService as never,
   },
 };
 /* eslint-enable @typescript-eslint/no-require-imports */

@@ -11,7 +11,7 @@ import { errorDetails } from '../platform/grpc-errors';
 import type { ErrorDetails } from '../platform/service-error';
 import type { RunningService } from '../platform/server';
 import { address, bearer, creditsTestKeys, insecure, startTestService, testInfrastructure, testKeys, uniquePrefix } from './harness';
-import { creditsService } from '../services/credits/service';
+import { creditsService } from '../services/credits';
 
 export const PAYMENT_KEY_A = randomBytes(32).toString('base64');
 export const PAYMENT_KEY_B = randomBytes(32).toString('base64');

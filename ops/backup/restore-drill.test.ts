@@ -27,7 +27,7 @@ import { withDatabase } from '../../platform/db';
 import type { RunningService } from '../../platform/server';
 import { createDatabase, startTestService } from '../../testing/harness';
 import { Credits, creditsEnv, failure, key, payment, tenant } from '../../testing/credits-kit';
-import { creditsService } from '../../services/credits/service';
+import { creditsService } from '../../services/credits';
 import { main } from './cli';
 import { sequenceValues, snapshotDatabase, type TableSnapshot } from './table-snapshot';
 import { backupTestServerOrSkip, type BackupTestServer } from '../../testing/backup-server';

@@ -1,0 +1,2 @@
+/** The camouflage service module (wiring only): what the launchers load. */
+export { camouflageService } from './service';

@@ -1,0 +1,2 @@
+/** The shadow service module (wiring only): what the launchers load. */
+export { shadowService } from './service';
