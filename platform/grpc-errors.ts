@@ -4,12 +4,13 @@
  * (client).
  */
 import { Metadata, type ServiceError as GrpcServiceError, type StatusObject } from '@grpc/grpc-js';
-import { decodeStatusDetails, STATUS_DETAILS_KEY, ServiceError, type ErrorDetails } from './service-error';
+import type { ServiceError } from './service-error';
+import { decodeStatusDetails, STATUS_DETAILS_KEY, toStatusDetails, type ErrorDetails } from './status-details';
 
 /** A grpc-js status object (for callback(err) / call.destroy(err)) carrying the rich details. */
 export function toGrpcStatus(error: ServiceError, domain: string): Partial<StatusObject> & { message: string } {
   const metadata = new Metadata();
-  metadata.set(STATUS_DETAILS_KEY, error.toStatusDetails(domain));
+  metadata.set(STATUS_DETAILS_KEY, toStatusDetails(error, domain));
   return { code: error.code, details: error.message, message: error.message, metadata };
 }
 

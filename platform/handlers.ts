@@ -19,6 +19,7 @@ import { toGrpcStatus } from './grpc-errors';
 import { PRINCIPAL_METADATA_KEY } from './interceptors';
 import type { Logger } from './logger';
 import { Code, ServiceError } from './service-error';
+import { toStatus } from './status-details';
 
 export interface CallContext {
   readonly metadata: Metadata;
@@ -115,7 +116,7 @@ function statusFor(error: unknown, options: HandlerOptions, path: string) {
 
 /** Anything thrown, as the google.rpc.Status a stream sends for one failed item. */
 function itemErrorStatus(error: unknown, options: HandlerOptions, path: string): Status {
-  return serviceErrorFor(error, options, path).toStatus(options.domain);
+  return toStatus(serviceErrorFor(error, options, path), options.domain);
 }
 
 /** `work`, or DEADLINE_EXCEEDED after `ms` (after telling the handler through `expire`). */

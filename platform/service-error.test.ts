@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { Code, decodeStatusDetails, ServiceError } from './service-error';
+import { Code, ServiceError } from './service-error';
+import { decodeStatusDetails, toStatusDetails } from './status-details';
 
 describe('platform service-error', () => {
   // Every service refuses a reused idempotency key the same way: FAILED_PRECONDITION / IDEMPOTENCY_KEY_REUSED, one
@@ -12,7 +13,7 @@ describe('platform service-error', () => {
     expect(error.metadata).to.deep.equal({ method: 'CreateRollout', field: 'idempotency_key', idempotency_key: 'key-1' });
     expect(error.fieldViolations.map((v) => v.field)).to.deep.equal(['idempotency_key']);
 
-    const details = decodeStatusDetails(error.toStatusDetails('shadow.shieldx.io'))!;
+    const details = decodeStatusDetails(toStatusDetails(error, 'shadow.shieldx.io'))!;
     expect(details).to.include({ code: Code.FAILED_PRECONDITION, reason: 'IDEMPOTENCY_KEY_REUSED', message: error.message, domain: 'shadow.shieldx.io' });
     expect(details.metadata).to.deep.equal(error.metadata);
     expect(details.fieldViolations).to.deep.equal(error.fieldViolations);
@@ -32,7 +33,7 @@ describe('platform service-error', () => {
     expect(error.message).to.equal('an earlier call with this idempotency_key has not finished; retry');
     expect(error.fieldViolations).to.deep.equal([]);
 
-    const details = decodeStatusDetails(error.toStatusDetails('credits.shieldx.io'))!;
+    const details = decodeStatusDetails(toStatusDetails(error, 'credits.shieldx.io'))!;
     expect(details).to.include({ code: Code.ABORTED, reason: 'OPERATION_IN_PROGRESS', message: error.message, domain: 'credits.shieldx.io' });
   });
 });

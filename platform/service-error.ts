@@ -2,15 +2,13 @@
  * One error type for every service. Domain code throws a `ServiceError` with a
  * canonical status code and an UPPER_SNAKE `reason`; the gRPC layer encodes it as
  * a `google.rpc.Status` carrying a `google.rpc.ErrorInfo` (and, for bad input, a
- * `google.rpc.BadRequest`) in the `grpc-status-details-bin` trailer, so clients
- * branch on `reason`, never on message text.
+ * `google.rpc.BadRequest`) in the `grpc-status-details-bin` trailer
+ * (status-details.ts), so clients branch on `reason`, never on message text.
  *
- * Domain code must not import grpc-js, so the codes are mirrored here as numbers
- * (they are fixed by the gRPC spec).
+ * Pure: domain code throws these and must not import grpc-js or gen/, so the
+ * codes are mirrored here as numbers (they are fixed by the gRPC spec), and the
+ * encoding lives in status-details.ts.
  */
-import { Any } from '../gen/google/protobuf/any';
-import { BadRequest, ErrorInfo } from '../gen/google/rpc/error_details';
-import { Status } from '../gen/google/rpc/status';
 
 /** Canonical gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html). */
 export const Code = {
@@ -34,9 +32,6 @@ export const Code = {
 } as const;
 export type Code = (typeof Code)[keyof typeof Code];
 
-export const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
-const ERROR_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.ErrorInfo';
-const BAD_REQUEST_TYPE_URL = 'type.googleapis.com/google.rpc.BadRequest';
 
 const IDEMPOTENCY_KEY_REUSED_DESCRIPTION =
   'was already used for a different request; send each new request with a new key, and reuse a key only to retry the identical request';
@@ -127,75 +122,8 @@ export class ServiceError extends Error {
     }
     return new ServiceError(Code.INTERNAL, 'INTERNAL', 'internal error', { cause: error });
   }
-
-  /** The google.rpc.Status bytes for the `grpc-status-details-bin` trailer. */
-  toStatusDetails(domain: string): Buffer {
-    return Buffer.from(Status.encode(this.toStatus(domain)).finish());
-  }
-
-  /** As a google.rpc.Status message: code, message, ErrorInfo and (if any) BadRequest. */
-  toStatus(domain: string): Status {
-    const details: Any[] = [
-      {
-        typeUrl: ERROR_INFO_TYPE_URL,
-        value: Buffer.from(
-          ErrorInfo.encode({ reason: this.reason, domain: this.domain || domain, metadata: { ...this.metadata } }).finish(),
-        ),
-      },
-    ];
-    if (this.fieldViolations.length > 0) {
-      details.push({
-        typeUrl: BAD_REQUEST_TYPE_URL,
-        value: Buffer.from(BadRequest.encode({ fieldViolations: this.fieldViolations.map((v) => ({ ...v })) }).finish()),
-      });
-    }
-    return { code: this.code, message: this.message, details };
-  }
 }
 
 function isGrpcLike(error: unknown): error is { code: number } {
   return typeof error === 'object' && error !== null && typeof (error as { code?: unknown }).code === 'number';
-}
-
-/** What a client reads back from a failed call's trailer. */
-export interface ErrorDetails {
-  readonly code: number;
-  readonly message: string;
-  readonly reason: string;
-  readonly domain: string;
-  readonly metadata: Record<string, string>;
-  readonly fieldViolations: FieldViolation[];
-}
-
-/**
- * Decodes the `grpc-status-details-bin` bytes of a failed call. Returns
- * undefined when the trailer is absent or not a google.rpc.Status.
- */
-export function decodeStatusDetails(bytes: Buffer | Uint8Array | undefined): ErrorDetails | undefined {
-  if (bytes === undefined || bytes.length === 0) return undefined;
-  let status: Status;
-  try {
-    status = Status.decode(bytes);
-  } catch {
-    return undefined;
-  }
-  return statusDetails(status);
-}
-
-/** The ErrorInfo and BadRequest of a google.rpc.Status (an error carried in a message, as in a stream's per-item result). */
-export function statusDetails(status: Status): ErrorDetails {
-  let info: ErrorInfo | undefined;
-  let badRequest: BadRequest | undefined;
-  for (const detail of status.details) {
-    if (detail.typeUrl === ERROR_INFO_TYPE_URL) info = ErrorInfo.decode(detail.value);
-    if (detail.typeUrl === BAD_REQUEST_TYPE_URL) badRequest = BadRequest.decode(detail.value);
-  }
-  return {
-    code: status.code,
-    message: status.message,
-    reason: info?.reason ?? '',
-    domain: info?.domain ?? '',
-    metadata: info?.metadata ?? {},
-    fieldViolations: badRequest?.fieldViolations ?? [],
-  };
 }

@@ -8,7 +8,7 @@ import type { CallOptions, Metadata } from '@grpc/grpc-js';
 import pg from 'pg';
 import { CreditsServiceClient } from '../gen/shieldx/credits/v1/credits';
 import { errorDetails } from '../platform/grpc-errors';
-import type { ErrorDetails } from '../platform/service-error';
+import type { ErrorDetails } from '../platform/status-details';
 import type { RunningService } from '../platform/server';
 import { address, bearer, creditsTestKeys, insecure, startTestService, testInfrastructure, testKeys, uniquePrefix } from './harness';
 import { creditsService } from '../services/credits';

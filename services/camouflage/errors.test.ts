@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { Code, ServiceError } from '../../platform/service-error';
+import { toStatus } from '../../platform/status-details';
 import { invalidArgument, invariant, serviceErrorFrom } from './errors';
 
 describe('camouflage errors', () => {
@@ -10,7 +11,7 @@ describe('camouflage errors', () => {
     const error = serviceErrorFrom(reply);
     expect(error).to.include({ code: Code.UNAVAILABLE, reason: 'REDIS_UNAVAILABLE', message: 'redis: ReplyError: ERR boom' });
     expect(error.cause).to.equal(undefined);
-    expect(JSON.stringify(error.toStatus('camouflage.shieldx.io'))).not.to.include('shx_secret_token');
+    expect(JSON.stringify(toStatus(error, 'camouflage.shieldx.io'))).not.to.include('shx_secret_token');
     expect(serviceErrorFrom(new Error('connect ECONNREFUSED 127.0.0.1:6379')).reason).to.equal('REDIS_UNAVAILABLE');
   });
 

@@ -17,7 +17,7 @@ import {
 } from '../../gen/shieldx/camouflage/v1/camouflage';
 import { ConfigError } from '../../platform/config';
 import { errorDetails } from '../../platform/grpc-errors';
-import { statusDetails } from '../../platform/service-error';
+import { statusDetails } from '../../platform/status-details';
 import type { RunningService } from '../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../testing/harness';
 import { exchange } from '../../testing/streams';

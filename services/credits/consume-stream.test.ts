@@ -16,7 +16,7 @@ import type {
 } from '../../gen/shieldx/credits/v1/credits';
 import { errorDetails } from '../../platform/grpc-errors';
 import type { RunningService } from '../../platform/server';
-import { statusDetails } from '../../platform/service-error';
+import { statusDetails } from '../../platform/status-details';
 import { bearer, testKeys, waitFor } from '../../testing/harness';
 import { exchange } from '../../testing/streams';
 import { Credits, db, footprint, key, payment, startCredits, tenant } from '../../testing/credits-kit';

@@ -30,7 +30,8 @@ import {
 import type { Duration } from '../../gen/google/protobuf/duration';
 import type { RunningService } from '../../platform/server';
 import { DEFAULT_PAGE_SIZE as PAGE_SIZE_DEFAULT, MAX_PAGE_SIZE as PAGE_SIZE_MAX } from '../../platform/page-size';
-import { Code, type ErrorDetails } from '../../platform/service-error';
+import { Code } from '../../platform/service-error';
+import type { ErrorDetails } from '../../platform/status-details';
 import { address, bearer, insecure } from '../../testing/harness';
 import { Credits, databaseFootprint, db, failure, key, keyStored, ledgerState, payment, startCredits, tenant } from '../../testing/credits-kit';
 import {

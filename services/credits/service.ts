@@ -24,6 +24,7 @@ import { requestIdStream, unary, type CallContext } from '../../platform/handler
 import { pageSize as pageSizeFor } from '../../platform/page-size';
 import type { ServiceModule } from '../../platform/server';
 import { Code, ServiceError } from '../../platform/service-error';
+import { toStatusDetails } from '../../platform/status-details';
 import { AuditChain } from './audit-chain';
 import { BalanceCache } from './balance-cache';
 import { startJobs } from '../../platform/periodic-jobs';
@@ -447,7 +448,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
           base.result = METHOD_RESULTS[record.method]?.(record.response);
         } else if (record.state === 'FAILED' && record.error) {
           base.state = OperationState.OPERATION_STATE_FAILED;
-          base.error = Status.decode(serviceErrorOf(record.error, false).toStatusDetails(creditsService.errorDomain));
+          base.error = Status.decode(toStatusDetails(serviceErrorOf(record.error, false), creditsService.errorDomain));
         }
         return base;
       }),
