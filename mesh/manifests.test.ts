@@ -100,7 +100,9 @@ const SERVICE_MODULES: Record<string, ServiceModule<z.ZodRawShape>> = Object.fro
  * (serviceConfigSchema) whose validator rejects `undefined`, i.e. has neither a default nor `.optional()`.
  */
 function requiredConfigKeys(svc: string): string[] {
-  const shape: z.ZodRawShape = serviceConfigSchema(SERVICE_MODULES[svc]).shape;
+  // With the default ports the production entry point (scripts/service-process-main.ts) passes.
+  const entry = SERVICE_ENTRIES.find((e) => e.name === svc)!;
+  const shape: z.ZodRawShape = serviceConfigSchema(SERVICE_MODULES[svc], { grpc: entry.defaultGrpcPort, metrics: entry.defaultMetricsPort }).shape;
   return Object.keys(shape)
     .filter((key) => shape[key].safeParse(undefined).success === false)
     .sort();

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 
-const FIXTURE = join(__dirname, '..', 'test', 'fixtures', 'stalled-stdout-logger.ts');
+const FIXTURE = join(__dirname, '..', 'testing', 'fixtures', 'stalled-stdout-logger.ts');
 
 /**
  * Runs the fixture with its stdout on a FIFO whose reader (returned as an fd) does not read until
