@@ -52,7 +52,7 @@ module.exports = {
       to: {
         path: [
           '^gen/',
-          '^node_modules/(pg|pg-[^/]+|ioredis|ioredis-mock|@grpc/[^/]+|prom-client|@opentelemetry/[^/]+)/',
+          '(^|/)node_modules/(pg|pg-[^/]+|ioredis|ioredis-mock|@grpc/[^/]+|prom-client|@opentelemetry/[^/]+)/',
           '^services/[^/]+/(store|rpc)/',
           '^services/[^/]+/index[.]ts$',
           '^platform/(db|redis|server|handlers|interceptors|grpc-errors|status-details|migrate|metrics|telemetry|periodic-jobs)[.]ts$',
@@ -64,14 +64,14 @@ module.exports = {
       severity: 'error',
       comment: 'store/ is the only code that talks to PostgreSQL or Redis.',
       from: { path: '^services/[^/]+/(domain|rpc)/', pathNot: TEST },
-      to: { path: ['^node_modules/(pg|ioredis)/', '^platform/(db|redis)[.]ts$'], dependencyTypesNot: ['type-only'] },
+      to: { path: ['(^|/)node_modules/(pg|ioredis)/', '^platform/(db|redis)[.]ts$'], dependencyTypesNot: ['type-only'] },
     },
     {
       name: 'store-speaks-no-proto',
       severity: 'error',
       comment: 'store/ reads and writes rows, not proto messages or the wire: the rpc layer encodes.',
       from: { path: '^services/[^/]+/store/', pathNot: TEST },
-      to: { path: ['^services/[^/]+/rpc/', '^node_modules/@grpc/[^/]+/', '^platform/(handlers|grpc-errors|server)[.]ts$'] },
+      to: { path: ['^services/[^/]+/rpc/', '(^|/)node_modules/@grpc/[^/]+/', '^platform/(handlers|grpc-errors|server)[.]ts$'] },
     },
     {
       name: 'services-stay-apart',

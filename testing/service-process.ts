@@ -27,6 +27,11 @@ export interface ServiceProcessOptions {
    * the same JSON line `{"msg":"<service> listening","grpc_port":…,"metrics_port":…}` once bound.
    */
   readonly script?: string;
+  /**
+   * Run `script` as compiled JavaScript with plain node (no tsx), from `cwd`: the production
+   * install (dist/ after `npm ci --omit=dev`, testing/production-smoke.ts).
+   */
+  readonly compiled?: { readonly cwd: string };
 }
 
 export interface ServiceProcess {
@@ -67,7 +72,9 @@ const STOP_GRACE_MS = 30_000;
  */
 export async function spawnServiceProcess(service: string, options: ServiceProcessOptions = {}): Promise<ServiceProcess> {
   const startTimeoutMs = options.startTimeoutMs ?? 30_000;
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', options.script ?? projectPath('scripts', 'start-service.ts')], {
+  const loader = options.compiled ? [] : ['--import', 'tsx'];
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...loader, options.script ?? projectPath('scripts', 'start-service.ts')], {
+    cwd: options.compiled?.cwd,
     env: { ...process.env, ...options.env, SHIELDX_SERVICE: service },
     stdio: ['ignore', 'pipe', options.stderr === 'inherit' ? 'inherit' : 'pipe'],
   });
