@@ -1,6 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { expect } from 'chai';
 import { projectRoot } from '../platform/paths';
+import type { RunningService } from '../platform/server';
+import { address, startTestService } from '../testing/harness';
+import { checkHealth } from '../testing/probe-service';
+import { listServices } from '../testing/reflection-client';
 import { isServiceName, SERVICE_NAMES, SERVICES, serviceEntry } from './services';
 
 describe('service registry', () => {
@@ -29,5 +33,24 @@ describe('service registry', () => {
     ].join('\n');
     const out = execFileSync(process.execPath, ['--import', 'tsx', '-e', script], { cwd: projectRoot(), encoding: 'utf8' });
     expect(JSON.parse(out)).to.deep.equal([]);
+  });
+});
+
+describe('the registered services', () => {
+  // Each service's reflection lists its own API plus health; together, all three.
+  it('reflection lists credits, shadow and camouflage plus health', async () => {
+    // Started one by one inside try: a service that fails to start must not leak the others
+    // (a leaked shadow keeps its rollout controller leading for later suites).
+    const services: RunningService[] = [];
+    try {
+      for (const entry of SERVICES) services.push(await startTestService(entry.load()));
+      const listed = await Promise.all(services.map((s) => listServices(address(s))));
+      expect(listed[0]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.credits.v1.CreditsService']);
+      expect(listed[1]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.shadow.v1.ShadowService']);
+      expect(listed[2]).to.deep.equal(['grpc.health.v1.Health', 'shieldx.camouflage.v1.CamouflageService']);
+      for (const s of services) expect(await checkHealth(address(s))).to.equal('SERVING');
+    } finally {
+      await Promise.all(services.map((s) => s.shutdown()));
+    }
   });
 });

@@ -29,7 +29,9 @@ export interface ProbeState {
  */
 export function probeModule(state: ProbeState): ServiceModule {
   return {
-    name: 'credits',
+    // Its own name (no migrations/probe/, so nothing to migrate); it serves the credits contract
+    // because platform's tests need a real generated service to call.
+    name: 'probe',
     grpcServiceName: 'shieldx.credits.v1.CreditsService',
     errorDomain: 'probe.shieldx.io',
     scopes: { GetBalance: 'credits:read', Consume: 'credits:write' },
