@@ -5,7 +5,6 @@
  */
 import {
   Metadata,
-  status as grpcStatus,
   type handleBidiStreamingCall,
   type handleClientStreamingCall,
   type handleServerStreamingCall,
@@ -44,12 +43,12 @@ function remainingMs(deadline: Date | number): number {
   return at === Infinity ? Infinity : at - Date.now();
 }
 
-const cancelledByClient = () => new ServiceError(Code.CANCELLED, 'CANCELLED', 'call cancelled by the client');
+const cancelledByClient = () => ServiceError.platform(Code.CANCELLED, 'CANCELLED', 'call cancelled by the client');
 const deadlineExceeded = (ms?: number) =>
-  new ServiceError(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', ms === undefined ? "the client's deadline passed" : `no response within ${ms} ms`);
+  ServiceError.platform(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', ms === undefined ? "the client's deadline passed" : `no response within ${ms} ms`);
 /** grpc-js reports an expired client deadline as a cancellation; its timer may fire a hair early. */
 const DEADLINE_SLACK_MS = 5;
-const serverShuttingDown = () => new ServiceError(Code.UNAVAILABLE, 'SERVER_SHUTTING_DOWN', 'server is shutting down');
+const serverShuttingDown = () => ServiceError.platform(Code.UNAVAILABLE, 'SERVER_SHUTTING_DOWN', 'server is shutting down');
 
 /**
  * The call's context. Hot path: grpc-js emits 'cancelled' after EVERY call
@@ -406,7 +405,7 @@ function coalesceWrites(call: object): void {
 
 /** For RPCs whose behaviour a later change brings: a clear UNIMPLEMENTED, not a hang. */
 export function notImplemented(path: string): ServiceError {
-  return new ServiceError(grpcStatus.UNIMPLEMENTED as Code, 'NOT_IMPLEMENTED', `${path} is not implemented yet`);
+  return ServiceError.platform(Code.UNIMPLEMENTED, 'NOT_IMPLEMENTED', `${path} is not implemented yet`);
 }
 
 /**

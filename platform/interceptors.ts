@@ -12,7 +12,7 @@ import {
   type StatusObject,
 } from '@grpc/grpc-js';
 import { ApiKeyVerifier, hasScope } from './auth';
-import { ServiceError } from './service-error';
+import { Code, ServiceError } from './service-error';
 import { toGrpcStatus } from './grpc-errors';
 import type { Logger } from './logger';
 import { grpcCodeName, type GrpcServerMetrics, type GrpcType } from './metrics';
@@ -119,10 +119,10 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
     const result = verifier.authenticate(typeof header === 'string' ? header : undefined);
     if (!result.ok) {
       const message = result.reason === 'MISSING_CREDENTIALS' ? 'missing credentials: send "authorization: Bearer <key>"' : 'invalid API key';
-      return new ServiceError(grpcStatus.UNAUTHENTICATED, result.reason, message);
+      return ServiceError.platform(Code.UNAUTHENTICATED, result.reason, message);
     }
     if (!hasScope(result.principal, required)) {
-      return new ServiceError(grpcStatus.PERMISSION_DENIED, 'MISSING_SCOPE', `API key "${result.principal.keyId}" lacks scope "${required}"`, {
+      return ServiceError.platform(Code.PERMISSION_DENIED, 'MISSING_SCOPE', `API key "${result.principal.keyId}" lacks scope "${required}"`, {
         metadata: { scope: required },
       });
     }

@@ -38,6 +38,26 @@ const IDEMPOTENCY_KEY_REUSED_DESCRIPTION =
 const IDEMPOTENCY_KEY_REUSED_MESSAGE = `idempotency_key ${IDEMPOTENCY_KEY_REUSED_DESCRIPTION}`;
 const OPERATION_IN_PROGRESS_MESSAGE = 'an earlier call with this idempotency_key has not finished; retry';
 
+/**
+ * The reasons platform itself answers with, whatever the service (validation, idempotency,
+ * deadlines, shutdown, authentication). Each service's errors.ts lists its own beside these, and
+ * its proto documents both; a reason is never written as a free string.
+ */
+export const PLATFORM_REASONS = [
+  'INVALID_ARGUMENT',
+  'IDEMPOTENCY_KEY_REUSED',
+  'OPERATION_IN_PROGRESS',
+  'CANCELLED',
+  'DEADLINE_EXCEEDED',
+  'SERVER_SHUTTING_DOWN',
+  'NOT_IMPLEMENTED',
+  'MISSING_CREDENTIALS',
+  'INVALID_CREDENTIALS',
+  'MISSING_SCOPE',
+  'INTERNAL',
+] as const;
+export type PlatformReason = (typeof PLATFORM_REASONS)[number];
+
 export interface FieldViolation {
   readonly field: string;
   readonly description: string;
@@ -68,9 +88,14 @@ export class ServiceError extends Error {
     this.fieldViolations = options.fieldViolations ?? [];
   }
 
+  /** An error with one of platform's own reasons (a typed reason: a misspelt one does not compile). */
+  static platform(code: Code, reason: PlatformReason, message: string, options: ServiceErrorOptions = {}): ServiceError {
+    return new ServiceError(code, reason, message, options);
+  }
+
   /** A bad request field: INVALID_ARGUMENT with reason INVALID_ARGUMENT and the field named. */
   static invalidArgument(field: string, description: string): ServiceError {
-    return new ServiceError(Code.INVALID_ARGUMENT, 'INVALID_ARGUMENT', `${field}: ${description}`, {
+    return ServiceError.platform(Code.INVALID_ARGUMENT, 'INVALID_ARGUMENT', `${field}: ${description}`, {
       fieldViolations: [{ field, description }],
       metadata: { field },
     });
@@ -94,7 +119,7 @@ export class ServiceError extends Error {
     options: { readonly field?: string; readonly metadata?: Record<string, string> } = {},
   ): ServiceError {
     const field = options.field ?? 'idempotency_key';
-    return new ServiceError(Code.FAILED_PRECONDITION, 'IDEMPOTENCY_KEY_REUSED', IDEMPOTENCY_KEY_REUSED_MESSAGE, {
+    return ServiceError.platform(Code.FAILED_PRECONDITION, 'IDEMPOTENCY_KEY_REUSED', IDEMPOTENCY_KEY_REUSED_MESSAGE, {
       metadata: { ...options.metadata, field, idempotency_key: key },
       fieldViolations: [{ field, description: IDEMPOTENCY_KEY_REUSED_DESCRIPTION }],
     });
@@ -107,7 +132,7 @@ export class ServiceError extends Error {
    * service.
    */
   static operationInProgress(): ServiceError {
-    return new ServiceError(Code.ABORTED, 'OPERATION_IN_PROGRESS', OPERATION_IN_PROGRESS_MESSAGE);
+    return ServiceError.platform(Code.ABORTED, 'OPERATION_IN_PROGRESS', OPERATION_IN_PROGRESS_MESSAGE);
   }
 
   /**
@@ -118,9 +143,9 @@ export class ServiceError extends Error {
   static from(error: unknown): ServiceError {
     if (error instanceof ServiceError) return error;
     if (isGrpcLike(error) && error.code === Code.DEADLINE_EXCEEDED) {
-      return new ServiceError(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', 'deadline exceeded', { cause: error });
+      return ServiceError.platform(Code.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED', 'deadline exceeded', { cause: error });
     }
-    return new ServiceError(Code.INTERNAL, 'INTERNAL', 'internal error', { cause: error });
+    return ServiceError.platform(Code.INTERNAL, 'INTERNAL', 'internal error', { cause: error });
   }
 }
 
