@@ -4,7 +4,6 @@
  * and graceful shutdown. Each service supplies a `ServiceModule`; tests start
  * the same thing in-process on port 0.
  */
-import { readFileSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
 import {
   Server,
@@ -12,9 +11,7 @@ import {
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation } from 'grpc-health-check';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
@@ -26,8 +23,8 @@ import { callInterceptor, type ScopeResolver } from './interceptors';
 import { createLogger, type Logger } from './logger';
 import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, startMetricsServer } from './metrics';
 import { runMigrations } from './migrate';
-import { projectPath } from './paths';
 import { createRedis, type RedisClient } from './redis';
+import { compiledDescriptors, ReflectionServer } from './reflection';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
 const REFLECTION_PREFIXES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
@@ -82,21 +79,6 @@ export interface RunningService {
   readonly redis: RedisClient;
   /** NOT_SERVING, drain in-flight calls (bounded), stop background work, close pools. */
   shutdown(reason?: string): Promise<void>;
-}
-
-let descriptorCache: protoLoader.PackageDefinition | undefined;
-
-/**
- * The package definition reflection serves: every ShieldX proto with its
- * imports (from `buf build` into gen/descriptors.binpb) plus grpc.health.v1.
- */
-export function reflectionPackageDefinition(): protoLoader.PackageDefinition {
-  if (descriptorCache) return descriptorCache;
-  const options = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
-  const ours = protoLoader.loadFileDescriptorSetFromBuffer(readFileSync(projectPath('gen', 'descriptors.binpb')), options);
-  const health = protoLoader.loadSync(healthProtoPath, options);
-  descriptorCache = { ...ours, ...health };
-  return descriptorCache;
 }
 
 function scopeResolver(module: ServiceModule, reflection: PlatformConfig['GRPC_REFLECTION']): ScopeResolver {
@@ -233,10 +215,10 @@ export async function startService<S extends z.ZodRawShape>(
   const health = new HealthImplementation({ '': 'SERVING', [module.grpcServiceName]: 'SERVING' });
   health.addToServer(server);
   if (config.GRPC_REFLECTION !== 'off') {
-    // Only what this server serves: `grpcurl list` must not show another service's API.
-    new ReflectionService(reflectionPackageDefinition(), {
-      services: [module.grpcServiceName, 'grpc.health.v1.Health'],
-    }).addToServer(server);
+    // The compiled descriptors as buf wrote them (platform/reflection.ts); only what this server
+    // serves is listed: `grpcurl list` must not show another service's API.
+    const reflection = new ReflectionServer(compiledDescriptors(), [module.grpcServiceName, 'grpc.health.v1.Health']);
+    for (const { definition, implementation } of reflection.definitions()) server.addService(definition, implementation);
   }
 
   let grpcPort: number;

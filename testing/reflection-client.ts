@@ -3,20 +3,11 @@
  * grpcurl does: list services, fetch the file descriptors (imports included)
  * and build a working grpc-js client from them.
  */
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { projectPath } from '../platform/paths';
 
-const reflectionProto = join(
-  require.resolve('@grpc/reflection/package.json'),
-  '..',
-  'build',
-  'proto',
-  'grpc',
-  'reflection',
-  'v1',
-  'reflection.proto',
-);
+const reflectionProto = projectPath('proto', 'grpc', 'reflection', 'v1', 'reflection.proto');
 
 interface ReflectionResponse {
   listServicesResponse?: { service: { name: string }[] };
@@ -57,8 +48,15 @@ export async function listServices(address: string, metadata?: grpc.Metadata): P
   return (response.listServicesResponse?.service ?? []).map((s) => s.name).sort();
 }
 
+/** The FileDescriptorProto bytes reflection answers for `symbol` (its file and the imports it sends). */
+export async function filesContainingSymbol(address: string, symbol: string, metadata?: grpc.Metadata): Promise<Buffer[]> {
+  const response = await ask(address, { fileContainingSymbol: symbol }, metadata);
+  if (response.errorResponse) throw new Error(`reflection error ${response.errorResponse.errorCode}: ${response.errorResponse.errorMessage}`);
+  return response.fileDescriptorResponse?.fileDescriptorProto ?? [];
+}
+
 /** Encodes FileDescriptorProto bytes as a FileDescriptorSet (field 1, repeated). */
-function fileDescriptorSet(files: Buffer[]): Buffer {
+export function fileDescriptorSet(files: Buffer[]): Buffer {
   const parts: Buffer[] = [];
   for (const file of files) {
     const length: number[] = [];
