@@ -10,7 +10,7 @@
 import type Redis from 'ioredis';
 import { createRedis } from '../platform/redis';
 import { uniquePrefix as harnessUniquePrefix } from './harness';
-import type { AssessInput } from '../services/camouflage/threat-signals';
+import type { AssessInput } from '../services/camouflage/domain/threat-signals';
 
 export function testRedisUrl(): string {
   const url = process.env.TEST_REDIS_URL_RUN || process.env.TEST_REDIS_URL;

@@ -1,2 +1,2 @@
 /** The camouflage service module (wiring only): what the launchers load. */
-export { camouflageService } from './service';
+export { camouflageService } from './rpc/handlers';

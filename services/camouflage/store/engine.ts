@@ -32,10 +32,10 @@
  * session) and always mints a new decision.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { Code, ServiceError } from '../../platform/service-error';
-import { invalidArgument, invariant, serviceErrorFrom } from './errors';
-import { RandomSource } from './bandit-math';
-import { ArmStats, BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit';
+import { Code, ServiceError } from '../../../platform/service-error';
+import { invalidArgument, invariant, serviceErrorFrom } from '../errors';
+import { RandomSource } from '../domain/bandit-math';
+import { ArmStats, BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit-store';
 import { AssessScript, AssessScriptReply, TierCandidate } from './assess-script';
 import { DECISION_ID_PATTERN, DECISION_TTL_SECONDS_DEFAULT, DecisionDraft, DecisionStore, decisionJsonPrefix } from './decision-store';
 import {
@@ -49,7 +49,7 @@ import {
   RegisterDecoyInput,
   RegisterResult,
   renderDecoy,
-} from './decoy-catalog';
+} from '../domain/decoy-catalog';
 import {
   HONEYTOKEN_TTL_SECONDS_DEFAULT,
   HoneytokenAlert,
@@ -61,24 +61,24 @@ import {
   mintHoneytoken,
   parseHoneytokenRecord,
   redactToken,
-} from './honeytokens';
-import { OutcomeInput, rewardForOutcome, toRewardMicro, validateOutcome } from './outcome-reward';
+} from '../domain/honeytokens';
+import { OutcomeInput, rewardForOutcome, toRewardMicro, validateOutcome } from '../domain/outcome-reward';
 import { CamouflageKeys, RedisClient, isValidKeyPrefix } from './redis-keys';
-import { ProfileConfig, SessionSnapshot, decodeSnapshot, profileArgs, profileConfig } from './session-profile';
-import { ThreatScorer } from './threat-scoring';
-import type { AssessInput, ThreatSignal } from './threat-signals';
-import { ResponseStrategy, TIERS, Tier, assertMayServe, isTier, sampleStrategy, tierForLevel } from './tiers';
+import { ProfileConfig, SessionSnapshot, decodeSnapshot, profileArgs, profileConfig } from '../domain/session-profile';
+import { ThreatScorer } from '../domain/threat-scoring';
+import type { AssessInput, ThreatSignal } from '../domain/threat-signals';
+import { ResponseStrategy, TIERS, Tier, assertMayServe, isTier, sampleStrategy, tierForLevel } from '../domain/tiers';
 
-export type { AssessInput, ThreatSignal } from './threat-signals';
-export type { BanditPolicy, BanditStats, ArmStats } from './bandit';
-export type { Decoy, DecoyPage, ListDecoysRequest, RegisterDecoyInput, RegisterResult } from './decoy-catalog';
-export type { HoneytokenAlert } from './honeytokens';
-export type { OutcomeInput } from './outcome-reward';
-export type { ResponseStrategy, Tier } from './tiers';
+export type { AssessInput, ThreatSignal } from '../domain/threat-signals';
+export type { BanditPolicy, BanditStats, ArmStats } from './bandit-store';
+export type { Decoy, DecoyPage, ListDecoysRequest, RegisterDecoyInput, RegisterResult } from '../domain/decoy-catalog';
+export type { HoneytokenAlert } from '../domain/honeytokens';
+export type { OutcomeInput } from '../domain/outcome-reward';
+export type { ResponseStrategy, Tier } from '../domain/tiers';
 
 export const KEY_PREFIX_DEFAULT = 'shieldx:camouflage:';
 export { DECISION_TTL_SECONDS_DEFAULT } from './decision-store';
-export { HONEYTOKEN_TTL_SECONDS_DEFAULT } from './honeytokens';
+export { HONEYTOKEN_TTL_SECONDS_DEFAULT } from '../domain/honeytokens';
 /** Longest decision lifetime the engine accepts (see decision-store.ts for the memory it costs). */
 export const DECISION_TTL_SECONDS_MAX = 7 * 86_400;
 export const HONEYTOKEN_TTL_SECONDS_MAX = 400 * 86_400;

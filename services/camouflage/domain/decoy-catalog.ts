@@ -14,10 +14,10 @@
  * `assertMayServe` before anything is rendered.
  */
 import { createHash } from 'node:crypto';
-import { pageSize as pageSizeFor } from '../../platform/page-size';
-import { Code, ServiceError } from '../../platform/service-error';
-import { invalidArgument, invariant, redisUnavailable } from './errors';
-import { CamouflageKeys, RedisClient, RedisScript } from './redis-keys';
+import { pageSize as pageSizeFor } from '../../../platform/page-size';
+import { Code, ServiceError } from '../../../platform/service-error';
+import { invalidArgument, invariant, redisUnavailable } from '../errors';
+import { CamouflageKeys, RedisClient, RedisScript } from '../store/redis-keys';
 import { TIERS, Tier, isTier, mayServe } from './tiers';
 
 export const DECOY_KINDS = Object.freeze([

@@ -20,8 +20,8 @@
  * - The weights sum to 1, so the reward is in [0, 1] without clamping; it is stored as an integer
  *   number of micro-units (reward × 10^6, rounded) so sums in Redis are exact.
  */
-import { invalidArgument, invariant } from './errors';
-import { REWARD_MICRO_UNITS } from './bandit';
+import { invalidArgument, invariant } from '../errors';
+import { REWARD_MICRO_UNITS } from '../store/bandit-store';
 
 export interface OutcomeInput {
   /** Follow-up requests the attacker made to the decoy (0..1 000 000). */

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
-import { ServiceError } from '../../platform/service-error';
-import { CHROME_UA, FIREFOX_UA, SAFARI_UA, T0_MS, browserRequest, scannerRequest } from '../../testing/camouflage-kit';
+import { ServiceError } from '../../../platform/service-error';
+import { CHROME_UA, FIREFOX_UA, SAFARI_UA, T0_MS, browserRequest, scannerRequest } from '../../../testing/camouflage-kit';
 import { ThreatScorer } from './threat-scoring';
 import { AssessInput, HEADER_VALUE_CHARS_MAX, SCAN_PART_CHARS_MAX, percentDecode } from './threat-signals';
 

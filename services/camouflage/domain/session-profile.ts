@@ -36,7 +36,7 @@
  * the behavioural thresholds exact integer comparisons that JavaScript and Lua evaluate
  * identically.
  */
-import { invalidArgument, redisUnavailable } from './errors';
+import { invalidArgument, redisUnavailable } from '../errors';
 
 export interface ProfileConfig {
   readonly rateHalfLifeSeconds: number;

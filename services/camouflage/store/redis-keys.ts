@@ -21,7 +21,7 @@
  * service on one shard; spreading sessions over shards would cost the single round trip.
  */
 import type { Cluster, Redis } from 'ioredis';
-import type { Tier } from './tiers';
+import type { Tier } from '../domain/tiers';
 
 /** The ioredis clients the engine accepts. */
 export type RedisClient = Redis | Cluster;

@@ -35,7 +35,7 @@
  * draws per request would cost more than the rest of Assess; the winning posterior sample is
  * recorded as the decision's score.
  */
-import { invalidArgument, invariant, redisUnavailable } from './errors';
+import { invalidArgument, invariant, redisUnavailable } from '../errors';
 import {
   ARMS_MAX,
   PROPENSITY_DRAWS_MAX,
@@ -45,9 +45,9 @@ import {
   thompsonParameters,
   thompsonSelectionProbabilities,
   ucb1Index,
-} from './bandit-math';
+} from '../domain/bandit-math';
 import { CamouflageKeys, RedisClient } from './redis-keys';
-import type { Tier } from './tiers';
+import type { Tier } from '../domain/tiers';
 
 export type BanditPolicy = 'ucb1' | 'thompson';
 

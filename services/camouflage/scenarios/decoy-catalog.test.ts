@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { ServiceError } from '../../platform/service-error';
-import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from '../../testing/camouflage-kit';
-import { RedisCommandLog } from '../../testing/redis-command-log';
-import { BUILT_IN_DECOYS, RegisterDecoyInput } from './decoy-catalog';
-import { CamouflageEngine } from './engine';
+import { ServiceError } from '../../../platform/service-error';
+import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from '../../../testing/camouflage-kit';
+import { RedisCommandLog } from '../../../testing/redis-command-log';
+import { BUILT_IN_DECOYS, RegisterDecoyInput } from '../domain/decoy-catalog';
+import { CamouflageEngine } from '../store/engine';
 
 const CUSTOM: RegisterDecoyInput = {
   id: 'fake-jenkins-login',

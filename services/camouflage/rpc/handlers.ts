@@ -14,10 +14,10 @@ import {
   type AssessResponse,
   type CamouflageServiceServer,
   type Decoy as ProtoDecoy,
-} from '../../gen/shieldx/camouflage/v1/camouflage';
-import { requestIdStream, unary } from '../../platform/handlers';
-import type { ServiceModule } from '../../platform/server';
-import { ServiceError } from '../../platform/service-error';
+} from '../../../gen/shieldx/camouflage/v1/camouflage';
+import { requestIdStream, unary } from '../../../platform/handlers';
+import type { ServiceModule } from '../../../platform/server';
+import { ServiceError } from '../../../platform/service-error';
 import {
   CamouflageEngine,
   DECISION_TTL_SECONDS_DEFAULT,
@@ -29,8 +29,8 @@ import {
   type BanditPolicy,
   type Decoy,
   type Tier,
-} from './engine';
-import { isValidKeyPrefix } from './redis-keys';
+} from '../store/engine';
+import { isValidKeyPrefix } from '../store/redis-keys';
 
 const TIER_TO_PROTO: Record<Tier, ThreatTier> = {
   benign: ThreatTier.THREAT_TIER_BENIGN,

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { createSeededRandom } from './bandit-math';
-import { ServiceError } from '../../platform/service-error';
+import { createSeededRandom } from '../domain/bandit-math';
+import { ServiceError } from '../../../platform/service-error';
 import {
   CHROME_UA,
   T0_MS,
@@ -11,12 +11,12 @@ import {
   dumpPrefix,
   scannerRequest,
   uniquePrefix,
-} from '../../testing/camouflage-kit';
-import { RedisCommandLog } from '../../testing/redis-command-log';
-import { AssessInput, AssessResult, CamouflageEngine, HoneytokenAlert } from './engine';
-import { HONEYTOKEN_PATTERN } from './honeytokens';
-import { rewardForOutcome } from './outcome-reward';
-import { FIRST_BYTE_DELAY_MS_MAX, TIERS, tierForLevel } from './tiers';
+} from '../../../testing/camouflage-kit';
+import { RedisCommandLog } from '../../../testing/redis-command-log';
+import { AssessInput, AssessResult, CamouflageEngine, HoneytokenAlert } from '../store/engine';
+import { HONEYTOKEN_PATTERN } from '../domain/honeytokens';
+import { rewardForOutcome } from '../domain/outcome-reward';
+import { FIRST_BYTE_DELAY_MS_MAX, TIERS, tierForLevel } from '../domain/tiers';
 
 const MINUTE_MS = 60_000;
 

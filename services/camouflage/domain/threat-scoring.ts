@@ -13,7 +13,7 @@
  * can pick the decoy in the same round trip; the engine asserts that both agree.
  */
 import { isIP } from 'node:net';
-import { invalidArgument, invariant } from './errors';
+import { invalidArgument, invariant } from '../errors';
 import { PROFILE_DEFAULTS, ProfileConfig, SessionSnapshot } from './session-profile';
 import {
   AssessInput,

@@ -34,12 +34,12 @@
  * fill Redis with 90-day records. Sum: ~200 B per token record; 64 per session.
  */
 import { createHash } from 'node:crypto';
-import { invariant, redisUnavailable } from './errors';
-import type { HoneytokenShape } from './decoy-catalog';
+import { invariant, redisUnavailable } from '../errors';
+import type { HoneytokenShape } from '../domain/decoy-catalog';
 import { pairsToRecord, RedisClient, RedisScript } from './redis-keys';
-import { PROFILE_WRITE_LUA, ProfileConfig, SNAPSHOT_REPLY_LENGTH, profileReadLua } from './session-profile';
-import { BehaviourRules, SIGNAL_POINTS, behaviourRulesLua } from './threat-signals';
-import { THREAT_LEVEL_MAX, TIER_POLICIES, TIERS, Tier } from './tiers';
+import { PROFILE_WRITE_LUA, ProfileConfig, SNAPSHOT_REPLY_LENGTH, profileReadLua } from '../domain/session-profile';
+import { BehaviourRules, SIGNAL_POINTS, behaviourRulesLua } from '../domain/threat-signals';
+import { THREAT_LEVEL_MAX, TIER_POLICIES, TIERS, Tier } from '../domain/tiers';
 
 /** One tier's prepared decision, committed only if the script lands on that tier. */
 export interface TierCandidate {
