@@ -7,7 +7,7 @@
  * `rewardSums[i]` (sum of its rewards, each in [0, 1]). Nothing here touches I/O or global
  * randomness: every stochastic function takes a `random` source returning floats in [0, 1).
  */
-import { invariant } from '../errors';
+import { invariant } from '../../../platform/invariant';
 
 export type RandomSource = () => number;
 

@@ -7,7 +7,7 @@
  * which is the quantity Auer et al.'s Theorem 1 bounds (in expectation) and which does not carry
  * the extra noise of the sampled rewards.
  */
-import { invariant } from '../errors';
+import { invariant } from '../../../platform/invariant';
 import { RandomSource, createSeededRandom, selectThompson, selectUcb1 } from './bandit-math';
 
 export type SimulatedPolicy = 'ucb1' | 'thompson';

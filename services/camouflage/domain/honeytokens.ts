@@ -18,7 +18,7 @@
  * against something behind a guardian is detected.
  */
 import { randomFillSync } from 'node:crypto';
-import { invariant } from '../errors';
+import { invariant } from '../../../platform/invariant';
 import type { HoneytokenMaterial, HoneytokenShape } from './decoy-catalog';
 import type { PreparedRequest } from './threat-signals';
 import { TIER_POLICIES, Tier, isTier } from './tiers';

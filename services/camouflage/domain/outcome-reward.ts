@@ -20,8 +20,9 @@
  * - The weights sum to 1, so the reward is in [0, 1] without clamping; it is stored as an integer
  *   number of micro-units (reward × 10^6, rounded) so sums in Redis are exact.
  */
-import { invalidArgument, invariant } from '../errors';
-import { REWARD_MICRO_UNITS } from '../store/bandit-store';
+import { invariant } from '../../../platform/invariant';
+import { ServiceError } from '../../../platform/service-error';
+import { REWARD_MICRO_UNITS } from './bandit';
 
 export interface OutcomeInput {
   /** Follow-up requests the attacker made to the decoy (0..1 000 000). */
@@ -49,28 +50,31 @@ invariant(
 
 function flag(value: unknown, field: string): boolean {
   if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw invalidArgument(field, `${field} must be a boolean`);
+  if (typeof value !== 'boolean') throw ServiceError.invalidArgument(field, 'must be a boolean');
   return value;
 }
 
-/** Validates an outcome; omitted numbers are 0 and omitted flags false (proto3 defaults). */
+/**
+ * Validates an outcome; omitted numbers are 0 and omitted flags false (proto3 defaults). A bad field is
+ * INVALID_ARGUMENT named as RecordOutcome's request names it (`engagement.dwell`, `engagement.honeytoken_used`).
+ */
 export function validateOutcome(raw: unknown): OutcomeInput {
-  if (typeof raw !== 'object' || raw === null) throw invalidArgument('outcome', 'outcome must be an object');
+  if (typeof raw !== 'object' || raw === null) throw ServiceError.invalidArgument('engagement', 'must be an object');
   const input = raw as Record<string, unknown>;
   const interactions = input.interactions ?? 0;
   if (typeof interactions !== 'number' || !Number.isInteger(interactions) || interactions < 0 || interactions > INTERACTIONS_MAX) {
-    throw invalidArgument('outcome.interactions', `interactions must be an integer in 0..${INTERACTIONS_MAX}`);
+    throw ServiceError.invalidArgument('engagement.interactions', `must be an integer from 0 to ${INTERACTIONS_MAX}`);
   }
   const dwellSeconds = input.dwellSeconds ?? 0;
   if (typeof dwellSeconds !== 'number' || !Number.isFinite(dwellSeconds) || dwellSeconds < 0 || dwellSeconds > DWELL_SECONDS_MAX) {
-    throw invalidArgument('outcome.dwellSeconds', `dwellSeconds must be a number in 0..${DWELL_SECONDS_MAX}`);
+    throw ServiceError.invalidArgument('engagement.dwell', `must be from 0 to ${DWELL_SECONDS_MAX} seconds`);
   }
   return {
     interactions,
     dwellSeconds,
-    honeytokenUsed: flag(input.honeytokenUsed, 'outcome.honeytokenUsed'),
-    credentialsSubmitted: flag(input.credentialsSubmitted, 'outcome.credentialsSubmitted'),
-    reachedRealAsset: flag(input.reachedRealAsset, 'outcome.reachedRealAsset'),
+    honeytokenUsed: flag(input.honeytokenUsed, 'engagement.honeytoken_used'),
+    credentialsSubmitted: flag(input.credentialsSubmitted, 'engagement.credentials_submitted'),
+    reachedRealAsset: flag(input.reachedRealAsset, 'engagement.reached_real_asset'),
   };
 }
 

@@ -23,7 +23,7 @@
  * catalog never lists such a decoy as eligible for `benign` (and refuses to register one), and the
  * engine calls {@link assertMayServe} on the chosen decoy before it renders or mints anything.
  */
-import { invariant } from '../errors';
+import { invariant } from '../../../platform/invariant';
 
 export type Tier = 'benign' | 'suspicious' | 'likely_bot' | 'attack';
 

@@ -6,7 +6,8 @@ import { serviceErrorFrom } from '../errors';
 import { T0_MS, browserRequest, connectTestRedis, deletePrefix, keysUnder, uniquePrefix } from '../../../testing/camouflage-kit';
 import { CamouflageEngine } from '../store/engine';
 import { CamouflageKeys } from '../store/redis-keys';
-import { PROFILE_DEFAULTS, profileArgs } from '../domain/session-profile';
+import { PROFILE_DEFAULTS } from '../domain/session-profile';
+import { profileArgs } from '../store/session-profile';
 import { compileBehaviourRules } from '../domain/threat-signals';
 import { TIERS, tierForLevel } from '../domain/tiers';
 

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { BanditStore, armField } from '../store/bandit-store';
+import { armField } from '../domain/bandit';
+import { BanditStore } from '../store/bandit-store';
 import {
   createSeededRandom,
   sampleBeta,

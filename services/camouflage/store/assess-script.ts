@@ -34,10 +34,13 @@
  * fill Redis with 90-day records. Sum: ~200 B per token record; 64 per session.
  */
 import { createHash } from 'node:crypto';
-import { invariant, redisUnavailable } from '../errors';
+import { invariant } from '../../../platform/invariant';
+import { redisUnavailable } from '../errors';
 import type { HoneytokenShape } from '../domain/decoy-catalog';
-import { pairsToRecord, RedisClient, RedisScript } from './redis-keys';
-import { PROFILE_WRITE_LUA, ProfileConfig, SNAPSHOT_REPLY_LENGTH, profileReadLua } from '../domain/session-profile';
+import { pairsToRecord, RedisClient } from './redis-keys';
+import { RedisScript } from './redis-script';
+import type { ProfileConfig } from '../domain/session-profile';
+import { PROFILE_WRITE_LUA, SNAPSHOT_REPLY_LENGTH, profileReadLua } from './session-profile';
 import { BehaviourRules, SIGNAL_POINTS, behaviourRulesLua } from '../domain/threat-signals';
 import { THREAT_LEVEL_MAX, TIER_POLICIES, TIERS, Tier } from '../domain/tiers';
 

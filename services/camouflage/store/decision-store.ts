@@ -18,8 +18,9 @@
  * which an outcome adds nothing. Either order ends at exactly 1.0 for that pull.
  */
 import { redisUnavailable } from '../errors';
-import { BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from './bandit-store';
-import { CamouflageKeys, RedisClient, RedisScript, pairsToRecord } from './redis-keys';
+import { BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from '../domain/bandit';
+import { CamouflageKeys, RedisClient, pairsToRecord } from './redis-keys';
+import { RedisScript } from './redis-script';
 import { Tier, isTier } from '../domain/tiers';
 
 /**

@@ -32,10 +32,13 @@
  * session) and always mints a new decision.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { Code, ServiceError } from '../../../platform/service-error';
-import { invalidArgument, invariant, serviceErrorFrom } from '../errors';
+import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
+import { ServiceError } from '../../../platform/service-error';
+import { invariant } from '../../../platform/invariant';
+import { decisionNotFound, outcomeAlreadyRecorded, serviceErrorFrom } from '../errors';
 import { RandomSource } from '../domain/bandit-math';
-import { ArmStats, BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit-store';
+import { ArmStats, BanditPolicy, BanditSelection, BanditStats, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from '../domain/bandit';
+import { BanditStore } from './bandit-store';
 import { AssessScript, AssessScriptReply, TierCandidate } from './assess-script';
 import { DECISION_ID_PATTERN, DECISION_TTL_SECONDS_DEFAULT, DecisionDraft, DecisionStore, decisionJsonPrefix } from './decision-store';
 import {
@@ -45,7 +48,6 @@ import {
   DecoyPage,
   DecoyStore,
   ListDecoysRequest,
-  RedisDecoyStore,
   RegisterDecoyInput,
   RegisterResult,
   renderDecoy,
@@ -64,13 +66,15 @@ import {
 } from '../domain/honeytokens';
 import { OutcomeInput, rewardForOutcome, toRewardMicro, validateOutcome } from '../domain/outcome-reward';
 import { CamouflageKeys, RedisClient, isValidKeyPrefix } from './redis-keys';
-import { ProfileConfig, SessionSnapshot, decodeSnapshot, profileArgs, profileConfig } from '../domain/session-profile';
+import { ProfileConfig, SessionSnapshot, profileConfig } from '../domain/session-profile';
+import { decodeSnapshot, profileArgs } from './session-profile';
+import { RedisDecoyStore } from './decoy-store';
 import { ThreatScorer } from '../domain/threat-scoring';
 import type { AssessInput, ThreatSignal } from '../domain/threat-signals';
 import { ResponseStrategy, TIERS, Tier, assertMayServe, isTier, sampleStrategy, tierForLevel } from '../domain/tiers';
 
 export type { AssessInput, ThreatSignal } from '../domain/threat-signals';
-export type { BanditPolicy, BanditStats, ArmStats } from './bandit-store';
+export type { BanditPolicy, BanditStats, ArmStats } from '../domain/bandit';
 export type { Decoy, DecoyPage, ListDecoysRequest, RegisterDecoyInput, RegisterResult } from '../domain/decoy-catalog';
 export type { HoneytokenAlert } from '../domain/honeytokens';
 export type { OutcomeInput } from '../domain/outcome-reward';
@@ -82,7 +86,6 @@ export { HONEYTOKEN_TTL_SECONDS_DEFAULT } from '../domain/honeytokens';
 /** Longest decision lifetime the engine accepts (see decision-store.ts for the memory it costs). */
 export const DECISION_TTL_SECONDS_MAX = 7 * 86_400;
 export const HONEYTOKEN_TTL_SECONDS_MAX = 400 * 86_400;
-const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
 
 export interface CamouflageEngineOptions {
   /** ioredis client (shared, not owned: the caller closes it). Leave `enableAutoPipelining` off (see the module doc). */
@@ -218,33 +221,21 @@ interface PreparedCandidate {
 
 function positiveInteger(value: number | undefined, fallback: number, max: number, field: string): number {
   const v = value ?? fallback;
-  if (!Number.isInteger(v) || v <= 0 || v > max) throw invalidArgument(field, `${field} must be an integer in 1..${max}`);
+  if (!Number.isInteger(v) || v <= 0 || v > max) throw ServiceError.invalidArgument(field, `must be an integer from 1 to ${max}`);
   return v;
 }
 
-function decisionNotFound(decisionId: string, message: string): ServiceError {
-  return new ServiceError(Code.NOT_FOUND, 'DECISION_NOT_FOUND', message, { metadata: { decisionId } });
-}
-
 function checkDecisionId(decisionId: unknown): string {
-  if (typeof decisionId !== 'string' || decisionId === '') throw invalidArgument('decisionId', 'decisionId is required');
+  if (typeof decisionId !== 'string' || decisionId === '') throw ServiceError.invalidArgument('decision_id', 'is required');
   if (!DECISION_ID_PATTERN.test(decisionId)) {
-    throw invalidArgument('decisionId', 'decisionId must be a decision id returned by Assess (a lower-case UUID)');
+    throw ServiceError.invalidArgument('decision_id', 'must be a decision id returned by Assess (a lower-case UUID)');
   }
   return decisionId;
 }
 
-function checkIdempotencyKey(key: unknown): string {
-  if (key === undefined || key === '') return '';
-  if (typeof key !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(key)) {
-    throw invalidArgument('idempotencyKey', 'idempotencyKey must be 1-128 printable ASCII characters');
-  }
-  return key;
-}
-
 function checkPolicy(policy: unknown, fallback: BanditPolicy): BanditPolicy {
   if (policy === undefined) return fallback;
-  if (!isBanditPolicy(policy)) throw invalidArgument('policy', 'policy must be "ucb1" or "thompson"');
+  if (!isBanditPolicy(policy)) throw ServiceError.invalidArgument('policy', 'must be "ucb1" or "thompson"');
   return policy;
 }
 
@@ -268,10 +259,10 @@ export class CamouflageEngine {
 
   /** Validates the options (INVALID_ARGUMENT naming the option) and wires the parts; no I/O. */
   constructor(options: CamouflageEngineOptions) {
-    if (options.redis === undefined || options.redis === null) throw invalidArgument('redis', 'redis client is required');
+    if (options.redis === undefined || options.redis === null) throw ServiceError.invalidArgument('redis', 'is required (an ioredis client)');
     this.redis = options.redis;
     this.keyPrefix = options.keyPrefix ?? KEY_PREFIX_DEFAULT;
-    if (!isValidKeyPrefix(this.keyPrefix)) throw invalidArgument('keyPrefix', 'keyPrefix must be 1-64 printable ASCII characters');
+    if (!isValidKeyPrefix(this.keyPrefix)) throw ServiceError.invalidArgument('keyPrefix', 'must be 1-64 printable ASCII characters');
     this.defaultPolicy = checkPolicy(options.policy, 'ucb1');
     this.decisionTtlSeconds = positiveInteger(options.decisionTtlSeconds, DECISION_TTL_SECONDS_DEFAULT, DECISION_TTL_SECONDS_MAX, 'decisionTtlSeconds');
     this.honeytokenTtlSeconds = positiveInteger(options.honeytokenTtlSeconds, HONEYTOKEN_TTL_SECONDS_DEFAULT, HONEYTOKEN_TTL_SECONDS_MAX, 'honeytokenTtlSeconds');
@@ -511,7 +502,7 @@ export class CamouflageEngine {
     try {
       const id = checkDecisionId(decisionId);
       const clean = validateOutcome(outcome);
-      const idempotencyKey = checkIdempotencyKey(options.idempotencyKey);
+      const idempotencyKey = optionalIdempotencyKey(options.idempotencyKey ?? '') ?? '';
       const reward = rewardForOutcome(clean);
       const rewardMicro = toRewardMicro(reward);
       const fingerprint = createHash('sha256')
@@ -551,7 +542,7 @@ export class CamouflageEngine {
       }
       if (idempotencyKey !== '' && write.idempotencyKey === idempotencyKey) {
         if (write.fingerprint !== fingerprint) {
-          throw ServiceError.idempotencyKeyReused(idempotencyKey, { field: 'idempotencyKey', metadata: { decisionId: id } });
+          throw ServiceError.idempotencyKeyReused(idempotencyKey, { metadata: { decisionId: id } });
         }
         return {
           ...base,
@@ -562,7 +553,7 @@ export class CamouflageEngine {
           recordedAtMs: write.recordedAtMs,
         };
       }
-      throw new ServiceError(Code.ALREADY_EXISTS, 'OUTCOME_ALREADY_RECORDED', `decision ${id} already has an outcome`, { metadata: { decisionId: id } });
+      throw outcomeAlreadyRecorded(id);
     } catch (thrown) {
       throw serviceErrorFrom(thrown);
     }
@@ -571,7 +562,7 @@ export class CamouflageEngine {
   /** Adds a custom decoy visible to every replica (validated; tier rule enforced). */
   async registerDecoy(input: RegisterDecoyInput, options: { idempotencyKey?: string } = {}): Promise<RegisterResult> {
     try {
-      return await this.catalog.register(input, checkIdempotencyKey(options.idempotencyKey) || undefined);
+      return await this.catalog.register(input, options.idempotencyKey);
     } catch (thrown) {
       throw serviceErrorFrom(thrown);
     }
@@ -589,7 +580,7 @@ export class CamouflageEngine {
   /** Pulls, mean reward, UCB1 index, Thompson posterior and selection probability per eligible arm. */
   async getBanditStats(tier: Tier, options: { policy?: BanditPolicy } = {}): Promise<BanditStats> {
     try {
-      if (!isTier(tier)) throw invalidArgument('tier', 'tier must be one of benign, suspicious, likely_bot, attack');
+      if (!isTier(tier)) throw ServiceError.invalidArgument('tier', `must be one of ${TIERS.join(', ')}`);
       const policy = checkPolicy(options.policy, this.defaultPolicy);
       // Like ListDecoys: a replica with no Assess traffic since another registered a decoy must still report its arm.
       await this.catalog.sync();

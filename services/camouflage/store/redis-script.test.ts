@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import Redis from 'ioredis';
 import { testRedisUrl, uniquePrefix } from '../../../testing/camouflage-kit';
-import { RedisScript } from './redis-keys';
+import { RedisScript } from './redis-script';
 import { createRedisStandIn } from '../../../dev/redis-stand-in';
 
 const ECHO_LUA = `
