@@ -344,7 +344,7 @@ export function validateDecoyInput(raw: unknown): Omit<Decoy, 'createdAtMs'> {
     throw ServiceError.invalidArgument('decoy.honeytoken_shape', 'needs decoy.carries_honeytoken');
   }
   if ((carriesHoneytoken || carriesCredentials) && orderedTiers.includes('benign')) {
-    throw ServiceError.invalidArgument('decoy.tiers', 'may not include the benign tier: the decoy carries a honeytoken or credentials');
+    throw ServiceError.invalidArgument('decoy.tiers', 'a decoy carrying a honeytoken or credentials may not serve the benign tier');
   }
   const template = input.template;
   if (typeof template !== 'string' || template.length === 0 || template.length > TEMPLATE_CHARS_MAX) {

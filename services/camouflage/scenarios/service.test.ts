@@ -27,7 +27,7 @@ import { RedisCommandLog } from '../../../testing/redis-command-log';
 import { BUILT_IN_DECOYS } from '../domain/decoy-catalog';
 import { DECISION_TTL_SECONDS_MAX } from '../store/engine';
 import { createRedisStandIn } from '../../../dev/redis-stand-in';
-import { camouflageService } from '../rpc/handlers';
+import { camouflageService } from '../index';
 
 const BROWSER_HEADERS = { accept: 'text/html,application/xhtml+xml', 'accept-language': 'en-GB,en;q=0.9', host: 'shop.example.com' };
 const BROWSER_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36';
