@@ -1,6 +1,6 @@
 /**
  * Camouflage bandit regret: UCB1 and Thompson sampling on Bernoulli arms, run with the exact
- * selection code that serves traffic (services/camouflage/bandit-math.ts), in memory.
+ * selection code that serves traffic (services/camouflage/domain/bandit-math.ts), in memory.
  *
  *   npx tsx bench/camouflage-bandit-regret.ts [--seeds 10] [--horizon 100000]
  *

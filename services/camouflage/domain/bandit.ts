@@ -105,7 +105,8 @@ decoyIds: readonly string[],
 policy: BanditPolicy,
 random: RandomSource,
 ): BanditStats {
-  invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'stats need 1..ARMS_MAX arms');
+  invariant(decoyIds.length > 0, 'stats need an arm');
+  invariant(decoyIds.length <= ARMS_MAX, 'stats need at most ARMS_MAX arms');
   const pulls = new Float64Array(decoyIds.length);
   const rewardSums = new Float64Array(decoyIds.length);
   const outcomes = new Float64Array(decoyIds.length);

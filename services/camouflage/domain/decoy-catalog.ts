@@ -2,7 +2,8 @@
  * The decoy catalog: what the engine can answer with, and to which tiers.
  *
  * Built-in decoys cover every tier (asserted at module load). Operators add custom decoys with
- * RegisterDecoy; they live in a Redis hash so every replica sees them, and a version counter
+ * RegisterDecoy; they live in a Redis hash (store/decoy-store.ts, behind the DecoyStore port
+ * below) so every replica sees them, and a version counter
  * bumped on each registration lets replicas notice and reload their in-memory copy: the version
  * comes back with every bandit state refresh (at least once a second per busy tier, inside the
  * Assess reply), so there is no polling and no extra round trip. ListDecoys answers from the same
@@ -12,6 +13,9 @@
  * refuses a decoy that carries a honeytoken or credentials and names the benign tier, and
  * {@link DecoyCatalog.eligible} only lists decoys `mayServe` accepts. The engine checks again with
  * `assertMayServe` before anything is rendered.
+ *
+ * Validation names each bad field as RegisterDecoy's request does (`decoy.id`, `decoy.name`,
+ * `decoy.content_template`, `decoy.headers.<name>`), so the error reaches the client as thrown.
  */
 import { invariant } from '../../../platform/invariant';
 import { optionalIdempotencyKey } from '../../../platform/idempotency-key';

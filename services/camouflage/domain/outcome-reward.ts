@@ -16,7 +16,7 @@
  * - Reaching a real asset means the decoy failed at its one job (keeping the attacker away from
  *   real assets), so the pull earns nothing, whatever engagement came first. It is checked before
  *   honeytokenUsed: the outcome is the report of this engagement as a whole. (A honeytoken that is
- *   later seen in a request is still credited separately, by the credit script of decision-store.ts.)
+ *   later seen in a request is still credited separately, by the credit script of store/decision-store.ts.)
  * - The weights sum to 1, so the reward is in [0, 1] without clamping; it is stored as an integer
  *   number of micro-units (reward × 10^6, rounded) so sums in Redis are exact.
  */
@@ -90,11 +90,13 @@ export function rewardForOutcome(outcome: OutcomeInput): number {
     REWARD_WEIGHTS.interactions * saturating(outcome.interactions, INTERACTIONS_SATURATION) +
     REWARD_WEIGHTS.dwell * saturating(outcome.dwellSeconds, DWELL_SECONDS_SATURATION) +
     REWARD_WEIGHTS.credentials * (outcome.credentialsSubmitted ? 1 : 0);
-  invariant(reward >= 0 && reward <= 1 + 1e-12, 'reward in [0, 1]');
+  invariant(reward >= 0, 'reward >= 0');
+  invariant(reward <= 1 + 1e-12, 'reward <= 1');
   return Math.min(1, reward);
 }
 
 export function toRewardMicro(reward: number): number {
-  invariant(reward >= 0 && reward <= 1, 'reward in [0, 1]');
+  invariant(reward >= 0, 'reward >= 0');
+  invariant(reward <= 1, 'reward <= 1');
   return Math.round(reward * REWARD_MICRO_UNITS);
 }

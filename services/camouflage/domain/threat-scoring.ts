@@ -202,7 +202,8 @@ export class ThreatScorer {
     detectTlsSignals(request, this.badTls, signals);
     let staticPoints = 0;
     for (const signal of signals) staticPoints += signal.points;
-    invariant(Number.isInteger(staticPoints) && staticPoints >= 0, 'static points are non-negative integers');
+    invariant(Number.isInteger(staticPoints), 'static points are an integer');
+    invariant(staticPoints >= 0, 'static points are not negative');
     return { request, staticSignals: signals, staticPoints, levelFloor: Math.min(THREAT_LEVEL_MAX, staticPoints) };
   }
 

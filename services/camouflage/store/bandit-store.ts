@@ -1,5 +1,6 @@
 /**
- * The per-tier decoy bandit, with its state in Redis so every replica learns from every outcome.
+ * The per-tier decoy bandit, with its state in Redis so every replica learns from every outcome
+ * (its rules: domain/bandit.ts and domain/bandit-math.ts).
  *
  * State: one hash per tier, `<prefix>bandit:<tier>`, three integer fields per arm (decoy):
  * - `<decoyId>:p` pulls: incremented when Assess serves the decoy (atomically with the decision
@@ -191,7 +192,8 @@ export class BanditStore {
    * The caller persists the pull (the Assess script) or reverts it ({@link revertLocalPull}).
    */
   select(tier: Tier, decoyIds: readonly string[], policy: BanditPolicy): BanditSelection {
-    invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'select needs 1..ARMS_MAX arms');
+    invariant(decoyIds.length > 0, 'select needs an arm');
+    invariant(decoyIds.length <= ARMS_MAX, 'select needs at most ARMS_MAX arms');
     const { pulls, rewardSums } = this.counters(tier, decoyIds);
     let selection: BanditSelection;
     if (policy === 'ucb1') {
@@ -259,7 +261,8 @@ export class BanditStore {
    * fresh from Redis, plus the probability that `policy` would choose each arm right now.
    */
   async getStats(tier: Tier, decoyIds: readonly string[], policy: BanditPolicy): Promise<BanditStats> {
-    invariant(decoyIds.length > 0 && decoyIds.length <= ARMS_MAX, 'stats need 1..ARMS_MAX arms');
+    invariant(decoyIds.length > 0, 'stats need an arm');
+    invariant(decoyIds.length <= ARMS_MAX, 'stats need at most ARMS_MAX arms');
     return this.statsOf(tier, await this.redis.hgetall(this.keys.bandit(tier)), decoyIds, policy);
   }
 

@@ -1,19 +1,23 @@
 /**
- * CamouflageEngine: the camouflage service's domain API. The gRPC handlers decode a request and
- * call one method here; what it throws is a ServiceError (built in errors.ts) whose code and
- * reason are what the client sees, so the handlers only rename field paths to the proto's.
+ * CamouflageEngine: the camouflage service's API over its Redis state, one method per RPC. The
+ * rpc handlers (rpc/handlers.ts) decode a request and call one method here; it runs the rules of
+ * domain/ and the round trips of store/. What it throws is a ServiceError (reasons in errors.ts)
+ * whose code, reason, message and field are what the client sees: a bad input is named by the
+ * request's proto field path (`client_ip`, `engagement.dwell`, `decoy.content_template`) where it
+ * is thrown, so nothing is renamed on the way out. Engine options (the constructor's, from config)
+ * are named as the options are (`keyPrefix`, `profile.rateHalfLifeSeconds`).
  *
  * | method                                   | errors (reason)                                                   |
  * |------------------------------------------|-------------------------------------------------------------------|
  * | assess(input, {policy?})                 | INVALID_ARGUMENT (field), REDIS_UNAVAILABLE                       |
  * | recordOutcome(decisionId, outcome, {idempotencyKey?}) | INVALID_ARGUMENT (field), DECISION_NOT_FOUND, OUTCOME_ALREADY_RECORDED, IDEMPOTENCY_KEY_REUSED |
  * | registerDecoy(input, {idempotencyKey?})  | INVALID_ARGUMENT (field), DECOY_ALREADY_EXISTS, CATALOG_FULL, IDEMPOTENCY_KEY_REUSED |
- * | listDecoys({pageSize?, pageToken?, tier?}) | INVALID_ARGUMENT (pageSize / pageToken / tier)                  |
+ * | listDecoys({pageSize?, pageToken?, tier?}) | INVALID_ARGUMENT (page_size / page_token / tier)                |
  * | getBanditStats(tier, {policy?})          | INVALID_ARGUMENT (tier / policy)                                  |
  * Any method may also raise REDIS_UNAVAILABLE or INTERNAL (a broken invariant: a bug).
  * These are the service's RPCs, one method each: the engine has no API that only tests would call.
  *
- * Assess costs one Redis round trip: a single EVALSHA (assess-script.ts) updates the session
+ * Assess costs one Redis round trip: a single EVALSHA (store/assess-script.ts) updates the session
  * profile, looks up honeytokens found in the request, computes the level in Lua with the same
  * integer rules as JavaScript, and commits the decision the engine prepared for that tier
  * (decision record, bandit pull, honeytoken, level memory). Two rare cases add one: a request
@@ -98,7 +102,7 @@ export interface CamouflageEngineOptions {
   readonly decisionTtlSeconds?: number;
   /** How long minted honeytokens are watched for (default 90 days). */
   readonly honeytokenTtlSeconds?: number;
-  /** Session profile half-lives, window and TTL (see session-profile.ts). */
+  /** Session profile half-lives, window and TTL (see domain/session-profile.ts). */
   readonly profile?: Partial<ProfileConfig>;
   /** Known-bad TLS fingerprints (JA3/JA4 → label); replaces the small seed list. */
   readonly badTlsFingerprints?: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
@@ -195,7 +199,7 @@ export interface RecordOutcomeResult {
   readonly policy: BanditPolicy;
   /** With `reward` this is the offline-evaluation (IPS) row: context, action, propensity, reward. */
   readonly selectionProbability: number;
-  /** Reward computed from the engagement (see outcome-reward.ts). */
+  /** Reward computed from the engagement (see domain/outcome-reward.ts). */
   readonly reward: number;
   /** Reward actually added to the arm: 0 when a honeytoken sighting had already credited the full 1.0. */
   readonly appliedReward: number;
@@ -355,7 +359,8 @@ export class CamouflageEngine {
         snapshot,
         hits.map((hit) => ({ decisionId: hit.record.decisionId, decoyId: hit.record.decoyId, location: hit.found.location })),
       );
-      invariant(assessment.threatLevel === reply.level && assessment.tier === tier, `JS level ${assessment.threatLevel} equals Lua level ${reply.level}`);
+      invariant(assessment.threatLevel === reply.level, `JS level ${assessment.threatLevel} equals Lua level ${reply.level}`);
+      invariant(assessment.tier === tier, `JS tier ${assessment.tier} equals Lua tier ${tier}`);
 
       const decoy = chosen.decoy;
       assertMayServe(tier, decoy); // second enforcement point of the tier rule, on what is served
@@ -494,7 +499,7 @@ export class CamouflageEngine {
   }
 
   /**
-   * Turns engagement into a reward (outcome-reward.ts) and adds it to the decision's arm, exactly
+   * Turns engagement into a reward (domain/outcome-reward.ts) and adds it to the decision's arm, exactly
    * once. Validation happens before any Redis access; the write is one atomic script that refuses
    * (without writing) unknown and already-recorded decisions.
    */
