@@ -1,6 +1,6 @@
 /**
  * Camouflage bandit regret: UCB1 and Thompson sampling on Bernoulli arms, run with the exact
- * selection code that serves traffic (services/camouflage/bandit-math.ts), in memory.
+ * selection code that serves traffic (services/camouflage/domain/bandit-math.ts), in memory.
  *
  *   npx tsx bench/camouflage-bandit-regret.ts [--seeds 10] [--horizon 100000]
  *
@@ -10,8 +10,8 @@
  * it rise ~10× per decade). The same-run comparison it is judged by: UCB1 ≤ bound at every
  * checkpoint, and regret(10n) / regret(n) far below 10.
  */
-import { auerUcb1RegretBound } from '../services/camouflage/bandit-math';
-import { SimulatedPolicy, averageRegret } from '../services/camouflage/bandit-simulation';
+import { auerUcb1RegretBound } from '../services/camouflage/domain/bandit-math';
+import { SimulatedPolicy, averageRegret } from '../services/camouflage/domain/bandit-simulation';
 import { benchArgs } from './args';
 
 interface ArmSet {

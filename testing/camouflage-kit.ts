@@ -3,14 +3,14 @@
  * per test so tests never see each other's keys, and a canonical dump of everything under a
  * prefix so "no state change" can be asserted by comparing dumps.
  *
- * The Redis URL: under `npm test` the root hooks (test/harness.ts) publish the run's server as
+ * The Redis URL: under `npm test` the root hooks (testing/harness.ts) publish the run's server as
  * TEST_REDIS_URL_RUN (a redis-server they started, or TEST_REDIS_URL when set); run standalone
  * with `--no-config`, TEST_REDIS_URL is read directly.
  */
 import type Redis from 'ioredis';
 import { createRedis } from '../platform/redis';
 import { uniquePrefix as harnessUniquePrefix } from './harness';
-import type { AssessInput } from '../services/camouflage/threat-signals';
+import type { AssessInput } from '../services/camouflage/domain/threat-signals';
 
 export function testRedisUrl(): string {
   const url = process.env.TEST_REDIS_URL_RUN || process.env.TEST_REDIS_URL;

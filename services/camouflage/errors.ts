@@ -1,37 +1,73 @@
 /**
- * What the camouflage domain throws: the platform's one error class, ServiceError
- * (platform/service-error.ts), built here with the code and the ErrorInfo reason clients see.
- * No second error type and no mapping table: the reason thrown is the reason on the wire.
+ * The reasons camouflage throws, as a typed list, and the factories that build them: every error
+ * is the platform's one error class, ServiceError (platform/service-error.ts), and a reason is
+ * only ever written through one of these factories, so a mistyped reason does not compile.
  *
- * Reasons beyond INVALID_ARGUMENT, each thrown where it arises:
- *   NOT_FOUND           DECISION_NOT_FOUND, DECOY_NOT_FOUND
- *   ALREADY_EXISTS      OUTCOME_ALREADY_RECORDED (exactly-once learning), DECOY_ALREADY_EXISTS
- *   FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED (ServiceError.idempotencyKeyReused, shared with credits and shadow)
- *   RESOURCE_EXHAUSTED  CATALOG_FULL
- *   UNAVAILABLE         REDIS_UNAVAILABLE (Redis failed or answered something unexpected)
- * A broken invariant is a bug, never the caller's fault: it is thrown as a plain Error, which
- * ServiceError.from turns into INTERNAL with a generic message (the text stays in the log).
+ * | code                | reason                      | thrown by                                   |
+ * |---------------------|-----------------------------|---------------------------------------------|
+ * | NOT_FOUND           | DECISION_NOT_FOUND          | RecordOutcome: unknown or expired decision  |
+ * | NOT_FOUND           | DECOY_NOT_FOUND             | (documented in the proto; nothing throws it) |
+ * | ALREADY_EXISTS      | OUTCOME_ALREADY_RECORDED    | RecordOutcome: exactly-once learning        |
+ * | ALREADY_EXISTS      | DECOY_ALREADY_EXISTS        | RegisterDecoy: id built in or taken         |
+ * | RESOURCE_EXHAUSTED  | CATALOG_FULL                | RegisterDecoy: CUSTOM_DECOYS_MAX reached    |
+ * | UNAVAILABLE         | REDIS_UNAVAILABLE           | Redis failed or answered something unexpected |
  *
- * Field paths name the engine's inputs (`clientIp`, `outcome.dwellSeconds`): the domain does not
- * know which RPC called it, so the gRPC handlers (service.ts) rename them to the request's proto
- * field paths. This module does not import grpc-js.
+ * The platform-wide reasons are built by ServiceError itself, with one wording for the mesh:
+ * INVALID_ARGUMENT (`ServiceError.invalidArgument(field, description)`, `field` the proto field
+ * path of the request), IDEMPOTENCY_KEY_REUSED (`ServiceError.idempotencyKeyReused`), and
+ * INTERNAL (`ServiceError.from`: a broken invariant, platform/invariant.ts, is a bug).
+ *
+ * The proto lists the reasons clients may branch on (proto/shieldx/camouflage/v1/camouflage.proto,
+ * "Error reasons"); errors.test.ts checks that list against this one.
  */
-import { Code, ServiceError } from '../../platform/service-error';
+import { Code, ServiceError, type ServiceErrorOptions } from '../../platform/service-error';
 
-/**
- * A named input is missing, malformed or out of range. The message is the whole description
- * (it names the field itself), unlike ServiceError.invalidArgument which prefixes the field.
- */
-export function invalidArgument(field: string, message: string): ServiceError {
-  return new ServiceError(Code.INVALID_ARGUMENT, 'INVALID_ARGUMENT', message, {
-    metadata: { field },
-    fieldViolations: [{ field, description: message }],
+/** Camouflage's own reasons (ErrorInfo domain camouflage.shieldx.io). */
+export const CAMOUFLAGE_REASONS = [
+  'DECISION_NOT_FOUND',
+  'DECOY_NOT_FOUND',
+  'OUTCOME_ALREADY_RECORDED',
+  'DECOY_ALREADY_EXISTS',
+  'CATALOG_FULL',
+  'REDIS_UNAVAILABLE',
+] as const;
+export type CamouflageReason = (typeof CAMOUFLAGE_REASONS)[number];
+
+/** The platform-wide reasons camouflage answers with, built by ServiceError's own factories. */
+export const PLATFORM_REASONS = ['INVALID_ARGUMENT', 'IDEMPOTENCY_KEY_REUSED'] as const;
+
+function camouflageError(code: Code, reason: CamouflageReason, message: string, options: ServiceErrorOptions = {}): ServiceError {
+  return new ServiceError(code, reason, message, options);
+}
+
+/** RecordOutcome for a decision that is unknown or has expired. */
+export function decisionNotFound(decisionId: string, message: string): ServiceError {
+  return camouflageError(Code.NOT_FOUND, 'DECISION_NOT_FOUND', message, { metadata: { decisionId } });
+}
+
+/** RecordOutcome for a decision that already has an outcome (another idempotency key, or none). */
+export function outcomeAlreadyRecorded(decisionId: string): ServiceError {
+  return camouflageError(Code.ALREADY_EXISTS, 'OUTCOME_ALREADY_RECORDED', `decision ${decisionId} already has an outcome`, {
+    metadata: { decisionId },
   });
+}
+
+/** RegisterDecoy with an id that is built in or registered already; names the request's `decoy.id`. */
+export function decoyAlreadyExists(decoyId: string, message: string): ServiceError {
+  return camouflageError(Code.ALREADY_EXISTS, 'DECOY_ALREADY_EXISTS', message, {
+    metadata: { decoyId, field: 'decoy.id' },
+    fieldViolations: [{ field: 'decoy.id', description: message }],
+  });
+}
+
+/** RegisterDecoy when the catalog already holds `max` custom decoys. */
+export function catalogFull(max: number): ServiceError {
+  return camouflageError(Code.RESOURCE_EXHAUSTED, 'CATALOG_FULL', `the catalog holds at most ${max} custom decoys`);
 }
 
 /** Redis failed or answered something this code does not understand. */
 export function redisUnavailable(message: string, cause?: unknown): ServiceError {
-  return new ServiceError(Code.UNAVAILABLE, 'REDIS_UNAVAILABLE', message, cause === undefined ? {} : { cause });
+  return camouflageError(Code.UNAVAILABLE, 'REDIS_UNAVAILABLE', message, cause === undefined ? {} : { cause });
 }
 
 /**
@@ -57,12 +93,4 @@ function isRedisFailure(error: Error): boolean {
     'command' in error ||
     /ECONNREFUSED|ECONNRESET|Connection is closed|NOSCRIPT|ETIMEDOUT/.test(error.message)
   );
-}
-
-/**
- * Asserts an invariant (TIGER_STYLE: checked in code, not only in tests). A failure is a bug in
- * this service, so it throws a plain Error: INTERNAL to the caller, the message to the log.
- */
-export function invariant(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new Error(`invariant violated: ${message}`);
 }

@@ -1,14 +1,15 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { AssessScript } from './assess-script';
-import { createSeededRandom } from './bandit-math';
-import { serviceErrorFrom } from './errors';
-import { T0_MS, browserRequest, connectTestRedis, deletePrefix, keysUnder, uniquePrefix } from '../../testing/camouflage-kit';
-import { CamouflageEngine } from './engine';
-import { CamouflageKeys } from './redis-keys';
-import { PROFILE_DEFAULTS, profileArgs } from './session-profile';
-import { compileBehaviourRules } from './threat-signals';
-import { TIERS, tierForLevel } from './tiers';
+import { AssessScript } from '../store/assess-script';
+import { createSeededRandom } from '../domain/bandit-math';
+import { serviceErrorFrom } from '../errors';
+import { T0_MS, browserRequest, connectTestRedis, deletePrefix, keysUnder, uniquePrefix } from '../../../testing/camouflage-kit';
+import { CamouflageEngine } from '../store/engine';
+import { CamouflageKeys } from '../store/redis-keys';
+import { PROFILE_DEFAULTS } from '../domain/session-profile';
+import { profileArgs } from '../store/session-profile';
+import { compileBehaviourRules } from '../domain/threat-signals';
+import { TIERS, tierForLevel } from '../domain/tiers';
 
 describe('camouflage assess script', () => {
   let redis: Redis;

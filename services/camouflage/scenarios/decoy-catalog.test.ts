@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { ServiceError } from '../../platform/service-error';
-import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from '../../testing/camouflage-kit';
-import { RedisCommandLog } from '../../testing/redis-command-log';
-import { BUILT_IN_DECOYS, RegisterDecoyInput } from './decoy-catalog';
-import { CamouflageEngine } from './engine';
+import { ServiceError } from '../../../platform/service-error';
+import { connectTestRedis, deletePrefix, dumpPrefix, uniquePrefix } from '../../../testing/camouflage-kit';
+import { RedisCommandLog } from '../../../testing/redis-command-log';
+import { BUILT_IN_DECOYS, RegisterDecoyInput } from '../domain/decoy-catalog';
+import { CamouflageEngine } from '../store/engine';
 
 const CUSTOM: RegisterDecoyInput = {
   id: 'fake-jenkins-login',
@@ -151,8 +151,8 @@ describe('camouflage decoy catalog', () => {
     expect(again.replayed).to.equal(true);
     expect(again.decoy.id).to.equal(CUSTOM.id);
     const before = await dumpPrefix(redis, prefix);
-    await expectReason(engine.registerDecoy({ ...CUSTOM, description: 'changed' }, { idempotencyKey: 'reg-1' }), 'IDEMPOTENCY_KEY_REUSED', 'idempotencyKey');
-    await expectReason(engine.registerDecoy(CUSTOM), 'DECOY_ALREADY_EXISTS', 'id');
+    await expectReason(engine.registerDecoy({ ...CUSTOM, description: 'changed' }, { idempotencyKey: 'reg-1' }), 'IDEMPOTENCY_KEY_REUSED', 'idempotency_key');
+    await expectReason(engine.registerDecoy(CUSTOM), 'DECOY_ALREADY_EXISTS', 'decoy.id');
     expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
   });
 
@@ -162,44 +162,44 @@ describe('camouflage decoy catalog', () => {
     const before = await dumpPrefix(redis, prefix);
     const honeytokenTemplate = 'API_KEY={{honeytoken}}';
     const cases: [unknown, string, string | undefined][] = [
-      [{ ...CUSTOM, id: 'Bad Id' }, 'INVALID_ARGUMENT', 'id'],
-      [{ ...CUSTOM, id: 'nginx-404' }, 'DECOY_ALREADY_EXISTS', 'id'],
-      [{ ...CUSTOM, kind: 'rootkit' }, 'INVALID_ARGUMENT', 'kind'],
-      [{ ...CUSTOM, tiers: [] }, 'INVALID_ARGUMENT', 'tiers'],
-      [{ ...CUSTOM, tiers: ['suspicious', 'suspicious'] }, 'INVALID_ARGUMENT', 'tiers'],
-      [{ ...CUSTOM, tiers: ['paranoid'] }, 'INVALID_ARGUMENT', 'tiers'],
-      [{ ...CUSTOM, id: 'env-for-all', tiers: ['benign', 'attack'], carriesHoneytoken: true, template: honeytokenTemplate }, 'INVALID_ARGUMENT', 'tiers'],
-      [{ ...CUSTOM, id: 'creds-for-all', tiers: ['benign'], carriesCredentials: true }, 'INVALID_ARGUMENT', 'tiers'],
-      [{ ...CUSTOM, id: 'aws-file', kind: 'credentials_file', tiers: ['benign'] }, 'INVALID_ARGUMENT', 'tiers'],
-      [{ ...CUSTOM, id: 'no-token', carriesHoneytoken: true }, 'INVALID_ARGUMENT', 'template'],
-      [{ ...CUSTOM, id: 'stray-token', template: honeytokenTemplate }, 'INVALID_ARGUMENT', 'template'],
-      [{ ...CUSTOM, id: 'heavy-benign', tiers: ['benign'], template: 'x'.repeat(2_049) }, 'INVALID_ARGUMENT', 'template'],
-      [{ ...CUSTOM, template: '' }, 'INVALID_ARGUMENT', 'template'],
-      [{ ...CUSTOM, status: 700 }, 'INVALID_ARGUMENT', 'status'],
-      [{ ...CUSTOM, headers: { 'x-evil': 'a\r\nSet-Cookie: pwned=1' } }, 'INVALID_ARGUMENT', 'headers.x-evil'],
-      [{ ...CUSTOM, headers: { 'bad header': 'x' } }, 'INVALID_ARGUMENT', 'headers'],
+      [{ ...CUSTOM, id: 'Bad Id' }, 'INVALID_ARGUMENT', 'decoy.id'],
+      [{ ...CUSTOM, id: 'nginx-404' }, 'DECOY_ALREADY_EXISTS', 'decoy.id'],
+      [{ ...CUSTOM, kind: 'rootkit' }, 'INVALID_ARGUMENT', 'decoy.kind'],
+      [{ ...CUSTOM, tiers: [] }, 'INVALID_ARGUMENT', 'decoy.tiers'],
+      [{ ...CUSTOM, tiers: ['suspicious', 'suspicious'] }, 'INVALID_ARGUMENT', 'decoy.tiers'],
+      [{ ...CUSTOM, tiers: ['paranoid'] }, 'INVALID_ARGUMENT', 'decoy.tiers'],
+      [{ ...CUSTOM, id: 'env-for-all', tiers: ['benign', 'attack'], carriesHoneytoken: true, template: honeytokenTemplate }, 'INVALID_ARGUMENT', 'decoy.tiers'],
+      [{ ...CUSTOM, id: 'creds-for-all', tiers: ['benign'], carriesCredentials: true }, 'INVALID_ARGUMENT', 'decoy.tiers'],
+      [{ ...CUSTOM, id: 'aws-file', kind: 'credentials_file', tiers: ['benign'] }, 'INVALID_ARGUMENT', 'decoy.tiers'],
+      [{ ...CUSTOM, id: 'no-token', carriesHoneytoken: true }, 'INVALID_ARGUMENT', 'decoy.content_template'],
+      [{ ...CUSTOM, id: 'stray-token', template: honeytokenTemplate }, 'INVALID_ARGUMENT', 'decoy.content_template'],
+      [{ ...CUSTOM, id: 'heavy-benign', tiers: ['benign'], template: 'x'.repeat(2_049) }, 'INVALID_ARGUMENT', 'decoy.content_template'],
+      [{ ...CUSTOM, template: '' }, 'INVALID_ARGUMENT', 'decoy.content_template'],
+      [{ ...CUSTOM, status: 700 }, 'INVALID_ARGUMENT', 'decoy.status'],
+      [{ ...CUSTOM, headers: { 'x-evil': 'a\r\nSet-Cookie: pwned=1' } }, 'INVALID_ARGUMENT', 'decoy.headers.x-evil'],
+      [{ ...CUSTOM, headers: { 'bad header': 'x' } }, 'INVALID_ARGUMENT', 'decoy.headers'],
       // The documented bounds (proto Decoy.status / headers): just past each one is refused.
-      [{ ...CUSTOM, status: 99 }, 'INVALID_ARGUMENT', 'status'],
-      [{ ...CUSTOM, headers: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`x-h${i}`, 'v'])) }, 'INVALID_ARGUMENT', 'headers'],
-      [{ ...CUSTOM, headers: { 'x-long': 'v'.repeat(513) } }, 'INVALID_ARGUMENT', 'headers.x-long'],
-      [{ ...CUSTOM, headers: { 'x-nul': 'a\0b' } }, 'INVALID_ARGUMENT', 'headers.x-nul'],
-      [{ ...CUSTOM, honeytokenShape: 'aws' }, 'INVALID_ARGUMENT', 'honeytokenShape'],
-      [{ ...CUSTOM, carriesCredentials: 'yes' }, 'INVALID_ARGUMENT', 'carriesCredentials'],
+      [{ ...CUSTOM, status: 99 }, 'INVALID_ARGUMENT', 'decoy.status'],
+      [{ ...CUSTOM, headers: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`x-h${i}`, 'v'])) }, 'INVALID_ARGUMENT', 'decoy.headers'],
+      [{ ...CUSTOM, headers: { 'x-long': 'v'.repeat(513) } }, 'INVALID_ARGUMENT', 'decoy.headers.x-long'],
+      [{ ...CUSTOM, headers: { 'x-nul': 'a\0b' } }, 'INVALID_ARGUMENT', 'decoy.headers.x-nul'],
+      [{ ...CUSTOM, honeytokenShape: 'aws' }, 'INVALID_ARGUMENT', 'decoy.honeytoken_shape'],
+      [{ ...CUSTOM, carriesCredentials: 'yes' }, 'INVALID_ARGUMENT', 'decoy.carries_credentials'],
       [null, 'INVALID_ARGUMENT', 'decoy'],
     ];
     for (const [input, reason, field] of cases) {
       await expectReason(engine.registerDecoy(input as RegisterDecoyInput), reason, field);
     }
-    await expectReason(engine.registerDecoy({ ...CUSTOM, id: 'ok-id-2' }, { idempotencyKey: 'has space' }), 'INVALID_ARGUMENT', 'idempotencyKey');
+    await expectReason(engine.registerDecoy({ ...CUSTOM, id: 'ok-id-2' }, { idempotencyKey: 'has space' }), 'INVALID_ARGUMENT', 'idempotency_key');
     expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
   });
 
   // Proves listing validates its arguments with typed errors.
   it('validates page size and page token', async () => {
-    await expectReason(engine.listDecoys({ pageSize: -1 }), 'INVALID_ARGUMENT', 'pageSize');
-    await expectReason(engine.listDecoys({ pageSize: 2.5 }), 'INVALID_ARGUMENT', 'pageSize');
-    await expectReason(engine.listDecoys({ pageToken: 'not-a-token' }), 'INVALID_ARGUMENT', 'pageToken');
-    await expectReason(engine.listDecoys({ pageToken: Buffer.from('{"v":1,"after":"../x"}').toString('base64url') }), 'INVALID_ARGUMENT', 'pageToken');
+    await expectReason(engine.listDecoys({ pageSize: -1 }), 'INVALID_ARGUMENT', 'page_size');
+    await expectReason(engine.listDecoys({ pageSize: 2.5 }), 'INVALID_ARGUMENT', 'page_size');
+    await expectReason(engine.listDecoys({ pageToken: 'not-a-token' }), 'INVALID_ARGUMENT', 'page_token');
+    await expectReason(engine.listDecoys({ pageToken: Buffer.from('{"v":1,"after":"../x"}').toString('base64url') }), 'INVALID_ARGUMENT', 'page_token');
     expect((await engine.listDecoys({ pageSize: 100_000 })).decoys.length).to.equal(BUILT_IN_DECOYS.length);
   });
 });

@@ -16,11 +16,12 @@
  * - Reaching a real asset means the decoy failed at its one job (keeping the attacker away from
  *   real assets), so the pull earns nothing, whatever engagement came first. It is checked before
  *   honeytokenUsed: the outcome is the report of this engagement as a whole. (A honeytoken that is
- *   later seen in a request is still credited separately, by the credit script of decision-store.ts.)
+ *   later seen in a request is still credited separately, by the credit script of store/decision-store.ts.)
  * - The weights sum to 1, so the reward is in [0, 1] without clamping; it is stored as an integer
  *   number of micro-units (reward × 10^6, rounded) so sums in Redis are exact.
  */
-import { invalidArgument, invariant } from './errors';
+import { invariant } from '../../../platform/invariant';
+import { ServiceError } from '../../../platform/service-error';
 import { REWARD_MICRO_UNITS } from './bandit';
 
 export interface OutcomeInput {
@@ -49,28 +50,31 @@ invariant(
 
 function flag(value: unknown, field: string): boolean {
   if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw invalidArgument(field, `${field} must be a boolean`);
+  if (typeof value !== 'boolean') throw ServiceError.invalidArgument(field, 'must be a boolean');
   return value;
 }
 
-/** Validates an outcome; omitted numbers are 0 and omitted flags false (proto3 defaults). */
+/**
+ * Validates an outcome; omitted numbers are 0 and omitted flags false (proto3 defaults). A bad field is
+ * INVALID_ARGUMENT named as RecordOutcome's request names it (`engagement.dwell`, `engagement.honeytoken_used`).
+ */
 export function validateOutcome(raw: unknown): OutcomeInput {
-  if (typeof raw !== 'object' || raw === null) throw invalidArgument('outcome', 'outcome must be an object');
+  if (typeof raw !== 'object' || raw === null) throw ServiceError.invalidArgument('engagement', 'must be an object');
   const input = raw as Record<string, unknown>;
   const interactions = input.interactions ?? 0;
   if (typeof interactions !== 'number' || !Number.isInteger(interactions) || interactions < 0 || interactions > INTERACTIONS_MAX) {
-    throw invalidArgument('outcome.interactions', `interactions must be an integer in 0..${INTERACTIONS_MAX}`);
+    throw ServiceError.invalidArgument('engagement.interactions', `must be an integer from 0 to ${INTERACTIONS_MAX}`);
   }
   const dwellSeconds = input.dwellSeconds ?? 0;
   if (typeof dwellSeconds !== 'number' || !Number.isFinite(dwellSeconds) || dwellSeconds < 0 || dwellSeconds > DWELL_SECONDS_MAX) {
-    throw invalidArgument('outcome.dwellSeconds', `dwellSeconds must be a number in 0..${DWELL_SECONDS_MAX}`);
+    throw ServiceError.invalidArgument('engagement.dwell', `must be from 0 to ${DWELL_SECONDS_MAX} seconds`);
   }
   return {
     interactions,
     dwellSeconds,
-    honeytokenUsed: flag(input.honeytokenUsed, 'outcome.honeytokenUsed'),
-    credentialsSubmitted: flag(input.credentialsSubmitted, 'outcome.credentialsSubmitted'),
-    reachedRealAsset: flag(input.reachedRealAsset, 'outcome.reachedRealAsset'),
+    honeytokenUsed: flag(input.honeytokenUsed, 'engagement.honeytoken_used'),
+    credentialsSubmitted: flag(input.credentialsSubmitted, 'engagement.credentials_submitted'),
+    reachedRealAsset: flag(input.reachedRealAsset, 'engagement.reached_real_asset'),
   };
 }
 
@@ -86,11 +90,13 @@ export function rewardForOutcome(outcome: OutcomeInput): number {
     REWARD_WEIGHTS.interactions * saturating(outcome.interactions, INTERACTIONS_SATURATION) +
     REWARD_WEIGHTS.dwell * saturating(outcome.dwellSeconds, DWELL_SECONDS_SATURATION) +
     REWARD_WEIGHTS.credentials * (outcome.credentialsSubmitted ? 1 : 0);
-  invariant(reward >= 0 && reward <= 1 + 1e-12, 'reward in [0, 1]');
+  invariant(reward >= 0, 'reward >= 0');
+  invariant(reward <= 1 + 1e-12, 'reward <= 1');
   return Math.min(1, reward);
 }
 
 export function toRewardMicro(reward: number): number {
-  invariant(reward >= 0 && reward <= 1, 'reward in [0, 1]');
+  invariant(reward >= 0, 'reward >= 0');
+  invariant(reward <= 1, 'reward <= 1');
   return Math.round(reward * REWARD_MICRO_UNITS);
 }

@@ -1,19 +1,23 @@
 /**
- * CamouflageEngine: the camouflage service's domain API. The gRPC handlers decode a request and
- * call one method here; what it throws is a ServiceError (built in errors.ts) whose code and
- * reason are what the client sees, so the handlers only rename field paths to the proto's.
+ * CamouflageEngine: the camouflage service's API over its Redis state, one method per RPC. The
+ * rpc handlers (rpc/handlers.ts) decode a request and call one method here; it runs the rules of
+ * domain/ and the round trips of store/. What it throws is a ServiceError (reasons in errors.ts)
+ * whose code, reason, message and field are what the client sees: a bad input is named by the
+ * request's proto field path (`client_ip`, `engagement.dwell`, `decoy.content_template`) where it
+ * is thrown, so nothing is renamed on the way out. Engine options (the constructor's, from config)
+ * are named as the options are (`keyPrefix`, `profile.rateHalfLifeSeconds`).
  *
  * | method                                   | errors (reason)                                                   |
  * |------------------------------------------|-------------------------------------------------------------------|
  * | assess(input, {policy?})                 | INVALID_ARGUMENT (field), REDIS_UNAVAILABLE                       |
  * | recordOutcome(decisionId, outcome, {idempotencyKey?}) | INVALID_ARGUMENT (field), DECISION_NOT_FOUND, OUTCOME_ALREADY_RECORDED, IDEMPOTENCY_KEY_REUSED |
  * | registerDecoy(input, {idempotencyKey?})  | INVALID_ARGUMENT (field), DECOY_ALREADY_EXISTS, CATALOG_FULL, IDEMPOTENCY_KEY_REUSED |
- * | listDecoys({pageSize?, pageToken?, tier?}) | INVALID_ARGUMENT (pageSize / pageToken / tier)                  |
+ * | listDecoys({pageSize?, pageToken?, tier?}) | INVALID_ARGUMENT (page_size / page_token / tier)                |
  * | getBanditStats(tier, {policy?})          | INVALID_ARGUMENT (tier / policy)                                  |
  * Any method may also raise REDIS_UNAVAILABLE or INTERNAL (a broken invariant: a bug).
  * These are the service's RPCs, one method each: the engine has no API that only tests would call.
  *
- * Assess costs one Redis round trip: a single EVALSHA (assess-script.ts) updates the session
+ * Assess costs one Redis round trip: a single EVALSHA (store/assess-script.ts) updates the session
  * profile, looks up honeytokens found in the request, computes the level in Lua with the same
  * integer rules as JavaScript, and commits the decision the engine prepared for that tier
  * (decision record, bandit pull, honeytoken, level memory). Two rare cases add one: a request
@@ -32,10 +36,13 @@
  * session) and always mints a new decision.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { Code, ServiceError } from '../../platform/service-error';
-import { invalidArgument, invariant, serviceErrorFrom } from './errors';
-import { RandomSource } from './bandit-math';
-import { ArmStats, BanditPolicy, BanditSelection, BanditStats, BanditStore, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from './bandit';
+import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
+import { ServiceError } from '../../../platform/service-error';
+import { invariant } from '../../../platform/invariant';
+import { decisionNotFound, outcomeAlreadyRecorded, serviceErrorFrom } from '../errors';
+import { RandomSource } from '../domain/bandit-math';
+import { ArmStats, BanditPolicy, BanditSelection, BanditStats, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason, isBanditPolicy } from '../domain/bandit';
+import { BanditStore } from './bandit-store';
 import { AssessScript, AssessScriptReply, TierCandidate } from './assess-script';
 import { DECISION_ID_PATTERN, DECISION_TTL_SECONDS_DEFAULT, DecisionDraft, DecisionStore, decisionJsonPrefix } from './decision-store';
 import {
@@ -45,11 +52,10 @@ import {
   DecoyPage,
   DecoyStore,
   ListDecoysRequest,
-  RedisDecoyStore,
   RegisterDecoyInput,
   RegisterResult,
   renderDecoy,
-} from './decoy-catalog';
+} from '../domain/decoy-catalog';
 import {
   HONEYTOKEN_TTL_SECONDS_DEFAULT,
   HoneytokenAlert,
@@ -61,28 +67,29 @@ import {
   mintHoneytoken,
   parseHoneytokenRecord,
   redactToken,
-} from './honeytokens';
-import { OutcomeInput, rewardForOutcome, toRewardMicro, validateOutcome } from './outcome-reward';
+} from '../domain/honeytokens';
+import { OutcomeInput, rewardForOutcome, toRewardMicro, validateOutcome } from '../domain/outcome-reward';
 import { CamouflageKeys, RedisClient, isValidKeyPrefix } from './redis-keys';
-import { ProfileConfig, SessionSnapshot, decodeSnapshot, profileArgs, profileConfig } from './session-profile';
-import { ThreatScorer } from './threat-scoring';
-import type { AssessInput, ThreatSignal } from './threat-signals';
-import { ResponseStrategy, TIERS, Tier, assertMayServe, isTier, sampleStrategy, tierForLevel } from './tiers';
+import { ProfileConfig, SessionSnapshot, profileConfig } from '../domain/session-profile';
+import { decodeSnapshot, profileArgs } from './session-profile';
+import { RedisDecoyStore } from './decoy-store';
+import { ThreatScorer } from '../domain/threat-scoring';
+import type { AssessInput, ThreatSignal } from '../domain/threat-signals';
+import { ResponseStrategy, TIERS, Tier, assertMayServe, isTier, sampleStrategy, tierForLevel } from '../domain/tiers';
 
-export type { AssessInput, ThreatSignal } from './threat-signals';
-export type { BanditPolicy, BanditStats, ArmStats } from './bandit';
-export type { Decoy, DecoyPage, ListDecoysRequest, RegisterDecoyInput, RegisterResult } from './decoy-catalog';
-export type { HoneytokenAlert } from './honeytokens';
-export type { OutcomeInput } from './outcome-reward';
-export type { ResponseStrategy, Tier } from './tiers';
+export type { AssessInput, ThreatSignal } from '../domain/threat-signals';
+export type { BanditPolicy, BanditStats, ArmStats } from '../domain/bandit';
+export type { Decoy, DecoyPage, ListDecoysRequest, RegisterDecoyInput, RegisterResult } from '../domain/decoy-catalog';
+export type { HoneytokenAlert } from '../domain/honeytokens';
+export type { OutcomeInput } from '../domain/outcome-reward';
+export type { ResponseStrategy, Tier } from '../domain/tiers';
 
 export const KEY_PREFIX_DEFAULT = 'shieldx:camouflage:';
 export { DECISION_TTL_SECONDS_DEFAULT } from './decision-store';
-export { HONEYTOKEN_TTL_SECONDS_DEFAULT } from './honeytokens';
+export { HONEYTOKEN_TTL_SECONDS_DEFAULT } from '../domain/honeytokens';
 /** Longest decision lifetime the engine accepts (see decision-store.ts for the memory it costs). */
 export const DECISION_TTL_SECONDS_MAX = 7 * 86_400;
 export const HONEYTOKEN_TTL_SECONDS_MAX = 400 * 86_400;
-const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
 
 export interface CamouflageEngineOptions {
   /** ioredis client (shared, not owned: the caller closes it). Leave `enableAutoPipelining` off (see the module doc). */
@@ -95,7 +102,7 @@ export interface CamouflageEngineOptions {
   readonly decisionTtlSeconds?: number;
   /** How long minted honeytokens are watched for (default 90 days). */
   readonly honeytokenTtlSeconds?: number;
-  /** Session profile half-lives, window and TTL (see session-profile.ts). */
+  /** Session profile half-lives, window and TTL (see domain/session-profile.ts). */
   readonly profile?: Partial<ProfileConfig>;
   /** Known-bad TLS fingerprints (JA3/JA4 → label); replaces the small seed list. */
   readonly badTlsFingerprints?: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
@@ -192,7 +199,7 @@ export interface RecordOutcomeResult {
   readonly policy: BanditPolicy;
   /** With `reward` this is the offline-evaluation (IPS) row: context, action, propensity, reward. */
   readonly selectionProbability: number;
-  /** Reward computed from the engagement (see outcome-reward.ts). */
+  /** Reward computed from the engagement (see domain/outcome-reward.ts). */
   readonly reward: number;
   /** Reward actually added to the arm: 0 when a honeytoken sighting had already credited the full 1.0. */
   readonly appliedReward: number;
@@ -218,33 +225,21 @@ interface PreparedCandidate {
 
 function positiveInteger(value: number | undefined, fallback: number, max: number, field: string): number {
   const v = value ?? fallback;
-  if (!Number.isInteger(v) || v <= 0 || v > max) throw invalidArgument(field, `${field} must be an integer in 1..${max}`);
+  if (!Number.isInteger(v) || v <= 0 || v > max) throw ServiceError.invalidArgument(field, `must be an integer from 1 to ${max}`);
   return v;
 }
 
-function decisionNotFound(decisionId: string, message: string): ServiceError {
-  return new ServiceError(Code.NOT_FOUND, 'DECISION_NOT_FOUND', message, { metadata: { decisionId } });
-}
-
 function checkDecisionId(decisionId: unknown): string {
-  if (typeof decisionId !== 'string' || decisionId === '') throw invalidArgument('decisionId', 'decisionId is required');
+  if (typeof decisionId !== 'string' || decisionId === '') throw ServiceError.invalidArgument('decision_id', 'is required');
   if (!DECISION_ID_PATTERN.test(decisionId)) {
-    throw invalidArgument('decisionId', 'decisionId must be a decision id returned by Assess (a lower-case UUID)');
+    throw ServiceError.invalidArgument('decision_id', 'must be a decision id returned by Assess (a lower-case UUID)');
   }
   return decisionId;
 }
 
-function checkIdempotencyKey(key: unknown): string {
-  if (key === undefined || key === '') return '';
-  if (typeof key !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(key)) {
-    throw invalidArgument('idempotencyKey', 'idempotencyKey must be 1-128 printable ASCII characters');
-  }
-  return key;
-}
-
 function checkPolicy(policy: unknown, fallback: BanditPolicy): BanditPolicy {
   if (policy === undefined) return fallback;
-  if (!isBanditPolicy(policy)) throw invalidArgument('policy', 'policy must be "ucb1" or "thompson"');
+  if (!isBanditPolicy(policy)) throw ServiceError.invalidArgument('policy', 'must be "ucb1" or "thompson"');
   return policy;
 }
 
@@ -268,10 +263,10 @@ export class CamouflageEngine {
 
   /** Validates the options (INVALID_ARGUMENT naming the option) and wires the parts; no I/O. */
   constructor(options: CamouflageEngineOptions) {
-    if (options.redis === undefined || options.redis === null) throw invalidArgument('redis', 'redis client is required');
+    if (options.redis === undefined || options.redis === null) throw ServiceError.invalidArgument('redis', 'is required (an ioredis client)');
     this.redis = options.redis;
     this.keyPrefix = options.keyPrefix ?? KEY_PREFIX_DEFAULT;
-    if (!isValidKeyPrefix(this.keyPrefix)) throw invalidArgument('keyPrefix', 'keyPrefix must be 1-64 printable ASCII characters');
+    if (!isValidKeyPrefix(this.keyPrefix)) throw ServiceError.invalidArgument('keyPrefix', 'must be 1-64 printable ASCII characters');
     this.defaultPolicy = checkPolicy(options.policy, 'ucb1');
     this.decisionTtlSeconds = positiveInteger(options.decisionTtlSeconds, DECISION_TTL_SECONDS_DEFAULT, DECISION_TTL_SECONDS_MAX, 'decisionTtlSeconds');
     this.honeytokenTtlSeconds = positiveInteger(options.honeytokenTtlSeconds, HONEYTOKEN_TTL_SECONDS_DEFAULT, HONEYTOKEN_TTL_SECONDS_MAX, 'honeytokenTtlSeconds');
@@ -364,7 +359,8 @@ export class CamouflageEngine {
         snapshot,
         hits.map((hit) => ({ decisionId: hit.record.decisionId, decoyId: hit.record.decoyId, location: hit.found.location })),
       );
-      invariant(assessment.threatLevel === reply.level && assessment.tier === tier, `JS level ${assessment.threatLevel} equals Lua level ${reply.level}`);
+      invariant(assessment.threatLevel === reply.level, `JS level ${assessment.threatLevel} equals Lua level ${reply.level}`);
+      invariant(assessment.tier === tier, `JS tier ${assessment.tier} equals Lua tier ${tier}`);
 
       const decoy = chosen.decoy;
       assertMayServe(tier, decoy); // second enforcement point of the tier rule, on what is served
@@ -503,7 +499,7 @@ export class CamouflageEngine {
   }
 
   /**
-   * Turns engagement into a reward (outcome-reward.ts) and adds it to the decision's arm, exactly
+   * Turns engagement into a reward (domain/outcome-reward.ts) and adds it to the decision's arm, exactly
    * once. Validation happens before any Redis access; the write is one atomic script that refuses
    * (without writing) unknown and already-recorded decisions.
    */
@@ -511,7 +507,7 @@ export class CamouflageEngine {
     try {
       const id = checkDecisionId(decisionId);
       const clean = validateOutcome(outcome);
-      const idempotencyKey = checkIdempotencyKey(options.idempotencyKey);
+      const idempotencyKey = optionalIdempotencyKey(options.idempotencyKey ?? '') ?? '';
       const reward = rewardForOutcome(clean);
       const rewardMicro = toRewardMicro(reward);
       const fingerprint = createHash('sha256')
@@ -551,7 +547,7 @@ export class CamouflageEngine {
       }
       if (idempotencyKey !== '' && write.idempotencyKey === idempotencyKey) {
         if (write.fingerprint !== fingerprint) {
-          throw ServiceError.idempotencyKeyReused(idempotencyKey, { field: 'idempotencyKey', metadata: { decisionId: id } });
+          throw ServiceError.idempotencyKeyReused(idempotencyKey, { metadata: { decisionId: id } });
         }
         return {
           ...base,
@@ -562,7 +558,7 @@ export class CamouflageEngine {
           recordedAtMs: write.recordedAtMs,
         };
       }
-      throw new ServiceError(Code.ALREADY_EXISTS, 'OUTCOME_ALREADY_RECORDED', `decision ${id} already has an outcome`, { metadata: { decisionId: id } });
+      throw outcomeAlreadyRecorded(id);
     } catch (thrown) {
       throw serviceErrorFrom(thrown);
     }
@@ -571,7 +567,7 @@ export class CamouflageEngine {
   /** Adds a custom decoy visible to every replica (validated; tier rule enforced). */
   async registerDecoy(input: RegisterDecoyInput, options: { idempotencyKey?: string } = {}): Promise<RegisterResult> {
     try {
-      return await this.catalog.register(input, checkIdempotencyKey(options.idempotencyKey) || undefined);
+      return await this.catalog.register(input, options.idempotencyKey);
     } catch (thrown) {
       throw serviceErrorFrom(thrown);
     }
@@ -589,7 +585,7 @@ export class CamouflageEngine {
   /** Pulls, mean reward, UCB1 index, Thompson posterior and selection probability per eligible arm. */
   async getBanditStats(tier: Tier, options: { policy?: BanditPolicy } = {}): Promise<BanditStats> {
     try {
-      if (!isTier(tier)) throw invalidArgument('tier', 'tier must be one of benign, suspicious, likely_bot, attack');
+      if (!isTier(tier)) throw ServiceError.invalidArgument('tier', `must be one of ${TIERS.join(', ')}`);
       const policy = checkPolicy(options.policy, this.defaultPolicy);
       // Like ListDecoys: a replica with no Assess traffic since another registered a decoy must still report its arm.
       await this.catalog.sync();

@@ -5,7 +5,7 @@
  * `<prefix>ht:<token>` → {decision, decoy, tier, shape, minted at} with a long TTL (90 days by
  * default: stolen credentials are often tried weeks later). A request carrying a known token is
  * level 10, raises a {@link HoneytokenAlert}, and credits the decoy that leaked it (its pull's
- * reward is topped up to the full 1.0, once per token; see decision-store.ts).
+ * reward is topped up to the full 1.0, once per token; see store/decision-store.ts).
  *
  * Shapes (both found by one precompiled regex, {@link HONEYTOKEN_PATTERN}):
  * - `shx_` + 32 lower-case hex = 128 random bits; what our own fake API keys and deploy tokens use.
@@ -18,7 +18,7 @@
  * against something behind a guardian is detected.
  */
 import { randomFillSync } from 'node:crypto';
-import { invariant } from './errors';
+import { invariant } from '../../../platform/invariant';
 import type { HoneytokenMaterial, HoneytokenShape } from './decoy-catalog';
 import type { PreparedRequest } from './threat-signals';
 import { TIER_POLICIES, Tier, isTier } from './tiers';
@@ -47,7 +47,8 @@ class RandomPool {
   private offset = this.pool.length;
 
   take(count: number): Buffer {
-    invariant(count > 0 && count <= 64, 'random draw of 1..64 bytes');
+    invariant(count > 0, 'random draw of at least 1 byte');
+    invariant(count <= 64, 'random draw of at most 64 bytes');
     if (this.offset + count > this.pool.length) {
       randomFillSync(this.pool);
       this.offset = 0;

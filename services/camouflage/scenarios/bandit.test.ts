@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { BanditStore, armField } from './bandit';
+import { armField } from '../domain/bandit';
+import { BanditStore } from '../store/bandit-store';
 import {
   createSeededRandom,
   sampleBeta,
@@ -8,9 +9,9 @@ import {
   selectUcb1,
   thompsonSelectionProbabilities,
   ucb1Index,
-} from './bandit-math';
-import { connectTestRedis, deletePrefix, uniquePrefix } from '../../testing/camouflage-kit';
-import { CamouflageKeys } from './redis-keys';
+} from '../domain/bandit-math';
+import { connectTestRedis, deletePrefix, uniquePrefix } from '../../../testing/camouflage-kit';
+import { CamouflageKeys } from '../store/redis-keys';
 
 /**
  * Hand-computed state: N = 10 + 20 + 5 = 35, ln 35 = 3.5553480614894135.

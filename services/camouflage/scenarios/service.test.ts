@@ -14,20 +14,20 @@ import {
   type ListDecoysResponse,
   type RegisterDecoyResponse,
   type RecordOutcomeResponse,
-} from '../../gen/shieldx/camouflage/v1/camouflage';
-import { ConfigError } from '../../platform/config';
-import { errorDetails } from '../../platform/grpc-errors';
-import { statusDetails } from '../../platform/status-details';
-import type { RunningService } from '../../platform/server';
-import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../testing/harness';
-import { exchange } from '../../testing/streams';
-import { metricSamples, scrapeMetrics } from '../../platform/prometheus-text';
-import { connectTestRedis, dumpPrefix } from '../../testing/camouflage-kit';
-import { RedisCommandLog } from '../../testing/redis-command-log';
-import { BUILT_IN_DECOYS } from './decoy-catalog';
-import { DECISION_TTL_SECONDS_MAX } from './engine';
-import { createRedisStandIn } from '../../dev/redis-stand-in';
-import { camouflageService } from './service';
+} from '../../../gen/shieldx/camouflage/v1/camouflage';
+import { ConfigError } from '../../../platform/config';
+import { errorDetails } from '../../../platform/grpc-errors';
+import { statusDetails } from '../../../platform/status-details';
+import type { RunningService } from '../../../platform/server';
+import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../../testing/harness';
+import { exchange } from '../../../testing/streams';
+import { metricSamples, scrapeMetrics } from '../../../platform/prometheus-text';
+import { connectTestRedis, dumpPrefix } from '../../../testing/camouflage-kit';
+import { RedisCommandLog } from '../../../testing/redis-command-log';
+import { BUILT_IN_DECOYS } from '../domain/decoy-catalog';
+import { DECISION_TTL_SECONDS_MAX } from '../store/engine';
+import { createRedisStandIn } from '../../../dev/redis-stand-in';
+import { camouflageService } from '../index';
 
 const BROWSER_HEADERS = { accept: 'text/html,application/xhtml+xml', 'accept-language': 'en-GB,en;q=0.9', host: 'shop.example.com' };
 const BROWSER_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36';
@@ -473,7 +473,7 @@ describe('camouflage service over gRPC', function () {
     const failed = (id: string) => {
       const result = answers.find((m) => m.requestId === id)!.result!;
       expect(result.$case, id).to.equal('error');
-      return statusDetails((result as { value: import('../../gen/google/rpc/status').Status }).value);
+      return statusDetails((result as { value: import('../../../gen/google/rpc/status').Status }).value);
     };
     expect(failed('bad-ip')).to.include({ code: grpcStatus.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT' });
     expect(failed('no-request').fieldViolations[0]!.field).to.equal('request');

@@ -2,7 +2,8 @@
  * The decoy catalog: what the engine can answer with, and to which tiers.
  *
  * Built-in decoys cover every tier (asserted at module load). Operators add custom decoys with
- * RegisterDecoy; they live in a Redis hash so every replica sees them, and a version counter
+ * RegisterDecoy; they live in a Redis hash (store/decoy-store.ts, behind the DecoyStore port
+ * below) so every replica sees them, and a version counter
  * bumped on each registration lets replicas notice and reload their in-memory copy: the version
  * comes back with every bandit state refresh (at least once a second per busy tier, inside the
  * Assess reply), so there is no polling and no extra round trip. ListDecoys answers from the same
@@ -12,12 +13,16 @@
  * refuses a decoy that carries a honeytoken or credentials and names the benign tier, and
  * {@link DecoyCatalog.eligible} only lists decoys `mayServe` accepts. The engine checks again with
  * `assertMayServe` before anything is rendered.
+ *
+ * Validation names each bad field as RegisterDecoy's request does (`decoy.id`, `decoy.name`,
+ * `decoy.content_template`, `decoy.headers.<name>`), so the error reaches the client as thrown.
  */
-import { createHash } from 'node:crypto';
-import { pageSize as pageSizeFor } from '../../platform/page-size';
-import { Code, ServiceError } from '../../platform/service-error';
-import { invalidArgument, invariant, redisUnavailable } from './errors';
-import { CamouflageKeys, RedisClient, RedisScript } from './redis-keys';
+import { invariant } from '../../../platform/invariant';
+import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
+import { decodePageToken, encodePageToken } from '../../../platform/page-token';
+import { pageSize as pageSizeFor } from '../../../platform/page-size';
+import { ServiceError } from '../../../platform/service-error';
+import { decoyAlreadyExists } from '../errors';
 import { TIERS, Tier, isTier, mayServe } from './tiers';
 
 export const DECOY_KINDS = Object.freeze([
@@ -300,7 +305,7 @@ export const BUILT_IN_DECOYS: readonly Decoy[] = Object.freeze([
 
 function bool(value: unknown, field: string): boolean {
   if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw invalidArgument(field, `${field} must be a boolean`);
+  if (typeof value !== 'boolean') throw ServiceError.invalidArgument(field, 'must be a boolean');
   return value;
 }
 
@@ -309,76 +314,76 @@ function bool(value: unknown, field: string): boolean {
  * Throws INVALID_ARGUMENT naming the field; the tier rule is checked here (first place).
  */
 export function validateDecoyInput(raw: unknown): Omit<Decoy, 'createdAtMs'> {
-  if (typeof raw !== 'object' || raw === null) throw invalidArgument('decoy', 'decoy must be an object');
+  if (typeof raw !== 'object' || raw === null) throw ServiceError.invalidArgument('decoy', 'must be an object');
   const input = raw as Record<string, unknown>;
   const id = input.id;
   if (typeof id !== 'string' || !DECOY_ID_PATTERN.test(id)) {
-    throw invalidArgument('id', 'id must be 3-63 characters of a-z, 0-9 and "-", starting with a letter or digit');
+    throw ServiceError.invalidArgument('decoy.id', 'must be 3-63 characters of a-z, 0-9 and "-", starting with a letter or digit');
   }
   const kind = input.kind;
   if (typeof kind !== 'string' || !(DECOY_KINDS as readonly string[]).includes(kind)) {
-    throw invalidArgument('kind', `kind must be one of ${DECOY_KINDS.join(', ')}`);
+    throw ServiceError.invalidArgument('decoy.kind', `must be one of ${DECOY_KINDS.join(', ')}`);
   }
   const description = input.description ?? '';
   if (typeof description !== 'string' || description.length > DESCRIPTION_CHARS_MAX) {
-    throw invalidArgument('description', `description must be a string of at most ${DESCRIPTION_CHARS_MAX} characters`);
+    throw ServiceError.invalidArgument('decoy.name', `must be a string of at most ${DESCRIPTION_CHARS_MAX} characters`);
   }
   const tiers = input.tiers;
   if (!Array.isArray(tiers) || tiers.length === 0 || tiers.length > TIERS.length) {
-    throw invalidArgument('tiers', 'tiers must list 1-4 tiers');
+    throw ServiceError.invalidArgument('decoy.tiers', 'must list 1-4 tiers');
   }
   for (const tier of tiers) {
-    if (!isTier(tier)) throw invalidArgument('tiers', `unknown tier ${JSON.stringify(tier)}; use ${TIERS.join(', ')}`);
+    if (!isTier(tier)) throw ServiceError.invalidArgument('decoy.tiers', `has an unknown tier ${JSON.stringify(tier)}; use ${TIERS.join(', ')}`);
   }
-  if (new Set(tiers).size !== tiers.length) throw invalidArgument('tiers', 'tiers must not repeat');
+  if (new Set(tiers).size !== tiers.length) throw ServiceError.invalidArgument('decoy.tiers', 'must not repeat');
   const orderedTiers = TIERS.filter((tier) => (tiers as string[]).includes(tier));
-  const carriesHoneytoken = bool(input.carriesHoneytoken, 'carriesHoneytoken');
-  const carriesCredentials = bool(input.carriesCredentials, 'carriesCredentials') || kind === 'credentials_file';
+  const carriesHoneytoken = bool(input.carriesHoneytoken, 'decoy.carries_honeytoken');
+  const carriesCredentials = bool(input.carriesCredentials, 'decoy.carries_credentials') || kind === 'credentials_file';
   let honeytokenShape: HoneytokenShape | undefined;
   if (carriesHoneytoken) {
     const shape = input.honeytokenShape ?? 'shx';
-    if (shape !== 'shx' && shape !== 'aws') throw invalidArgument('honeytokenShape', 'honeytokenShape must be "shx" or "aws"');
+    if (shape !== 'shx' && shape !== 'aws') throw ServiceError.invalidArgument('decoy.honeytoken_shape', 'must be "shx" or "aws"');
     honeytokenShape = shape;
   } else if (input.honeytokenShape !== undefined && input.honeytokenShape !== '') {
-    throw invalidArgument('honeytokenShape', 'honeytokenShape needs carriesHoneytoken');
+    throw ServiceError.invalidArgument('decoy.honeytoken_shape', 'needs decoy.carries_honeytoken');
   }
   if ((carriesHoneytoken || carriesCredentials) && orderedTiers.includes('benign')) {
-    throw invalidArgument('tiers', 'a decoy carrying a honeytoken or credentials may not serve the benign tier');
+    throw ServiceError.invalidArgument('decoy.tiers', 'a decoy carrying a honeytoken or credentials may not serve the benign tier');
   }
   const template = input.template;
   if (typeof template !== 'string' || template.length === 0 || template.length > TEMPLATE_CHARS_MAX) {
-    throw invalidArgument('template', `template must be 1-${TEMPLATE_CHARS_MAX} characters`);
+    throw ServiceError.invalidArgument('decoy.content_template', `must be 1-${TEMPLATE_CHARS_MAX} characters`);
   }
   const hasPlaceholder = PLACEHOLDER_ANY.test(template);
   if (carriesHoneytoken && !/\{\{\s*honeytoken\s*\}\}/.test(template)) {
-    throw invalidArgument('template', 'a honeytoken decoy must contain {{honeytoken}}');
+    throw ServiceError.invalidArgument('decoy.content_template', 'must contain {{honeytoken}} (the decoy carries a honeytoken)');
   }
   if (!carriesHoneytoken && hasPlaceholder) {
-    throw invalidArgument('template', 'template uses {{honeytoken}} but carriesHoneytoken is false');
+    throw ServiceError.invalidArgument('decoy.content_template', 'uses {{honeytoken}} but decoy.carries_honeytoken is false');
   }
   if (orderedTiers.includes('benign') && template.length > BENIGN_TEMPLATE_CHARS_MAX) {
-    throw invalidArgument('template', `decoys for the benign tier must be lightweight (at most ${BENIGN_TEMPLATE_CHARS_MAX} characters)`);
+    throw ServiceError.invalidArgument('decoy.content_template', `must be at most ${BENIGN_TEMPLATE_CHARS_MAX} characters for a decoy serving the benign tier (lightweight)`);
   }
   const status = input.status ?? 200;
   if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599) {
-    throw invalidArgument('status', 'status must be an HTTP status code 100-599');
+    throw ServiceError.invalidArgument('decoy.status', 'must be an HTTP status code 100-599');
   }
   const contentType = input.contentType ?? HTML;
   if (typeof contentType !== 'string' || !CONTENT_TYPE.test(contentType)) {
-    throw invalidArgument('contentType', 'contentType must be 1-128 printable ASCII characters');
+    throw ServiceError.invalidArgument('decoy.content_type', 'must be 1-128 printable ASCII characters');
   }
   const rawHeaders = input.headers ?? {};
   if (typeof rawHeaders !== 'object' || rawHeaders === null || Array.isArray(rawHeaders)) {
-    throw invalidArgument('headers', 'headers must be a map of strings');
+    throw ServiceError.invalidArgument('decoy.headers', 'must be a map of strings');
   }
   const headerNames = Object.keys(rawHeaders);
-  if (headerNames.length > DECOY_HEADERS_MAX) throw invalidArgument('headers', `at most ${DECOY_HEADERS_MAX} headers`);
+  if (headerNames.length > DECOY_HEADERS_MAX) throw ServiceError.invalidArgument('decoy.headers', `must hold at most ${DECOY_HEADERS_MAX} headers`);
   const headers: Record<string, string> = {};
   for (const name of headerNames) {
     const value = (rawHeaders as Record<string, unknown>)[name];
-    if (!HEADER_NAME.test(name)) throw invalidArgument('headers', `header name ${JSON.stringify(name.slice(0, 64))} is not an HTTP token`);
+    if (!HEADER_NAME.test(name)) throw ServiceError.invalidArgument('decoy.headers', `has a header name ${JSON.stringify(name.slice(0, 64))} that is not an HTTP token`);
     if (typeof value !== 'string' || !HEADER_VALUE.test(value)) {
-      throw invalidArgument(`headers.${name}`, `header ${name} must be at most 512 characters without CR, LF or NUL`);
+      throw ServiceError.invalidArgument(`decoy.headers.${name}`, 'must be at most 512 characters without CR, LF or NUL');
     }
     headers[name.toLowerCase()] = value;
   }
@@ -430,7 +435,7 @@ export function renderDecoy(decoy: Decoy, material: HoneytokenMaterial | undefin
 }
 
 // ---------------------------------------------------------------------------------------------
-// Store
+// Where custom decoys persist (the port; store/decoy-store.ts is the Redis implementation)
 // ---------------------------------------------------------------------------------------------
 
 export interface RegisterResult {
@@ -448,115 +453,6 @@ export interface DecoyStore {
   register(decoy: Decoy, idempotencyKey: string | undefined): Promise<RegisterResult>;
   /** Monotonic counter bumped by every registration. */
   version(): Promise<number>;
-}
-
-/**
- * KEYS[1] decoys hash, KEYS[2] meta hash, KEYS[3] idempotency key (optional).
- * ARGV: id, stored json, max decoys, request fingerprint, idempotency ttl ms.
- */
-const REGISTER_LUA = `
-if #KEYS >= 3 then
-  local prior = redis.call('GET', KEYS[3])
-  if prior then return {'IDEMPOTENT', prior} end
-end
-local existing = redis.call('HGET', KEYS[1], ARGV[1])
-if existing then return {'EXISTS', existing} end
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {'FULL', ''} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
-if #KEYS >= 3 then redis.call('SET', KEYS[3], ARGV[4] .. '|' .. ARGV[1], 'PX', ARGV[5]) end
-return {'OK', tostring(version)}
-`;
-const REGISTER_SCRIPT = new RedisScript('shxCamoRegisterDecoy', REGISTER_LUA);
-
-const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
-
-/** RegisterDecoy with an id that is built in or registered already; `field` names the id. */
-function decoyExists(decoyId: string, message: string): ServiceError {
-  return new ServiceError(Code.ALREADY_EXISTS, 'DECOY_ALREADY_EXISTS', message, {
-    metadata: { decoyId, field: 'id' },
-    fieldViolations: [{ field: 'id', description: message }],
-  });
-}
-
-function fingerprintOf(decoy: Omit<Decoy, 'createdAtMs'>): string {
-  const canonical = JSON.stringify([
-    decoy.id, decoy.kind, decoy.description, decoy.tiers, decoy.carriesHoneytoken, decoy.carriesCredentials,
-    decoy.honeytokenShape ?? null, decoy.status, decoy.contentType, Object.entries(decoy.headers).sort(), decoy.template,
-  ]);
-  return createHash('sha256').update(canonical).digest('hex');
-}
-
-interface StoredDecoy {
-  readonly decoy: Decoy;
-  readonly fingerprint: string;
-}
-
-function parseStored(json: string): StoredDecoy {
-  const parsed = JSON.parse(json) as { decoy: Decoy; fingerprint: string };
-  const checked = validateDecoyInput(parsed.decoy);
-  return { decoy: Object.freeze({ ...checked, createdAtMs: Number(parsed.decoy.createdAtMs) || 0 }), fingerprint: parsed.fingerprint };
-}
-
-export class RedisDecoyStore implements DecoyStore {
-  constructor(
-    private readonly redis: RedisClient,
-    private readonly keys: CamouflageKeys,
-    private readonly now: () => number = Date.now,
-  ) {}
-
-  /**
-   * The version is read before the decoys (one pipeline, in order): a registration landing between
-   * the two leaves the decoys newer than the version, which only costs a later reload; never the
-   * reverse (a version claiming a decoy the list lacks).
-   */
-  async load(): Promise<{ version: number; custom: Decoy[] }> {
-    const results = await this.redis.pipeline().hget(this.keys.decoysMeta(), 'version').hgetall(this.keys.decoys()).exec();
-    if (results === null) throw redisUnavailable('decoy catalog read was aborted');
-    const [[versionError, version], [decoysError, all]] = results as [[Error | null, string | null], [Error | null, Record<string, string>]];
-    if (versionError !== null) throw versionError;
-    if (decoysError !== null) throw decoysError;
-    const custom: Decoy[] = [];
-    for (const json of Object.values(all).slice(0, CUSTOM_DECOYS_MAX)) custom.push(parseStored(json).decoy);
-    return { version: Number(version) || 0, custom };
-  }
-
-  async version(): Promise<number> {
-    return Number(await this.redis.hget(this.keys.decoysMeta(), 'version')) || 0;
-  }
-
-  async register(decoy: Decoy, idempotencyKey: string | undefined): Promise<RegisterResult> {
-    const fingerprint = fingerprintOf(decoy);
-    const stored = JSON.stringify({ decoy: { ...decoy, createdAtMs: this.now() }, fingerprint });
-    const keys = [this.keys.decoys(), this.keys.decoysMeta()];
-    if (idempotencyKey !== undefined) keys.push(this.keys.decoyIdempotency(idempotencyKey));
-    const reply = (await REGISTER_SCRIPT.run(this.redis, keys, [
-      decoy.id, stored, CUSTOM_DECOYS_MAX, fingerprint, DECOY_IDEMPOTENCY_TTL_SECONDS * 1_000,
-    ])) as [string, string];
-    const [status, payload] = reply;
-    if (status === 'OK') {
-      return { decoy: parseStored(stored).decoy, replayed: false, catalogVersion: Number(payload) };
-    }
-    if (status === 'IDEMPOTENT') {
-      invariant(idempotencyKey !== undefined, 'the register script answered IDEMPOTENT to a call without an idempotency key');
-      const separator = payload.indexOf('|');
-      const priorFingerprint = payload.slice(0, separator);
-      const priorId = payload.slice(separator + 1);
-      if (priorFingerprint !== fingerprint || priorId !== decoy.id) {
-        throw ServiceError.idempotencyKeyReused(idempotencyKey, { field: 'idempotencyKey' });
-      }
-      const json = await this.redis.hget(this.keys.decoys(), priorId);
-      if (json === null) throw new Error(`idempotent registration of ${priorId} has no stored decoy`);
-      return { decoy: parseStored(json).decoy, replayed: true, catalogVersion: await this.version() };
-    }
-    if (status === 'EXISTS') {
-      throw decoyExists(decoy.id, `decoy ${decoy.id} already exists`);
-    }
-    if (status === 'FULL') {
-      throw new ServiceError(Code.RESOURCE_EXHAUSTED, 'CATALOG_FULL', `the catalog holds at most ${CUSTOM_DECOYS_MAX} custom decoys`);
-    }
-    throw redisUnavailable(`register script returned ${String(status)}`);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,19 +474,18 @@ export interface DecoyPage {
   readonly nextPageToken: string;
 }
 
-function encodePageToken(afterId: string): string {
-  return Buffer.from(JSON.stringify({ v: 1, after: afterId }), 'utf8').toString('base64url');
+/**
+ * A ListDecoys cursor is the id of the last decoy served ([id]); a token is bound to the tier
+ * filter it was made with (platform/page-token.ts), so a token replayed with another `tier` is
+ * refused rather than answering a page of another list.
+ */
+function parseCursor(cursor: readonly string[]): string | undefined {
+  const [afterId] = cursor;
+  return cursor.length === 1 && afterId !== undefined && DECOY_ID_PATTERN.test(afterId) ? afterId : undefined;
 }
 
-function decodePageToken(token: string): string {
-  if (token.length > 256) throw invalidArgument('pageToken', 'pageToken is not a token this service issued');
-  try {
-    const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { v?: unknown; after?: unknown };
-    if (parsed.v === 1 && typeof parsed.after === 'string' && DECOY_ID_PATTERN.test(parsed.after)) return parsed.after;
-  } catch {
-    // fall through to the typed error below
-  }
-  throw invalidArgument('pageToken', 'pageToken is not a token this service issued');
+function pageFilter(tier: Tier | undefined): { readonly tier: string } {
+  return { tier: tier ?? '' };
 }
 
 /** The page limits of ListDecoys (the mesh's rule, platform/page-size.ts, with a smaller maximum). */
@@ -683,14 +578,12 @@ export class DecoyCatalog {
 
   /** Validates and registers a custom decoy, then reloads this replica's view. */
   async register(raw: unknown, idempotencyKey?: string): Promise<RegisterResult> {
-    if (idempotencyKey !== undefined && idempotencyKey !== '' && !IDEMPOTENCY_KEY_PATTERN.test(idempotencyKey)) {
-      throw invalidArgument('idempotencyKey', 'idempotencyKey must be 1-128 printable ASCII characters');
-    }
+    const key = optionalIdempotencyKey(idempotencyKey ?? '');
     const decoy = validateDecoyInput(raw);
     if (BUILT_IN_DECOYS.some((builtInDecoy) => builtInDecoy.id === decoy.id)) {
-      throw decoyExists(decoy.id, `decoy ${decoy.id} is built in`);
+      throw decoyAlreadyExists(decoy.id, `decoy ${decoy.id} is built in`);
     }
-    const result = await this.store.register({ ...decoy, createdAtMs: 0 }, idempotencyKey === '' ? undefined : idempotencyKey);
+    const result = await this.store.register({ ...decoy, createdAtMs: 0 }, key);
     if (!result.replayed && this.refreshing === undefined && result.catalogVersion === this.loadedVersion + 1) {
       // Nothing else was registered since this replica loaded: add the decoy instead of re-reading them all.
       this.rebuild([...this.byId.values()].filter((known) => !known.builtIn).concat(result.decoy));
@@ -708,12 +601,12 @@ export class DecoyCatalog {
    * catalog reloads only when another replica registered something since it loaded.
    */
   async list(request: ListDecoysRequest = {}): Promise<DecoyPage> {
-    const pageSize = pageSizeFor(request.pageSize ?? 0, 'pageSize', DECOY_PAGE_LIMITS);
+    const pageSize = pageSizeFor(request.pageSize ?? 0, 'page_size', DECOY_PAGE_LIMITS);
     const token = request.pageToken ?? '';
-    if (typeof token !== 'string') throw invalidArgument('pageToken', 'pageToken must be a string');
+    if (typeof token !== 'string') throw ServiceError.invalidArgument('page_token', 'must be a string');
     const tier = request.tier;
-    if (tier !== undefined && !isTier(tier)) throw invalidArgument('tier', `tier must be one of ${TIERS.join(', ')}`);
-    const after = token === '' ? undefined : decodePageToken(token);
+    if (tier !== undefined && !isTier(tier)) throw ServiceError.invalidArgument('tier', `must be one of ${TIERS.join(', ')}`);
+    const after = decodePageToken(token, pageFilter(tier), parseCursor);
     await this.sync();
     const ordered = tier === undefined ? this.ordered : this.ordered.filter((decoy) => decoy.tiers.includes(tier));
     const start = after === undefined ? 0 : ordered.findIndex((decoy) => decoy.id > after);
@@ -721,6 +614,6 @@ export class DecoyCatalog {
     const page = ordered.slice(from, from + pageSize);
     const more = from + pageSize < ordered.length;
     const last = page[page.length - 1];
-    return { decoys: page, nextPageToken: more && last !== undefined ? encodePageToken(last.id) : '' };
+    return { decoys: page, nextPageToken: encodePageToken(more && last !== undefined ? [last.id] : undefined, pageFilter(tier)) };
   }
 }

@@ -21,7 +21,7 @@
  * service on one shard; spreading sessions over shards would cost the single round trip.
  */
 import type { Cluster, Redis } from 'ioredis';
-import type { Tier } from './tiers';
+import type { Tier } from '../domain/tiers';
 
 /** The ioredis clients the engine accepts. */
 export type RedisClient = Redis | Cluster;
@@ -63,74 +63,6 @@ const KEY_PREFIX_PATTERN = /^[\x21-\x7e]{1,64}$/;
 
 export function isValidKeyPrefix(prefix: string): boolean {
   return KEY_PREFIX_PATTERN.test(prefix);
-}
-
-/**
- * A Lua script registered once per ioredis client with `defineCommand`, so calls go out as
- * EVALSHA (ioredis falls back to EVAL on NOSCRIPT after a Redis restart or failover).
- * Wrapping it keeps the untyped dynamic method in one place.
- *
- * Calls made in the same event-loop turn go out as one pipeline (one socket write):
- * at thousands of Assess calls a second a write per call was the service's largest
- * single cost. ioredis' own auto-pipelining would do this, but it crashes the process
- * with defineCommand scripts (redis/ioredis#1931), so it stays off.
- */
-export class RedisScript {
-  private readonly pending = new Map<RedisClient, PendingScriptCall[]>();
-
-  constructor(
-    /** Method name installed on the client; namespaced to avoid clashing with other services. */
-    readonly name: string,
-    readonly lua: string,
-  ) {}
-
-  run(redis: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    // One command per key count, with numberOfKeys fixed: the in-process store
-    // `npm start` uses (ioredis-mock) does not support a per-call key count.
-    const name = `${this.name}_${keys.length}`;
-    if (typeof (redis as unknown as Record<string, unknown>)[name] !== 'function') redis.defineCommand(name, { lua: this.lua, numberOfKeys: keys.length });
-    return new Promise((resolve, reject) => {
-      let queue = this.pending.get(redis);
-      if (queue === undefined) {
-        queue = [];
-        this.pending.set(redis, queue);
-        setImmediate(() => this.flush(redis));
-      }
-      queue.push({ name, argv: [...keys, ...args], resolve, reject });
-    });
-  }
-
-  private flush(redis: RedisClient): void {
-    const queue = this.pending.get(redis) ?? [];
-    this.pending.delete(redis);
-    type Method = (...argv: (string | number)[]) => Promise<unknown>;
-    if (queue.length === 1) {
-      const call = queue[0]!;
-      ((redis as unknown as Record<string, Method>)[call.name] as Method).call(redis, ...call.argv).then(call.resolve, call.reject);
-      return;
-    }
-    const pipeline = redis.pipeline();
-    for (const call of queue) ((pipeline as unknown as Record<string, Method>)[call.name] as Method).call(pipeline, ...call.argv);
-    pipeline.exec().then(
-      (results) => {
-        queue.forEach((call, i) => {
-          const [error, value] = results?.[i] ?? [new Error('Redis pipeline returned no reply'), undefined];
-          if (error) call.reject(error);
-          else call.resolve(value);
-        });
-      },
-      (error: unknown) => {
-        for (const call of queue) call.reject(error);
-      },
-    );
-  }
-}
-
-interface PendingScriptCall {
-  readonly name: string;
-  readonly argv: readonly (string | number)[];
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (error: unknown) => void;
 }
 
 /** HGETALL-style flat array `[k1, v1, k2, v2, ...]` (as Lua returns it) to an object. */

@@ -1,8 +1,8 @@
 import { expect } from 'chai';
-import { createSeededRandom } from './bandit-math';
-import { BUILT_IN_DECOYS, DecoyCatalog, DecoyStore, validateDecoyInput } from './decoy-catalog';
-import { mintHoneytoken } from './honeytokens';
-import { FIRST_BYTE_DELAY_MS_MAX, TIERS, TIER_POLICIES, assertMayServe, mayServe, sampleStrategy, tierForLevel } from './tiers';
+import { createSeededRandom } from '../domain/bandit-math';
+import { BUILT_IN_DECOYS, DecoyCatalog, DecoyStore, validateDecoyInput } from '../domain/decoy-catalog';
+import { mintHoneytoken } from '../domain/honeytokens';
+import { FIRST_BYTE_DELAY_MS_MAX, TIERS, TIER_POLICIES, assertMayServe, mayServe, sampleStrategy, tierForLevel } from '../domain/tiers';
 
 /** A store with no custom decoys: these tests are about the built-in rules only. */
 const emptyStore: DecoyStore = {

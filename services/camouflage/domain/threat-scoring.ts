@@ -13,7 +13,8 @@
  * can pick the decoy in the same round trip; the engine asserts that both agree.
  */
 import { isIP } from 'node:net';
-import { invalidArgument, invariant } from './errors';
+import { invariant } from '../../../platform/invariant';
+import { ServiceError } from '../../../platform/service-error';
 import { PROFILE_DEFAULTS, ProfileConfig, SessionSnapshot } from './session-profile';
 import {
   AssessInput,
@@ -54,77 +55,78 @@ const TIMESTAMP_MS_MIN = 1_000_000_000_000;
 const TIMESTAMP_MS_MAX = 9_999_999_999_999;
 
 function requireString(value: unknown, field: string, maxChars: number, allowEmpty: boolean): string {
-  if (typeof value !== 'string') throw invalidArgument(field, `${field} must be a string`);
-  if (!allowEmpty && value.length === 0) throw invalidArgument(field, `${field} is required`);
-  if (value.length > maxChars) throw invalidArgument(field, `${field} must be at most ${maxChars} characters`);
+  if (typeof value !== 'string') throw ServiceError.invalidArgument(field, 'must be a string');
+  if (!allowEmpty && value.length === 0) throw ServiceError.invalidArgument(field, 'is required');
+  if (value.length > maxChars) throw ServiceError.invalidArgument(field, `must be at most ${maxChars} characters`);
   return value;
 }
 
 /**
  * Checks an Assess input against its bounds and returns a clean copy. Throws INVALID_ARGUMENT
- * naming the first bad field. Limits mirror what HTTP servers accept (8 KiB request line,
+ * naming the first bad field by its AssessRequest proto name (`client_ip`, `timestamp`, `headers.<name>`;
+ * `body_excerpt` has no proto field yet), the name the caller sent it under. Limits mirror what HTTP servers accept (8 KiB request line,
  * 16 KiB header value); a request beyond them never reached the application anyway.
  */
 export function validateAssessInput(raw: unknown): AssessInput {
-  if (typeof raw !== 'object' || raw === null) throw invalidArgument('request', 'request must be an object');
+  if (typeof raw !== 'object' || raw === null) throw ServiceError.invalidArgument('request', 'must be an object');
   const input = raw as Record<string, unknown>;
-  const clientIp = requireString(input.clientIp, 'clientIp', 64, false);
-  if (isIP(clientIp) === 0) throw invalidArgument('clientIp', 'clientIp must be an IPv4 or IPv6 address');
+  const clientIp = requireString(input.clientIp, 'client_ip', 64, false);
+  if (isIP(clientIp) === 0) throw ServiceError.invalidArgument('client_ip', 'must be an IPv4 or IPv6 address');
   const method = requireString(input.method, 'method', 16, false);
-  if (!METHOD_PATTERN.test(method)) throw invalidArgument('method', 'method must be 1-16 ASCII letters');
+  if (!METHOD_PATTERN.test(method)) throw ServiceError.invalidArgument('method', 'must be 1-16 ASCII letters');
   const path = requireString(input.path, 'path', PATH_CHARS_MAX, false);
   const query = requireString(input.query ?? '', 'query', QUERY_CHARS_MAX, true);
-  const userAgent = requireString(input.userAgent ?? '', 'userAgent', USER_AGENT_CHARS_MAX, true);
-  const sessionKey = requireString(input.sessionKey, 'sessionKey', SESSION_KEY_CHARS_MAX, false);
+  const userAgent = requireString(input.userAgent ?? '', 'user_agent', USER_AGENT_CHARS_MAX, true);
+  const sessionKey = requireString(input.sessionKey, 'session_key', SESSION_KEY_CHARS_MAX, false);
   if (!SESSION_KEY_PATTERN.test(sessionKey)) {
-    throw invalidArgument('sessionKey', 'sessionKey must be printable ASCII without spaces');
+    throw ServiceError.invalidArgument('session_key', 'must be printable ASCII without spaces');
   }
   const timestampMs = input.timestampMs;
   if (typeof timestampMs !== 'number' || !Number.isInteger(timestampMs) || timestampMs < TIMESTAMP_MS_MIN || timestampMs > TIMESTAMP_MS_MAX) {
-    throw invalidArgument('timestampMs', 'timestampMs must be an integer Unix time in milliseconds');
+    throw ServiceError.invalidArgument('timestamp', 'must be a time between 2001-09-09 and 2286-11-20, in whole milliseconds');
   }
 
   const rawHeaders = input.headers ?? {};
   if (typeof rawHeaders !== 'object' || rawHeaders === null || Array.isArray(rawHeaders)) {
-    throw invalidArgument('headers', 'headers must be a map of strings');
+    throw ServiceError.invalidArgument('headers', 'must be a map of strings');
   }
   const names = Object.keys(rawHeaders);
-  if (names.length > HEADER_COUNT_MAX) throw invalidArgument('headers', `at most ${HEADER_COUNT_MAX} headers`);
+  if (names.length > HEADER_COUNT_MAX) throw ServiceError.invalidArgument('headers', `must hold at most ${HEADER_COUNT_MAX} headers`);
   const headers: Record<string, string> = {};
   let totalChars = 0;
   for (const name of names) {
     const value = (rawHeaders as Record<string, unknown>)[name];
     if (name.length === 0 || name.length > HEADER_NAME_CHARS_MAX || !HEADER_NAME_PATTERN.test(name)) {
-      throw invalidArgument('headers', `header name must be an HTTP token of at most ${HEADER_NAME_CHARS_MAX} characters`);
+      throw ServiceError.invalidArgument('headers', `must have names that are HTTP tokens of at most ${HEADER_NAME_CHARS_MAX} characters`);
     }
-    if (typeof value !== 'string') throw invalidArgument(`headers.${name}`, `header ${name} must be a string`);
+    if (typeof value !== 'string') throw ServiceError.invalidArgument(`headers.${name}`, 'must be a string');
     if (value.length > HEADER_VALUE_CHARS_MAX) {
-      throw invalidArgument(`headers.${name}`, `header ${name} must be at most ${HEADER_VALUE_CHARS_MAX} characters`);
+      throw ServiceError.invalidArgument(`headers.${name}`, `must be at most ${HEADER_VALUE_CHARS_MAX} characters`);
     }
     totalChars += name.length + value.length;
     headers[name] = value;
   }
   if (totalChars > HEADERS_TOTAL_CHARS_MAX) {
-    throw invalidArgument('headers', `headers must total at most ${HEADERS_TOTAL_CHARS_MAX} characters`);
+    throw ServiceError.invalidArgument('headers', `must total at most ${HEADERS_TOTAL_CHARS_MAX} characters`);
   }
 
   const result: AssessInput = { clientIp, method, path, query, headers, userAgent, sessionKey, timestampMs };
   if (input.tlsFingerprint !== undefined && input.tlsFingerprint !== '') {
-    const fingerprint = requireString(input.tlsFingerprint, 'tlsFingerprint', TLS_FINGERPRINT_CHARS_MAX, false);
+    const fingerprint = requireString(input.tlsFingerprint, 'tls_fingerprint', TLS_FINGERPRINT_CHARS_MAX, false);
     if (!TLS_FINGERPRINT_PATTERN.test(fingerprint)) {
-      throw invalidArgument('tlsFingerprint', 'tlsFingerprint must be a JA3 hash/string or JA4 fingerprint');
+      throw ServiceError.invalidArgument('tls_fingerprint', 'must be a JA3 hash/string or JA4 fingerprint');
     }
     result.tlsFingerprint = fingerprint;
   }
   if (input.previousStatus !== undefined && input.previousStatus !== 0) {
     const status = input.previousStatus;
     if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599) {
-      throw invalidArgument('previousStatus', 'previousStatus must be an HTTP status code 100-599 (or omitted)');
+      throw ServiceError.invalidArgument('previous_status', 'must be an HTTP status code 100-599 (or 0: unknown)');
     }
     result.previousStatus = status;
   }
   if (input.bodyExcerpt !== undefined && input.bodyExcerpt !== '') {
-    result.bodyExcerpt = requireString(input.bodyExcerpt, 'bodyExcerpt', BODY_EXCERPT_CHARS_MAX, true);
+    result.bodyExcerpt = requireString(input.bodyExcerpt, 'body_excerpt', BODY_EXCERPT_CHARS_MAX, true);
   }
   return result;
 }
@@ -182,7 +184,7 @@ export class ThreatScorer {
     } else {
       const entries = source instanceof Map ? [...source.entries()] : Object.entries(source);
       if (entries.length > BAD_TLS_FINGERPRINTS_MAX) {
-        throw invalidArgument('badTlsFingerprints', `at most ${BAD_TLS_FINGERPRINTS_MAX} fingerprints`);
+        throw ServiceError.invalidArgument('badTlsFingerprints', `must hold at most ${BAD_TLS_FINGERPRINTS_MAX} fingerprints`);
       }
       this.badTls = new Map(entries.map(([fingerprint, label]) => [String(fingerprint).toLowerCase(), String(label)]));
     }
@@ -200,7 +202,8 @@ export class ThreatScorer {
     detectTlsSignals(request, this.badTls, signals);
     let staticPoints = 0;
     for (const signal of signals) staticPoints += signal.points;
-    invariant(Number.isInteger(staticPoints) && staticPoints >= 0, 'static points are non-negative integers');
+    invariant(Number.isInteger(staticPoints), 'static points are an integer');
+    invariant(staticPoints >= 0, 'static points are not negative');
     return { request, staticSignals: signals, staticPoints, levelFloor: Math.min(THREAT_LEVEL_MAX, staticPoints) };
   }
 

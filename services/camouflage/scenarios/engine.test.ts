@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { createSeededRandom } from './bandit-math';
-import { ServiceError } from '../../platform/service-error';
+import { createSeededRandom } from '../domain/bandit-math';
+import { ServiceError } from '../../../platform/service-error';
 import {
   CHROME_UA,
   T0_MS,
@@ -11,12 +11,12 @@ import {
   dumpPrefix,
   scannerRequest,
   uniquePrefix,
-} from '../../testing/camouflage-kit';
-import { RedisCommandLog } from '../../testing/redis-command-log';
-import { AssessInput, AssessResult, CamouflageEngine, HoneytokenAlert } from './engine';
-import { HONEYTOKEN_PATTERN } from './honeytokens';
-import { rewardForOutcome } from './outcome-reward';
-import { FIRST_BYTE_DELAY_MS_MAX, TIERS, tierForLevel } from './tiers';
+} from '../../../testing/camouflage-kit';
+import { RedisCommandLog } from '../../../testing/redis-command-log';
+import { AssessInput, AssessResult, CamouflageEngine, HoneytokenAlert } from '../store/engine';
+import { HONEYTOKEN_PATTERN } from '../domain/honeytokens';
+import { rewardForOutcome } from '../domain/outcome-reward';
+import { FIRST_BYTE_DELAY_MS_MAX, TIERS, tierForLevel } from '../domain/tiers';
 
 const MINUTE_MS = 60_000;
 
@@ -365,7 +365,7 @@ describe('camouflage engine (real Redis)', () => {
     const first = await engine.recordOutcome(keyed.decisionId, outcome, { idempotencyKey: 'out-1' });
     const retry = await engine.recordOutcome(keyed.decisionId, outcome, { idempotencyKey: 'out-1' });
     expect(retry).to.deep.include({ replayed: true, reward: first.reward, appliedReward: first.appliedReward });
-    await expectReason(engine.recordOutcome(keyed.decisionId, { ...outcome, interactions: 6 }, { idempotencyKey: 'out-1' }), 'IDEMPOTENCY_KEY_REUSED', 'idempotencyKey');
+    await expectReason(engine.recordOutcome(keyed.decisionId, { ...outcome, interactions: 6 }, { idempotencyKey: 'out-1' }), 'IDEMPOTENCY_KEY_REUSED', 'idempotency_key');
     // The offline-evaluation row comes back from what Assess stored: action, context, policy, propensity.
     expect(first).to.deep.include({ decoyId: keyed.decoy.id, tier: 'attack', policy: 'ucb1', selectionProbability: keyed.selectionProbability, replayed: false });
     expect(first.arm).to.deep.equal((await engine.getBanditStats('attack', { policy: 'ucb1' })).arms.find((a) => a.decoyId === keyed.decoy.id));
@@ -395,31 +395,31 @@ describe('camouflage engine (real Redis)', () => {
     const good = { interactions: 1, dwellSeconds: 1, honeytokenUsed: false, credentialsSubmitted: false };
 
     const badAssess: [unknown, string][] = [
-      [{ ...scannerRequest(), clientIp: '999.1.1.1' }, 'clientIp'],
-      [{ ...scannerRequest(), sessionKey: '' }, 'sessionKey'],
-      [{ ...scannerRequest(), timestampMs: -1 }, 'timestampMs'],
-      [{ ...scannerRequest(), previousStatus: 1_000 }, 'previousStatus'],
+      [{ ...scannerRequest(), clientIp: '999.1.1.1' }, 'client_ip'],
+      [{ ...scannerRequest(), sessionKey: '' }, 'session_key'],
+      [{ ...scannerRequest(), timestampMs: -1 }, 'timestamp'],
+      [{ ...scannerRequest(), previousStatus: 1_000 }, 'previous_status'],
       [{ ...scannerRequest(), headers: [] }, 'headers'],
       [{ ...scannerRequest(), method: '' }, 'method'],
     ];
     for (const [input, field] of badAssess) await expectReason(engine.assess(input as AssessInput), 'INVALID_ARGUMENT', field);
     await expectReason(engine.assess(scannerRequest(), { policy: 'epsilon' as 'ucb1' }), 'INVALID_ARGUMENT', 'policy');
 
-    await expectReason(engine.recordOutcome('', good), 'INVALID_ARGUMENT', 'decisionId');
-    await expectReason(engine.recordOutcome('not-a-uuid', good), 'INVALID_ARGUMENT', 'decisionId');
+    await expectReason(engine.recordOutcome('', good), 'INVALID_ARGUMENT', 'decision_id');
+    await expectReason(engine.recordOutcome('not-a-uuid', good), 'INVALID_ARGUMENT', 'decision_id');
     await expectReason(engine.recordOutcome('00000000-0000-4000-8000-000000000000', good), 'DECISION_NOT_FOUND');
     await expectReason(engine.recordOutcome(decision.decisionId, good), 'OUTCOME_ALREADY_RECORDED');
-    await expectReason(engine.recordOutcome(open.decisionId, { ...good, interactions: -1 }), 'INVALID_ARGUMENT', 'outcome.interactions');
-    await expectReason(engine.recordOutcome(open.decisionId, { ...good, interactions: 1.5 }), 'INVALID_ARGUMENT', 'outcome.interactions');
-    await expectReason(engine.recordOutcome(open.decisionId, { ...good, dwellSeconds: 86_401 }), 'INVALID_ARGUMENT', 'outcome.dwellSeconds');
-    await expectReason(engine.recordOutcome(open.decisionId, { ...good, dwellSeconds: Number.NaN }), 'INVALID_ARGUMENT', 'outcome.dwellSeconds');
-    await expectReason(engine.recordOutcome(open.decisionId, { ...good, honeytokenUsed: 'yes' as unknown as boolean }), 'INVALID_ARGUMENT', 'outcome.honeytokenUsed');
-    await expectReason(engine.recordOutcome(open.decisionId, good, { idempotencyKey: 'x'.repeat(129) }), 'INVALID_ARGUMENT', 'idempotencyKey');
+    await expectReason(engine.recordOutcome(open.decisionId, { ...good, interactions: -1 }), 'INVALID_ARGUMENT', 'engagement.interactions');
+    await expectReason(engine.recordOutcome(open.decisionId, { ...good, interactions: 1.5 }), 'INVALID_ARGUMENT', 'engagement.interactions');
+    await expectReason(engine.recordOutcome(open.decisionId, { ...good, dwellSeconds: 86_401 }), 'INVALID_ARGUMENT', 'engagement.dwell');
+    await expectReason(engine.recordOutcome(open.decisionId, { ...good, dwellSeconds: Number.NaN }), 'INVALID_ARGUMENT', 'engagement.dwell');
+    await expectReason(engine.recordOutcome(open.decisionId, { ...good, honeytokenUsed: 'yes' as unknown as boolean }), 'INVALID_ARGUMENT', 'engagement.honeytoken_used');
+    await expectReason(engine.recordOutcome(open.decisionId, good, { idempotencyKey: 'x'.repeat(129) }), 'INVALID_ARGUMENT', 'idempotency_key');
 
     await expectReason(engine.getBanditStats('paranoid' as 'attack'), 'INVALID_ARGUMENT', 'tier');
     await expectReason(engine.getBanditStats('attack', { policy: 'greedy' as 'ucb1' }), 'INVALID_ARGUMENT', 'policy');
-    await expectReason(engine.registerDecoy({ id: 'x', kind: 'tarpit', tiers: ['attack'], template: 'x' }), 'INVALID_ARGUMENT', 'id');
-    await expectReason(engine.listDecoys({ pageSize: -5 }), 'INVALID_ARGUMENT', 'pageSize');
+    await expectReason(engine.registerDecoy({ id: 'x', kind: 'tarpit', tiers: ['attack'], template: 'x' }), 'INVALID_ARGUMENT', 'decoy.id');
+    await expectReason(engine.listDecoys({ pageSize: -5 }), 'INVALID_ARGUMENT', 'page_size');
 
     expect(await dumpPrefix(redis, prefix)).to.deep.equal(before);
     // ... and the open decision still takes its (first) outcome.

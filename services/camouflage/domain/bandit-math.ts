@@ -1,5 +1,5 @@
 /**
- * Pure multi-armed bandit math, shared by the Redis-backed bandit (bandit.ts) and the regret
+ * Pure multi-armed bandit math, shared by the Redis-backed bandit (store/bandit-store.ts) and the regret
  * simulation (bandit-simulation.ts, bench/camouflage-bandit-regret.ts), so the benchmark measures
  * exactly the selection code that serves traffic.
  *
@@ -7,7 +7,7 @@
  * `rewardSums[i]` (sum of its rewards, each in [0, 1]). Nothing here touches I/O or global
  * randomness: every stochastic function takes a `random` source returning floats in [0, 1).
  */
-import { invariant } from './errors';
+import { invariant } from '../../../platform/invariant';
 
 export type RandomSource = () => number;
 
@@ -66,7 +66,9 @@ const TIE_EPSILON = 1e-12;
 
 export function selectUcb1(pulls: ArrayLike<number>, rewardSums: ArrayLike<number>, random: RandomSource): Ucb1Choice {
   const k = pulls.length;
-  invariant(k > 0 && k <= ARMS_MAX && rewardSums.length === k, 'ucb1: 1..ARMS_MAX arms with matching arrays');
+  invariant(k > 0, 'ucb1: at least one arm');
+  invariant(k <= ARMS_MAX, 'ucb1: at most ARMS_MAX arms');
+  invariant(rewardSums.length === k, 'ucb1: a reward sum per arm');
   let total = 0;
   let unplayed = 0;
   for (let i = 0; i < k; i += 1) {
@@ -127,7 +129,8 @@ function sampleStandardNormal(random: RandomSource): number {
 
 /** Gamma(shape, 1) by Marsaglia-Tsang (2000); acceptance > 95 %, loop bounded anyway. */
 export function sampleGamma(shape: number, random: RandomSource): number {
-  invariant(shape > 0 && Number.isFinite(shape), 'gamma shape > 0');
+  invariant(shape > 0, 'gamma shape > 0');
+  invariant(Number.isFinite(shape), 'gamma shape is finite');
   if (shape < 1) {
     const u = random();
     return sampleGamma(shape + 1, random) * Math.pow(u, 1 / shape);
@@ -161,7 +164,9 @@ export interface ThompsonChoice {
 
 export function selectThompson(pulls: ArrayLike<number>, rewardSums: ArrayLike<number>, random: RandomSource): ThompsonChoice {
   const k = pulls.length;
-  invariant(k > 0 && k <= ARMS_MAX && rewardSums.length === k, 'thompson: 1..ARMS_MAX arms with matching arrays');
+  invariant(k > 0, 'thompson: at least one arm');
+  invariant(k <= ARMS_MAX, 'thompson: at most ARMS_MAX arms');
+  invariant(rewardSums.length === k, 'thompson: a reward sum per arm');
   let best = -1;
   let chosen = 0;
   for (let i = 0; i < k; i += 1) {
@@ -190,7 +195,9 @@ export function thompsonSelectionProbabilities(
   draws: number,
   random: RandomSource,
 ): Float64Array {
-  invariant(Number.isInteger(draws) && draws > 0 && draws <= PROPENSITY_DRAWS_MAX, 'propensity draws in 1..PROPENSITY_DRAWS_MAX');
+  invariant(Number.isInteger(draws), 'propensity draws are an integer');
+  invariant(draws > 0, 'propensity draws > 0');
+  invariant(draws <= PROPENSITY_DRAWS_MAX, 'propensity draws <= PROPENSITY_DRAWS_MAX');
   const k = pulls.length;
   const wins = new Float64Array(k);
   for (let round = 0; round < draws; round += 1) wins[selectThompson(pulls, rewardSums, random).arm] += 1;
@@ -208,7 +215,8 @@ export function thompsonSelectionProbabilities(
  * most  8 Σ_{i: μi < μ*} (ln n) / Δi  +  (1 + π²/3) Σ_i Δi,  with Δi = μ* − μi.
  */
 export function auerUcb1RegretBound(means: readonly number[], n: number): number {
-  invariant(means.length > 0 && n >= 1, 'bound needs arms and n >= 1');
+  invariant(means.length > 0, 'bound needs arms');
+  invariant(n >= 1, 'bound needs n >= 1');
   const best = Math.max(...means);
   let logTerm = 0;
   let constantTerm = 0;

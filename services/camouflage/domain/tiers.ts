@@ -23,7 +23,7 @@
  * catalog never lists such a decoy as eligible for `benign` (and refuses to register one), and the
  * engine calls {@link assertMayServe} on the chosen decoy before it renders or mints anything.
  */
-import { invariant } from './errors';
+import { invariant } from '../../../platform/invariant';
 
 export type Tier = 'benign' | 'suspicious' | 'likely_bot' | 'attack';
 
@@ -76,7 +76,9 @@ export function isTier(value: unknown): value is Tier {
 
 /** Maps a threat level to its tier. The level must already be an integer in 0..10. */
 export function tierForLevel(level: number): Tier {
-  invariant(Number.isInteger(level) && level >= THREAT_LEVEL_MIN && level <= THREAT_LEVEL_MAX, `level ${level} in 0..10`);
+  invariant(Number.isInteger(level), `level ${level} is an integer`);
+  invariant(level >= THREAT_LEVEL_MIN, `level ${level} >= ${THREAT_LEVEL_MIN}`);
+  invariant(level <= THREAT_LEVEL_MAX, `level ${level} <= ${THREAT_LEVEL_MAX}`);
   if (level <= TIER_POLICIES.benign.levelMax) return 'benign';
   if (level <= TIER_POLICIES.suspicious.levelMax) return 'suspicious';
   if (level <= TIER_POLICIES.likely_bot.levelMax) return 'likely_bot';
@@ -100,9 +102,7 @@ export function mayServe(tier: Tier, decoy: TierCheckedDecoy): boolean {
 
 /** Second enforcement point of the tier rule: throws INTERNAL (a bug) if the choice is illegal. */
 export function assertMayServe(tier: Tier, decoy: TierCheckedDecoy): void {
-  if (!mayServe(tier, decoy)) {
-    throw new Error(`invariant violated: decoy ${decoy.id} may not be served to tier ${tier}`);
-  }
+  invariant(mayServe(tier, decoy), `decoy ${decoy.id} may not be served to tier ${tier}`);
 }
 
 export interface ResponseStrategy {
@@ -121,7 +121,8 @@ export function sampleStrategy(tier: Tier, random: () => number): ResponseStrate
   const policy = TIER_POLICIES[tier];
   const jitterMs = Math.min(policy.jitterMaxMs, Math.floor(random() * (policy.jitterMaxMs + 1)));
   const responseDelayMs = policy.baseDelayMs + jitterMs;
-  invariant(responseDelayMs >= 0 && responseDelayMs <= FIRST_BYTE_DELAY_MS_MAX, 'delay within ceiling');
+  invariant(responseDelayMs >= 0, 'delay is not negative');
+  invariant(responseDelayMs <= FIRST_BYTE_DELAY_MS_MAX, 'delay within ceiling');
   return {
     tier,
     decoyWeight: policy.decoyWeight,

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { browserRequest } from '../../testing/camouflage-kit';
+import { browserRequest } from '../../../testing/camouflage-kit';
 import { BUILT_IN_DECOYS, renderDecoy } from './decoy-catalog';
 import { HONEYTOKEN_PATTERN, HONEYTOKENS_PER_REQUEST_MAX, findHoneytokens, honeytokenMaterial, mintHoneytoken, redactToken } from './honeytokens';
 import { prepareRequest } from './threat-signals';

@@ -17,10 +17,11 @@
  * record; the credit script adds 1 − r (or 1 when no outcome yet) and marks the decision, after
  * which an outcome adds nothing. Either order ends at exactly 1.0 for that pull.
  */
-import { redisUnavailable } from './errors';
-import { BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from './bandit';
-import { CamouflageKeys, RedisClient, RedisScript, pairsToRecord } from './redis-keys';
-import { Tier, isTier } from './tiers';
+import { redisUnavailable } from '../errors';
+import { BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from '../domain/bandit';
+import { CamouflageKeys, RedisClient, pairsToRecord } from './redis-keys';
+import { RedisScript } from './redis-script';
+import { Tier, isTier } from '../domain/tiers';
 
 /**
  * Default decision lifetime: outcomes must be reported within 15 minutes, which covers the dwell

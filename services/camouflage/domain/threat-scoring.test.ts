@@ -1,6 +1,6 @@
 import { expect } from 'chai';
-import { ServiceError } from '../../platform/service-error';
-import { CHROME_UA, FIREFOX_UA, SAFARI_UA, T0_MS, browserRequest, scannerRequest } from '../../testing/camouflage-kit';
+import { ServiceError } from '../../../platform/service-error';
+import { CHROME_UA, FIREFOX_UA, SAFARI_UA, T0_MS, browserRequest, scannerRequest } from '../../../testing/camouflage-kit';
 import { ThreatScorer } from './threat-scoring';
 import { AssessInput, HEADER_VALUE_CHARS_MAX, SCAN_PART_CHARS_MAX, percentDecode } from './threat-signals';
 
@@ -125,25 +125,25 @@ describe('camouflage threat scoring (static signals)', () => {
     expect(scorer.scoreStatic(browserRequest({ path: '/%E0%A4%A/..%2f..%2fetc/passwd' })).threatLevel).to.be.at.least(6);
   });
 
-  // Proves every input field is validated with a typed error naming the field.
+  // Proves every input field is validated with a typed error naming the field as AssessRequest names it.
   it('rejects malformed input with INVALID_ARGUMENT naming the field', () => {
     const ok = browserRequest();
     expectInvalid(null, 'request');
-    expectInvalid({ ...ok, clientIp: 'not-an-ip' }, 'clientIp');
+    expectInvalid({ ...ok, clientIp: 'not-an-ip' }, 'client_ip');
     expectInvalid({ ...ok, method: 'GET /' }, 'method');
     expectInvalid({ ...ok, path: '' }, 'path');
     expectInvalid({ ...ok, path: `/${'a'.repeat(8_192)}` }, 'path');
-    expectInvalid({ ...ok, sessionKey: '' }, 'sessionKey');
-    expectInvalid({ ...ok, sessionKey: 'has space' }, 'sessionKey');
-    expectInvalid({ ...ok, timestampMs: 1_700_000_000 }, 'timestampMs');
-    expectInvalid({ ...ok, timestampMs: T0_MS + 0.5 }, 'timestampMs');
+    expectInvalid({ ...ok, sessionKey: '' }, 'session_key');
+    expectInvalid({ ...ok, sessionKey: 'has space' }, 'session_key');
+    expectInvalid({ ...ok, timestampMs: 1_700_000_000 }, 'timestamp');
+    expectInvalid({ ...ok, timestampMs: T0_MS + 0.5 }, 'timestamp');
     expectInvalid({ ...ok, headers: { 'bad name': 'x' } }, 'headers');
     expectInvalid({ ...ok, headers: { host: 42 } }, 'headers.host');
     expectInvalid({ ...ok, headers: { host: 'a'.repeat(HEADER_VALUE_CHARS_MAX + 1) } }, 'headers.host');
     expectInvalid({ ...ok, headers: Object.fromEntries(Array.from({ length: 129 }, (_, i) => [`x-h${i}`, 'v'])) }, 'headers');
-    expectInvalid({ ...ok, previousStatus: 99 }, 'previousStatus');
-    expectInvalid({ ...ok, previousStatus: 200.5 }, 'previousStatus');
-    expectInvalid({ ...ok, tlsFingerprint: 'ja3 with spaces' }, 'tlsFingerprint');
-    expectInvalid({ ...ok, userAgent: 7 }, 'userAgent');
+    expectInvalid({ ...ok, previousStatus: 99 }, 'previous_status');
+    expectInvalid({ ...ok, previousStatus: 200.5 }, 'previous_status');
+    expectInvalid({ ...ok, tlsFingerprint: 'ja3 with spaces' }, 'tls_fingerprint');
+    expectInvalid({ ...ok, userAgent: 7 }, 'user_agent');
   });
 });

@@ -5,9 +5,9 @@
  */
 import { expect } from 'chai';
 import Redis from 'ioredis';
-import { testRedisUrl, uniquePrefix } from '../../testing/camouflage-kit';
-import { RedisScript } from './redis-keys';
-import { createRedisStandIn } from '../../dev/redis-stand-in';
+import { testRedisUrl, uniquePrefix } from '../../../testing/camouflage-kit';
+import { RedisScript } from './redis-script';
+import { createRedisStandIn } from '../../../dev/redis-stand-in';
 
 const ECHO_LUA = `
 if ARGV[1] == 'fail' then return redis.error_reply('ERR asked to fail') end

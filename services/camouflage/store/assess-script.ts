@@ -1,8 +1,8 @@
 /**
  * The single round trip of Assess: one Lua script that, atomically,
- *   1. updates the session profile (session-profile.ts fragments),
+ *   1. updates the session profile (store/session-profile.ts fragments),
  *   2. looks up candidate honeytokens found in the request,
- *   3. computes the level with the same integer rules as JavaScript (threat-signals.ts) and so
+ *   3. computes the level with the same integer rules as JavaScript (domain/threat-signals.ts) and so
  *      the tier,
  *   4. commits the decision the engine prepared for that tier: decision record (`SET NX PX`),
  *      bandit pull, minted honeytoken, level memory,
@@ -34,12 +34,15 @@
  * fill Redis with 90-day records. Sum: ~200 B per token record; 64 per session.
  */
 import { createHash } from 'node:crypto';
-import { invariant, redisUnavailable } from './errors';
-import type { HoneytokenShape } from './decoy-catalog';
-import { pairsToRecord, RedisClient, RedisScript } from './redis-keys';
-import { PROFILE_WRITE_LUA, ProfileConfig, SNAPSHOT_REPLY_LENGTH, profileReadLua } from './session-profile';
-import { BehaviourRules, SIGNAL_POINTS, behaviourRulesLua } from './threat-signals';
-import { THREAT_LEVEL_MAX, TIER_POLICIES, TIERS, Tier } from './tiers';
+import { invariant } from '../../../platform/invariant';
+import { redisUnavailable } from '../errors';
+import type { HoneytokenShape } from '../domain/decoy-catalog';
+import { pairsToRecord, RedisClient } from './redis-keys';
+import { RedisScript } from './redis-script';
+import type { ProfileConfig } from '../domain/session-profile';
+import { PROFILE_WRITE_LUA, SNAPSHOT_REPLY_LENGTH, profileReadLua } from './session-profile';
+import { BehaviourRules, SIGNAL_POINTS, behaviourRulesLua } from '../domain/threat-signals';
+import { THREAT_LEVEL_MAX, TIER_POLICIES, TIERS, Tier } from '../domain/tiers';
 
 /** One tier's prepared decision, committed only if the script lands on that tier. */
 export interface TierCandidate {
@@ -166,7 +169,8 @@ export class AssessScript {
   }
 
   async run(redis: RedisClient, request: AssessScriptRequest): Promise<AssessScriptReply> {
-    invariant(request.banditKeys.length === TIERS.length && request.candidates.length === TIERS.length, 'one bandit key and candidate slot per tier');
+    invariant(request.banditKeys.length === TIERS.length, 'one bandit key per tier');
+    invariant(request.candidates.length === TIERS.length, 'one candidate slot per tier');
     invariant(request.profileArgs.length === 3, 'three profile arguments');
     const keys: string[] = [request.profileKey, request.pathsKey, request.catalogMetaKey, ...request.banditKeys, request.decisionKey];
     const groups: string[] = [];

@@ -7,7 +7,7 @@
  * which is the quantity Auer et al.'s Theorem 1 bounds (in expectation) and which does not carry
  * the extra noise of the sampled rewards.
  */
-import { invariant } from './errors';
+import { invariant } from '../../../platform/invariant';
 import { RandomSource, createSeededRandom, selectThompson, selectUcb1 } from './bandit-math';
 
 export type SimulatedPolicy = 'ucb1' | 'thompson';
@@ -35,8 +35,12 @@ export function simulateBandit(request: SimulationRequest): SimulationResult {
   const { means, policy, checkpoints, seed } = request;
   const k = means.length;
   invariant(k >= 2, 'at least two arms');
-  invariant(means.every((m) => m >= 0 && m <= 1), 'means in [0, 1]');
-  invariant(checkpoints.length > 0 && checkpoints.every((c, i) => Number.isInteger(c) && c > 0 && (i === 0 || c > (checkpoints[i - 1] as number))), 'ascending checkpoints');
+  invariant(means.every((m) => m >= 0), 'means >= 0');
+  invariant(means.every((m) => m <= 1), 'means <= 1');
+  invariant(checkpoints.length > 0, 'at least one checkpoint');
+  invariant(checkpoints.every((c) => Number.isInteger(c)), 'integer checkpoints');
+  invariant(checkpoints.every((c) => c > 0), 'positive checkpoints');
+  invariant(checkpoints.every((c, i) => i === 0 || c > (checkpoints[i - 1] as number)), 'ascending checkpoints');
   const horizon = checkpoints[checkpoints.length - 1] as number;
   invariant(horizon <= SIMULATION_PULLS_MAX, 'horizon bounded');
 
@@ -66,7 +70,8 @@ export function simulateBandit(request: SimulationRequest): SimulationResult {
 
 /** Mean cumulative regret per checkpoint over `seeds` independent runs. */
 export function averageRegret(means: readonly number[], policy: SimulatedPolicy, checkpoints: readonly number[], seeds: readonly number[]): number[] {
-  invariant(seeds.length > 0 && seeds.length <= 1_000, 'seeds bounded');
+  invariant(seeds.length > 0, 'at least one seed');
+  invariant(seeds.length <= 1_000, 'seeds bounded');
   const sums = new Array<number>(checkpoints.length).fill(0);
   for (const seed of seeds) {
     const { regret } = simulateBandit({ means, policy, checkpoints, seed });
