@@ -24,7 +24,7 @@ import { unimplementedService } from '../platform/handlers';
 import type { ServiceModule } from '../platform/server';
 import { address, bearer, insecure } from './harness';
 import type { RunningService } from '../platform/server';
-import { createRolloutHandlers, rolloutConfigShape } from '../services/shadow/rollout-handlers';
+import { createRolloutHandlers, rolloutConfigShape } from '../services/shadow/rpc/rollout-handlers';
 
 export const rolloutTestModule: ServiceModule<typeof rolloutConfigShape> = {
   name: 'shadow',

@@ -1,2 +1,2 @@
 /** The shadow service module (wiring only): what the launchers load. */
-export { shadowService } from './service';
+export { shadowService } from './rpc/shadow-handlers';
