@@ -3,10 +3,71 @@
  * INVALID_ARGUMENT naming the proto field path the caller wrote
  * (`target.virtual_service`, `steps[2]`, `analysis.max_error_rate`).
  */
-import type { CreateRolloutRequest } from '../../../gen/shieldx/shadow/v1/shadow';
-import type { Duration } from '../../../gen/google/protobuf/duration';
 import { ServiceError } from '../../../platform/service-error';
-import type { RolloutSpec } from '../store/rollout-store';
+
+export const ROLLOUT_STATES = ['PENDING', 'PROGRESSING', 'AWAITING_PROMOTION', 'SUCCEEDED', 'ROLLED_BACK', 'ABORTED', 'FAILED'] as const;
+export type RolloutStateName = (typeof ROLLOUT_STATES)[number];
+export const ACTIVE_STATES: readonly RolloutStateName[] = ['PENDING', 'PROGRESSING', 'AWAITING_PROMOTION'];
+
+export function isTerminal(state: RolloutStateName): boolean {
+  return !ACTIVE_STATES.includes(state);
+}
+
+/** Where a canary's traffic split lives (RolloutTarget with defaults applied). */
+export interface RouteTarget {
+  readonly namespace: string;
+  /** Name of the Istio VirtualService. */
+  readonly virtualService: string;
+  /** Destination host, e.g. "credits.shieldx.svc.cluster.local". */
+  readonly host: string;
+  readonly stableSubset: string;
+  readonly canarySubset: string;
+  /** Name of the HTTP route whose weights are set. */
+  readonly routeName: string;
+}
+
+/** What CreateRollout persists (validated, defaults applied). */
+export interface RolloutSpec {
+  readonly evaluationId: string;
+  readonly target: RouteTarget;
+  readonly steps: readonly number[];
+  readonly stepDurationMs: number;
+  readonly maxErrorRate: number;
+  readonly maxP99LatencyMs: number;
+  readonly minRequests: bigint;
+  readonly maxInconclusive: number;
+  readonly analysisWindowMs: number;
+  readonly autoRollback: boolean;
+  readonly manualPromotion: boolean;
+}
+
+/** A google.protobuf.Duration as the request carries it. */
+export interface DurationInput {
+  readonly seconds: bigint;
+  readonly nanos: number;
+}
+
+/**
+ * What parseCreateRollout reads: the fields of a CreateRolloutRequest (the generated message fits
+ * it as it is), declared here so the rules do not depend on generated code.
+ */
+export interface CreateRolloutInput {
+  readonly evaluationId: string;
+  readonly target?: RouteTarget | undefined;
+  readonly steps: readonly number[];
+  readonly stepDuration?: DurationInput | undefined;
+  readonly analysis?:
+    | {
+        readonly maxErrorRate: number;
+        readonly maxP99Latency?: DurationInput | undefined;
+        readonly minRequests: bigint;
+        readonly maxInconclusive: number;
+        readonly window?: DurationInput | undefined;
+      }
+    | undefined;
+  readonly autoRollback: boolean;
+  readonly manualPromotion: boolean;
+}
 
 export const DEFAULT_STEPS: readonly number[] = [5, 25, 50, 100];
 export const MAX_STEPS = 20;
@@ -19,7 +80,6 @@ export const DEFAULT_MIN_REQUESTS = 100n;
 export const DEFAULT_MAX_INCONCLUSIVE = 3;
 export const MAX_INCONCLUSIVE_LIMIT = 100;
 export const DEFAULT_ROUTE_NAME = 'primary';
-export const MAX_IDEMPOTENCY_KEY_LENGTH = 200;
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -40,7 +100,7 @@ function requireName(field: string, value: string, pattern: RegExp, maxLength: n
  * Milliseconds of a Duration; undefined when unset or exactly zero (the default applies). A set
  * duration that rounds to 0 ms (e.g. 1ns) is 0, for the caller's lower bound to refuse, not the default.
  */
-function durationMs(field: string, duration: Duration | undefined): number | undefined {
+function durationMs(field: string, duration: DurationInput | undefined): number | undefined {
   if (duration === undefined) return undefined;
   const { seconds, nanos } = duration;
   if (seconds < 0n || nanos < 0 || nanos > 999_999_999) throw ServiceError.invalidArgument(field, 'must be a positive duration');
@@ -68,13 +128,8 @@ export function validateSteps(steps: readonly number[]): readonly number[] {
   return [...steps];
 }
 
-export function validateIdempotencyKey(key: string): string | undefined {
-  if (key.length > MAX_IDEMPOTENCY_KEY_LENGTH) throw ServiceError.invalidArgument('idempotency_key', `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
-  return key === '' ? undefined : key;
-}
-
 /** The validated spec with defaults applied; throws INVALID_ARGUMENT naming the first bad field. */
-export function parseCreateRollout(request: CreateRolloutRequest): RolloutSpec {
+export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
   if (request.evaluationId === '') throw ServiceError.invalidArgument('evaluation_id', 'is required');
   if (!isUuid(request.evaluationId)) throw ServiceError.invalidArgument('evaluation_id', 'must be a UUID');
   const target = request.target;

@@ -25,7 +25,7 @@ import { IngestSamplesResponse, type IngestSamplesRequest } from '../../../gen/s
 import { withLockTimeout, withTransaction } from '../../../platform/db';
 import { Code, ServiceError } from '../../../platform/service-error';
 import { claimIdempotencyKey, saveIdempotentResponse } from '../store/rollout-store';
-import { validateIdempotencyKey } from '../domain/rollout-spec';
+import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
 import { DATASET_PATTERN, SampleIngestor } from '../store/sample-store';
 import type { TrafficSample } from '../domain/traffic-sample';
 
@@ -138,7 +138,7 @@ export async function ingestSampleStream(
     throw ServiceError.invalidArgument('dataset', 'must be 1-64 characters of a-z, 0-9, "-" and "_" (on the first message)');
   }
   const dataset = first.dataset;
-  const key = validateIdempotencyKey(first.idempotencyKey);
+  const key = optionalIdempotencyKey(first.idempotencyKey);
 
   return withTransaction(pool, async (client) => {
     const claim = key === undefined ? undefined : { key, ...(await claimKey(client, key)) };

@@ -31,7 +31,8 @@ import { AnalysisVerdict, type AnalysisSnapshot } from '../../../gen/shieldx/sha
 import type { Logger } from '../../../platform/logger';
 import { analyse, type PrometheusClient } from './rollout-analysis';
 import type { PgLease } from '../store/rollout-lease';
-import { isTerminal, listActionable, markApplied, transition, type RolloutRow, type Transition } from '../store/rollout-store';
+import { isTerminal } from '../domain/rollout-spec';
+import { listActionable, markApplied, transition, type RolloutRow, type Transition } from '../store/rollout-store';
 import { RouterConfigError, weightsFor, type TrafficRouter } from './traffic-router';
 
 export const CONTROLLER_LEASE_NAME = 'rollout-controller';

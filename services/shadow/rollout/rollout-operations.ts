@@ -20,13 +20,13 @@ import {
 import { withTransaction } from '../../../platform/db';
 import { Code, ServiceError } from '../../../platform/service-error';
 import { pageSize as pageSizeFor } from '../../../platform/page-size';
-import { isUuid, parseCreateRollout, validateIdempotencyKey } from '../domain/rollout-spec';
+import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
+import { isTerminal, isUuid, parseCreateRollout } from '../domain/rollout-spec';
 import {
   claimIdempotencyKey,
   evaluationGate,
   getRollout,
   insertRollout,
-  isTerminal,
   listEvents,
   listRollouts,
   RouteBusyError,
@@ -105,7 +105,7 @@ export class RolloutOperations {
 
   async create(request: CreateRolloutRequest): Promise<CreateRolloutResponse> {
     const spec = parseCreateRollout(request);
-    const key = validateIdempotencyKey(request.idempotencyKey);
+    const key = optionalIdempotencyKey(request.idempotencyKey);
     const response = await this.idempotent(key, 'CreateRollout', { ...request, idempotencyKey: '' }, CreateRolloutRequest, CreateRolloutResponse, async (client) => {
       const gate = await evaluationGate(client, spec.evaluationId);
       if (gate === 'not_found') {
@@ -171,7 +171,7 @@ export class RolloutOperations {
   /** Passes the manual gate: AWAITING_PROMOTION → SUCCEEDED at 100 %. */
   async promote(request: PromoteRolloutRequest): Promise<PromoteRolloutResponse> {
     const id = requireRolloutId(request.id);
-    const key = validateIdempotencyKey(request.idempotencyKey);
+    const key = optionalIdempotencyKey(request.idempotencyKey);
     const response = await this.idempotent(key, 'PromoteRollout', { ...request, idempotencyKey: '' }, PromoteRolloutRequest, PromoteRolloutResponse, async (client) => {
       const row = await getRollout(client, id, { forUpdate: true });
       if (!row) throw notFound(id);
@@ -200,7 +200,7 @@ export class RolloutOperations {
   /** Stops a live rollout: all traffic back to stable. */
   async abort(request: AbortRolloutRequest): Promise<AbortRolloutResponse> {
     const id = requireRolloutId(request.id);
-    const key = validateIdempotencyKey(request.idempotencyKey);
+    const key = optionalIdempotencyKey(request.idempotencyKey);
     if (request.reason.length > MAX_ABORT_REASON_LENGTH) throw ServiceError.invalidArgument('reason', `must be at most ${MAX_ABORT_REASON_LENGTH} characters`);
     const response = await this.idempotent(key, 'AbortRollout', { ...request, idempotencyKey: '' }, AbortRolloutRequest, AbortRolloutResponse, async (client) => {
       const row = await getRollout(client, id, { forUpdate: true });

@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { expect } from 'chai';
-import { RouterConfigError, type RouteTarget } from './traffic-router';
+import type { RouteTarget } from '../domain/rollout-spec';
+import { RouterConfigError } from './traffic-router';
 import { KubernetesTrafficRouter, RouterConflictError } from './traffic-router-kubernetes';
 import { expectValidVirtualService } from '../../../testing/traffic-router-kit';
 

@@ -13,7 +13,8 @@
  * route; a JSON patch by index could hit the wrong route if the list changed.
  */
 import { ApiException, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
-import { RouterConfigError, withWeights, type RouteTarget, type TrafficRouter, type TrafficWeights } from './traffic-router';
+import type { RouteTarget } from '../domain/rollout-spec';
+import { RouterConfigError, withWeights, type TrafficRouter, type TrafficWeights } from './traffic-router';
 
 export const ISTIO_NETWORKING_GROUP = 'networking.istio.io';
 export const VIRTUAL_SERVICES_PLURAL = 'virtualservices';

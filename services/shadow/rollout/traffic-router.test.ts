@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { parse, parseAllDocuments } from 'yaml';
-import { FileTrafficRouter, RouterConfigError, weightsFor, withWeights, type RouteTarget } from './traffic-router';
+import type { RouteTarget } from '../domain/rollout-spec';
+import { FileTrafficRouter, RouterConfigError, weightsFor, withWeights } from './traffic-router';
 import { expectValidVirtualService } from '../../../testing/traffic-router-kit';
 
 const target: RouteTarget = {

@@ -13,19 +13,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Document, isMap, parseAllDocuments, stringify } from 'yaml';
-
-/** Where a canary's traffic split lives (RolloutTarget with defaults applied). */
-export interface RouteTarget {
-  readonly namespace: string;
-  /** Name of the Istio VirtualService. */
-  readonly virtualService: string;
-  /** Destination host, e.g. "credits.shieldx.svc.cluster.local". */
-  readonly host: string;
-  readonly stableSubset: string;
-  readonly canarySubset: string;
-  /** Name of the HTTP route whose weights are set. */
-  readonly routeName: string;
-}
+import type { RouteTarget } from '../domain/rollout-spec';
 
 /** Percentages; always integers that sum to 100 (Istio rejects anything else). */
 export interface TrafficWeights {

@@ -29,7 +29,8 @@ import { resolveThresholds } from '../domain/recommendation';
 import { createRolloutHandlers, rolloutConfigShape } from './rollout-handlers';
 import { ruleFromProto, validatedRule } from './rule-mapping';
 import { pageSize } from '../../../platform/page-size';
-import { isUuid, validateIdempotencyKey } from '../domain/rollout-spec';
+import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
+import { isUuid } from '../domain/rollout-spec';
 import { ruleHeaderNames } from '../domain/rules';
 import { DATASET_PATTERN, hasSamples, SampleColumnsCache } from '../store/sample-store';
 import { ingestSampleStream, limitExceeded } from '../ingest/sample-ingest';
@@ -233,7 +234,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
 
       startEvaluation: unary(ShadowServiceService.startEvaluation.path, options, async (request: StartEvaluationRequest) => {
         if (request.name.length > 200) throw ServiceError.invalidArgument('name', 'must be at most 200 characters');
-        validateIdempotencyKey(request.idempotencyKey);
+        optionalIdempotencyKey(request.idempotencyKey);
         validatedRule(request.rule, 'rule');
         if (request.baselineRule) validatedRule(request.baselineRule, 'baseline_rule');
         const selection = request.selection;

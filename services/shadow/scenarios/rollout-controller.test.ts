@@ -21,7 +21,8 @@ import { CONTROLLER_LEASE_NAME, createControllerMetrics, RolloutController } fro
 import { PgLease } from '../store/rollout-lease';
 import { getRollout, listEvents } from '../store/rollout-store';
 import { clientFor, insertEvaluation, rolloutTestModule, rpc } from '../../../testing/rollout-kit';
-import { RouterConfigError, type RouteTarget, type TrafficRouter, type TrafficWeights } from '../rollout/traffic-router';
+import type { RouteTarget } from '../domain/rollout-spec';
+import { RouterConfigError, type TrafficRouter, type TrafficWeights } from '../rollout/traffic-router';
 import { expectValidVirtualService } from '../../../testing/traffic-router-kit';
 import { Registry } from 'prom-client';
 import pino from 'pino';

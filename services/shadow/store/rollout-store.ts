@@ -16,15 +16,7 @@ import {
   type RolloutEvent,
 } from '../../../gen/shieldx/shadow/v1/shadow';
 import { deleteInBatches, withTransaction } from '../../../platform/db';
-import type { RouteTarget } from '../rollout/traffic-router';
-
-export const ROLLOUT_STATES = ['PENDING', 'PROGRESSING', 'AWAITING_PROMOTION', 'SUCCEEDED', 'ROLLED_BACK', 'ABORTED', 'FAILED'] as const;
-export type RolloutStateName = (typeof ROLLOUT_STATES)[number];
-export const ACTIVE_STATES: readonly RolloutStateName[] = ['PENDING', 'PROGRESSING', 'AWAITING_PROMOTION'];
-
-export function isTerminal(state: RolloutStateName): boolean {
-  return !ACTIVE_STATES.includes(state);
-}
+import { ACTIVE_STATES, ROLLOUT_STATES, type RolloutSpec, type RolloutStateName } from '../domain/rollout-spec';
 
 export function stateToProto(state: RolloutStateName | null): RolloutState {
   return state === null ? RolloutState.ROLLOUT_STATE_UNSPECIFIED : RolloutState[`ROLLOUT_STATE_${state}`];
@@ -33,21 +25,6 @@ export function stateToProto(state: RolloutStateName | null): RolloutState {
 export function stateFromProto(state: RolloutState): RolloutStateName | undefined {
   const name = RolloutState[state]?.replace(/^ROLLOUT_STATE_/, '');
   return (ROLLOUT_STATES as readonly string[]).includes(name ?? '') ? (name as RolloutStateName) : undefined;
-}
-
-/** What CreateRollout persists (validated, defaults applied). */
-export interface RolloutSpec {
-  readonly evaluationId: string;
-  readonly target: RouteTarget;
-  readonly steps: readonly number[];
-  readonly stepDurationMs: number;
-  readonly maxErrorRate: number;
-  readonly maxP99LatencyMs: number;
-  readonly minRequests: bigint;
-  readonly maxInconclusive: number;
-  readonly analysisWindowMs: number;
-  readonly autoRollback: boolean;
-  readonly manualPromotion: boolean;
 }
 
 export interface RolloutRow extends RolloutSpec {
