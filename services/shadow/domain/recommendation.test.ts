@@ -7,7 +7,7 @@ import {
   type BaselineSummary,
   type RecommendationThresholds,
 } from './recommendation';
-import { ThresholdConfigError } from '../errors';
+import { ServiceError } from '../../../platform/service-error';
 import {
   chiSquareIndependence,
   detectionMetrics,
@@ -227,9 +227,9 @@ describe('shadow recommendation: thresholds', () => {
         resolveThresholds(partial);
         expect.fail('should throw');
       } catch (error) {
-        expect(error).to.be.instanceOf(ThresholdConfigError);
-        expect((error as ThresholdConfigError).field).to.equal(field);
-        expect((error as ThresholdConfigError).description).to.equal(description);
+        expect(error).to.be.instanceOf(ServiceError);
+        expect((error as ServiceError).reason).to.equal('INVALID_ARGUMENT');
+        expect((error as ServiceError).fieldViolations).to.deep.equal([{ field, description }]);
       }
     };
     bad({ minPrecision: 1.5 }, 'thresholds.min_precision', 'must be between 0 and 1');

@@ -38,8 +38,9 @@
  * too few benign samples to tell; MEDIUM if it exceeds the full-deployment
  * limit; LOW otherwise.
  */
-import { ThresholdConfigError } from '../errors';
+import { ServiceError } from '../../../platform/service-error';
 import { normalCdf, type Association, type ConfusionMatrix, type DetectionMetrics, type McNemarTest, type Rate } from './statistics';
+import { invariant } from '../../../platform/invariant';
 
 export type Decision = 'APPROVE_FULL_DEPLOYMENT' | 'APPROVE_CANARY' | 'NEEDS_REVIEW' | 'REJECT';
 export type RiskLevel = 'LOW' | 'MEDIUM' | 'HIGH' | 'CRITICAL';
@@ -97,18 +98,18 @@ const PROTO_NAMES: Record<keyof RecommendationThresholds, string> = {
 /**
  * Fills defaults (undefined = default; the proto handler should map proto3
  * zero values to undefined) and validates ranges.
- * @throws ThresholdConfigError naming the proto field.
+ * @throws ServiceError INVALID_ARGUMENT naming the proto field.
  */
 export function resolveThresholds(partial: Partial<RecommendationThresholds> = {}): RecommendationThresholds {
   const given = (key: keyof RecommendationThresholds): number | undefined => {
     const v = partial[key];
     if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new ThresholdConfigError(PROTO_NAMES[key], 'must be a finite number');
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw ServiceError.invalidArgument(PROTO_NAMES[key], 'must be a finite number');
     return v;
   };
   const unit = (key: keyof RecommendationThresholds, fallback: number): number => {
     const v = given(key) ?? fallback;
-    if (v < 0 || v > 1) throw new ThresholdConfigError(PROTO_NAMES[key], 'must be between 0 and 1');
+    if (v < 0 || v > 1) throw ServiceError.invalidArgument(PROTO_NAMES[key], 'must be between 0 and 1');
     return v;
   };
   const minPrecision = unit('minPrecision', DEFAULT_THRESHOLDS.minPrecision);
@@ -121,23 +122,23 @@ export function resolveThresholds(partial: Partial<RecommendationThresholds> = {
     Math.max(DEFAULT_THRESHOLDS.canaryMaxFalsePositiveRate, maxFalsePositiveRate),
   );
   if (canaryMinPrecision > minPrecision) {
-    throw new ThresholdConfigError(PROTO_NAMES.canaryMinPrecision, 'must not exceed min_precision');
+    throw ServiceError.invalidArgument(PROTO_NAMES.canaryMinPrecision, 'must not exceed min_precision');
   }
-  if (canaryMinRecall > minRecall) throw new ThresholdConfigError(PROTO_NAMES.canaryMinRecall, 'must not exceed min_recall');
+  if (canaryMinRecall > minRecall) throw ServiceError.invalidArgument(PROTO_NAMES.canaryMinRecall, 'must not exceed min_recall');
   if (canaryMaxFalsePositiveRate < maxFalsePositiveRate) {
-    throw new ThresholdConfigError(PROTO_NAMES.canaryMaxFalsePositiveRate, 'must not be below max_false_positive_rate');
+    throw ServiceError.invalidArgument(PROTO_NAMES.canaryMaxFalsePositiveRate, 'must not be below max_false_positive_rate');
   }
   const significanceLevel = given('significanceLevel') ?? DEFAULT_THRESHOLDS.significanceLevel;
   if (!(significanceLevel > 0 && significanceLevel <= 0.5)) {
-    throw new ThresholdConfigError(PROTO_NAMES.significanceLevel, 'must be in (0, 0.5]');
+    throw ServiceError.invalidArgument(PROTO_NAMES.significanceLevel, 'must be in (0, 0.5]');
   }
   const confidenceLevel = given('confidenceLevel') ?? DEFAULT_THRESHOLDS.confidenceLevel;
   if (!(confidenceLevel >= 0.5 && confidenceLevel <= 0.9999)) {
-    throw new ThresholdConfigError(PROTO_NAMES.confidenceLevel, 'must be in [0.5, 0.9999]');
+    throw ServiceError.invalidArgument(PROTO_NAMES.confidenceLevel, 'must be in [0.5, 0.9999]');
   }
   const count = (key: 'minSamples' | 'minSamplesPerClass', fallback: number): number => {
     const v = given(key) ?? fallback;
-    if (!Number.isInteger(v) || v < 1 || v > 1e9) throw new ThresholdConfigError(PROTO_NAMES[key], 'must be an integer 1..1000000000');
+    if (!Number.isInteger(v) || v < 1 || v > 1e9) throw ServiceError.invalidArgument(PROTO_NAMES[key], 'must be an integer 1..1000000000');
     return v;
   };
   return {
@@ -397,6 +398,6 @@ export function recommend(input: RecommendationInput, thresholds: Recommendation
     reasons.push(...messagesOf((c) => c.name === 'sample_size'));
   }
   confidence = clamp01(confidence);
-  if (!Number.isFinite(confidence)) throw new Error('recommend: confidence is not finite (bug)');
+  invariant(Number.isFinite(confidence), 'recommend: confidence is finite');
   return { decision, confidence, risk, reasons, checks };
 }

@@ -34,6 +34,7 @@ import {
 } from './rules';
 import { parseIp } from './ip-address';
 import type { InternedColumn, SampleColumns } from './sample-columns';
+import { invariant } from '../../../platform/invariant';
 
 /** Per-sample outcome of one rule, indexed like the input samples. */
 export interface ReplayOutput {
@@ -152,7 +153,7 @@ export function buildKeyIndex(keyIds: Int32Array, keyCount: number, time: Int32A
       order[cursor[keyIds[i]]++] = i;
     }
   }
-  if (start[keyCount] !== n) throw new Error('buildKeyIndex: key ids out of range');
+  invariant(start[keyCount] === n, 'buildKeyIndex: key ids are in range');
   return { order, start, keyCount };
 }
 
@@ -438,7 +439,7 @@ export function executePlan(plan: ReplayPlan, columns: SampleColumns): ReplayOut
 
 /**
  * Single-threaded replay of one rule (config or compiled) over columns.
- * @throws RuleConfigError when a config is invalid.
+ * @throws ServiceError INVALID_RULE when a config is invalid.
  */
 export function replayRule(rule: RuleConfig | CompiledRule, columns: SampleColumns): ReplayOutput {
   const compiled = 'children' in rule || 'key' in rule ? (rule as CompiledRule) : compileRule(rule);

@@ -9,7 +9,7 @@ import {
   validateRule,
   type RuleConfig,
 } from './rules';
-import { RuleConfigError, ShadowInputError } from '../errors';
+import { ServiceError } from '../../../platform/service-error';
 
 /** Asserts that validating `cfg` fails on exactly `field` with exactly `description`. */
 function expectRuleError(cfg: unknown, field: string, description: string | RegExp, prefix = 'rule'): void {
@@ -19,12 +19,15 @@ function expectRuleError(cfg: unknown, field: string, description: string | RegE
   } catch (error) {
     caught = error;
   }
-  expect(caught, 'expected a RuleConfigError').to.be.instanceOf(RuleConfigError);
-  const error = caught as RuleConfigError;
-  expect(error.field).to.equal(field);
-  if (typeof description === 'string') expect(error.description).to.equal(description);
-  else expect(error.description).to.match(description);
-  expect(error.message).to.equal(`${field}: ${error.description}`);
+  expect(caught, 'expected an INVALID_RULE ServiceError').to.be.instanceOf(ServiceError);
+  const error = caught as ServiceError;
+  expect(error.reason).to.equal('INVALID_RULE');
+  expect(error.fieldViolations).to.have.length(1);
+  const violation = error.fieldViolations[0]!;
+  expect(violation.field).to.equal(field);
+  if (typeof description === 'string') expect(violation.description).to.equal(description);
+  else expect(violation.description).to.match(description);
+  expect(error.message).to.equal(`${field}: ${violation.description}`);
 }
 
 const rate = (maxRequests: unknown, windowSeconds: unknown = 60, keyBy: unknown = 'client_ip'): unknown => ({
@@ -52,14 +55,14 @@ describe('shadow rules: validation', () => {
     expect(hasRateLimit(compiled)).to.equal(true);
   });
 
-  // The error is a ShadowInputError with reason INVALID_RULE, so the gRPC layer can map it without knowing the module.
-  it('throws RuleConfigError with reason INVALID_RULE', () => {
+  // The error is a ServiceError with reason INVALID_RULE, so the gRPC layer can map it without knowing the module.
+  it('throws a ServiceError with reason INVALID_RULE', () => {
     try {
       compileRule(rate(0));
       expect.fail('should throw');
     } catch (error) {
-      expect(error).to.be.instanceOf(ShadowInputError);
-      expect((error as RuleConfigError).reason).to.equal('INVALID_RULE');
+      expect(error).to.be.instanceOf(ServiceError);
+      expect((error as ServiceError).reason).to.equal('INVALID_RULE');
     }
   });
 

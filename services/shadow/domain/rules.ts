@@ -16,9 +16,8 @@
  * documented on {@link RateLimitRuleConfig}.
  */
 import { CidrMatcher, parseCidr, type ParsedCidr } from './ip-address';
-import { RuleConfigError } from '../errors';
+import { invalidRule } from '../errors';
 
-export { RuleConfigError } from '../errors';
 
 /** Which sample field identifies the client for a rate limit. */
 export type RateLimitKey = 'client_ip' | 'client_key';
@@ -236,23 +235,23 @@ function compilePatterns(
   caseInsensitive: boolean,
   state: WalkState,
 ): RegExp[] {
-  if (!Array.isArray(raw) || raw.length === 0) throw new RuleConfigError(field, 'must contain at least one pattern');
+  if (!Array.isArray(raw) || raw.length === 0) throw invalidRule(field, 'must contain at least one pattern');
   if (raw.length > RULE_LIMITS.patternsPerRuleMax) {
-    throw new RuleConfigError(field, `must contain at most ${RULE_LIMITS.patternsPerRuleMax} patterns`);
+    throw invalidRule(field, `must contain at most ${RULE_LIMITS.patternsPerRuleMax} patterns`);
   }
   state.patterns += raw.length;
   if (state.patterns > RULE_LIMITS.patternsTotalMax) {
-    throw new RuleConfigError(field, `rule has more than ${RULE_LIMITS.patternsTotalMax} patterns in total`);
+    throw invalidRule(field, `rule has more than ${RULE_LIMITS.patternsTotalMax} patterns in total`);
   }
   const regexes: RegExp[] = [];
   for (let i = 0; i < raw.length; i++) {
     const pattern: unknown = raw[i];
     const at = `${field}[${i}]`;
     if (typeof pattern !== 'string' || pattern.length === 0) {
-      throw new RuleConfigError(at, 'must be a non-empty regular expression');
+      throw invalidRule(at, 'must be a non-empty regular expression');
     }
     if (pattern.length > RULE_LIMITS.patternLengthMax) {
-      throw new RuleConfigError(
+      throw invalidRule(
         at,
         `is ${pattern.length} characters long; the limit is ${RULE_LIMITS.patternLengthMax}`,
       );
@@ -262,10 +261,10 @@ function compilePatterns(
       // No 'g'/'y' flag: RegExp.test would then carry lastIndex between calls.
       regex = new RegExp(pattern, caseInsensitive ? 'i' : '');
     } catch (error) {
-      throw new RuleConfigError(at, `invalid regular expression: ${(error as Error).message}`);
+      throw invalidRule(at, `invalid regular expression: ${(error as Error).message}`);
     }
     if (hasNestedQuantifier(pattern)) {
-      throw new RuleConfigError(
+      throw invalidRule(
         at,
         'repeats a group that contains an unbounded quantifier (catastrophic backtracking risk); ' +
           'rewrite without nesting, e.g. (?:ab)+ instead of (a+b)+',
@@ -278,40 +277,40 @@ function compilePatterns(
 
 function compileNode(cfg: unknown, field: string, depth: number, state: WalkState): CompiledRule {
   if (depth > RULE_LIMITS.depthMax) {
-    throw new RuleConfigError(field, `nesting depth exceeds ${RULE_LIMITS.depthMax}`);
+    throw invalidRule(field, `nesting depth exceeds ${RULE_LIMITS.depthMax}`);
   }
   state.nodes++;
   if (state.nodes > RULE_LIMITS.nodesMax) {
-    throw new RuleConfigError(field, `rule has more than ${RULE_LIMITS.nodesMax} nodes`);
+    throw invalidRule(field, `rule has more than ${RULE_LIMITS.nodesMax} nodes`);
   }
-  if (!isPlainObject(cfg)) throw new RuleConfigError(field, 'must be a rule object');
+  if (!isPlainObject(cfg)) throw invalidRule(field, 'must be a rule object');
   const type = cfg.type;
   if (typeof type !== 'string' || !(RULE_TYPES as readonly string[]).includes(type)) {
-    throw new RuleConfigError(field, `rule type must be one of: ${RULE_TYPES.join(', ')}`);
+    throw invalidRule(field, `rule type must be one of: ${RULE_TYPES.join(', ')}`);
   }
   const at = `${field}.${type}`;
   switch (type as RuleType) {
     case 'rate_limit': {
       const max = cfg.maxRequests;
       if (typeof max !== 'number' || !Number.isInteger(max) || max <= 0) {
-        throw new RuleConfigError(`${at}.max_requests`, 'must be a positive integer');
+        throw invalidRule(`${at}.max_requests`, 'must be a positive integer');
       }
       if (max > RULE_LIMITS.maxRequestsMax) {
-        throw new RuleConfigError(`${at}.max_requests`, `must be at most ${RULE_LIMITS.maxRequestsMax}`);
+        throw invalidRule(`${at}.max_requests`, `must be at most ${RULE_LIMITS.maxRequestsMax}`);
       }
       const window = cfg.windowSeconds;
       if (typeof window !== 'number' || !Number.isFinite(window) || window <= 0) {
-        throw new RuleConfigError(`${at}.window`, 'must be a positive duration');
+        throw invalidRule(`${at}.window`, 'must be a positive duration');
       }
       if (window < RULE_LIMITS.windowSecondsMin) {
-        throw new RuleConfigError(`${at}.window`, 'must be at least 1 millisecond');
+        throw invalidRule(`${at}.window`, 'must be at least 1 millisecond');
       }
       if (window > RULE_LIMITS.windowSecondsMax) {
-        throw new RuleConfigError(`${at}.window`, `must be at most ${RULE_LIMITS.windowSecondsMax} seconds (1 day)`);
+        throw invalidRule(`${at}.window`, `must be at most ${RULE_LIMITS.windowSecondsMax} seconds (1 day)`);
       }
       const keyBy = cfg.keyBy;
       if (keyBy !== 'client_ip' && keyBy !== 'client_key') {
-        throw new RuleConfigError(`${at}.key_by`, 'must be one of: client_ip, client_key');
+        throw invalidRule(`${at}.key_by`, 'must be one of: client_ip, client_key');
       }
       const windowMs = Math.round(window * 1000);
       return {
@@ -325,19 +324,19 @@ function compileNode(cfg: unknown, field: string, depth: number, state: WalkStat
     case 'ip_blocklist': {
       const cidrs = cfg.cidrs;
       if (!Array.isArray(cidrs) || cidrs.length === 0) {
-        throw new RuleConfigError(`${at}.cidrs`, 'must contain at least one CIDR');
+        throw invalidRule(`${at}.cidrs`, 'must contain at least one CIDR');
       }
       if (cidrs.length > RULE_LIMITS.cidrsPerRuleMax) {
-        throw new RuleConfigError(`${at}.cidrs`, `must contain at most ${RULE_LIMITS.cidrsPerRuleMax} CIDRs`);
+        throw invalidRule(`${at}.cidrs`, `must contain at most ${RULE_LIMITS.cidrsPerRuleMax} CIDRs`);
       }
       state.cidrs += cidrs.length;
       if (state.cidrs > RULE_LIMITS.cidrsTotalMax) {
-        throw new RuleConfigError(`${at}.cidrs`, `rule has more than ${RULE_LIMITS.cidrsTotalMax} CIDRs in total`);
+        throw invalidRule(`${at}.cidrs`, `rule has more than ${RULE_LIMITS.cidrsTotalMax} CIDRs in total`);
       }
       const parsed: ParsedCidr[] = [];
       for (let i = 0; i < cidrs.length; i++) {
         const result = parseCidr(cidrs[i] as string);
-        if (typeof result === 'string') throw new RuleConfigError(`${at}.cidrs[${i}]`, result);
+        if (typeof result === 'string') throw invalidRule(`${at}.cidrs[${i}]`, result);
         parsed.push(result);
       }
       const canonical = parsed.map((c) => `${c.version}:${c.network.toString(16)}/${c.prefix}`).sort();
@@ -350,7 +349,7 @@ function compileNode(cfg: unknown, field: string, depth: number, state: WalkStat
     }
     case 'path_pattern': {
       const ci = cfg.caseInsensitive === undefined ? false : cfg.caseInsensitive;
-      if (typeof ci !== 'boolean') throw new RuleConfigError(`${at}.case_insensitive`, 'must be a boolean');
+      if (typeof ci !== 'boolean') throw invalidRule(`${at}.case_insensitive`, 'must be a boolean');
       const regexes = compilePatterns(cfg.patterns, `${at}.patterns`, ci, state);
       return {
         type: 'path_pattern',
@@ -362,14 +361,14 @@ function compileNode(cfg: unknown, field: string, depth: number, state: WalkStat
     case 'header_pattern': {
       const header = cfg.header;
       if (typeof header !== 'string' || header.length === 0 || header.length > RULE_LIMITS.headerNameLengthMax) {
-        throw new RuleConfigError(`${at}.header`, 'must be an HTTP header name such as user-agent');
+        throw invalidRule(`${at}.header`, 'must be an HTTP header name such as user-agent');
       }
       const name = header.toLowerCase();
       if (!HEADER_NAME.test(name)) {
-        throw new RuleConfigError(`${at}.header`, `'${header.slice(0, 64)}' is not a valid HTTP header name`);
+        throw invalidRule(`${at}.header`, `'${header.slice(0, 64)}' is not a valid HTTP header name`);
       }
       const ci = cfg.caseInsensitive === undefined ? false : cfg.caseInsensitive;
-      if (typeof ci !== 'boolean') throw new RuleConfigError(`${at}.case_insensitive`, 'must be a boolean');
+      if (typeof ci !== 'boolean') throw invalidRule(`${at}.case_insensitive`, 'must be a boolean');
       const regexes = compilePatterns(cfg.patterns, `${at}.patterns`, ci, state);
       return {
         type: 'header_pattern',
@@ -383,10 +382,10 @@ function compileNode(cfg: unknown, field: string, depth: number, state: WalkStat
     case 'any': {
       const rules = cfg.rules;
       if (!Array.isArray(rules) || rules.length === 0) {
-        throw new RuleConfigError(`${at}.rules`, 'must contain at least one rule');
+        throw invalidRule(`${at}.rules`, 'must contain at least one rule');
       }
       if (rules.length > RULE_LIMITS.childrenMax) {
-        throw new RuleConfigError(`${at}.rules`, `must contain at most ${RULE_LIMITS.childrenMax} rules`);
+        throw invalidRule(`${at}.rules`, `must contain at most ${RULE_LIMITS.childrenMax} rules`);
       }
       const children = rules.map((child, i) => compileNode(child, `${at}.rules[${i}]`, depth + 1, state));
       return { type: type as 'all' | 'any', children };
@@ -397,14 +396,14 @@ function compileNode(cfg: unknown, field: string, depth: number, state: WalkStat
 /**
  * Validates and compiles a rule config. `field` is the path prefix used in
  * errors (`rule` for the candidate, `baseline_rule` for the baseline).
- * @throws RuleConfigError naming the first offending field.
+ * @throws ServiceError INVALID_RULE naming the first offending field.
  */
 export function compileRule(cfg: unknown, field = 'rule'): CompiledRule {
   return compileNode(cfg, field, 1, { nodes: 0, patterns: 0, cidrs: 0 });
 }
 
 /**
- * Throws a RuleConfigError (with `.field` and an exact message) when `cfg` is
+ * Throws INVALID_RULE (errors.ts: the field in its BadRequest, an exact message) when `cfg` is
  * not a valid rule; narrows the type otherwise.
  */
 export function validateRule(cfg: unknown, field = 'rule'): asserts cfg is RuleConfig {

@@ -15,8 +15,9 @@
  * The builder can be fed row by row (e.g. from a PostgreSQL cursor) so the DB
  * layer never has to materialise a million `TrafficSample` objects.
  */
-import { SampleDataError } from '../errors';
+import { ServiceError } from '../../../platform/service-error';
 import type { TrafficSample } from './traffic-sample';
+import { invariant } from '../../../platform/invariant';
 
 /** A string column: `ids[i]` indexes `values`; -1 means "absent" (only for optional headers). */
 export interface InternedColumn {
@@ -115,7 +116,7 @@ export class SampleColumnsBuilder {
 
   private grow(): void {
     if (this.capacity >= COLUMNS_LENGTH_MAX) {
-      throw new SampleDataError('samples', `more than ${COLUMNS_LENGTH_MAX} samples in one evaluation`);
+      throw ServiceError.invalidArgument('samples', `more than ${COLUMNS_LENGTH_MAX} samples in one evaluation`);
     }
     const next = Math.min(this.capacity * 2, COLUMNS_LENGTH_MAX);
     const copyF64 = (a: Float64Array): Float64Array => {
@@ -147,12 +148,12 @@ export class SampleColumnsBuilder {
    * ordering) is re-checked here.
    */
   append(sample: TrafficSample): void {
-    if (this.built) throw new Error('SampleColumnsBuilder: append after build');
+    invariant(!this.built, 'SampleColumnsBuilder: no append after build');
     const i = this.length;
     if (i === this.capacity) this.grow();
     const ts = sample.timestampMs;
     if (!Number.isFinite(ts)) {
-      throw new SampleDataError(`samples[${i}].timestamp`, 'must be a finite number of epoch milliseconds');
+      throw ServiceError.invalidArgument(`samples[${i}].timestamp`, 'must be a finite number of epoch milliseconds');
     }
     this.timestampMs[i] = ts;
     this.malicious[i] = sample.malicious ? 1 : 0;
@@ -193,7 +194,7 @@ export class SampleColumnsBuilder {
 /** Builds columns from an array of samples, keeping only `headerNames` among the optional headers. */
 export function toSampleColumns(samples: readonly TrafficSample[], headerNames: Iterable<string> = []): SampleColumns {
   if (samples.length > COLUMNS_LENGTH_MAX) {
-    throw new SampleDataError('samples', `more than ${COLUMNS_LENGTH_MAX} samples in one evaluation`);
+    throw ServiceError.invalidArgument('samples', `more than ${COLUMNS_LENGTH_MAX} samples in one evaluation`);
   }
   const builder = new SampleColumnsBuilder({ capacity: samples.length, headerNames });
   for (let i = 0; i < samples.length; i++) builder.append(samples[i]);

@@ -1,9 +1,8 @@
 import { expect } from 'chai';
 import { evaluateRule, type EvaluationResult } from './evaluate';
 import { closeEvaluationWorkerPools } from './evaluation-workers';
-import { RuleConfigError } from '../domain/rules';
 import { SampleColumnsBuilder } from '../domain/sample-columns';
-import { ThresholdConfigError } from '../errors';
+import { ServiceError } from '../../../platform/service-error';
 import { generateTraffic } from '../domain/traffic-generator';
 import type { RuleConfig } from '../domain/rules';
 import type { TrafficSample } from '../domain/traffic-sample';
@@ -102,13 +101,14 @@ describe('shadow evaluate: evaluateRule', function () {
     } catch (e) {
       error = e;
     }
-    expect(error).to.be.instanceOf(RuleConfigError);
-    expect((error as RuleConfigError).field).to.equal('baseline_rule.any.rules[1].rate_limit.max_requests');
+    expect(error).to.be.instanceOf(ServiceError);
+    expect((error as ServiceError).reason).to.equal('INVALID_RULE');
+    expect((error as ServiceError).fieldViolations[0]!.field).to.equal('baseline_rule.any.rules[1].rate_limit.max_requests');
     try {
       await evaluateRule({ samples: [], rule: bad });
       expect.fail('should throw');
     } catch (e) {
-      expect((e as RuleConfigError).field).to.equal('rule.rate_limit.max_requests');
+      expect((e as ServiceError).fieldViolations[0]!.field).to.equal('rule.rate_limit.max_requests');
     }
   });
 
@@ -118,8 +118,9 @@ describe('shadow evaluate: evaluateRule', function () {
       await evaluateRule({ samples: handBuilt(), rule: envRule, thresholds: { minRecall: 2 } });
       expect.fail('should throw');
     } catch (e) {
-      expect(e).to.be.instanceOf(ThresholdConfigError);
-      expect((e as ThresholdConfigError).field).to.equal('thresholds.min_recall');
+      expect(e).to.be.instanceOf(ServiceError);
+      expect((e as ServiceError).reason).to.equal('INVALID_ARGUMENT');
+      expect((e as ServiceError).fieldViolations[0]!.field).to.equal('thresholds.min_recall');
     }
   });
 

@@ -6,8 +6,8 @@
  * Used by the gRPC StartEvaluation job (which loads the samples from
  * PostgreSQL — ideally straight into a SampleColumnsBuilder) and by
  * bench/shadow-evaluate.ts. No gRPC, no database here: input errors are thrown
- * as ShadowInputError subclasses (RuleConfigError, ThresholdConfigError) with a
- * proto field path, for the handler to map to INVALID_ARGUMENT.
+ * as ServiceErrors (errors.ts: INVALID_RULE; INVALID_ARGUMENT for thresholds) with a
+ * proto field path, which reach the caller as they are.
  *
  * Invariants asserted before returning: every number in the result is finite
  * (nothing NaN/Infinity reaches the wire) and the matrix adds up to the sample
@@ -45,6 +45,7 @@ import {
   type Rate,
 } from '../domain/statistics';
 import type { TrafficSample } from '../domain/traffic-sample';
+import { invariant } from '../../../platform/invariant';
 
 export interface EvaluateRuleInput {
   /** Labelled samples, as objects or already columnar (see SampleColumnsBuilder). */
@@ -138,7 +139,7 @@ export interface EvaluationResult {
 
 function assertFinite(value: unknown, path: string): void {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw new Error(`evaluation invariant broken: ${path} is ${value}`);
+    invariant(Number.isFinite(value), `evaluation result ${path} is finite (it is ${value})`);
   } else if (Array.isArray(value)) {
     value.forEach((v, i) => assertFinite(v, `${path}[${i}]`));
   } else if (value !== null && typeof value === 'object') {
@@ -204,7 +205,7 @@ function evaluateOne(
 
 /**
  * Replays `rule` (and `baseline`) over the samples and judges it.
- * @throws RuleConfigError / ThresholdConfigError on invalid input (field paths in proto names).
+ * @throws ServiceError INVALID_RULE / INVALID_ARGUMENT on invalid input (field paths in proto names).
  */
 export async function evaluateRule(input: EvaluateRuleInput): Promise<EvaluationResult> {
   const started = performance.now();
@@ -296,7 +297,7 @@ export async function evaluateRule(input: EvaluateRuleInput): Promise<Evaluation
       timingsMs: { columns: columnsMs, replay: replayMs, statistics: statisticsMs, total: performance.now() - started },
     },
   };
-  if (m.tp + m.fp + m.fn + m.tn !== columns.length) throw new Error('evaluation invariant broken: matrix total ≠ samples');
+  invariant(m.tp + m.fp + m.fn + m.tn === columns.length, 'the confusion matrix adds up to the sample count');
   assertFinite(result, 'result');
   return result;
 }

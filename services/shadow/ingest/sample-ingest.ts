@@ -23,7 +23,8 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { IngestSamplesResponse, type IngestSamplesRequest } from '../../../gen/shieldx/shadow/v1/shadow';
 import { withLockTimeout, withTransaction } from '../../../platform/db';
-import { Code, ServiceError } from '../../../platform/service-error';
+import { ServiceError } from '../../../platform/service-error';
+import { ingestLimitExceeded } from '../errors';
 import { claimIdempotencyKey, saveIdempotentResponse } from '../store/rollout-store';
 import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
 import { DATASET_PATTERN, SampleIngestor } from '../store/sample-store';
@@ -56,15 +57,6 @@ export function sampleFromProto(sample: IngestSamplesRequest['samples'][number])
   };
 }
 
-/**
- * The one RESOURCE_EXHAUSTED INGEST_LIMIT_EXCEEDED refusal, for every IngestSamples
- * limit (samples and duration here, concurrent streams in service.ts), so clients
- * branching on `reason` always find the same metadata: which `limit`, and its `max`.
- */
-export function limitExceeded(limit: 'samples' | 'duration' | 'streams', message: string, max: number): ServiceError {
-  return new ServiceError(Code.RESOURCE_EXHAUSTED, 'INGEST_LIMIT_EXCEEDED', message, { metadata: { limit, max: String(max) } });
-}
-
 function keyReused(key: string): ServiceError {
   return ServiceError.idempotencyKeyReused(key, { metadata: { method: INGEST_METHOD } });
 }
@@ -82,8 +74,8 @@ function streamReader<T>(messages: AsyncIterable<T>, durationMsMax: number): () 
   let firstRead = true;
   const tooSlow = () =>
     firstRead
-      ? limitExceeded('duration', `the stream sent no message within ${durationMsMax} ms`, durationMsMax)
-      : limitExceeded('duration', `the stream stayed open longer than ${durationMsMax} ms; send fewer samples per call`, durationMsMax);
+      ? ingestLimitExceeded('duration', `the stream sent no message within ${durationMsMax} ms`, durationMsMax)
+      : ingestLimitExceeded('duration', `the stream stayed open longer than ${durationMsMax} ms; send fewer samples per call`, durationMsMax);
   return async () => {
     const remainingMs = deadlineAt - Date.now();
     if (remainingMs <= 0) throw tooSlow();
@@ -159,7 +151,7 @@ export async function ingestSampleStream(
         }
       }
       if (received + message.samples.length > limits.samplesMax) {
-        throw limitExceeded('samples', `the stream carried more than ${limits.samplesMax} samples; send at most that many per call`, limits.samplesMax);
+        throw ingestLimitExceeded('samples', `the stream carried more than ${limits.samplesMax} samples; send at most that many per call`, limits.samplesMax);
       }
       received += message.samples.length;
       for (const proto of message.samples) {

@@ -18,7 +18,9 @@ import {
   type RolloutEvent,
 } from '../../../gen/shieldx/shadow/v1/shadow';
 import { withTransaction } from '../../../platform/db';
-import { Code, ServiceError } from '../../../platform/service-error';
+import { invariant } from '../../../platform/invariant';
+import { ServiceError } from '../../../platform/service-error';
+import { evaluationNotApproved, evaluationNotFound, rolloutAlreadyActive, rolloutFinished, rolloutNotAwaitingPromotion, rolloutNotFound } from '../errors';
 import { pageSize as pageSizeFor } from '../../../platform/page-size';
 import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
 import { isTerminal, isUuid, parseCreateRollout } from '../domain/rollout-spec';
@@ -49,16 +51,6 @@ function requireRolloutId(id: string): string {
   if (id === '') throw ServiceError.invalidArgument('id', 'is required');
   if (!isUuid(id)) throw ServiceError.invalidArgument('id', 'must be a UUID');
   return id.toLowerCase();
-}
-
-function notFound(id: string): ServiceError {
-  return new ServiceError(Code.NOT_FOUND, 'ROLLOUT_NOT_FOUND', `rollout ${id} not found`, { metadata: { rollout_id: id } });
-}
-
-function finished(row: RolloutRow): ServiceError {
-  return new ServiceError(Code.FAILED_PRECONDITION, 'ROLLOUT_FINISHED', `rollout ${row.id} has finished (${row.state})`, {
-    metadata: { rollout_id: row.id, state: row.state },
-  });
 }
 
 export interface WatchUpdate {
@@ -109,29 +101,17 @@ export class RolloutOperations {
     const response = await this.idempotent(key, 'CreateRollout', { ...request, idempotencyKey: '' }, CreateRolloutRequest, CreateRolloutResponse, async (client) => {
       const gate = await evaluationGate(client, spec.evaluationId);
       if (gate === 'not_found') {
-        throw new ServiceError(Code.NOT_FOUND, 'EVALUATION_NOT_FOUND', `evaluation ${spec.evaluationId} not found`, {
-          metadata: { evaluation_id: spec.evaluationId },
-        });
+        throw evaluationNotFound(spec.evaluationId);
       }
       if (gate === 'not_approved') {
-        throw new ServiceError(
-          Code.FAILED_PRECONDITION,
-          'EVALUATION_NOT_APPROVED',
-          `evaluation ${spec.evaluationId} has not succeeded with an approving decision`,
-          { metadata: { evaluation_id: spec.evaluationId } },
-        );
+        throw evaluationNotApproved(spec.evaluationId);
       }
       let row: RolloutRow;
       try {
         row = await insertRollout(client, randomUUID(), spec);
       } catch (error) {
         if (error instanceof RouteBusyError) {
-          throw new ServiceError(
-            Code.FAILED_PRECONDITION,
-            'ROLLOUT_ALREADY_ACTIVE',
-            `route ${spec.target.routeName} of VirtualService ${spec.target.namespace}/${spec.target.virtualService} already has an active rollout`,
-            { metadata: { namespace: spec.target.namespace, virtual_service: spec.target.virtualService, route_name: spec.target.routeName } },
-          );
+          throw rolloutAlreadyActive(spec.target);
         }
         throw error;
       }
@@ -144,7 +124,7 @@ export class RolloutOperations {
   async get(id: string): Promise<Rollout> {
     const rolloutId = requireRolloutId(id);
     const row = await getRollout(this.pool, rolloutId);
-    if (!row) throw notFound(rolloutId);
+    if (!row) throw rolloutNotFound(rolloutId);
     return toProto(row, await listEvents(this.pool, row.id, 0n, MAX_EVENTS_PER_ROLLOUT_READ));
   }
 
@@ -174,12 +154,10 @@ export class RolloutOperations {
     const key = optionalIdempotencyKey(request.idempotencyKey);
     const response = await this.idempotent(key, 'PromoteRollout', { ...request, idempotencyKey: '' }, PromoteRolloutRequest, PromoteRolloutResponse, async (client) => {
       const row = await getRollout(client, id, { forUpdate: true });
-      if (!row) throw notFound(id);
-      if (isTerminal(row.state)) throw finished(row);
+      if (!row) throw rolloutNotFound(id);
+      if (isTerminal(row.state)) throw rolloutFinished(row.id, row.state);
       if (row.state !== 'AWAITING_PROMOTION') {
-        throw new ServiceError(Code.FAILED_PRECONDITION, 'ROLLOUT_NOT_AWAITING_PROMOTION', `rollout ${id} is ${row.state}, not awaiting promotion`, {
-          metadata: { rollout_id: id, state: row.state },
-        });
+        throw rolloutNotAwaitingPromotion(id, row.state);
       }
       const next = await transitionIn(client, row, {
         to: 'SUCCEEDED',
@@ -190,7 +168,7 @@ export class RolloutOperations {
         restartStepClock: false,
       });
       // The row is locked: nobody can have moved it.
-      if (!next) throw new Error(`rollout ${id} changed under a row lock`);
+      invariant(next, `rollout ${id} does not change under its row lock`);
       return { rollout: toProto(next, await listEvents(client, id, 0n, MAX_EVENTS_PER_ROLLOUT_READ)) };
     });
     this.onChange();
@@ -204,8 +182,8 @@ export class RolloutOperations {
     if (request.reason.length > MAX_ABORT_REASON_LENGTH) throw ServiceError.invalidArgument('reason', `must be at most ${MAX_ABORT_REASON_LENGTH} characters`);
     const response = await this.idempotent(key, 'AbortRollout', { ...request, idempotencyKey: '' }, AbortRolloutRequest, AbortRolloutResponse, async (client) => {
       const row = await getRollout(client, id, { forUpdate: true });
-      if (!row) throw notFound(id);
-      if (isTerminal(row.state)) throw finished(row);
+      if (!row) throw rolloutNotFound(id);
+      if (isTerminal(row.state)) throw rolloutFinished(row.id, row.state);
       const next = await transitionIn(client, row, {
         to: 'ABORTED',
         step: row.currentStep,
@@ -214,7 +192,7 @@ export class RolloutOperations {
         inconclusiveCount: row.inconclusiveCount,
         restartStepClock: false,
       });
-      if (!next) throw new Error(`rollout ${id} changed under a row lock`);
+      invariant(next, `rollout ${id} does not change under its row lock`);
       return { rollout: toProto(next, await listEvents(client, id, 0n, MAX_EVENTS_PER_ROLLOUT_READ)) };
     });
     this.onChange();
@@ -230,7 +208,7 @@ export class RolloutOperations {
   async watch(id: string, send: (update: WatchUpdate) => Promise<void>, signal: AbortSignal, pollMs: number): Promise<void> {
     const rolloutId = requireRolloutId(id);
     let row = await getRollout(this.pool, rolloutId);
-    if (!row) throw notFound(rolloutId);
+    if (!row) throw rolloutNotFound(rolloutId);
     const history = await listEvents(this.pool, rolloutId, 0n, MAX_EVENTS_PER_ROLLOUT_READ);
     let lastSequence = history.length > 0 ? history[history.length - 1]!.sequence : 0n;
     await send({ rollout: toProto(row, history) });

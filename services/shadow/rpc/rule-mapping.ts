@@ -5,7 +5,7 @@
  */
 import { RateLimitKey, type Rule } from '../../../gen/shieldx/shadow/v1/shadow';
 import { compileRule, RULE_LIMITS, type RuleConfig } from '../domain/rules';
-import { RuleConfigError } from '../errors';
+import { invalidRule } from '../errors';
 
 const KIND_NAMES = 'rate_limit, ip_blocklist, path_pattern, header_pattern, all, any';
 const KEY_BY_VALUES: readonly RateLimitKey[] = [
@@ -16,18 +16,18 @@ const KEY_BY_VALUES: readonly RateLimitKey[] = [
 
 /** Maps a proto Rule to the domain config (structure only; `compileRule` validates values). */
 export function ruleFromProto(rule: Rule | undefined, field = 'rule', depth = 0): RuleConfig {
-  if (depth > RULE_LIMITS.depthMax) throw new RuleConfigError(field, `nesting deeper than ${RULE_LIMITS.depthMax}`);
+  if (depth > RULE_LIMITS.depthMax) throw invalidRule(field, `nesting deeper than ${RULE_LIMITS.depthMax}`);
   const kind = rule?.kind;
-  if (!kind) throw new RuleConfigError(field, `must set one of ${KIND_NAMES}`);
+  if (!kind) throw invalidRule(field, `must set one of ${KIND_NAMES}`);
   switch (kind.$case) {
     case 'rateLimit': {
       const { maxRequests, window, keyBy } = kind.value;
       if (maxRequests > BigInt(Number.MAX_SAFE_INTEGER) || maxRequests < BigInt(Number.MIN_SAFE_INTEGER)) {
-        throw new RuleConfigError(`${field}.rate_limit.max_requests`, 'out of range');
+        throw invalidRule(`${field}.rate_limit.max_requests`, 'out of range');
       }
       // ts-proto keeps an unknown enum number as it is (not UNRECOGNIZED): accept only the known keys (0 = client_ip).
       if (!KEY_BY_VALUES.includes(keyBy)) {
-        throw new RuleConfigError(`${field}.rate_limit.key_by`, 'must be RATE_LIMIT_KEY_CLIENT_IP or RATE_LIMIT_KEY_CLIENT_KEY');
+        throw invalidRule(`${field}.rate_limit.key_by`, 'must be RATE_LIMIT_KEY_CLIENT_IP or RATE_LIMIT_KEY_CLIENT_KEY');
       }
       return {
         type: 'rate_limit',

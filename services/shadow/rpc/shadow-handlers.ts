@@ -33,7 +33,8 @@ import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
 import { isUuid } from '../domain/rollout-spec';
 import { ruleHeaderNames } from '../domain/rules';
 import { DATASET_PATTERN, hasSamples, SampleColumnsCache } from '../store/sample-store';
-import { ingestSampleStream, limitExceeded } from '../ingest/sample-ingest';
+import { ingestSampleStream } from '../ingest/sample-ingest';
+import { ingestLimitExceeded, noSamples } from '../errors';
 import { loadDemoDataInBackground } from '../store/demo-data';
 
 
@@ -205,7 +206,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
         options,
         async (messages, callContext) => {
           if (ingestStreams >= config.SHADOW_INGEST_STREAMS_MAX) {
-            throw limitExceeded('streams', `this replica already runs ${config.SHADOW_INGEST_STREAMS_MAX} IngestSamples calls; retry later`, config.SHADOW_INGEST_STREAMS_MAX);
+            throw ingestLimitExceeded('streams', `this replica already runs ${config.SHADOW_INGEST_STREAMS_MAX} IngestSamples calls; retry later`, config.SHADOW_INGEST_STREAMS_MAX);
           }
           ingestStreams++;
           try {
@@ -247,9 +248,7 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
         }
         resolveThresholds(thresholdsFromProto(request.thresholds));
         if (!(await hasSamples(pool, selection.dataset))) {
-          throw new ServiceError(Code.FAILED_PRECONDITION, 'NO_SAMPLES', `dataset "${selection.dataset}" has no samples`, {
-            metadata: { dataset: selection.dataset },
-          });
+          throw noSamples(selection.dataset);
         }
         const row = await jobs.create({
           name: request.name,

@@ -17,7 +17,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { Code, ServiceError } from '../../../platform/service-error';
+import { ServiceError } from '../../../platform/service-error';
+import { evaluationNotFound } from '../errors';
 import { isUuid } from '../domain/rollout-spec';
 
 export const MAX_ATTEMPTS = 3;
@@ -108,7 +109,7 @@ export class EvaluationJobs {
   async get(id: string): Promise<EvaluationRow> {
     if (!isUuid(id)) throw ServiceError.invalidArgument('id', 'must be a UUID');
     const result = await this.pool.query<EvaluationRow>(`SELECT ${COLUMNS} FROM shadow_evaluations WHERE id = $1`, [id]);
-    if (!result.rows[0]) throw new ServiceError(Code.NOT_FOUND, 'EVALUATION_NOT_FOUND', `evaluation ${id} not found`);
+    if (!result.rows[0]) throw evaluationNotFound(id);
     return result.rows[0];
   }
 
