@@ -22,7 +22,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { IngestSamplesResponse, type IngestSamplesRequest } from '../../../gen/shieldx/shadow/v1/shadow';
-import { withLockTimeout, withTransaction } from '../../../platform/db';
+import { withLockTimeout, withTransaction } from '../store/transactions';
 import { ServiceError } from '../../../platform/service-error';
 import { ingestLimitExceeded } from '../errors';
 import { claimIdempotencyKey, saveIdempotentResponse } from '../store/rollout-store';

@@ -13,17 +13,15 @@ import {
   CreateRolloutResponse,
   PromoteRolloutRequest,
   PromoteRolloutResponse,
-  RolloutState,
   type Rollout,
   type RolloutEvent,
 } from '../../../gen/shieldx/shadow/v1/shadow';
-import { withTransaction } from '../../../platform/db';
+import { withTransaction } from '../store/transactions';
 import { invariant } from '../../../platform/invariant';
 import { ServiceError } from '../../../platform/service-error';
 import { evaluationNotApproved, evaluationNotFound, rolloutAlreadyActive, rolloutFinished, rolloutNotAwaitingPromotion, rolloutNotFound } from '../errors';
-import { pageSize as pageSizeFor } from '../../../platform/page-size';
 import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
-import { isTerminal, isUuid, parseCreateRollout } from '../domain/rollout-spec';
+import { isTerminal, isUuid, parseCreateRollout, type RolloutStateName } from '../domain/rollout-spec';
 import {
   claimIdempotencyKey,
   evaluationGate,
@@ -33,7 +31,6 @@ import {
   listRollouts,
   RouteBusyError,
   saveIdempotentResponse,
-  stateFromProto,
   toProto,
   transitionIn,
   type RolloutRow,
@@ -128,24 +125,14 @@ export class RolloutOperations {
     return toProto(row, await listEvents(this.pool, row.id, 0n, MAX_EVENTS_PER_ROLLOUT_READ));
   }
 
-  /** Newest first; events are left out of list pages (GetRollout has them). */
-  async list(pageSize: number, pageToken: string, state: RolloutState): Promise<{ rollouts: Rollout[]; nextPageToken: string }> {
-    const limit = pageSizeFor(pageSize);
-    let beforeSeq: bigint | undefined;
-    if (pageToken !== '') {
-      const decoded = Buffer.from(pageToken, 'base64url').toString('utf8');
-      if (!/^[1-9][0-9]{0,18}$/.test(decoded)) throw ServiceError.invalidArgument('page_token', 'is not a token from a previous response');
-      beforeSeq = BigInt(decoded);
-    }
-    let stateName;
-    if (state !== RolloutState.ROLLOUT_STATE_UNSPECIFIED) {
-      stateName = stateFromProto(state);
-      if (stateName === undefined) throw ServiceError.invalidArgument('state', 'is not a rollout state');
-    }
-    const rows = await listRollouts(this.pool, { state: stateName, beforeSeq, limit: limit + 1 });
+  /**
+   * Newest first, `limit` rollouts after `beforeSeq` (keyset on `seq`); events are left out of
+   * list pages (GetRollout has them). `lastSeq` is the cursor of the next page, undefined on the last.
+   */
+  async list(limit: number, state: RolloutStateName | undefined, beforeSeq: bigint | undefined): Promise<{ rollouts: Rollout[]; lastSeq: bigint | undefined }> {
+    const rows = await listRollouts(this.pool, { state, beforeSeq, limit: limit + 1 });
     const page = rows.slice(0, limit);
-    const nextPageToken = rows.length > limit ? Buffer.from(page[page.length - 1]!.seq.toString(), 'utf8').toString('base64url') : '';
-    return { rollouts: page.map((row) => toProto(row)), nextPageToken };
+    return { rollouts: page.map((row) => toProto(row)), lastSeq: rows.length > limit ? page[page.length - 1]!.seq : undefined };
   }
 
   /** Passes the manual gate: AWAITING_PROMOTION → SUCCEEDED at 100 %. */

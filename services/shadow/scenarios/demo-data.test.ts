@@ -12,7 +12,7 @@ import { runMigrations } from '../../../platform/migrate';
 import type { RunningService } from '../../../platform/server';
 import { address, bearer, insecure, startTestService, testInfrastructure, waitFor } from '../../../testing/harness';
 import { DEMO_DATASET } from '../store/demo-data';
-import { shadowService } from '../rpc/shadow-handlers';
+import { shadowService } from '..';
 
 const SAMPLES = 3000;
 

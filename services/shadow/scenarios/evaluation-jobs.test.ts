@@ -6,7 +6,8 @@ import pg from 'pg';
 import { createPool } from '../../../platform/db';
 import { runMigrations } from '../../../platform/migrate';
 import { createDatabase, testInfrastructure } from '../../../testing/harness';
-import { EvaluationJobs, EvaluationRunner, JobNotifications, type EvaluationRow } from '../store/evaluation-jobs';
+import { EvaluationRunner } from '../evaluation/evaluation-runner';
+import { EvaluationJobs, JobNotifications, type EvaluationRow } from '../store/evaluation-jobs';
 import { rolloutTestModule } from '../../../testing/rollout-kit';
 
 describe('evaluation job leases', function () {

@@ -12,7 +12,7 @@ import { errorDetails } from '../../../platform/grpc-errors';
 import type { RunningService } from '../../../platform/server';
 import { address, bearer, insecure, startTestService } from '../../../testing/harness';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../../../platform/page-size';
-import { shadowService } from '../rpc/shadow-handlers';
+import { shadowService } from '..';
 
 /** Rows inserted of each kind: more than one maximum page. */
 const ROWS = MAX_PAGE_SIZE + 2;

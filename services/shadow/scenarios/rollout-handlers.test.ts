@@ -10,6 +10,7 @@ import {
   type WatchRolloutResponse,
 } from '../../../gen/shieldx/shadow/v1/shadow';
 import { errorDetails } from '../../../platform/grpc-errors';
+import { encodePageToken } from '../../../platform/page-token';
 import type { RunningService } from '../../../platform/server';
 import { bearer, startTestService, testKeys } from '../../../testing/harness';
 import { clientFor, insertEvaluation, rolloutTestModule, rpc } from '../../../testing/rollout-kit';
@@ -143,6 +144,9 @@ describe('rollout RPCs (controller off)', function () {
       ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: -2, window: undefined } }],
       ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1_000_000 } } }],
       ['idempotency_key', { idempotencyKey: 'k'.repeat(201) }],
+      ['idempotency_key', { idempotencyKey: 'has space' }],
+      ['idempotency_key', { idempotencyKey: 'k'.repeat(150) }],
+      ['idempotency_key', { idempotencyKey: 'ключ' }],
       // Every other rule parseCreateRollout enforces: lengths, patterns, bounds of each field.
       ['target.namespace', { target: { ...base.target!, namespace: 'n'.repeat(64) } }],
       ['target.virtual_service', { target: { ...base.target!, virtualService: 'v'.repeat(254) } }],
@@ -205,6 +209,11 @@ describe('rollout RPCs (controller off)', function () {
       ['AbortRollout', 'id', () => api.abort({ id: '', reason: '', idempotencyKey: '' })],
       ['AbortRollout', 'id', () => api.abort({ id: 'not-a-uuid', reason: '', idempotencyKey: '' })],
       ['AbortRollout', 'idempotency_key', () => api.abort({ id, reason: '', idempotencyKey: `${keyPrefix}${'k'.repeat(200)}` })],
+      // The mesh's one key rule (platform/idempotency-key.ts): 1-128 printable ASCII, no spaces.
+      ...['has space', 'k'.repeat(150), 'ключ'].flatMap((key): [string, string, () => Promise<unknown>][] => [
+        ['PromoteRollout', 'idempotency_key', () => api.promote({ id, idempotencyKey: key })],
+        ['AbortRollout', 'idempotency_key', () => api.abort({ id, reason: '', idempotencyKey: key })],
+      ]),
       ['AbortRollout', 'reason', () => api.abort({ id, reason: 'r'.repeat(1001), idempotencyKey: `${keyPrefix}abort-long-reason` })],
     ];
     for (const [method, field, call] of cases) {
@@ -268,6 +277,16 @@ describe('rollout RPCs (controller off)', function () {
     const pending = await api.list({ pageSize: 500, pageToken: '', state: RolloutState.ROLLOUT_STATE_PENDING });
     expect(pending.rollouts.every((r) => r.state === RolloutState.ROLLOUT_STATE_PENDING)).to.equal(true);
     expect((await failure(() => api.list({ pageSize: 2, pageToken: 'garbage!', state: 0 }))).fieldViolations[0]!.field).to.equal('page_token');
+    // Well-formed tokens of this query (platform codec, right filter) whose cursor was forged: INVALID_ARGUMENT, not INTERNAL.
+    for (const cursor of [['-1'], ['0'], ['abc'], ['99999999999999999999'], ['1', '2']]) {
+      const forged = await failure(() => api.list({ pageSize: 2, pageToken: encodePageToken(cursor, { state: null }), state: 0 }));
+      expect([forged.code, forged.fieldViolations[0]!.field], JSON.stringify(cursor)).to.deep.equal([grpcStatus.INVALID_ARGUMENT, 'page_token']);
+    }
+    // A token is bound to its filter: a page token of the PENDING listing is refused for all states.
+    const pendingPage = await api.list({ pageSize: 1, pageToken: '', state: RolloutState.ROLLOUT_STATE_PENDING });
+    if (pendingPage.nextPageToken !== '') {
+      expect((await failure(() => api.list({ pageSize: 1, pageToken: pendingPage.nextPageToken, state: 0 }))).fieldViolations[0]!.field).to.equal('page_token');
+    }
     expect((await failure(() => api.list({ pageSize: -1, pageToken: '', state: 0 }))).fieldViolations[0]!.field).to.equal('page_size');
     // An enum number this version does not know (ts-proto keeps it as it is) is refused, not taken as "any state".
     const unknownState = await failure(() => api.list({ pageSize: 2, pageToken: '', state: 99 as RolloutState }));

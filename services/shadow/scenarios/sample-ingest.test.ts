@@ -12,7 +12,7 @@ import { errorDetails } from '../../../platform/grpc-errors';
 import type { RunningService } from '../../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../../testing/harness';
 import { ingestSampleStream } from '../ingest/sample-ingest';
-import { shadowService } from '../rpc/shadow-handlers';
+import { shadowService } from '..';
 import { generateTraffic } from '../domain/traffic-generator';
 
 function toProto(sample: ReturnType<typeof generateTraffic>[number]): ProtoSample {
@@ -241,6 +241,12 @@ describe('IngestSamples: all or nothing per call', function () {
     const long = await ingest([{ dataset: name, idempotencyKey: 'k'.repeat(201), samples: samples.slice(0, 10) }]);
     expect(errorDetails(long.error)).to.include({ code: grpcStatus.INVALID_ARGUMENT });
     expect(errorDetails(long.error)!.fieldViolations[0]!.field).to.equal('idempotency_key');
+    // The mesh's one key rule (platform/idempotency-key.ts): 1-128 printable ASCII, no spaces.
+    for (const idempotencyKey of ['has space', 'k'.repeat(150), 'ключ']) {
+      const refused = await ingest([{ dataset: name, idempotencyKey, samples: samples.slice(0, 10) }]);
+      expect([errorDetails(refused.error)?.code, errorDetails(refused.error)?.fieldViolations[0]?.field], idempotencyKey).to.deep.equal([grpcStatus.INVALID_ARGUMENT, 'idempotency_key']);
+    }
+    expect(await rows(name)).to.equal(0);
     const changed = await ingest([
       { dataset: name, idempotencyKey: `a-${randomUUID()}`, samples: samples.slice(0, 1500) },
       { idempotencyKey: `b-${randomUUID()}`, samples: samples.slice(1500, 1510) },

@@ -13,10 +13,11 @@ import {
   type TrafficSample as ProtoSample,
 } from '../../../gen/shieldx/shadow/v1/shadow';
 import { errorDetails } from '../../../platform/grpc-errors';
+import { encodePageToken } from '../../../platform/page-token';
 import type { RunningService } from '../../../platform/server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../../../testing/harness';
 import { SampleColumnsCache } from '../store/sample-store';
-import { shadowService } from '../rpc/shadow-handlers';
+import { shadowService } from '..';
 import { generateTraffic } from '../domain/traffic-generator';
 
 function toProto(sample: ReturnType<typeof generateTraffic>[number]): ProtoSample {
@@ -172,6 +173,10 @@ describe('shadow service over gRPC', function () {
     const bad: [Partial<StartEvaluationRequest>, string][] = [
       [{ name: 'n'.repeat(201) }, 'name'],
       [{ idempotencyKey: 'k'.repeat(201) }, 'idempotency_key'],
+      // The mesh's one key rule (platform/idempotency-key.ts): 1-128 printable ASCII, no spaces.
+      [{ idempotencyKey: 'has space' }, 'idempotency_key'],
+      [{ idempotencyKey: 'k'.repeat(150) }, 'idempotency_key'],
+      [{ idempotencyKey: 'ключ' }, 'idempotency_key'],
       [{ selection: { dataset, limit: -1n } }, 'selection.limit'],
       [{ selection: { dataset, limit: 0n, startTime: new Date(2_000), endTime: new Date(2_000) } }, 'selection.end_time'],
       [{ selection: { dataset, limit: 0n, startTime: new Date(3_000), endTime: new Date(2_000) } }, 'selection.end_time'],
@@ -208,6 +213,12 @@ describe('shadow service over gRPC', function () {
     const badToken = errorDetails((await list(10, dashToken)).error);
     expect(badToken).to.include({ code: grpcStatus.INVALID_ARGUMENT });
     expect(badToken!.fieldViolations[0]!.field).to.equal('page_token');
+    // Well-formed tokens of this query (platform codec, right filter) whose cursor was forged: refused
+    // by the cursor check as INVALID_ARGUMENT, never an INTERNAL from PostgreSQL's casts.
+    for (const cursor of [['-1', randomUUID()], ['not a time', randomUUID()], ['2024-01-01T00:00:00.000000Z', '-1'], ['-1']]) {
+      const forged = errorDetails((await list(10, encodePageToken(cursor, { state: null }))).error);
+      expect([forged?.code, forged?.fieldViolations[0]?.field], JSON.stringify(cursor)).to.deep.equal([grpcStatus.INVALID_ARGUMENT, 'page_token']);
+    }
     expect(errorDetails((await list(-1, '')).error)?.fieldViolations[0]?.field).to.equal('page_size');
     // Pages of one walk all evaluations newest first without repeats.
     const seen: string[] = [];
