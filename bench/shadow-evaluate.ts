@@ -21,12 +21,12 @@
  * Bounded: fixed sizes and repetition counts; closes its threads and exits.
  */
 import { availableParallelism, cpus } from 'node:os';
-import { evaluateRule, type EvaluationResult } from '../services/shadow/evaluate';
-import { chooseWorkerCount, closeEvaluationWorkerPools } from '../services/shadow/evaluation-workers';
-import type { RuleConfig } from '../services/shadow/rules';
-import { toSampleColumns } from '../services/shadow/sample-columns';
-import { generateTraffic } from '../services/shadow/traffic-generator';
-import { validateSample } from '../services/shadow/traffic-sample';
+import { evaluateRule, type EvaluationResult } from '../services/shadow/evaluation/evaluate';
+import { chooseWorkerCount, closeEvaluationWorkerPools } from '../services/shadow/evaluation/evaluation-workers';
+import type { RuleConfig } from '../services/shadow/domain/rules';
+import { toSampleColumns } from '../services/shadow/domain/sample-columns';
+import { generateTraffic } from '../services/shadow/domain/traffic-generator';
+import { validateSample } from '../services/shadow/domain/traffic-sample';
 import { benchArgs, parseNumber } from './args';
 
 const SEED_SAMPLES = 10_000;

@@ -24,7 +24,7 @@ import {
   type TrafficSample as ProtoSample,
 } from '../gen/shieldx/shadow/v1/shadow';
 import { generateApiKey } from '../platform/auth';
-import { streamTraffic } from '../services/shadow/traffic-generator';
+import { streamTraffic } from '../services/shadow/domain/traffic-generator';
 import { createDatabase, insecure } from '../testing/harness';
 import { startServiceProcess } from './service-process';
 import { benchArgs, parseNumber } from './args';

@@ -24,7 +24,9 @@ import { unimplementedService } from '../platform/handlers';
 import type { ServiceModule } from '../platform/server';
 import { address, bearer, insecure } from './harness';
 import type { RunningService } from '../platform/server';
-import { createRolloutHandlers, rolloutConfigShape } from '../services/shadow/rollout-handlers';
+import { rolloutConfigShape } from '../services/shadow/config';
+import { startRollouts } from '../services/shadow/rollout/rollout-runtime';
+import { rolloutHandlers } from '../services/shadow/rpc/rollout-handlers';
 
 export const rolloutTestModule: ServiceModule<typeof rolloutConfigShape> = {
   name: 'shadow',
@@ -40,10 +42,11 @@ export const rolloutTestModule: ServiceModule<typeof rolloutConfigShape> = {
     WatchRollout: 'shadow:read',
   },
   async create(ctx) {
-    const rollouts = createRolloutHandlers(ctx);
+    const rollouts = startRollouts(ctx);
+    const implementation = rolloutHandlers(rollouts.operations, ctx.handlerOptions, ctx.config.ROLLOUT_WATCH_POLL_MS);
     return {
       definition: ShadowServiceService,
-      implementation: { ...unimplementedService(ShadowServiceService, ctx.handlerOptions), ...rollouts.implementation } as never,
+      implementation: { ...unimplementedService(ShadowServiceService, ctx.handlerOptions), ...implementation } as never,
       close: () => rollouts.close(),
     };
   },

@@ -1,0 +1,179 @@
+/**
+ * Validation and defaults of a CreateRollout request. Each problem is an
+ * INVALID_ARGUMENT naming the proto field path the caller wrote
+ * (`target.virtual_service`, `steps[2]`, `analysis.max_error_rate`).
+ */
+import { ServiceError } from '../../../platform/service-error';
+
+export const ROLLOUT_STATES = ['PENDING', 'PROGRESSING', 'AWAITING_PROMOTION', 'SUCCEEDED', 'ROLLED_BACK', 'ABORTED', 'FAILED'] as const;
+export type RolloutStateName = (typeof ROLLOUT_STATES)[number];
+export const ACTIVE_STATES: readonly RolloutStateName[] = ['PENDING', 'PROGRESSING', 'AWAITING_PROMOTION'];
+
+export function isTerminal(state: RolloutStateName): boolean {
+  return !ACTIVE_STATES.includes(state);
+}
+
+/** Where a canary's traffic split lives (RolloutTarget with defaults applied). */
+export interface RouteTarget {
+  readonly namespace: string;
+  /** Name of the Istio VirtualService. */
+  readonly virtualService: string;
+  /** Destination host, e.g. "credits.shieldx.svc.cluster.local". */
+  readonly host: string;
+  readonly stableSubset: string;
+  readonly canarySubset: string;
+  /** Name of the HTTP route whose weights are set. */
+  readonly routeName: string;
+}
+
+/** What CreateRollout persists (validated, defaults applied). */
+export interface RolloutSpec {
+  readonly evaluationId: string;
+  readonly target: RouteTarget;
+  readonly steps: readonly number[];
+  readonly stepDurationMs: number;
+  readonly maxErrorRate: number;
+  readonly maxP99LatencyMs: number;
+  readonly minRequests: bigint;
+  readonly maxInconclusive: number;
+  readonly analysisWindowMs: number;
+  readonly autoRollback: boolean;
+  readonly manualPromotion: boolean;
+}
+
+/** A google.protobuf.Duration as the request carries it. */
+export interface DurationInput {
+  readonly seconds: bigint;
+  readonly nanos: number;
+}
+
+/**
+ * What parseCreateRollout reads: the fields of a CreateRolloutRequest (the generated message fits
+ * it as it is), declared here so the rules do not depend on generated code.
+ */
+export interface CreateRolloutInput {
+  readonly evaluationId: string;
+  readonly target?: RouteTarget | undefined;
+  readonly steps: readonly number[];
+  readonly stepDuration?: DurationInput | undefined;
+  readonly analysis?:
+    | {
+        readonly maxErrorRate: number;
+        readonly maxP99Latency?: DurationInput | undefined;
+        readonly minRequests: bigint;
+        readonly maxInconclusive: number;
+        readonly window?: DurationInput | undefined;
+      }
+    | undefined;
+  readonly autoRollback: boolean;
+  readonly manualPromotion: boolean;
+}
+
+export const DEFAULT_STEPS: readonly number[] = [5, 25, 50, 100];
+export const MAX_STEPS = 20;
+export const DEFAULT_STEP_DURATION_MS = 60_000;
+export const MIN_DURATION_MS = 1_000;
+export const MAX_DURATION_MS = 24 * 3_600_000;
+export const DEFAULT_MAX_ERROR_RATE = 0.01;
+export const DEFAULT_MAX_P99_LATENCY_MS = 500;
+export const DEFAULT_MIN_REQUESTS = 100n;
+export const DEFAULT_MAX_INCONCLUSIVE = 3;
+export const MAX_INCONCLUSIVE_LIMIT = 100;
+export const DEFAULT_ROUTE_NAME = 'primary';
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(value: string): boolean {
+  return UUID.test(value);
+}
+
+function requireName(field: string, value: string, pattern: RegExp, maxLength: number, what: string): string {
+  if (value === '') throw ServiceError.invalidArgument(field, 'is required');
+  if (value.length > maxLength) throw ServiceError.invalidArgument(field, `must be at most ${maxLength} characters`);
+  if (!pattern.test(value)) throw ServiceError.invalidArgument(field, `must be ${what}`);
+  return value;
+}
+
+/**
+ * Milliseconds of a Duration; undefined when unset or exactly zero (the default applies). A set
+ * duration that rounds to 0 ms (e.g. 1ns) is 0, for the caller's lower bound to refuse, not the default.
+ */
+function durationMs(field: string, duration: DurationInput | undefined): number | undefined {
+  if (duration === undefined) return undefined;
+  const { seconds, nanos } = duration;
+  if (seconds < 0n || nanos < 0 || nanos > 999_999_999) throw ServiceError.invalidArgument(field, 'must be a positive duration');
+  if (seconds > BigInt(MAX_DURATION_MS / 1000)) throw ServiceError.invalidArgument(field, 'must be at most 24h');
+  if (seconds === 0n && nanos === 0) return undefined;
+  return Number(seconds) * 1000 + Math.round(nanos / 1_000_000);
+}
+
+function boundedDuration(field: string, ms: number | undefined, fallback: number): number {
+  const value = ms ?? fallback;
+  if (value < MIN_DURATION_MS) throw ServiceError.invalidArgument(field, 'must be at least 1s');
+  if (value > MAX_DURATION_MS) throw ServiceError.invalidArgument(field, 'must be at most 24h');
+  return value;
+}
+
+export function validateSteps(steps: readonly number[]): readonly number[] {
+  if (steps.length === 0) return DEFAULT_STEPS;
+  if (steps.length > MAX_STEPS) throw ServiceError.invalidArgument('steps', `must have at most ${MAX_STEPS} steps`);
+  steps.forEach((weight, index) => {
+    const field = `steps[${index}]`;
+    if (!Number.isInteger(weight) || weight < 1 || weight > 100) throw ServiceError.invalidArgument(field, 'must be a percentage between 1 and 100');
+    if (index > 0 && weight <= steps[index - 1]!) throw ServiceError.invalidArgument(field, 'must be greater than the previous step');
+  });
+  if (steps[steps.length - 1] !== 100) throw ServiceError.invalidArgument(`steps[${steps.length - 1}]`, 'the last step must be 100');
+  return [...steps];
+}
+
+/** The validated spec with defaults applied; throws INVALID_ARGUMENT naming the first bad field. */
+export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
+  if (request.evaluationId === '') throw ServiceError.invalidArgument('evaluation_id', 'is required');
+  if (!isUuid(request.evaluationId)) throw ServiceError.invalidArgument('evaluation_id', 'must be a UUID');
+  const target = request.target;
+  if (target === undefined) throw ServiceError.invalidArgument('target', 'is required');
+  const namespace = requireName('target.namespace', target.namespace, DNS_LABEL, 63, 'a DNS label (lowercase letters, digits, "-")');
+  const virtualService = requireName('target.virtual_service', target.virtualService, DNS_SUBDOMAIN, 253, 'a DNS subdomain name');
+  const host = requireName('target.host', target.host.toLowerCase(), DNS_SUBDOMAIN, 253, 'a DNS host name');
+  const stableSubset = requireName('target.stable_subset', target.stableSubset, DNS_LABEL, 63, 'a DNS label');
+  const canarySubset = requireName('target.canary_subset', target.canarySubset, DNS_LABEL, 63, 'a DNS label');
+  if (canarySubset === stableSubset) throw ServiceError.invalidArgument('target.canary_subset', 'must differ from target.stable_subset');
+  const routeName =
+    target.routeName === '' ? DEFAULT_ROUTE_NAME : requireName('target.route_name', target.routeName, /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/, 63, 'a route name (letters, digits, "-", "_", ".")');
+
+  const steps = validateSteps(request.steps);
+  const stepDurationMs = boundedDuration('step_duration', durationMs('step_duration', request.stepDuration), DEFAULT_STEP_DURATION_MS);
+
+  const analysis = request.analysis;
+  // Only an unset (0) rate takes the default: NaN is refused below, not silently replaced.
+  const maxErrorRate = analysis === undefined || analysis.maxErrorRate === 0 ? DEFAULT_MAX_ERROR_RATE : analysis.maxErrorRate;
+  if (!Number.isFinite(maxErrorRate) || maxErrorRate < 0 || maxErrorRate > 1) {
+    throw ServiceError.invalidArgument('analysis.max_error_rate', 'must be between 0 and 1');
+  }
+  const maxP99LatencyMs = durationMs('analysis.max_p99_latency', analysis?.maxP99Latency) ?? DEFAULT_MAX_P99_LATENCY_MS;
+  if (maxP99LatencyMs < 1) throw ServiceError.invalidArgument('analysis.max_p99_latency', 'must be at least 1ms');
+  if (maxP99LatencyMs > MAX_DURATION_MS) throw ServiceError.invalidArgument('analysis.max_p99_latency', 'must be at most 24h');
+  const minRequests = analysis?.minRequests || DEFAULT_MIN_REQUESTS;
+  if (minRequests < 0n) throw ServiceError.invalidArgument('analysis.min_requests', 'must not be negative');
+  const maxInconclusive = analysis?.maxInconclusive || DEFAULT_MAX_INCONCLUSIVE;
+  if (maxInconclusive < 1 || maxInconclusive > MAX_INCONCLUSIVE_LIMIT) {
+    throw ServiceError.invalidArgument('analysis.max_inconclusive', `must be between 1 and ${MAX_INCONCLUSIVE_LIMIT}`);
+  }
+  const analysisWindowMs = boundedDuration('analysis.window', durationMs('analysis.window', analysis?.window), stepDurationMs);
+
+  return {
+    evaluationId: request.evaluationId.toLowerCase(),
+    target: { namespace, virtualService, host, stableSubset, canarySubset, routeName },
+    steps,
+    stepDurationMs,
+    maxErrorRate,
+    maxP99LatencyMs,
+    minRequests,
+    maxInconclusive,
+    analysisWindowMs,
+    autoRollback: request.autoRollback,
+    manualPromotion: request.manualPromotion,
+  };
+}

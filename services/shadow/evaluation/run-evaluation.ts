@@ -1,0 +1,62 @@
+/**
+ * The body of one evaluation job, as the runner (evaluation-runner.ts) calls it: read the stored
+ * request (proto JSON), load the selected samples (through the columns cache), replay the
+ * candidate (and baseline) rule, and return the result as stored (proto JSON) with its decision.
+ * A job that fails is FAILED with the error's message (the runner records it).
+ */
+import type pg from 'pg';
+import { EvaluationResult as ProtoEvaluationResult, Rule, SampleSelection as ProtoSampleSelection, Thresholds } from '../../../gen/shieldx/shadow/v1/shadow';
+import type { Logger } from '../../../platform/logger';
+import { ruleHeaderNames } from '../domain/rules';
+import { decisionName, resultToProto, thresholdsFromProto } from '../rpc/evaluation-mapping';
+import { ruleFromProto } from '../rpc/rule-mapping';
+import type { CompletedEvaluation, EvaluationRow } from '../store/evaluation-jobs';
+import type { SampleColumnsCache } from '../store/sample-store';
+import { evaluateRule } from './evaluate';
+import type { EvaluationMetrics } from './evaluation-metrics';
+
+export interface EvaluationJobDeps {
+  readonly pool: pg.Pool;
+  readonly samples: SampleColumnsCache;
+  readonly metrics: EvaluationMetrics;
+  readonly logger: Logger;
+  /** Worker threads per evaluation (SHADOW_EVALUATION_WORKERS). */
+  readonly workers: number | 'auto';
+}
+
+/** The function the runner executes for each claimed job. */
+export function evaluationJob(deps: EvaluationJobDeps): (job: EvaluationRow) => Promise<CompletedEvaluation> {
+  return (job) => runEvaluation(deps, job);
+}
+
+export async function runEvaluation(deps: EvaluationJobDeps, job: EvaluationRow): Promise<CompletedEvaluation> {
+  const { pool, samples, metrics, logger } = deps;
+  const started = process.hrtime.bigint();
+  metrics.active.inc();
+  try {
+    const rule = ruleFromProto(Rule.fromJSON(job.rule), 'rule');
+    const baseline = job.baseline_rule ? ruleFromProto(Rule.fromJSON(job.baseline_rule), 'baseline_rule') : undefined;
+    const selection = ProtoSampleSelection.fromJSON(job.selection);
+    const headers = new Set([...ruleHeaderNames(rule), ...(baseline ? ruleHeaderNames(baseline) : [])]);
+    const { columns, cached } = await samples.load(
+      pool,
+      { dataset: selection.dataset, startTime: selection.startTime, endTime: selection.endTime, limit: Number(selection.limit) },
+      headers,
+    );
+    if (columns.length === 0) throw new Error(`no samples in dataset "${selection.dataset}" for the selection`);
+    const result = await evaluateRule({
+      samples: columns,
+      rule,
+      baseline,
+      thresholds: thresholdsFromProto(Thresholds.fromJSON(job.thresholds)),
+      workers: deps.workers,
+    });
+    const proto = resultToProto(result);
+    metrics.completed.inc({ is_significant: String(result.candidate.significance.significant) });
+    logger.info({ evaluation_id: job.id, samples: columns.length, samples_cached: cached, decision: result.recommendation.decision }, 'evaluation done');
+    return { result: ProtoEvaluationResult.toJSON(proto), decision: decisionName(result) };
+  } finally {
+    metrics.active.dec();
+    metrics.duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+  }
+}
