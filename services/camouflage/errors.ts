@@ -6,7 +6,6 @@
  * | code                | reason                      | thrown by                                   |
  * |---------------------|-----------------------------|---------------------------------------------|
  * | NOT_FOUND           | DECISION_NOT_FOUND          | RecordOutcome: unknown or expired decision  |
- * | NOT_FOUND           | DECOY_NOT_FOUND             | (documented in the proto; nothing throws it) |
  * | ALREADY_EXISTS      | OUTCOME_ALREADY_RECORDED    | RecordOutcome: exactly-once learning        |
  * | ALREADY_EXISTS      | DECOY_ALREADY_EXISTS        | RegisterDecoy: id built in or taken         |
  * | RESOURCE_EXHAUSTED  | CATALOG_FULL                | RegisterDecoy: CUSTOM_DECOYS_MAX reached    |
@@ -25,7 +24,6 @@ import { Code, ServiceError, type ServiceErrorOptions } from '../../platform/ser
 /** Camouflage's own reasons (ErrorInfo domain camouflage.shieldx.io). */
 export const CAMOUFLAGE_REASONS = [
   'DECISION_NOT_FOUND',
-  'DECOY_NOT_FOUND',
   'OUTCOME_ALREADY_RECORDED',
   'DECOY_ALREADY_EXISTS',
   'CATALOG_FULL',

@@ -2944,7 +2944,7 @@ export const GetBanditStatsResponse: MessageFns<GetBanditStatsResponse> = {
  *
  * Error reasons (google.rpc.ErrorInfo, domain "camouflage.shieldx.io"):
  * INVALID_ARGUMENT, DECISION_NOT_FOUND, OUTCOME_ALREADY_RECORDED,
- * DECOY_NOT_FOUND, DECOY_ALREADY_EXISTS, REDIS_UNAVAILABLE.
+ * DECOY_ALREADY_EXISTS, CATALOG_FULL, REDIS_UNAVAILABLE.
  */
 export type CamouflageServiceService = typeof CamouflageServiceService;
 export const CamouflageServiceService = {
