@@ -35,11 +35,11 @@ import {
 import { withTransaction } from '../../platform/db';
 import type { Logger } from '../../platform/logger';
 import { Code, ServiceError } from '../../platform/service-error';
-import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './ledger-invariants';
-import { AuditChain, type AuditEntry, verifyAuditChains, verifyAuditChainsSinceCheckpoints, type VerifyResult } from './audit-chain';
-import type { BalanceCache, CachedAccount } from './balance-cache';
+import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './store/ledger-invariants';
+import { AuditChain, type AuditEntry, verifyAuditChains, verifyAuditChainsSinceCheckpoints, type VerifyResult } from './domain/audit-chain';
+import type { BalanceCache, CachedAccount } from './store/balance-cache';
 import { GateFullError, type Release, TenantGate } from './tenant-gate';
-import { databaseUnavailable, type DependencyBreaker, isBreakerRejection, isDatabaseUnavailable } from './breakers';
+import { databaseUnavailable, type DependencyBreaker, isBreakerRejection, isDatabaseUnavailable } from './store/breakers';
 import type { CreditsMetrics } from './credits-metrics';
 import {
   claimKeys,
@@ -49,8 +49,8 @@ import {
   serviceErrorOf,
   storedErrorOf,
   type StoredError,
-} from './idempotency';
-import type { MaskedCard, PaymentInput, PaymentKeyring } from './payment-crypto';
+} from './store/idempotency';
+import type { MaskedCard, PaymentInput, PaymentKeyring } from './domain/payment-crypto';
 
 export const INT64_MAX = 9_223_372_036_854_775_807n;
 

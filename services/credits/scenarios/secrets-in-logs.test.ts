@@ -6,11 +6,11 @@
  * call is logged, and its whole stdout is read.
  */
 import { expect } from 'chai';
-import { CreditsServiceClient, type TopUpRequest } from '../../gen/shieldx/credits/v1/credits';
-import { errorDetails } from '../../platform/grpc-errors';
-import { spawnService, type ChildService } from '../../testing/child-service';
-import { bearer, insecure, testKeys } from '../../testing/harness';
-import { creditsEnv, key, tenant } from '../../testing/credits-kit';
+import { CreditsServiceClient, type TopUpRequest } from '../../../gen/shieldx/credits/v1/credits';
+import { errorDetails } from '../../../platform/grpc-errors';
+import { spawnService, type ChildService } from '../../../testing/child-service';
+import { bearer, insecure, testKeys } from '../../../testing/harness';
+import { creditsEnv, key, tenant } from '../../../testing/credits-kit';
 
 /** A Luhn-valid test card used nowhere else, and one digit off (Luhn-invalid). */
 const CARD = '4000056655665556';

@@ -4,10 +4,10 @@
  * written and the idempotency key stays unused.
  */
 import { createHash } from 'node:crypto';
-import type { Duration } from '../../gen/google/protobuf/duration';
-import { TransactionType } from '../../gen/shieldx/credits/v1/credits';
-import { ServiceError } from '../../platform/service-error';
-import { INT64_MAX, PROTO_TO_TX_TYPE, type TxType } from './ledger';
+import type { Duration } from '../../../gen/google/protobuf/duration';
+import { TransactionType } from '../../../gen/shieldx/credits/v1/credits';
+import { ServiceError } from '../../../platform/service-error';
+import { INT64_MAX, PROTO_TO_TX_TYPE, type TxType } from '../ledger';
 
 export const TENANT_ID_LENGTH_MAX = 128;
 export const IDEMPOTENCY_KEY_LENGTH_MAX = 128;

@@ -5,11 +5,11 @@
  * account changed elsewhere or a key was already used.
  */
 import { expect } from 'chai';
-import type { ConsumeResponse, GetBalanceResponse, VerifyAuditChainResponse } from '../../gen/shieldx/credits/v1/credits';
-import type { RunningService } from '../../platform/server';
+import type { ConsumeResponse, GetBalanceResponse, VerifyAuditChainResponse } from '../../../gen/shieldx/credits/v1/credits';
+import type { RunningService } from '../../../platform/server';
 import Redis from 'ioredis';
-import { testInfrastructure, uniquePrefix } from '../../testing/harness';
-import { Credits, db, failure, key, payment, startCredits, tenant } from '../../testing/credits-kit';
+import { testInfrastructure, uniquePrefix } from '../../../testing/harness';
+import { Credits, db, failure, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 async function batches(service: RunningService): Promise<Record<string, number>> {
   const metric = service.registry.getSingleMetric('credits_consume_batches_total');

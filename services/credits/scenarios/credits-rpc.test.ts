@@ -19,11 +19,11 @@ import {
   type TopUpResponse,
   TransactionType,
   type VerifyAuditChainResponse,
-} from '../../gen/shieldx/credits/v1/credits';
-import { Code } from '../../platform/service-error';
-import type { RunningService } from '../../platform/server';
-import { address, bearer, insecure, testKeys } from '../../testing/harness';
-import { Credits, databaseFootprint, db, failure, footprint, key, ledgerState, payment, startCredits, tenant } from '../../testing/credits-kit';
+} from '../../../gen/shieldx/credits/v1/credits';
+import { Code } from '../../../platform/service-error';
+import type { RunningService } from '../../../platform/server';
+import { address, bearer, insecure, testKeys } from '../../../testing/harness';
+import { Credits, databaseFootprint, db, failure, footprint, key, ledgerState, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 const INT64_MAX = 9_223_372_036_854_775_807n;
 

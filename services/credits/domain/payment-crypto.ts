@@ -9,7 +9,7 @@
  * Nothing here logs, and no error message ever contains card data.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { ServiceError } from '../../platform/service-error';
+import { ServiceError } from '../../../platform/service-error';
 
 export interface PaymentInput {
   readonly cardNumber: string;

@@ -5,13 +5,13 @@
  * stay, and GetOperation then reports the key as unknown.
  */
 import { expect } from 'chai';
-import type { ConsumeResponse, GetOperationResponse } from '../../gen/shieldx/credits/v1/credits';
-import { OperationState } from '../../gen/shieldx/credits/v1/credits';
-import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
-import type { RunningService } from '../../platform/server';
-import { waitFor } from '../../testing/harness';
-import { Credits, db, failure, key, keyStored, payment, startCredits, tenant } from '../../testing/credits-kit';
-import { probeKey } from './idempotency';
+import type { ConsumeResponse, GetOperationResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { OperationState } from '../../../gen/shieldx/credits/v1/credits';
+import { metricValue, scrapeMetrics } from '../../../platform/prometheus-text';
+import type { RunningService } from '../../../platform/server';
+import { waitFor } from '../../../testing/harness';
+import { Credits, db, failure, key, keyStored, payment, startCredits, tenant } from '../../../testing/credits-kit';
+import { probeKey } from '../store/idempotency';
 
 describe('credits idempotency retention', function () {
   this.timeout(60_000);

@@ -26,14 +26,14 @@ import {
   type TopUpResponse,
   TransactionType,
   type VerifyAuditChainResponse,
-} from '../../gen/shieldx/credits/v1/credits';
-import type { Duration } from '../../gen/google/protobuf/duration';
-import type { RunningService } from '../../platform/server';
-import { DEFAULT_PAGE_SIZE as PAGE_SIZE_DEFAULT, MAX_PAGE_SIZE as PAGE_SIZE_MAX } from '../../platform/page-size';
-import { Code } from '../../platform/service-error';
-import type { ErrorDetails } from '../../platform/status-details';
-import { address, bearer, insecure } from '../../testing/harness';
-import { Credits, databaseFootprint, db, failure, key, keyStored, ledgerState, payment, startCredits, tenant } from '../../testing/credits-kit';
+} from '../../../gen/shieldx/credits/v1/credits';
+import type { Duration } from '../../../gen/google/protobuf/duration';
+import type { RunningService } from '../../../platform/server';
+import { DEFAULT_PAGE_SIZE as PAGE_SIZE_DEFAULT, MAX_PAGE_SIZE as PAGE_SIZE_MAX } from '../../../platform/page-size';
+import { Code } from '../../../platform/service-error';
+import type { ErrorDetails } from '../../../platform/status-details';
+import { address, bearer, insecure } from '../../../testing/harness';
+import { Credits, databaseFootprint, db, failure, key, keyStored, ledgerState, payment, startCredits, tenant } from '../../../testing/credits-kit';
 import {
   IDEMPOTENCY_KEY_LENGTH_MAX,
   METADATA_ENTRIES_MAX,
@@ -42,7 +42,7 @@ import {
   RESERVATION_TTL_MS_DEFAULT,
   RESERVATION_TTL_MS_MAX,
   TENANT_ID_LENGTH_MAX,
-} from './validation';
+} from '../rpc/validation';
 
 const INT64_MAX = 9_223_372_036_854_775_807n;
 const INT32_MAX = 2_147_483_647;

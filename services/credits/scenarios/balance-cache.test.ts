@@ -8,16 +8,16 @@
 import { expect } from 'chai';
 import type Redis from 'ioredis';
 import { Registry } from 'prom-client';
-import type { GetBalanceResponse, TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
-import { createLogger } from '../../platform/logger';
-import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
-import { createRedis } from '../../platform/redis';
-import type { RunningService } from '../../platform/server';
-import { testInfrastructure, uniquePrefix, waitFor } from '../../testing/harness';
-import { BalanceCache, type CachedAccount } from './balance-cache';
-import { DependencyBreaker } from './breakers';
-import { CreditsMetrics } from './credits-metrics';
-import { Credits, db, key, payment, startCredits, tenant } from '../../testing/credits-kit';
+import type { GetBalanceResponse, TopUpResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { createLogger } from '../../../platform/logger';
+import { metricValue, scrapeMetrics } from '../../../platform/prometheus-text';
+import { createRedis } from '../../../platform/redis';
+import type { RunningService } from '../../../platform/server';
+import { testInfrastructure, uniquePrefix, waitFor } from '../../../testing/harness';
+import { BalanceCache, type CachedAccount } from '../store/balance-cache';
+import { DependencyBreaker } from '../store/breakers';
+import { CreditsMetrics } from '../credits-metrics';
+import { Credits, db, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 function account(tenantId: string, version: bigint, balance: bigint, reserved = 0n): CachedAccount {
   return { tenantId, version, balance, reserved, updatedAt: new Date(1_700_000_000_000 + Number(version)) };

@@ -14,10 +14,10 @@
  * for them skip the cache. If the set overflowed, reads bypass the cache for one
  * TTL instead, after which every stale value has expired.
  */
-import type { Logger } from '../../platform/logger';
-import type { RedisClient } from '../../platform/redis';
+import type { Logger } from '../../../platform/logger';
+import type { RedisClient } from '../../../platform/redis';
 import type { DependencyBreaker } from './breakers';
-import type { CreditsMetrics } from './credits-metrics';
+import type { CreditsMetrics } from '../credits-metrics';
 import { NearCache } from './near-cache';
 
 export interface CachedAccount {

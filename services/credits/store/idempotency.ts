@@ -14,8 +14,8 @@
  */
 import { createHmac } from 'node:crypto';
 import type pg from 'pg';
-import { deleteInBatches, withLockTimeout, withRolledBackTransaction } from '../../platform/db';
-import { Code, ServiceError } from '../../platform/service-error';
+import { deleteInBatches, withLockTimeout, withRolledBackTransaction } from '../../../platform/db';
+import { Code, ServiceError } from '../../../platform/service-error';
 
 export type StoredState = 'IN_PROGRESS' | 'SUCCEEDED' | 'FAILED';
 

@@ -32,8 +32,8 @@
  * Other replicas see a write once its invalidation arrives: the same order of
  * staleness as the Redis cache itself, which is written after the commit.
  */
-import type { Logger } from '../../platform/logger';
-import type { RedisClient } from '../../platform/redis';
+import type { Logger } from '../../../platform/logger';
+import type { RedisClient } from '../../../platform/redis';
 import type { CachedAccount } from './balance-cache';
 
 const INVALIDATE_CHANNEL = '__redis__:invalidate';

@@ -8,10 +8,10 @@
  * label shows as well as one not counted.
  */
 import { expect } from 'chai';
-import type { ConsumeResponse, ReserveResponse } from '../../gen/shieldx/credits/v1/credits';
-import { metricSamples, metricValue, scrapeMetrics } from '../../platform/prometheus-text';
-import type { RunningService } from '../../platform/server';
-import { Credits, failure, key, payment, startCredits, tenant } from '../../testing/credits-kit';
+import type { ConsumeResponse, ReserveResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { metricSamples, metricValue, scrapeMetrics } from '../../../platform/prometheus-text';
+import type { RunningService } from '../../../platform/server';
+import { Credits, failure, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 /** Every series of `name` as "label=value,..." → value (without the registry's default `service` label). */
 function series(text: string, name: string): Map<string, number> {

@@ -4,10 +4,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { ConfigError } from '../../platform/config';
-import { ServiceError } from '../../platform/service-error';
-import { startCredits } from '../../testing/credits-kit';
-import { cardBrand, luhnValid, parsePaymentKeys, PaymentKeyring, validatePayment } from './payment-crypto';
+import { ConfigError } from '../../../platform/config';
+import { ServiceError } from '../../../platform/service-error';
+import { startCredits } from '../../../testing/credits-kit';
+import { cardBrand, luhnValid, parsePaymentKeys, PaymentKeyring, validatePayment } from '../domain/payment-crypto';
 
 const card = { cardNumber: '4111111111111111', expiryMonth: 1, expiryYear: 2099, cardholderName: 'A', processorReference: 'p' };
 

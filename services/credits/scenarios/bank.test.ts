@@ -16,11 +16,11 @@ import type {
   ReserveResponse,
   TopUpResponse,
   VerifyAuditChainResponse,
-} from '../../gen/shieldx/credits/v1/credits';
-import { errorDetails } from '../../platform/grpc-errors';
-import type { RunningService } from '../../platform/server';
-import { uniquePrefix, waitFor } from '../../testing/harness';
-import { Credits, db, key, payment, startCredits, tenant } from '../../testing/credits-kit';
+} from '../../../gen/shieldx/credits/v1/credits';
+import { errorDetails } from '../../../platform/grpc-errors';
+import type { RunningService } from '../../../platform/server';
+import { uniquePrefix, waitFor } from '../../../testing/harness';
+import { Credits, db, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 const TENANTS = 4;
 const WORKERS = 12;

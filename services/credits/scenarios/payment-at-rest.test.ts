@@ -8,10 +8,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import type { TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
-import type { RunningService } from '../../platform/server';
-import { Credits, creditsEnv, db, key, startCredits, tenant } from '../../testing/credits-kit';
-import { type EncryptedPayment, PaymentKeyring, parsePaymentKeys } from './payment-crypto';
+import type { TopUpResponse } from '../../../gen/shieldx/credits/v1/credits';
+import type { RunningService } from '../../../platform/server';
+import { Credits, creditsEnv, db, key, startCredits, tenant } from '../../../testing/credits-kit';
+import { type EncryptedPayment, PaymentKeyring, parsePaymentKeys } from '../domain/payment-crypto';
 
 describe('payment data at rest', function () {
   this.timeout(30_000);

@@ -11,18 +11,18 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { Registry } from 'prom-client';
-import type { ConsumeResponse } from '../../gen/shieldx/credits/v1/credits';
-import { errorDetails } from '../../platform/grpc-errors';
-import { createLogger } from '../../platform/logger';
-import type { RunningService } from '../../platform/server';
-import { Code, ServiceError } from '../../platform/service-error';
-import type { ErrorDetails } from '../../platform/status-details';
-import { waitFor } from '../../testing/harness';
-import { ConsumeBatcher } from './consume-batcher';
-import { CreditsMetrics } from './credits-metrics';
-import { Credits, db, key, keyStored, ledgerState, payment, startCredits, tenant } from '../../testing/credits-kit';
-import type { ConsumeItem, ConsumeOutcome } from './ledger';
-import { TenantGate } from './tenant-gate';
+import type { ConsumeResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { errorDetails } from '../../../platform/grpc-errors';
+import { createLogger } from '../../../platform/logger';
+import type { RunningService } from '../../../platform/server';
+import { Code, ServiceError } from '../../../platform/service-error';
+import type { ErrorDetails } from '../../../platform/status-details';
+import { waitFor } from '../../../testing/harness';
+import { ConsumeBatcher } from '../consume-batcher';
+import { CreditsMetrics } from '../credits-metrics';
+import { Credits, db, key, keyStored, ledgerState, payment, startCredits, tenant } from '../../../testing/credits-kit';
+import type { ConsumeItem, ConsumeOutcome } from '../ledger';
+import { TenantGate } from '../tenant-gate';
 
 /** An apply function whose batches wait at a gate the test opens. */
 class GatedApply {

@@ -6,14 +6,14 @@
  */
 import { expect } from 'chai';
 import type pg from 'pg';
-import type { TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
-import { createPool } from '../../platform/db';
-import type { RunningService } from '../../platform/server';
-import { createDatabase, testInfrastructure, waitFor } from '../../testing/harness';
-import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
-import { AuditChain, verifyAuditChains, verifyAuditChainsSinceCheckpoints } from './audit-chain';
-import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from '../../testing/credits-kit';
-import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './ledger-invariants';
+import type { TopUpResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { createPool } from '../../../platform/db';
+import type { RunningService } from '../../../platform/server';
+import { createDatabase, testInfrastructure, waitFor } from '../../../testing/harness';
+import { metricValue, scrapeMetrics } from '../../../platform/prometheus-text';
+import { AuditChain, verifyAuditChains, verifyAuditChainsSinceCheckpoints } from '../domain/audit-chain';
+import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
+import { checkInvariantsSinceCheckpoints, countInvariantViolations } from '../store/ledger-invariants';
 
 describe('credits periodic checks (incremental, from checkpoints)', function () {
   this.timeout(60_000);

@@ -7,11 +7,11 @@
  * other gets IDEMPOTENCY_KEY_REUSED (the proto's contract; never both applied).
  */
 import { expect } from 'chai';
-import type { CreditsServiceClient, ReserveResponse, VerifyAuditChainResponse } from '../../gen/shieldx/credits/v1/credits';
-import { errorDetails } from '../../platform/grpc-errors';
-import type { RunningService } from '../../platform/server';
-import { uniquePrefix } from '../../testing/harness';
-import { Credits, db, key, payment, startCredits, tenant } from '../../testing/credits-kit';
+import type { CreditsServiceClient, ReserveResponse, VerifyAuditChainResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { errorDetails } from '../../../platform/grpc-errors';
+import type { RunningService } from '../../../platform/server';
+import { uniquePrefix } from '../../../testing/harness';
+import { Credits, db, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 const DUPLICATES = 8;
 

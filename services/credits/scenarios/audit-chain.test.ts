@@ -6,12 +6,12 @@
  */
 import { expect } from 'chai';
 import pg from 'pg';
-import type { TopUpResponse, VerifyAuditChainResponse } from '../../gen/shieldx/credits/v1/credits';
-import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
-import type { RunningService } from '../../platform/server';
-import { createDatabase, testInfrastructure, waitFor } from '../../testing/harness';
-import { AuditChain } from './audit-chain';
-import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from '../../testing/credits-kit';
+import type { TopUpResponse, VerifyAuditChainResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { metricValue, scrapeMetrics } from '../../../platform/prometheus-text';
+import type { RunningService } from '../../../platform/server';
+import { createDatabase, testInfrastructure, waitFor } from '../../../testing/harness';
+import { AuditChain } from '../domain/audit-chain';
+import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 describe('credits audit chain', function () {
   this.timeout(60_000);

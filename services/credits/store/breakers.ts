@@ -7,9 +7,9 @@
  * filtered out, so a burst of "insufficient credits" never opens it.
  */
 import CircuitBreaker from 'opossum';
-import { isQueryReadTimeout } from '../../platform/db';
-import { Code, ServiceError } from '../../platform/service-error';
-import type { BreakerDependency, CreditsMetrics } from './credits-metrics';
+import { isQueryReadTimeout } from '../../../platform/db';
+import { Code, ServiceError } from '../../../platform/service-error';
+import type { BreakerDependency, CreditsMetrics } from '../credits-metrics';
 
 export interface BreakerOptions {
   /** Rejects a call that takes longer (ms); false for none. */

@@ -8,17 +8,17 @@
  */
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { GetBalanceResponse, type ConsumeResponse, type TopUpResponse } from '../../gen/shieldx/credits/v1/credits';
-import { createLogger } from '../../platform/logger';
-import { startRedisServer, type LocalServer } from '../../dev/local-servers';
-import { createRedis } from '../../platform/redis';
-import type { RunningService } from '../../platform/server';
-import { testInfrastructure, uniquePrefix, waitFor } from '../../testing/harness';
-import { RedisCommandLog } from '../../testing/redis-command-log';
-import { findOnPath, skipOrFailInCi } from '../../testing/require-tool';
-import type { CachedAccount } from './balance-cache';
-import { Credits, key, payment, startCredits, tenant } from '../../testing/credits-kit';
-import { NearCache, type NearCacheTiming } from './near-cache';
+import { GetBalanceResponse, type ConsumeResponse, type TopUpResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { createLogger } from '../../../platform/logger';
+import { startRedisServer, type LocalServer } from '../../../dev/local-servers';
+import { createRedis } from '../../../platform/redis';
+import type { RunningService } from '../../../platform/server';
+import { testInfrastructure, uniquePrefix, waitFor } from '../../../testing/harness';
+import { RedisCommandLog } from '../../../testing/redis-command-log';
+import { findOnPath, skipOrFailInCi } from '../../../testing/require-tool';
+import type { CachedAccount } from '../store/balance-cache';
+import { Credits, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
+import { NearCache, type NearCacheTiming } from '../store/near-cache';
 
 /** Polls `check` every 5 ms until it holds (the harness' waitFor, for a yes/no condition). */
 async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {

@@ -12,14 +12,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
-import type { ConsumeResponse, GetBalanceResponse } from '../../gen/shieldx/credits/v1/credits';
-import { Code } from '../../platform/service-error';
-import type { RunningService } from '../../platform/server';
-import { freePort } from '../../dev/local-servers';
-import { metricValue, scrapeMetrics } from '../../platform/prometheus-text';
-import { testInfrastructure } from '../../testing/harness';
-import { proxyFor, type TcpProxy } from '../../testing/tcp-proxy';
-import { Credits, failure, key, payment, startCredits, tenant } from '../../testing/credits-kit';
+import type { ConsumeResponse, GetBalanceResponse } from '../../../gen/shieldx/credits/v1/credits';
+import { Code } from '../../../platform/service-error';
+import type { RunningService } from '../../../platform/server';
+import { freePort } from '../../../dev/local-servers';
+import { metricValue, scrapeMetrics } from '../../../platform/prometheus-text';
+import { testInfrastructure } from '../../../testing/harness';
+import { proxyFor, type TcpProxy } from '../../../testing/tcp-proxy';
+import { Credits, failure, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

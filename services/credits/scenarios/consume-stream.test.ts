@@ -6,20 +6,20 @@
  */
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { expect } from 'chai';
-import type { Status } from '../../gen/google/rpc/status';
+import type { Status } from '../../../gen/google/rpc/status';
 import type {
   ConsumeResponse,
   ConsumeStreamRequest,
   ConsumeStreamResponse,
   CreditsServiceClient,
   GetBalanceResponse,
-} from '../../gen/shieldx/credits/v1/credits';
-import { errorDetails } from '../../platform/grpc-errors';
-import type { RunningService } from '../../platform/server';
-import { statusDetails } from '../../platform/status-details';
-import { bearer, testKeys, waitFor } from '../../testing/harness';
-import { exchange } from '../../testing/streams';
-import { Credits, db, footprint, key, payment, startCredits, tenant } from '../../testing/credits-kit';
+} from '../../../gen/shieldx/credits/v1/credits';
+import { errorDetails } from '../../../platform/grpc-errors';
+import type { RunningService } from '../../../platform/server';
+import { statusDetails } from '../../../platform/status-details';
+import { bearer, testKeys, waitFor } from '../../../testing/harness';
+import { exchange } from '../../../testing/streams';
+import { Credits, db, footprint, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 
 /** Sends `items` on one ConsumeStream call (half-closing when `halfClose`), collects answers until the call ends. */
 const consumeStream = (client: CreditsServiceClient, items: ConsumeStreamRequest[], apiKey = testKeys.creditsWriter, halfClose = true) =>
