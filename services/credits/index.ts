@@ -35,6 +35,7 @@ import { findRecord, probeKey, pruneExpired, RequestHasher, serviceErrorOf } fro
 import { accountProto, Ledger, METHOD } from './ledger';
 import { PaymentKeyring, parsePaymentKeys, validatePayment } from './domain/payment-crypto';
 import * as v from './rpc/validation';
+import { operationNotFound } from './errors';
 
 const int = (min: number, max: number) =>
   z.coerce
@@ -436,9 +437,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
           if (holder === 'committed') record = await ledger.guardRead(() => findRecord(ctx.pool, tenantId, key));
         }
         if (!record) {
-          throw new ServiceError(Code.NOT_FOUND, 'OPERATION_NOT_FOUND', 'no operation with this idempotency key (never made, or pruned)', {
-            metadata: { idempotency_key: key },
-          });
+          throw operationNotFound(key);
         }
         base.method = record.method;
         base.createdAt = record.createdAt;

@@ -39,7 +39,19 @@ import { checkInvariantsSinceCheckpoints, countInvariantViolations } from './sto
 import { AuditChain, type AuditEntry, verifyAuditChains, verifyAuditChainsSinceCheckpoints, type VerifyResult } from './domain/audit-chain';
 import type { BalanceCache, CachedAccount } from './store/balance-cache';
 import { GateFullError, type Release, TenantGate } from './tenant-gate';
-import { databaseUnavailable, type DependencyBreaker, isBreakerRejection, isDatabaseUnavailable } from './store/breakers';
+import {
+  balanceLimitExceeded,
+  batchAborted,
+  captureAboveHold,
+  databaseUnavailable,
+  insufficientCredits,
+  reservationExpired,
+  reservationFinalized,
+  reservationNotFound,
+  tenantNotFound,
+  writersOverloaded,
+} from './errors';
+import { type DependencyBreaker, isBreakerRejection, isDatabaseUnavailable } from './store/breakers';
 import type { CreditsMetrics } from './credits-metrics';
 import {
   claimKeys,
@@ -507,35 +519,6 @@ export class UnitOfWork {
 
 
 // ---------------------------------------------------------------------------
-// Business errors (stored and replayed under an idempotency key).
-
-export function tenantNotFound(tenantId: string): ServiceError {
-  return new ServiceError(Code.NOT_FOUND, 'TENANT_NOT_FOUND', 'no credit account for this tenant', { metadata: { tenant_id: tenantId } });
-}
-
-export function insufficientCredits(available: bigint, requested: bigint): ServiceError {
-  return new ServiceError(Code.FAILED_PRECONDITION, 'INSUFFICIENT_CREDITS', 'not enough available credits', {
-    metadata: { available: available.toString(), requested: requested.toString() },
-  });
-}
-
-function reservationNotFound(id: string): ServiceError {
-  return new ServiceError(Code.NOT_FOUND, 'RESERVATION_NOT_FOUND', 'no such reservation for this tenant', { metadata: { reservation_id: id } });
-}
-
-function reservationExpired(id: string): ServiceError {
-  return new ServiceError(Code.FAILED_PRECONDITION, 'RESERVATION_EXPIRED', 'the reservation expired and its hold was released', {
-    metadata: { reservation_id: id },
-  });
-}
-
-function reservationFinalized(id: string, state: string): ServiceError {
-  return new ServiceError(Code.FAILED_PRECONDITION, 'RESERVATION_ALREADY_FINALIZED', `the reservation is already ${state.toLowerCase()}`, {
-    metadata: { reservation_id: id, state },
-  });
-}
-
-// ---------------------------------------------------------------------------
 // Pure planning of debits (shared by the consume batcher and BatchConsume).
 
 export interface DebitItem {
@@ -743,7 +726,7 @@ export class Ledger {
       release = await this.gate.acquire(tenants);
     } catch (error) {
       if (!(error instanceof GateFullError)) throw error;
-      throw new ServiceError(Code.RESOURCE_EXHAUSTED, 'OVERLOADED', 'too many writes waiting on their accounts; retry with backoff');
+      throw writersOverloaded();
     }
     try {
       return await this.executeHeld(call, method, codec, body, release);
@@ -954,9 +937,7 @@ export class Ledger {
       await unit.lock([tenantId]);
       const account = unit.account(tenantId)!;
       if (account.balance > INT64_MAX - amount) {
-        throw new ServiceError(Code.FAILED_PRECONDITION, 'BALANCE_LIMIT_EXCEEDED', 'the balance would exceed the int64 maximum', {
-          metadata: { balance: account.balance.toString() },
-        });
+        throw balanceLimitExceeded(account.balance);
       }
       const movement = unit.move(tenantId, 'TOP_UP', {
         amount,
@@ -1057,10 +1038,7 @@ export class Ledger {
       const capture = call.amount ?? row.amount;
       if (capture > row.amount) {
         // Depends on stored state but is the caller's mistake: not stored, the key stays free.
-        throw new ServiceError(Code.INVALID_ARGUMENT, 'INVALID_ARGUMENT', `amount: must be at most the held amount (${row.amount})`, {
-          fieldViolations: [{ field: 'amount', description: `must be at most the held amount (${row.amount})` }],
-          metadata: { field: 'amount', held: row.amount.toString() },
-        });
+        throw captureAboveHold(row.amount);
       }
       let captureMovement: Movement | undefined;
       if (capture > 0n) {
@@ -1148,7 +1126,8 @@ export class Ledger {
         const plan = plans[index]!;
         if (!plan.ok) return { index, ok: false, transaction: undefined, errorReason: plan.error.reason, errorMessage: plan.error.message };
         if (aborted) {
-          return { index, ok: false, transaction: undefined, errorReason: 'BATCH_ABORTED', errorMessage: 'another item failed in an atomic batch' };
+          const error = batchAborted();
+          return { index, ok: false, transaction: undefined, errorReason: error.reason, errorMessage: error.message };
         }
         const movement = unit.move(item.tenantId, 'CONSUME', {
           amount: item.amount,

@@ -42,11 +42,6 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   );
 }
 
-export function databaseUnavailable(cause?: unknown): ServiceError {
-  return new ServiceError(Code.UNAVAILABLE, 'DATABASE_UNAVAILABLE', 'the credits database is unavailable; retry with the same idempotency key', {
-    cause,
-  });
-}
 
 type Work<T> = () => Promise<T>;
 

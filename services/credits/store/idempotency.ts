@@ -16,6 +16,7 @@ import { createHmac } from 'node:crypto';
 import type pg from 'pg';
 import { deleteInBatches, withLockTimeout, withRolledBackTransaction } from '../../../platform/db';
 import { Code, ServiceError } from '../../../platform/service-error';
+import { concurrentModification } from '../errors';
 
 export type StoredState = 'IN_PROGRESS' | 'SUCCEEDED' | 'FAILED';
 
@@ -161,7 +162,7 @@ export async function claimKeys(
     const record = existing.get(id);
     if (!record) {
       // Pruned between our insert and our read: extremely rare; the client retries.
-      throw new ServiceError(Code.ABORTED, 'CONCURRENT_MODIFICATION', 'idempotency record changed concurrently; retry');
+      throw concurrentModification();
     }
     return record;
   });
