@@ -3,14 +3,16 @@
  * A failure here is INVALID_ARGUMENT naming the proto field; nothing is
  * written and the idempotency key stays unused.
  */
-import { createHash } from 'node:crypto';
 import type { Duration } from '../../../gen/google/protobuf/duration';
 import { TransactionType } from '../../../gen/shieldx/credits/v1/credits';
+import { idempotencyKey as platformIdempotencyKey, IDEMPOTENCY_KEY_LENGTH_MAX } from '../../../platform/idempotency-key';
+import { decodePageToken, encodePageToken } from '../../../platform/page-token';
 import { ServiceError } from '../../../platform/service-error';
-import { INT64_MAX, PROTO_TO_TX_TYPE, type TxType } from '../ledger';
+import { INT64_MAX, type TxType } from '../domain/account';
+import { PROTO_TO_TX_TYPE } from './encode';
 
 export const TENANT_ID_LENGTH_MAX = 128;
-export const IDEMPOTENCY_KEY_LENGTH_MAX = 128;
+export { IDEMPOTENCY_KEY_LENGTH_MAX };
 export const REFERENCE_LENGTH_MAX = 256;
 export const METADATA_ENTRIES_MAX = 32;
 export const METADATA_KEY_LENGTH_MAX = 64;
@@ -20,7 +22,6 @@ export const RESERVATION_TTL_MS_DEFAULT = 5 * 60_000;
 export const RESERVATION_TTL_MS_MAX = 24 * 3_600_000;
 
 const TENANT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
-const KEY_PATTERN = /^[\x21-\x7e]+$/;
 const METADATA_KEY_PATTERN = /^[A-Za-z0-9_.-]+$/;
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -38,11 +39,9 @@ export function amount(field: string, value: bigint): bigint {
   return value;
 }
 
+/** The mesh's idempotency key rule (platform/idempotency-key.ts), naming `field`. */
 export function idempotencyKey(field: string, value: string): string {
-  if (value.length === 0) throw ServiceError.invalidArgument(field, 'is required');
-  if (value.length > IDEMPOTENCY_KEY_LENGTH_MAX) throw ServiceError.invalidArgument(field, `must be at most ${IDEMPOTENCY_KEY_LENGTH_MAX} characters`);
-  if (!KEY_PATTERN.test(value)) throw ServiceError.invalidArgument(field, 'must be printable ASCII without spaces');
-  return value;
+  return platformIdempotencyKey(value, field);
 }
 
 /** PostgreSQL text and jsonb cannot hold U+0000: refused here, not as INTERNAL after a round trip. */
@@ -114,33 +113,32 @@ export function transactionTypes(field: string, values: readonly TransactionType
 }
 
 /**
- * Page tokens: opaque base64url of {v, s: last seq, f: filter fingerprint}.
- * The fingerprint binds a token to the query that produced it, so a token
- * replayed with other filters is refused instead of returning a wrong page.
+ * ListTransactions' page tokens: the platform codec (platform/page-token.ts), bound to the
+ * query's filters, whose cursor is the last sequence number served (a decimal int64 >= 1).
  */
-export function filterFingerprint(parts: unknown[]): string {
-  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
+export interface TransactionFilter {
+  readonly tenantId: string;
+  readonly startTime: Date | undefined;
+  readonly endTime: Date | undefined;
+  readonly types: readonly TxType[];
 }
 
-export function encodePageToken(seq: bigint, fingerprint: string): string {
-  return Buffer.from(JSON.stringify({ v: 1, s: seq.toString(), f: fingerprint })).toString('base64url');
+const filterOf = (f: TransactionFilter) => [f.tenantId, f.startTime?.getTime() ?? null, f.endTime?.getTime() ?? null, [...f.types].sort()];
+
+export function transactionsPageToken(lastSeq: bigint | undefined, filter: TransactionFilter): string {
+  return encodePageToken(lastSeq === undefined ? undefined : [lastSeq.toString()], filterOf(filter));
 }
 
-export function decodePageToken(field: string, token: string, fingerprint: string): bigint | undefined {
-  if (token === '') return undefined;
-  const bad = () => ServiceError.invalidArgument(field, 'is not a page token returned by this query');
-  if (token.length > 512 || !/^[A-Za-z0-9_-]+$/.test(token)) throw bad();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-  } catch {
-    throw bad();
-  }
-  // JSON.parse accepts any JSON value: reading fields of null would throw a TypeError (INTERNAL).
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw bad();
-  const p = parsed as { v?: unknown; s?: unknown; f?: unknown };
-  if (p.v !== 1 || typeof p.s !== 'string' || !/^[1-9][0-9]{0,18}$/.test(p.s) || p.f !== fingerprint) throw bad();
-  const seq = BigInt(p.s);
-  if (seq > INT64_MAX) throw bad();
-  return seq;
+export function transactionsAfterSeq(field: string, token: string, filter: TransactionFilter): bigint | undefined {
+  return decodePageToken(
+    token,
+    filterOf(filter),
+    (cursor) => {
+      const [seq] = cursor;
+      if (cursor.length !== 1 || seq === undefined || !/^[1-9][0-9]{0,18}$/.test(seq)) return undefined;
+      const value = BigInt(seq);
+      return value <= INT64_MAX ? value : undefined;
+    },
+    field,
+  );
 }

@@ -412,7 +412,7 @@ describe('credits bad input', function () {
     it('refuses oversized and tampered page tokens', async () => {
       const page = await list({ tenantId: t, pageSize: 2 });
       const token = page.nextPageToken;
-      const decoded = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { v: number; s: string; f: string };
+      const decoded = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { v: number; c: string[]; f: string };
       const encode = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
       const tampered: [string, string][] = [
         ['513 characters', 'A'.repeat(513)],
@@ -422,11 +422,11 @@ describe('credits bad input', function () {
         ['non-base64url characters', token.replace(/^./, '+')],
         ['another fingerprint', encode({ ...decoded, f: '0123456789abcdef' })],
         ['another version', encode({ ...decoded, v: 2 })],
-        ['sequence 0', encode({ ...decoded, s: '0' })],
-        ['negative sequence', encode({ ...decoded, s: '-1' })],
-        ['leading zero', encode({ ...decoded, s: `0${decoded.s}` })],
-        ['sequence above int64', encode({ ...decoded, s: '9223372036854775808' })],
-        ['sequence as a number', encode({ ...decoded, s: Number(decoded.s) })],
+        ['sequence 0', encode({ ...decoded, c: ['0'] })],
+        ['negative sequence', encode({ ...decoded, c: ['-1'] })],
+        ['leading zero', encode({ ...decoded, c: [`0${decoded.c[0]}`] })],
+        ['sequence above int64', encode({ ...decoded, c: ['9223372036854775808'] })],
+        ['sequence as a number', encode({ ...decoded, c: [Number(decoded.c[0])] })],
         ['JSON null', encode('null')],
         ['JSON array', encode('[1]')],
         ['JSON string', encode('"x"')],
@@ -443,8 +443,8 @@ describe('credits bad input', function () {
     it('keeps a re-positioned token inside its own query', async () => {
       const all = await list({ tenantId: t, pageSize: PAGE_SIZE_MAX });
       const page = await list({ tenantId: t, pageSize: 2 });
-      const decoded = JSON.parse(Buffer.from(page.nextPageToken, 'base64url').toString('utf8')) as { v: number; s: string; f: string };
-      const forged = Buffer.from(JSON.stringify({ ...decoded, s: '9223372036854775807' })).toString('base64url');
+      const decoded = JSON.parse(Buffer.from(page.nextPageToken, 'base64url').toString('utf8')) as { v: number; c: string[]; f: string };
+      const forged = Buffer.from(JSON.stringify({ ...decoded, c: ['9223372036854775807'] })).toString('base64url');
       const res = await list({ tenantId: t, pageSize: PAGE_SIZE_MAX, pageToken: forged });
       expect(res.transactions.map((x) => x.id)).to.deep.equal(all.transactions.map((x) => x.id));
       expect(new Set(res.transactions.map((x) => x.tenantId))).to.deep.equal(new Set([t]));

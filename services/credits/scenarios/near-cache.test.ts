@@ -16,7 +16,7 @@ import type { RunningService } from '../../../platform/server';
 import { testInfrastructure, uniquePrefix, waitFor } from '../../../testing/harness';
 import { RedisCommandLog } from '../../../testing/redis-command-log';
 import { findOnPath, skipOrFailInCi } from '../../../testing/require-tool';
-import type { CachedAccount } from '../store/balance-cache';
+import type { AccountBalance as CachedAccount } from '../domain/account';
 import { Credits, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 import { NearCache, type NearCacheTiming } from '../store/near-cache';
 

@@ -11,7 +11,8 @@ import { createPool } from '../../../platform/db';
 import type { RunningService } from '../../../platform/server';
 import { createDatabase, testInfrastructure, waitFor } from '../../../testing/harness';
 import { metricValue, scrapeMetrics } from '../../../platform/prometheus-text';
-import { AuditChain, verifyAuditChains, verifyAuditChainsSinceCheckpoints } from '../domain/audit-chain';
+import { AuditChain } from '../domain/audit-chain';
+import { verifyAuditChains, verifyAuditChainsSinceCheckpoints } from '../store/audit-verify';
 import { AUDIT_KEY, asSuperuser, Credits, key, payment, startCredits, tenant } from '../../../testing/credits-kit';
 import { checkInvariantsSinceCheckpoints, countInvariantViolations } from '../store/ledger-invariants';
 

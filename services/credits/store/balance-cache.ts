@@ -18,15 +18,8 @@ import type { Logger } from '../../../platform/logger';
 import type { RedisClient } from '../../../platform/redis';
 import type { DependencyBreaker } from './breakers';
 import type { CreditsMetrics } from '../credits-metrics';
+import type { AccountBalance } from '../domain/account';
 import { NearCache } from './near-cache';
-
-export interface CachedAccount {
-  readonly tenantId: string;
-  readonly balance: bigint;
-  readonly reserved: bigint;
-  readonly version: bigint;
-  readonly updatedAt: Date;
-}
 
 const CAS_SCRIPT = `
 local current = redis.call('GET', KEYS[1])
@@ -64,7 +57,7 @@ export class BalanceCache {
     private readonly keyPrefix: string,
     private readonly ttlSeconds: number,
     /** Current accounts from PostgreSQL, for repairing after an outage. */
-    private readonly load: (tenantIds: readonly string[]) => Promise<CachedAccount[]>,
+    private readonly load: (tenantIds: readonly string[]) => Promise<AccountBalance[]>,
     /** Entries of the in-process near cache; 0 turns it off (it needs a Redis that supports CLIENT TRACKING). */
     nearCacheEntries = 0,
   ) {
@@ -90,7 +83,7 @@ export class BalanceCache {
   }
 
   /** The cached account, or undefined on a miss, a bypass or any Redis failure. */
-  async get(tenantId: string): Promise<CachedAccount | undefined> {
+  async get(tenantId: string): Promise<AccountBalance | undefined> {
     if (Date.now() < this.bypassUntilMs || this.dirty.has(tenantId)) {
       this.misses.inc();
       return undefined;
@@ -125,7 +118,7 @@ export class BalanceCache {
   }
 
   /** Write-through after a commit (or read-repair after a miss); never throws. */
-  async put(account: CachedAccount): Promise<void> {
+  async put(account: AccountBalance): Promise<void> {
     const value = encode(account);
     try {
       await this.breaker.run(() =>
@@ -148,7 +141,7 @@ export class BalanceCache {
    * (a pipeline of CAS scripts: one write, one reply); never throws. Same
    * semantics as `put` for each account.
    */
-  async putMany(accounts: readonly CachedAccount[]): Promise<void> {
+  async putMany(accounts: readonly AccountBalance[]): Promise<void> {
     if (accounts.length === 0) return;
     if (accounts.length === 1) return this.put(accounts[0]!);
     let written: boolean[];
@@ -166,7 +159,7 @@ export class BalanceCache {
   }
 
   /** CAS-writes the accounts in one pipeline through the breaker; which of them Redis applied or refused as older. */
-  private async casMany(accounts: readonly CachedAccount[]): Promise<boolean[]> {
+  private async casMany(accounts: readonly AccountBalance[]): Promise<boolean[]> {
     try {
       const results = await this.breaker.run(() => {
         const pipeline = this.redis.pipeline() as unknown as {
@@ -219,11 +212,11 @@ export class BalanceCache {
 }
 
 /** The cached value: "<version>|<balance>|<reserved>|<updated_at_ms>" (see the file comment). */
-function encode(account: CachedAccount): string {
+function encode(account: AccountBalance): string {
   return `${account.version}|${account.balance}|${account.reserved}|${account.updatedAt.getTime()}`;
 }
 
-function parse(tenantId: string, raw: string): CachedAccount | undefined {
+function parse(tenantId: string, raw: string): AccountBalance | undefined {
   const parts = raw.split('|');
   if (parts.length !== 4 || !parts.every((p) => /^-?[0-9]+$/.test(p))) return undefined;
   return {

@@ -34,7 +34,7 @@
  */
 import type { Logger } from '../../../platform/logger';
 import type { RedisClient } from '../../../platform/redis';
-import type { CachedAccount } from './balance-cache';
+import type { AccountBalance } from '../domain/account';
 
 const INVALIDATE_CHANNEL = '__redis__:invalidate';
 
@@ -48,7 +48,7 @@ export interface NearCacheTiming {
 const DEFAULT_TIMING: NearCacheTiming = { pingEveryMs: 1_000, silenceMaxMs: 3_000 };
 
 interface Entry {
-  readonly account: CachedAccount;
+  readonly account: AccountBalance;
   readonly expiresAtMs: number;
 }
 
@@ -129,7 +129,7 @@ export class NearCache {
     return this.reader;
   }
 
-  get(tenantId: string): CachedAccount | undefined {
+  get(tenantId: string): AccountBalance | undefined {
     const entry = this.entries.get(tenantId);
     if (!entry) return undefined;
     const now = Date.now();
@@ -156,7 +156,7 @@ export class NearCache {
   }
 
   /** Settles a ticket: keeps what its read returned (if anything) unless the ticket was voided meanwhile. */
-  fill(ticket: FillTicket, account: CachedAccount | undefined): void {
+  fill(ticket: FillTicket, account: AccountBalance | undefined): void {
     const tickets = this.inFlight.get(ticket.tenantId);
     if (tickets?.delete(ticket) && tickets.size === 0) this.inFlight.delete(ticket.tenantId);
     if (ticket.voided || account === undefined || !this.trackingOn) return;
