@@ -40,6 +40,7 @@
 import type { Logger } from '../../platform/logger';
 import { Code, ServiceError } from '../../platform/service-error';
 import type { CreditsMetrics } from './credits-metrics';
+import { consumeQueueFull, hasReason, serverShuttingDown } from './errors';
 import type { ConsumeItem, ConsumeOutcome } from './ledger';
 import type { TenantGate } from './tenant-gate';
 
@@ -96,9 +97,9 @@ export class ConsumeBatcher {
 
   /** Resolves with the item's own outcome; never rejects. `signal`: the caller's (see the class comment). */
   submit(item: ConsumeItem, signal?: AbortSignal): Promise<ConsumeOutcome> {
-    if (this.closed) return Promise.resolve({ error: new ServiceError(Code.UNAVAILABLE, 'SERVER_SHUTTING_DOWN', 'server is shutting down') });
+    if (this.closed) return Promise.resolve({ error: serverShuttingDown() });
     if (this.queue.length >= this.options.maxQueuedItems) {
-      return Promise.resolve({ error: new ServiceError(Code.RESOURCE_EXHAUSTED, 'OVERLOADED', 'too many consume calls queued; retry with backoff') });
+      return Promise.resolve({ error: consumeQueueFull() });
     }
     return new Promise((resolve) => {
       this.queue.push({ item, resolve, signal });
@@ -187,7 +188,7 @@ export class ConsumeBatcher {
       batch.forEach((p, i) => p.resolve(outcomes[i]!));
     } catch (error) {
       const failure = ServiceError.from(error);
-      if (batch.length === 1 || failure.reason === 'DATABASE_UNAVAILABLE') {
+      if (batch.length === 1 || hasReason(failure, 'DATABASE_UNAVAILABLE')) {
         for (const p of batch) p.resolve({ error: failure });
         return;
       }
