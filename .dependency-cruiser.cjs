@@ -53,6 +53,8 @@ module.exports = {
         path: [
           '^gen/',
           '(^|/)node_modules/(pg|pg-[^/]+|ioredis|ioredis-mock|@grpc/[^/]+|prom-client|@opentelemetry/[^/]+)/',
+          // `import type pg from 'pg'` may resolve to its types package.
+          '(^|/)node_modules/@types/(pg|ioredis)/',
           '^services/[^/]+/(store|rpc)/',
           '^services/[^/]+/index[.]ts$',
           '^platform/(db|redis|server|handlers|interceptors|grpc-errors|status-details|migrate|metrics|telemetry|periodic-jobs)[.]ts$',
