@@ -1,6 +1,7 @@
 /** credit_accounts, credit_transactions and credit_payments: the ledger's reads and its extra rows. */
 import type pg from 'pg';
 import type { AccountBalance, TxType } from '../domain/account';
+import type { Movement } from '../domain/batch-plan';
 import type { EncryptedPayment, MaskedCard } from '../domain/payment-crypto';
 
 export type Query = <R extends pg.QueryResultRow>(sql: string, params: unknown[]) => Promise<pg.QueryResult<R>>;
@@ -18,19 +19,9 @@ export async function readAccounts(query: Query, tenantIds: readonly string[]): 
   return rows.map((r) => ({ tenantId: r.tenant_id, balance: r.balance, reserved: r.reserved, version: r.version, updatedAt: r.updated_at }));
 }
 
-export interface TransactionRow {
+/** A stored transaction: the movement as its batch planned it, with its place in the ledger. */
+export interface TransactionRow extends Omit<Movement, 'auditSeq' | 'actor' | 'account'> {
   readonly seq: bigint;
-  readonly id: string;
-  readonly tenantId: string;
-  readonly type: TxType;
-  readonly amount: bigint;
-  readonly balanceAfter: bigint;
-  readonly reservedAfter: bigint;
-  readonly reference: string;
-  readonly metadata: Record<string, string>;
-  readonly idempotencyKey: string;
-  readonly reservationId: string | null;
-  readonly createdAt: Date;
 }
 
 /** Up to `limit` of a tenant's transactions, newest first, before `beforeSeq` (keyset pagination on seq). */
