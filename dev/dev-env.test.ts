@@ -10,7 +10,7 @@ const secrets: DevSecrets = {
   paymentKey: 'cGF5bWVudA==',
   auditHmacKey: 'YXVkaXQ=',
 };
-const service = { name: 'credits', grpcPort: 5004, metricsPort: 9004 };
+const service = { name: 'credits', grpcPort: 5004, metricsPort: 9004, httpPort: 8004 };
 const DEFAULTED = ['SHIELDX_API_KEYS', 'CREDITS_PAYMENT_KEYS', 'CREDITS_PAYMENT_ACTIVE_KEY_ID', 'CREDITS_AUDIT_HMAC_KEY', 'SHADOW_DEMO_DATA'];
 
 describe('npm start: service environment', () => {
@@ -34,7 +34,7 @@ describe('npm start: service environment', () => {
       'postgres://db/shieldx',
     );
     expect(env).to.include({ SHIELDX_API_KEYS: '[]', CREDITS_AUDIT_HMAC_KEY: 'mine', SHADOW_DEMO_DATA: 'false', OTHER: 'x' });
-    expect(env).to.include({ SHIELDX_SERVICE: 'credits', GRPC_PORT: '5004', METRICS_PORT: '9004', DATABASE_URL: 'postgres://db/shieldx' });
+    expect(env).to.include({ SHIELDX_SERVICE: 'credits', GRPC_PORT: '5004', METRICS_PORT: '9004', HTTP_PORT: '8004', DATABASE_URL: 'postgres://db/shieldx' });
     expect(usesDevApiKey({ SHIELDX_API_KEYS: '[]' })).to.equal(false);
   });
 

@@ -47,6 +47,7 @@ export interface DevService {
   readonly name: string;
   readonly grpcPort: number;
   readonly metricsPort: number;
+  readonly httpPort: number;
 }
 
 /** The environment of one service process under npm start. */
@@ -56,6 +57,7 @@ export function devServiceEnv(env: NodeJS.ProcessEnv, secrets: DevSecrets, servi
     SHIELDX_SERVICE: service.name,
     GRPC_PORT: String(service.grpcPort),
     METRICS_PORT: String(service.metricsPort),
+    HTTP_PORT: String(service.httpPort),
     DATABASE_URL: databaseUrl,
     SHIELDX_API_KEYS: setting(env, 'SHIELDX_API_KEYS') ?? JSON.stringify([{ id: 'dev', sha256: secrets.apiKeySha256, scopes: ['*'] }]),
     CREDITS_PAYMENT_KEYS: setting(env, 'CREDITS_PAYMENT_KEYS') ?? JSON.stringify({ [secrets.paymentKeyId]: secrets.paymentKey }),

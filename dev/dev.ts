@@ -61,6 +61,7 @@ async function main(): Promise<void> {
       name: s.name,
       grpcPort: portSetting(process.env, `${prefix}_PORT`, s.defaultGrpcPort),
       metricsPort: portSetting(process.env, `${prefix}_METRICS_PORT`, s.defaultMetricsPort),
+      httpPort: portSetting(process.env, `${prefix}_HTTP_PORT`, s.defaultHttpPort),
     };
   });
   const embeddedPort = portSetting(process.env, 'EMBEDDED_POSTGRES_PORT', 0) || undefined;
@@ -133,7 +134,7 @@ async function main(): Promise<void> {
 }
 
 function printBanner(
-  ports: { name: string; grpcPort: number; metricsPort: number }[],
+  ports: { name: string; grpcPort: number; metricsPort: number; httpPort: number }[],
   secrets: DevSecrets,
   devKey: boolean,
   embedded: boolean,
@@ -141,12 +142,15 @@ function printBanner(
   const lines = [
     '',
     'ShieldX mesh is up:',
-    ...ports.map((p) => `  ${p.name.padEnd(11)} gRPC 127.0.0.1:${p.grpcPort}   metrics http://127.0.0.1:${p.metricsPort}/metrics`),
+    ...ports.map(
+      (p) => `  ${p.name.padEnd(11)} gRPC 127.0.0.1:${p.grpcPort}   JSON http://127.0.0.1:${p.httpPort}   metrics http://127.0.0.1:${p.metricsPort}/metrics`,
+    ),
     `  PostgreSQL: ${embedded ? 'embedded (.data/postgres)' : 'DATABASE_URL'}; cache: ${process.env.REDIS_URL ? 'REDIS_URL' : 'in-process'}`,
     devKey ? `  development API key (all scopes): ${secrets.apiKey}` : '  API keys: from SHIELDX_API_KEYS',
     '',
     '  try:',
     `    grpcurl -plaintext 127.0.0.1:${ports[0]!.grpcPort} list`,
+    `    curl -H 'content-type: application/json' -H "authorization: Bearer ${devKey ? secrets.apiKey : '<key>'}" -d '{"tenant_id":"acme"}' http://127.0.0.1:${ports[0]!.httpPort}/shieldx.credits.v1.CreditsService/GetBalance`,
     `    grpcurl -plaintext -H "authorization: Bearer ${devKey ? secrets.apiKey : '<key>'}" -d '{"tenant_id":"acme","amount":"100","idempotency_key":"topup-1","payment":{"card_number":"4242424242424242","expiry_month":12,"expiry_year":2030}}' 127.0.0.1:${ports[0]!.grpcPort} shieldx.credits.v1.CreditsService/TopUp`,
     '',
   ];

@@ -32,6 +32,8 @@ const NAMESPACE = 'shieldx';
 
 interface ServiceSpec {
   grpcPort: number;
+  /** JSON over HTTP (Connect): the same callers as gRPC. */
+  httpPort: number;
   metricsPort: number;
   /** Service accounts (namespace shieldx) allowed to call the gRPC port. */
   callers: string[];
@@ -46,6 +48,7 @@ interface ServiceSpec {
 const SERVICES: Record<string, ServiceSpec> = {
   credits: {
     grpcPort: 5004,
+    httpPort: 8004,
     metricsPort: 9004,
     callers: ['orchestrator', 'guardian'],
     hpa: { min: 3, max: 10, cpu: 70, memory: 80 },
@@ -62,6 +65,7 @@ const SERVICES: Record<string, ServiceSpec> = {
   },
   shadow: {
     grpcPort: 5005,
+    httpPort: 8005,
     metricsPort: 9005,
     callers: ['shieldx-operator'],
     hpa: { min: 2, max: 8, cpu: 75, memory: 85 },
@@ -71,6 +75,7 @@ const SERVICES: Record<string, ServiceSpec> = {
   },
   camouflage: {
     grpcPort: 5006,
+    httpPort: 8006,
     metricsPort: 9006,
     callers: ['guardian'],
     hpa: { min: 2, max: 8, cpu: 70, memory: 80 },
@@ -360,6 +365,8 @@ function manifestChecks(load: () => K8sObject[], options: SuiteOptions): void {
       expect(grpcPort?.containerPort, `${describeObject(d)} grpc port`).to.equal(SERVICES[svc].grpcPort);
       const metricsPort = main.ports.find((p: Container) => p.name === 'http-metrics');
       expect(metricsPort?.containerPort).to.equal(SERVICES[svc].metricsPort);
+      const httpPort = main.ports.find((p: Container) => p.name === 'http');
+      expect(httpPort?.containerPort, `${describeObject(d)} http port`).to.equal(SERVICES[svc].httpPort);
       for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
         const p = main[probe];
         expect(p, `${describeObject(d)} ${probe}`).to.be.an('object');
@@ -429,6 +436,7 @@ function manifestChecks(load: () => K8sObject[], options: SuiteOptions): void {
       expect(env.get('OTEL_SERVICE_NAME').value).to.equal(svc);
       expect(env.get('GRPC_PORT').value).to.equal(String(SERVICES[svc].grpcPort));
       expect(env.get('METRICS_PORT').value).to.equal(String(SERVICES[svc].metricsPort));
+      expect(env.get('HTTP_PORT').value).to.equal(String(SERVICES[svc].httpPort));
     }
   });
 
@@ -496,6 +504,8 @@ function manifestChecks(load: () => K8sObject[], options: SuiteOptions): void {
       expect(grpc, `${svc} gRPC port`).to.deep.include({ name: 'grpc', appProtocol: 'grpc', targetPort: 'grpc' });
       const metrics = s.spec.ports.find((p: Container) => p.port === SERVICES[svc].metricsPort);
       expect(metrics?.name, `${svc} metrics port`).to.equal('http-metrics');
+      const http = s.spec.ports.find((p: Container) => p.port === SERVICES[svc].httpPort);
+      expect(http, `${svc} JSON/HTTP port`).to.deep.include({ name: 'http', appProtocol: 'http', targetPort: 'http' });
     }
   });
 
@@ -509,6 +519,8 @@ function manifestChecks(load: () => K8sObject[], options: SuiteOptions): void {
         (r.ports ?? []).some((p: Container) => p.port === want.grpcPort),
       );
       expect(grpcRules, `${svc}: one ingress rule for gRPC`).to.have.lengthOf(1);
+      // JSON over HTTP is the same API: the same rule, the same callers.
+      expect(grpcRules[0].ports.map((p: Container) => p.port), `${svc}: gRPC and JSON/HTTP ports`).to.have.members([want.grpcPort, want.httpPort]);
       const callers = grpcRules[0].from.map((f: Container) => {
         expect(f, `${svc}: callers are pods in this namespace, nothing wider`).to.have.keys('podSelector');
         return f.podSelector.matchLabels.app;
@@ -652,8 +664,11 @@ function manifestChecks(load: () => K8sObject[], options: SuiteOptions): void {
       expect(byPort.get(String(want.grpcPort)), `${svc} gRPC principals`).to.have.members(
         want.callers.map((sa) => `cluster.local/ns/${NAMESPACE}/sa/${sa}`),
       );
+      expect(byPort.get(String(want.httpPort)), `${svc} JSON/HTTP principals`).to.have.members(
+        want.callers.map((sa) => `cluster.local/ns/${NAMESPACE}/sa/${sa}`),
+      );
       expect(byPort.get(String(want.metricsPort)), `${svc} metrics principals`).to.deep.equal([PROMETHEUS_PRINCIPAL]);
-      expect([...byPort.keys()]).to.have.members([String(want.grpcPort), String(want.metricsPort)]);
+      expect([...byPort.keys()]).to.have.members([String(want.grpcPort), String(want.httpPort), String(want.metricsPort)]);
     }
   });
 

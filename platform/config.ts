@@ -63,6 +63,8 @@ export const platformConfigSchema = z.object({
   GRPC_HOST: z.string().default('0.0.0.0'),
   GRPC_PORT: port,
   METRICS_PORT: port,
+  /** JSON over HTTP (Connect, gRPC-Web) for callers without gRPC; 0 turns it off. */
+  HTTP_PORT: port.default(0),
   DATABASE_URL: z
     .string({ required_error: 'is required (postgres://user@host:port/db)' })
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),

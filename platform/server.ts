@@ -25,6 +25,7 @@ import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, star
 import { runMigrations } from './migrate';
 import { createRedis, type RedisClient } from './redis';
 import { compiledDescriptors, ReflectionServer } from './reflection';
+import { startHttpGateway, type HttpGateway } from './http-gateway';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
 const REFLECTION_PREFIXES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
@@ -72,6 +73,8 @@ export interface RunningService {
   readonly name: string;
   readonly grpcPort: number;
   readonly metricsPort: number;
+  /** The JSON/HTTP port, or 0 when HTTP_PORT=0 turned it off. */
+  readonly httpPort: number;
   readonly logger: Logger;
   readonly registry: Registry;
   readonly health: HealthImplementation;
@@ -102,7 +105,7 @@ export interface StartOptions {
    * list of services (scripts/services.ts, the one place they are written); without them both
    * variables are required.
    */
-  readonly defaultPorts?: { readonly grpc: number; readonly metrics: number };
+  readonly defaultPorts?: { readonly grpc: number; readonly metrics: number; readonly http?: number };
   /**
    * The Redis to use when REDIS_URL is unset. Only the development launcher passes one (an
    * in-process stand-in, dev/redis-stand-in.ts): a production process without REDIS_URL refuses
@@ -122,6 +125,7 @@ export function serviceConfigSchema<S extends z.ZodRawShape>(module: ServiceModu
       METRICS_PORT: defaultPorts
         ? platformConfigSchema.shape.METRICS_PORT.default(defaultPorts.metrics)
         : platformConfigSchema.shape.METRICS_PORT,
+      HTTP_PORT: defaultPorts?.http !== undefined ? platformConfigSchema.shape.HTTP_PORT.removeDefault().default(defaultPorts.http) : platformConfigSchema.shape.HTTP_PORT,
     })
     .extend(module.configShape ?? ({} as S));
 }
@@ -223,6 +227,7 @@ export async function startService<S extends z.ZodRawShape>(
 
   let grpcPort: number;
   let metricsServer: HttpServer;
+  let gateway: HttpGateway | undefined;
   try {
     grpcPort = await new Promise<number>((resolve, reject) => {
       server.bindAsync(`${config.GRPC_HOST}:${config.GRPC_PORT}`, ServerCredentials.createInsecure(), (err, port) =>
@@ -230,6 +235,19 @@ export async function startService<S extends z.ZodRawShape>(
       );
     });
     metricsServer = await startMetricsServer(registry, config.GRPC_HOST, config.METRICS_PORT);
+    if (config.HTTP_PORT !== 0) {
+      gateway = await startHttpGateway({
+        grpcServiceName: module.grpcServiceName,
+        grpcTarget: `${loopbackFor(config.GRPC_HOST)}:${grpcPort}`,
+        host: config.GRPC_HOST,
+        port: config.HTTP_PORT,
+        maxMessageBytes: config.GRPC_MAX_MESSAGE_BYTES,
+        defaultDeadlineMs: config.GRPC_DEFAULT_DEADLINE_MS,
+      }).catch(async (error: unknown) => {
+        await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
+        throw error;
+      });
+    }
   } catch (error) {
     // A port in use: stop what the service started (its loops, pool, Redis), not only the server.
     server.forceShutdown();
@@ -237,7 +255,8 @@ export async function startService<S extends z.ZodRawShape>(
     throw error;
   }
   const metricsPort = boundPort(metricsServer);
-  logger.info({ grpc_port: grpcPort, metrics_port: metricsPort }, `${module.name} listening`);
+  const httpPort = gateway?.port ?? 0;
+  logger.info({ grpc_port: grpcPort, metrics_port: metricsPort, http_port: httpPort }, `${module.name} listening`);
   instance.serving?.();
 
   let stopping: Promise<void> | undefined;
@@ -249,14 +268,17 @@ export async function startService<S extends z.ZodRawShape>(
       if (config.SHUTDOWN_DELAY_MS > 0) await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS));
       shutdownController.abort();
       // tryShutdown refuses new calls and waits for in-flight ones; force after the grace period.
+      // The JSON/HTTP endpoint stops accepting at the same time; its calls in flight are gRPC calls
+      // on this server, so they are drained with the rest.
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           logger.warn({ grace_ms: config.SHUTDOWN_GRACE_MS }, 'grace period over: cancelling remaining calls');
           server.forceShutdown();
+          gateway?.destroy();
           resolve();
         }, config.SHUTDOWN_GRACE_MS);
         timer.unref();
-        server.tryShutdown(() => {
+        void Promise.all([new Promise<void>((done) => server.tryShutdown(() => done())), gateway?.close()]).then(() => {
           clearTimeout(timer);
           resolve();
         });
@@ -265,5 +287,12 @@ export async function startService<S extends z.ZodRawShape>(
       logger.info('stopped');
     })());
 
-  return { name: module.name, grpcPort, metricsPort, logger, registry, health, pool, redis, shutdown };
+  return { name: module.name, grpcPort, metricsPort, httpPort, logger, registry, health, pool, redis, shutdown };
+}
+
+/** Where this process reaches its own gRPC server: loopback when it is bound to every address. */
+function loopbackFor(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
+  if (host === '::' || host === '[::]') return '[::1]';
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }

@@ -30,7 +30,7 @@ export function runServiceProcess(options: Pick<StartOptions, 'redisStandIn'> = 
       const entry = serviceEntry(name);
       running = await startService(entry.load(), process.env, {
         ...options,
-        defaultPorts: { grpc: entry.defaultGrpcPort, metrics: entry.defaultMetricsPort },
+        defaultPorts: { grpc: entry.defaultGrpcPort, metrics: entry.defaultMetricsPort, http: entry.defaultHttpPort },
       });
     } catch (error) {
       if (error instanceof ConfigError) {

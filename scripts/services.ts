@@ -22,6 +22,8 @@ export interface ServiceEntry {
    */
   readonly defaultGrpcPort: number;
   readonly defaultMetricsPort: number;
+  /** JSON over HTTP (Connect); HTTP_PORT=0 turns it off. */
+  readonly defaultHttpPort: number;
   /** Requires the service's module (and with it grpc-js, pg, ioredis). */
   load(): ServiceModule<z.ZodRawShape>;
 }
@@ -32,18 +34,21 @@ const ENTRIES: Readonly<Record<ServiceName, ServiceEntry>> = {
     name: 'credits',
     defaultGrpcPort: 5004,
     defaultMetricsPort: 9004,
+    defaultHttpPort: 8004,
     load: () => (require('../services/credits') as typeof import('../services/credits')).creditsService as never,
   },
   shadow: {
     name: 'shadow',
     defaultGrpcPort: 5005,
     defaultMetricsPort: 9005,
+    defaultHttpPort: 8005,
     load: () => (require('../services/shadow') as typeof import('../services/shadow')).shadowService as never,
   },
   camouflage: {
     name: 'camouflage',
     defaultGrpcPort: 5006,
     defaultMetricsPort: 9006,
+    defaultHttpPort: 8006,
     load: () => (require('../services/camouflage') as typeof import('../services/camouflage')).camouflageService as never,
   },
 };
