@@ -162,6 +162,16 @@ main().catch((error: unknown) => {
     process.stderr.write(`${error.message}\n`);
     process.exit(2);
   }
-  process.stderr.write(`npm start failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  // One line a new user can act on; LOG_LEVEL=debug adds the stack.
+  const code = (error as { code?: unknown }).code;
+  const hint =
+    code === 'ENOSPC'
+      ? ' (no space left on the disk that holds .data/: free some, or point DATABASE_URL at another PostgreSQL)'
+      : code === 'EACCES'
+        ? ' (permission denied: run from a directory you own, or point DATABASE_URL at another PostgreSQL)'
+        : '';
+  const message = error instanceof Error ? error.message.split('\n')[0] : String(error);
+  process.stderr.write(`npm start failed: ${message}${hint}\n`);
+  if (process.env.LOG_LEVEL === 'debug' && error instanceof Error) process.stderr.write(`${error.stack}\n`);
   process.exit(1);
 });

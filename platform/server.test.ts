@@ -2,6 +2,8 @@ import { expect } from 'chai';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { CreditsServiceClient, type GetBalanceResponse } from '../gen/shieldx/credits/v1/credits';
 import { errorDetails } from './grpc-errors';
+import { ConfigError } from './config';
+import { freePort } from '../dev/local-servers';
 import type { RunningService } from './server';
 import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../testing/harness';
 import { metricValue, scrapeMetrics } from './prometheus-text';
@@ -215,8 +217,34 @@ describe('platform server: start-up failure', () => {
         (s) => s.shutdown().then(() => undefined),
         (e: Error) => e,
       );
-      expect(String(error)).to.match(/address|in use|bind/i);
+      expect(error).to.be.instanceOf(ConfigError);
+      expect((error as ConfigError).message).to.equal(
+        `invalid configuration: GRPC_PORT ${holder.grpcPort} on 127.0.0.1 is taken (another process listens there) or cannot be bound: set GRPC_PORT to a free port`,
+      );
       expect(state.closes).to.equal(1);
+    } finally {
+      await holder.shutdown();
+    }
+  });
+
+  // The metrics and JSON/HTTP ports too: the variable is named, and nothing is left running.
+  it('names METRICS_PORT or HTTP_PORT when that port is taken', async () => {
+    const holder = await startTestService(probeModule({ handlerCalls: 0 }), { MIGRATE_ON_START: 'false', HTTP_PORT: String(await freePort()) });
+    try {
+      for (const [variable, port] of [
+        ['METRICS_PORT', holder.metricsPort],
+        ['HTTP_PORT', holder.httpPort],
+      ] as const) {
+        const state: ProbeState = { handlerCalls: 0 };
+        const error = await startTestService(probeModule(state), { MIGRATE_ON_START: 'false', [variable]: String(port) }).then(
+          (s) => s.shutdown().then(() => undefined),
+          (e: Error) => e,
+        );
+        expect(error, variable).to.be.instanceOf(ConfigError);
+        expect((error as ConfigError).variable).to.equal(variable);
+        expect((error as ConfigError).message).to.include(`${port} on 127.0.0.1 is taken`);
+        expect(state.closes, variable).to.equal(1);
+      }
     } finally {
       await holder.shutdown();
     }

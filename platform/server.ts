@@ -231,10 +231,12 @@ export async function startService<S extends z.ZodRawShape>(
   try {
     grpcPort = await new Promise<number>((resolve, reject) => {
       server.bindAsync(`${config.GRPC_HOST}:${config.GRPC_PORT}`, ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
+        err ? reject(unboundPort('GRPC_PORT', config.GRPC_HOST, config.GRPC_PORT, err)) : resolve(port),
       );
     });
-    metricsServer = await startMetricsServer(registry, config.GRPC_HOST, config.METRICS_PORT);
+    metricsServer = await startMetricsServer(registry, config.GRPC_HOST, config.METRICS_PORT).catch((error: unknown) => {
+      throw unboundPort('METRICS_PORT', config.GRPC_HOST, config.METRICS_PORT, error);
+    });
     if (config.HTTP_PORT !== 0) {
       gateway = await startHttpGateway({
         grpcServiceName: module.grpcServiceName,
@@ -245,7 +247,7 @@ export async function startService<S extends z.ZodRawShape>(
         defaultDeadlineMs: config.GRPC_DEFAULT_DEADLINE_MS,
       }).catch(async (error: unknown) => {
         await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
-        throw error;
+        throw unboundPort('HTTP_PORT', config.GRPC_HOST, config.HTTP_PORT, error);
       });
     }
   } catch (error) {
@@ -288,6 +290,20 @@ export async function startService<S extends z.ZodRawShape>(
     })());
 
   return { name: module.name, grpcPort, metricsPort, httpPort, logger, registry, health, pool, redis, shutdown };
+}
+
+/**
+ * A port that cannot be bound, as the one line an operator needs: which variable, which address,
+ * and what to do (the usual cause is another process on it). grpc-js says only "No address added
+ * out of total 1 resolved"; node says EADDRINUSE or EACCES.
+ */
+function unboundPort(variable: string, host: string, port: number, error: unknown): ConfigError {
+  const code = (error as { code?: unknown }).code;
+  const why =
+    code === 'EACCES'
+      ? 'is not allowed to this user (ports below 1024 need privileges)'
+      : 'is taken (another process listens there) or cannot be bound';
+  return new ConfigError(variable, `${port} on ${host} ${why}: set ${variable} to a free port`);
 }
 
 /** Where this process reaches its own gRPC server: loopback when it is bound to every address. */

@@ -56,7 +56,10 @@ export function runServiceProcess(options: Pick<StartOptions, 'redisStandIn'> = 
   }
 
   main().catch((error: unknown) => {
-    process.stderr.write(`${name} failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    // One line an operator can act on (e.g. "connect ECONNREFUSED 10.0.0.5:5432"); LOG_LEVEL=debug adds the stack.
+    const message = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    process.stderr.write(`${name} failed to start: ${message}\n`);
+    if (process.env.LOG_LEVEL === 'debug' && error instanceof Error) process.stderr.write(`${error.stack}\n`);
     process.exit(1);
   });
 }

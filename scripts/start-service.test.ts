@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { Metadata, status as grpcStatus } from '@grpc/grpc-js';
@@ -54,6 +55,33 @@ describe('service entry point', function () {
     // Production has no in-process Redis: without REDIS_URL the process refuses to start instead of
     // quietly keeping camouflage's learning and credits' cache per replica. Only npm start's own
     // entry point (dev/start-service.ts) brings the stand-in.
+    // A taken port is one line naming the variable and the fix, exit 2, no stack trace.
+    it('exits non-zero with one line naming GRPC_PORT when the port is taken', async () => {
+      const holder = createNetServer();
+      await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', () => resolve()));
+      const port = (holder.address() as { port: number }).port;
+      try {
+        const { code, stderr } = await runToExit({ SHIELDX_SERVICE: 'shadow', GRPC_PORT: String(port), MIGRATE_ON_START: 'false' });
+        expect(code).to.equal(2);
+        const lines = stderr.split('\n').filter((l) => l !== '' && !l.startsWith('E No address added'));
+        expect(lines).to.deep.equal([`invalid configuration: GRPC_PORT ${port} on 127.0.0.1 is taken (another process listens there) or cannot be bound: set GRPC_PORT to a free port`]);
+      } finally {
+        holder.close();
+      }
+    });
+
+    // A database that cannot be reached at start: one line with the cause, exit 1, no stack trace.
+    it('exits non-zero with one line when the database cannot be reached', async () => {
+      const closed = createNetServer();
+      await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', () => resolve()));
+      const port = (closed.address() as { port: number }).port;
+      await new Promise<void>((resolve) => closed.close(() => resolve()));
+      const { code, stderr } = await runToExit({ SHIELDX_SERVICE: 'shadow', DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nothing` });
+      expect(code).to.equal(1);
+      expect(stderr.trim().split('\n')).to.have.lengthOf(1);
+      expect(stderr).to.match(/^shadow failed to start: .*ECONNREFUSED/);
+    });
+
     it('exits non-zero naming REDIS_URL when it is unset', async () => {
       const { code, stderr } = await runToExit({ SHIELDX_SERVICE: 'camouflage', REDIS_URL: undefined });
       expect(code).to.equal(2);
