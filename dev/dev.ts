@@ -9,13 +9,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { generateApiKey } from '../platform/auth';
 import { ConfigError } from '../platform/config';
 import { withDatabase } from '../platform/db';
-import { startEmbeddedPostgres, type LocalServer } from './local-servers';
+import { startEmbeddedPostgres, type EmbeddedPostgresServer } from './local-servers';
 import { projectRoot } from '../platform/paths';
 import { SERVICES } from '../scripts/services';
 import { devServiceEnv, portSetting, usesDevApiKey, type DevSecrets } from './dev-env';
@@ -70,16 +70,18 @@ async function main(): Promise<void> {
   chmodSync(dataDir, 0o755);
   const secrets = loadOrCreateSecrets();
 
-  let embedded: LocalServer | undefined;
+  let embedded: EmbeddedPostgresServer | undefined;
   let databaseUrl = process.env.DATABASE_URL;
   if (!databaseUrl) {
-    process.stdout.write('starting embedded PostgreSQL (data in .data/postgres) ...\n');
+    process.stdout.write('starting embedded PostgreSQL ...\n');
     embedded = await startEmbeddedPostgres({
       dataDir: join(dataDir, 'postgres'),
       password: secrets.postgresPassword,
       persistent: true,
       port: embeddedPort,
     });
+    // As root in a directory the postgres user cannot enter, the data lives elsewhere: say where.
+    process.stdout.write(`embedded PostgreSQL: data in ${relative(root, embedded.dataDir).startsWith('..') ? embedded.dataDir : relative(root, embedded.dataDir)}\n`);
     databaseUrl = await ensureDatabase(embedded.url, 'shieldx').catch(async (error: unknown) => {
       // Not left running behind the error.
       await embedded?.stop().catch(() => undefined);
@@ -122,7 +124,7 @@ async function main(): Promise<void> {
       process.stdout.write(`${line}\n`);
       if (!ready.has(service.name) && line.includes(`"${service.name} listening"`)) {
         ready.add(service.name);
-        if (ready.size === SERVICES.length) printBanner(ports, secrets, devKey, !!embedded);
+        if (ready.size === SERVICES.length) printBanner(ports, secrets, devKey, embedded?.dataDir);
       }
     });
     child.once('exit', (code) => {
@@ -137,7 +139,7 @@ function printBanner(
   ports: { name: string; grpcPort: number; metricsPort: number; httpPort: number }[],
   secrets: DevSecrets,
   devKey: boolean,
-  embedded: boolean,
+  embeddedDataDir: string | undefined,
 ): void {
   const lines = [
     '',
@@ -145,7 +147,7 @@ function printBanner(
     ...ports.map(
       (p) => `  ${p.name.padEnd(11)} gRPC 127.0.0.1:${p.grpcPort}   JSON http://127.0.0.1:${p.httpPort}   metrics http://127.0.0.1:${p.metricsPort}/metrics`,
     ),
-    `  PostgreSQL: ${embedded ? 'embedded (.data/postgres)' : 'DATABASE_URL'}; cache: ${process.env.REDIS_URL ? 'REDIS_URL' : 'in-process'}`,
+    `  PostgreSQL: ${embeddedDataDir ? `embedded (data in ${embeddedDataDir})` : 'DATABASE_URL'}; cache: ${process.env.REDIS_URL ? 'REDIS_URL' : 'in-process'}`,
     devKey ? `  development API key (all scopes): ${secrets.apiKey}` : '  API keys: from SHIELDX_API_KEYS',
     '',
     '  try:',
