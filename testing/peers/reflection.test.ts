@@ -78,6 +78,9 @@ describe('reflection, through peers we did not write', function () {
         const base = `http://${address(service)}`;
         const listed = (await buf(service, ['--list-services', base])).trim().split('\n').sort();
         expect(listed, service.name).to.deep.equal(['grpc.health.v1.Health', grpcServiceName(service)]);
+        // Older clients speak grpc.reflection.v1alpha: the same answers.
+        const alpha = (await buf(service, ['--reflect-protocol', 'grpc-v1alpha', '--list-services', base])).trim().split('\n').sort();
+        expect(alpha, `${service.name} v1alpha`).to.deep.equal(listed);
         const methods = (await buf(service, ['--list-methods', base])).trim().split('\n');
         expect(methods, service.name).to.include(`${CALLS[service.name]!.method}`);
         const health = JSON.parse(await buf(service, [`${base}/grpc.health.v1.Health/Check`])) as { status: string };
