@@ -18,11 +18,11 @@ describe('platform service-error', () => {
     expect(details.metadata).to.deep.equal(error.metadata);
     expect(details.fieldViolations).to.deep.equal(error.fieldViolations);
 
-    // A domain with its own field names (camouflage) names the field; extra metadata cannot hide the key or its field.
-    const named = ServiceError.idempotencyKeyReused('key-2', { field: 'idempotencyKey', metadata: { field: 'x', idempotency_key: 'y' } });
+    // Extra metadata adds context but cannot hide the key or its field (the proto field, in every service).
+    const named = ServiceError.idempotencyKeyReused('key-2', { metadata: { field: 'x', idempotency_key: 'y', method: 'Consume' } });
     expect(named.message).to.equal(error.message);
-    expect(named.metadata).to.deep.equal({ field: 'idempotencyKey', idempotency_key: 'key-2' });
-    expect(named.fieldViolations[0]!.field).to.equal('idempotencyKey');
+    expect(named.metadata).to.deep.equal({ field: 'idempotency_key', idempotency_key: 'key-2', method: 'Consume' });
+    expect(named.fieldViolations[0]!.field).to.equal('idempotency_key');
   });
 
   // A duplicate that arrives while the first call under its key still runs is refused the same way by every service:

@@ -110,15 +110,10 @@ export class ServiceError extends Error {
    * that holds it), and the BadRequest names that field, so a client can find the key without
    * parsing text.
    *
-   * `field` is the key's field path as the thrower names it: the proto field `idempotency_key`
-   * unless a domain names its inputs otherwise and its handlers rename them (camouflage).
    * `metadata` adds context (e.g. `method`); it cannot replace `field` or `idempotency_key`.
    */
-  static idempotencyKeyReused(
-    key: string,
-    options: { readonly field?: string; readonly metadata?: Record<string, string> } = {},
-  ): ServiceError {
-    const field = options.field ?? 'idempotency_key';
+  static idempotencyKeyReused(key: string, options: { readonly metadata?: Record<string, string> } = {}): ServiceError {
+    const field = 'idempotency_key';
     return ServiceError.platform(Code.FAILED_PRECONDITION, 'IDEMPOTENCY_KEY_REUSED', IDEMPOTENCY_KEY_REUSED_MESSAGE, {
       metadata: { ...options.metadata, field, idempotency_key: key },
       fieldViolations: [{ field, description: IDEMPOTENCY_KEY_REUSED_DESCRIPTION }],
