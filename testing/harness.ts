@@ -169,6 +169,8 @@ export function serviceEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
     GRPC_HOST: '127.0.0.1',
     GRPC_PORT: '0',
     METRICS_PORT: '0',
+    // Off unless a test asks for it (a free port): the entry point's default 8004-8006 would collide.
+    HTTP_PORT: '0',
     DATABASE_URL: databaseUrl,
     REDIS_URL: redisUrl,
     SHIELDX_API_KEYS: JSON.stringify(Object.values(testKeys).map((k) => k.config)),

@@ -16,19 +16,28 @@ import { SERVICES } from '../scripts/services';
 import { serviceEnv, startTestInfrastructure, stopTestInfrastructure } from './harness';
 import { checkHealth } from './probe-service';
 import { spawnServiceProcess } from './service-process';
+import { freePort } from '../dev/local-servers';
 
 async function main(installDir: string): Promise<void> {
   await startTestInfrastructure();
   try {
     const script = join(installDir, 'dist', 'scripts', 'start-service.js');
     for (const { name } of SERVICES) {
-      const child = await spawnServiceProcess(name, { env: serviceEnv({ LOG_LEVEL: 'info' }), script, compiled: { cwd: installDir } });
+      const httpPort = await freePort();
+      const child = await spawnServiceProcess(name, { env: serviceEnv({ LOG_LEVEL: 'info', HTTP_PORT: String(httpPort) }), script, compiled: { cwd: installDir } });
       const health = await checkHealth(`127.0.0.1:${child.grpcPort}`);
       if (health !== 'SERVING') throw new Error(`${name}: health ${health}, expected SERVING`);
+      // The JSON/HTTP endpoint runs on runtime dependencies only: an unauthenticated call is refused by the service.
+      const answer = await fetch(`http://127.0.0.1:${httpPort}/shieldx.${name}.v1.${name[0]!.toUpperCase()}${name.slice(1)}Service/Nothing`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
+      if (answer.status !== 404) throw new Error(`${name}: JSON/HTTP answered ${answer.status} for an unknown method, expected 404`);
       child.process.kill('SIGTERM');
       const code = await child.exited;
       if (code !== 0) throw new Error(`${name}: exit ${code} after SIGTERM, expected 0: ${child.stderr()}`);
-      process.stdout.write(`production install: ${name} served SERVING and drained on SIGTERM (exit 0)\n`);
+      process.stdout.write(`production install: ${name} served SERVING and JSON/HTTP, and drained on SIGTERM (exit 0)\n`);
     }
     const env = { ...process.env, ...serviceEnv(), SHIELDX_SERVICE: 'camouflage' } as NodeJS.ProcessEnv;
     delete env.REDIS_URL;
