@@ -81,6 +81,29 @@ export const platformConfigSchema = z.object({
   SHUTDOWN_DELAY_MS: integerSetting(0, 60_000).default(0),
   DB_POOL_MAX: positiveInt(1000).default(20),
   DB_STATEMENT_TIMEOUT_MS: positiveInt(600_000).default(10_000),
+  /**
+   * What DATABASE_URL reaches: `session` (PostgreSQL, or a session pooler), `transaction` (a
+   * transaction pooler such as PgBouncer pool_mode = transaction), or `auto`: detected at start
+   * (a pooler, whatever its mode, is taken for a transaction pooler).
+   */
+  DB_POOL_MODE: z.enum(['auto', 'session', 'transaction']).default('auto'),
+  /**
+   * Named prepared statements: `auto` uses them only in session mode; `on` also behind a transaction
+   * pooler that supports them (PgBouncer >= 1.21 with max_prepared_statements > 0); `off` never.
+   */
+  DB_PREPARED_STATEMENTS: z.enum(['auto', 'on', 'off']).default('auto'),
+  /** How often the database (and the read replica) is probed for readiness and replica staleness; 0 = never. */
+  DB_HEALTH_CHECK_INTERVAL_MS: integerSetting(0, 600_000).default(1_000),
+  /**
+   * A read replica (streaming standby, or a pooler in front of replicas) for the reads that may lag;
+   * unset: every read goes to DATABASE_URL.
+   */
+  DATABASE_READ_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .optional(),
+  /** Reads go to DATABASE_READ_URL only while it is measured at most this far behind the primary. */
+  DB_READ_MAX_LAG_MS: positiveInt(3_600_000).default(5_000),
   /** A Redis command that waits this long with no data at all has its connection replaced (ioredis socketTimeout). */
   REDIS_SOCKET_TIMEOUT_MS: positiveInt(600_000).default(5_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -35,11 +35,44 @@ const types = {
   },
 };
 
+/**
+ * What the pool talks to. `session`: PostgreSQL itself, or a pooler that keeps one server connection
+ * per client connection (PgBouncer pool_mode = session): a session setting holds for the connection's
+ * life. `transaction`: a transaction pooler (PgBouncer pool_mode = transaction, the default of most
+ * managed poolers): consecutive transactions of one client connection may run on different server
+ * connections, so nothing may rely on session state (SET, named prepared statements, LISTEN,
+ * advisory locks).
+ */
+export type PoolMode = 'session' | 'transaction';
+
 export interface PoolOptions {
   readonly max: number;
   readonly statementTimeoutMs: number;
   readonly applicationName: string;
   readonly connectTimeoutMs?: number;
+  /** Default `session`; platform/server.ts passes DB_POOL_MODE (or what it detected). */
+  readonly poolMode?: PoolMode;
+  /**
+   * Whether statements given a `name` are prepared once per connection (default: only in session
+   * mode). A transaction pooler keeps them only with protocol-level support (PgBouncer >= 1.21 with
+   * max_prepared_statements > 0); without it a statement prepared on one server connection is
+   * missing on the next ("prepared statement ... does not exist"). Off, the name is dropped and the
+   * statement is sent unnamed: parsed and planned each time, correct everywhere.
+   */
+  readonly preparedStatements?: boolean;
+}
+
+interface PoolSettings {
+  readonly mode: PoolMode;
+  /** `SET LOCAL statement_timeout` as the first statement of a transaction (same round trip as BEGIN). */
+  readonly begin: string;
+}
+
+const poolSettings = new WeakMap<pg.Pool, PoolSettings>();
+
+/** BEGIN plus this pool's statement timeout for the transaction, in one simple-protocol round trip. */
+function beginStatement(pool: pg.Pool): string {
+  return poolSettings.get(pool)?.begin ?? 'BEGIN';
 }
 
 /**
@@ -52,11 +85,28 @@ export function withDatabase(databaseUrl: string, database: string): string {
   return url.toString();
 }
 
+/**
+ * A pool that works on PostgreSQL directly and behind PgBouncer in any pooling mode (1.18 and
+ * later, with its defaults). It sends no startup parameter but user, database and
+ * application_name (PgBouncer refuses others, `statement_timeout` among them, with "unsupported
+ * startup parameter", unless told to ignore them, and then the timeout would silently be 0). The
+ * statement timeout is set instead:
+ * - in every transaction, by `SET LOCAL` in the round trip of its BEGIN (withTransaction), which
+ *   holds in every mode: the transaction runs on one server connection;
+ * - for a statement on its own (pool.query): in session mode once per connection (`SET`, one round
+ *   trip per new connection); in transaction mode the statement is wrapped in a transaction of its
+ *   own with that SET LOCAL (two more round trips), since a session setting would land on whichever
+ *   server connection ran it.
+ */
 export function createPool(databaseUrl: string, options: PoolOptions, logger?: Logger): pg.Pool {
+  if (!Number.isInteger(options.statementTimeoutMs) || options.statementTimeoutMs <= 0) {
+    throw new RangeError(`statementTimeoutMs must be a positive integer, got ${options.statementTimeoutMs}`);
+  }
+  const mode = options.poolMode ?? 'session';
+  const prepared = options.preparedStatements ?? mode === 'session';
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max: options.max,
-    statement_timeout: options.statementTimeoutMs,
     // A query that times out this way is failed and its connection destroyed (query() and
     // transaction() below mark it broken).
     query_timeout: options.statementTimeoutMs + QUERY_READ_TIMEOUT_MARGIN_MS,
@@ -64,6 +114,14 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
     idleTimeoutMillis: 30_000,
     types: types as never,
+  });
+  const timeout = `statement_timeout = '${options.statementTimeoutMs}ms'`;
+  poolSettings.set(pool, { mode, begin: `BEGIN; SET LOCAL ${timeout}` });
+  pool.on('connect', (client) => {
+    // Queued before any query of the caller the pool hands this client to. A failure here means
+    // the connection is gone; the caller's own query then fails the same way.
+    if (mode === 'session') client.query(`SET ${timeout}`).catch((err: Error) => logger?.warn({ err: err.message }, 'could not set statement_timeout'));
+    if (!prepared) unnameStatements(client);
   });
   // An idle client's connection dropping must not crash the process.
   pool.on('error', (err) => logger?.warn({ err: err.message }, 'idle PostgreSQL client error'));
@@ -73,6 +131,44 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
     query(pool, typeof config === 'string' ? { text: config, values } : values === undefined ? config : { ...config, values });
   (pool as unknown as { query: typeof keepingQuery }).query = keepingQuery;
   return pool;
+}
+
+/** Makes `client` send every statement unnamed (see PoolOptions.preparedStatements). */
+function unnameStatements(client: pg.PoolClient): void {
+  const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as unknown as { query: (...args: unknown[]) => unknown }).query = (config: unknown, ...rest: unknown[]) => {
+    if (config !== null && typeof config === 'object' && 'name' in config && (config as pg.QueryConfig).name !== undefined) {
+      const { name: _name, ...unnamed } = config as pg.QueryConfig;
+      return original(unnamed, ...rest);
+    }
+    return original(config, ...rest);
+  };
+}
+
+/**
+ * Whether `client` reaches PostgreSQL through a connection pooler: a pooler answers the startup
+ * with a cancel key of its own (BackendKeyData), so the process id the client was given is not
+ * the backend's. (PgBouncer, in any mode; a chance of 1 in 2^32 of a false "direct".)
+ */
+export async function connectedThroughPooler(client: pg.ClientBase): Promise<boolean> {
+  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  return rows[0]!.pid !== (client as unknown as { processID: number | null }).processID;
+}
+
+/**
+ * The pool mode for DB_POOL_MODE=auto: `transaction` when the pool's connections go through a
+ * pooler (which may pool per transaction: the safe assumption), `session` when they reach
+ * PostgreSQL itself. Throws when the database cannot be reached.
+ */
+export async function detectPoolMode(databaseUrl: string, connectTimeoutMs = 5_000): Promise<PoolMode> {
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: connectTimeoutMs, application_name: 'shieldx-pool-detect' });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return (await connectedThroughPooler(client)) ? 'transaction' : 'session';
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 /**
@@ -97,6 +193,9 @@ function connectionSurvives(error: unknown): boolean {
  * function compiled again. Measured: one new session per refused statement.
  */
 export function query<R extends pg.QueryResultRow>(pool: pg.Pool, config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
+  // Behind a transaction pooler a statement on its own carries its statement timeout in a
+  // transaction of its own (createPool).
+  if (poolSettings.get(pool)?.mode === 'transaction') return transaction(pool, (client) => client.query<R>(config), 'COMMIT');
   return withClient(pool, async (client, broke) => {
     try {
       return await client.query<R>(config);
@@ -145,7 +244,7 @@ export function withRolledBackTransaction<T>(pool: pg.Pool, fn: (client: pg.Pool
 function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, end: 'COMMIT' | 'ROLLBACK'): Promise<T> {
   return withClient(pool, async (client, broke) => {
     try {
-      await client.query('BEGIN');
+      await client.query(beginStatement(pool));
       const result = await fn(client);
       await client.query(end);
       return result;

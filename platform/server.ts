@@ -17,7 +17,8 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { ApiKeyVerifier } from './auth';
 import { ConfigError, loadConfig, platformConfigSchema, type PlatformConfig } from './config';
-import { createPool } from './db';
+import { createPool, detectPoolMode, type PoolMode } from './db';
+import { DatabaseWatch } from './db-watch';
 import type { HandlerOptions } from './handlers';
 import { callInterceptor, type ScopeResolver } from './interceptors';
 import { createLogger, type Logger } from './logger';
@@ -36,6 +37,12 @@ export interface ServiceContext<C> {
   readonly logger: Logger;
   readonly registry: Registry;
   readonly pool: pg.Pool;
+  /**
+   * The pool for reads that may lag (transaction history, evaluation sample loads, rollout listings):
+   * the read replica (DATABASE_READ_URL) while it is measured within DB_READ_MAX_LAG_MS of the
+   * primary, else `pool`. Never for a read that must see the caller's own writes.
+   */
+  readPool(): pg.Pool;
   readonly redis: RedisClient;
   readonly handlerOptions: HandlerOptions;
   /** Aborted when shutdown begins: background loops stop on it. */
@@ -64,6 +71,11 @@ export interface ServiceModule<S extends z.ZodRawShape = z.ZodRawShape> {
   readonly errorDomain: string;
   /** The service's own variables, on top of the platform's. */
   readonly configShape?: S;
+  /**
+   * Whether the service needs PostgreSQL to serve (default true): then health is NOT_SERVING while
+   * DATABASE_URL does not answer. (Camouflage keeps its state in Redis only.)
+   */
+  readonly usesDatabase?: boolean;
   /** Scope per method name (e.g. `Consume: "credits:write"`); a method missing here is refused. */
   readonly scopes: Readonly<Record<string, string>>;
   create(ctx: ServiceContext<z.infer<z.ZodObject<S>>>): Promise<ServiceInstance>;
@@ -79,6 +91,8 @@ export interface RunningService {
   readonly registry: Registry;
   readonly health: HealthImplementation;
   readonly pool: pg.Pool;
+  /** Readiness and read-replica staleness (platform/db-watch.ts). */
+  readonly database: DatabaseWatch;
   readonly redis: RedisClient;
   /** NOT_SERVING, drain in-flight calls (bounded), stop background work, close pools. */
   shutdown(reason?: string): Promise<void>;
@@ -157,11 +171,36 @@ export async function startService<S extends z.ZodRawShape>(
       throw error;
     });
   }
-  const pool = createPool(
-    config.DATABASE_URL,
-    { max: config.DB_POOL_MAX, statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS, applicationName: `shieldx-${module.name}` },
+  const poolOptions = async (url: string, applicationName: string) => ({
+    max: config.DB_POOL_MAX,
+    statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
+    applicationName,
+    poolMode: await poolModeOf(url, config.DB_POOL_MODE, logger),
+    preparedStatements: config.DB_PREPARED_STATEMENTS === 'auto' ? undefined : config.DB_PREPARED_STATEMENTS === 'on',
+  });
+  const pool = createPool(config.DATABASE_URL, await poolOptions(config.DATABASE_URL, `shieldx-${module.name}`), logger);
+  const replica =
+    config.DATABASE_READ_URL === undefined
+      ? undefined
+      : createPool(config.DATABASE_READ_URL, await poolOptions(config.DATABASE_READ_URL, `shieldx-${module.name}-reads`), logger);
+  let health: HealthImplementation | undefined;
+  let shuttingDown = false;
+  const usesDatabase = module.usesDatabase ?? true;
+  const setHealth = (status: 'SERVING' | 'NOT_SERVING') => {
+    health?.setStatus('', status);
+    health?.setStatus(module.grpcServiceName, status);
+  };
+  const watch = new DatabaseWatch({
+    primary: pool,
+    replica,
+    intervalMs: config.DB_HEALTH_CHECK_INTERVAL_MS,
+    maxLagMs: config.DB_READ_MAX_LAG_MS,
     logger,
-  );
+    registry,
+    onPrimary: (reachable) => {
+      if (usesDatabase && !shuttingDown) setHealth(reachable ? 'SERVING' : 'NOT_SERVING');
+    },
+  });
   registerPoolMetrics(registry, module.name, pool);
 
   const shutdownController = new AbortController();
@@ -174,7 +213,9 @@ export async function startService<S extends z.ZodRawShape>(
     shutdownController.abort();
     await instance?.close?.().catch((err: unknown) => logger.error({ err }, 'error while closing the service'));
     if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
+    watch.stop();
     await pool.end().catch(() => undefined);
+    await replica?.end().catch(() => undefined);
     redis.disconnect();
   };
   const handlerOptions: HandlerOptions = {
@@ -190,6 +231,7 @@ export async function startService<S extends z.ZodRawShape>(
       logger,
       registry,
       pool,
+      readPool: () => watch.readPool(),
       redis,
       handlerOptions,
       shutdownSignal: shutdownController.signal,
@@ -216,7 +258,10 @@ export async function startService<S extends z.ZodRawShape>(
     ],
   });
   server.addService(instance.definition, instance.implementation);
-  const health = new HealthImplementation({ '': 'SERVING', [module.grpcServiceName]: 'SERVING' });
+  // The first probe decides the status the server starts with; later ones follow the database.
+  await watch.start();
+  const initial = usesDatabase && watch.primaryReachable === false ? 'NOT_SERVING' : 'SERVING';
+  health = new HealthImplementation({ '': initial, [module.grpcServiceName]: initial });
   health.addToServer(server);
   if (config.GRPC_REFLECTION !== 'off') {
     // The compiled descriptors as buf wrote them (platform/reflection.ts); only what this server
@@ -265,8 +310,8 @@ export async function startService<S extends z.ZodRawShape>(
   const shutdown = (reason = 'shutdown requested') =>
     (stopping ??= (async () => {
       logger.info({ reason }, 'shutting down: NOT_SERVING, draining calls');
-      health.setStatus('', 'NOT_SERVING');
-      health.setStatus(module.grpcServiceName, 'NOT_SERVING');
+      shuttingDown = true;
+      setHealth('NOT_SERVING');
       if (config.SHUTDOWN_DELAY_MS > 0) await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS));
       shutdownController.abort();
       // tryShutdown refuses new calls and waits for in-flight ones; force after the grace period.
@@ -289,7 +334,7 @@ export async function startService<S extends z.ZodRawShape>(
       logger.info('stopped');
     })());
 
-  return { name: module.name, grpcPort, metricsPort, httpPort, logger, registry, health, pool, redis, shutdown };
+  return { name: module.name, grpcPort, metricsPort, httpPort, logger, registry, health, pool, database: watch, redis, shutdown };
 }
 
 /**
@@ -311,4 +356,20 @@ function loopbackFor(host: string): string {
   if (host === '0.0.0.0' || host === '') return '127.0.0.1';
   if (host === '::' || host === '[::]') return '[::1]';
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+/** DB_POOL_MODE, or for `auto` what `url` turns out to reach (a pooler: transaction; unreachable: transaction, the safe choice). */
+async function poolModeOf(url: string, setting: PlatformConfig['DB_POOL_MODE'], logger: Logger): Promise<PoolMode> {
+  if (setting !== 'auto') return setting;
+  try {
+    const mode = await detectPoolMode(url);
+    if (mode === 'transaction') logger.info('PostgreSQL is reached through a connection pooler: pooling per transaction assumed (DB_POOL_MODE=auto)');
+    return mode;
+  } catch (error) {
+    logger.warn(
+      { err: error instanceof Error ? error.message : String(error) },
+      'could not reach PostgreSQL to detect a pooler: pooling per transaction assumed (set DB_POOL_MODE to choose)',
+    );
+    return 'transaction';
+  }
 }

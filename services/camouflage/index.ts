@@ -15,6 +15,8 @@ export const camouflageService: ServiceModule<CamouflageConfigShape> = {
   name: 'camouflage',
   grpcServiceName: 'shieldx.camouflage.v1.CamouflageService',
   errorDomain: 'camouflage.shieldx.io',
+  // Its state is in Redis: a PostgreSQL outage must not take it out of service.
+  usesDatabase: false,
   configShape: camouflageConfigShape,
   scopes: {
     Assess: 'camouflage:assess',

@@ -89,6 +89,7 @@ export const creditsService: ServiceModule<CreditsShape> = {
     );
     const ledger = new Ledger({
       database,
+      readPool: ctx.readPool,
       cache,
       metrics,
       chain,

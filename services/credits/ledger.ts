@@ -7,6 +7,7 @@
  * Every change is one credit_transactions row and one audit row, written in the same commit as
  * the account update and the idempotency record.
  */
+import type pg from 'pg';
 import { randomUUID } from 'node:crypto';
 import {
   BatchConsumeResponse,
@@ -58,6 +59,12 @@ export interface LedgerDeps {
   readonly keyring: PaymentKeyring;
   readonly logger: Logger;
   readonly idempotencyTtlHours: number;
+  /**
+   * Where reads that may lag go (platform ServiceContext.readPool: the read replica within
+   * DB_READ_MAX_LAG_MS, else the primary): transaction history only. Balances, replays and
+   * operations read the primary or the cache.
+   */
+  readonly readPool?: () => pg.Pool;
 }
 
 export interface IdempotentCall {
@@ -525,7 +532,9 @@ export class Ledger {
     endTime: Date | undefined;
     types: readonly TxType[];
   }): Promise<{ transactions: Transaction[]; lastSeq: bigint | undefined; more: boolean }> {
-    const rows = await readTransactions(this.db.query, {
+    const readPool = this.deps.readPool;
+    const reads: typeof this.db.query = readPool ? (sql, params = []) => this.db.guard(() => readPool().query(sql, params)) : this.db.query;
+    const rows = await readTransactions(reads, {
       tenantId: query.tenantId,
       limit: query.pageSize + 1,
       beforeSeq: query.afterSeq,

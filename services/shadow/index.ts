@@ -62,6 +62,8 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
             () => runner.wake(),
             (error) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'evaluation LISTEN connection failed; polling until it is back'),
           );
+    // First: a LISTEN URL that goes through a pooler fails the start here, before anything runs.
+    await notifications?.start();
     const rollouts = startRollouts({ pool, logger, registry, shutdownSignal, config });
 
     const implementation: ShadowServiceServer = {
@@ -82,7 +84,6 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       }),
     };
 
-    await notifications?.start();
     runner.start();
     let demoLoad: Promise<void> | undefined;
 

@@ -14,6 +14,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { connectedThroughPooler } from '../../../platform/db';
 import { ServiceError } from '../../../platform/service-error';
 import { evaluationNotFound } from '../errors';
 import { isUuid } from '../domain/rollout-spec';
@@ -189,6 +190,17 @@ export class EvaluationJobs {
   }
 }
 
+/** The LISTEN URL goes through a connection pooler (see JobNotifications.start). */
+export class ListenThroughPoolerError extends Error {
+  override readonly name = 'ListenThroughPoolerError';
+  constructor() {
+    super(
+      'SHADOW_LISTEN_DATABASE_URL (default DATABASE_URL) reaches PostgreSQL through a connection pooler, where LISTEN is not kept: ' +
+        'set SHADOW_LISTEN_DATABASE_URL to a direct connection to the primary, or to "off" (poll only)',
+    );
+  }
+}
+
 /**
  * A dedicated connection LISTENing on PENDING_CHANNEL (LISTEN is session
  * state: it needs a direct or session-pooled connection, not PgBouncer in
@@ -208,10 +220,18 @@ export class JobNotifications {
     private readonly onError: (error: unknown) => void,
   ) {}
 
-  /** Resolves once listening (or after the first failure, which is retried in the background). */
+  /**
+   * Resolves once listening (or after the first failure, which is retried in the background).
+   * Rejects with ListenThroughPoolerError when the URL reaches PostgreSQL through a connection
+   * pooler: behind a transaction pooler LISTEN lands on a server connection the next transaction
+   * may not use, and the runner would go deaf without a word.
+   */
   async start(): Promise<void> {
     await this.connect();
+    if (this.refused) throw this.refused;
   }
+
+  private refused: ListenThroughPoolerError | undefined;
 
   private async connect(): Promise<void> {
     if (this.closed) return;
@@ -225,13 +245,18 @@ export class JobNotifications {
       client.removeAllListeners('notification');
       client.end().catch(() => undefined);
       if (this.client === client) this.client = undefined;
-      this.scheduleReconnect();
+      // A pooler stays a pooler: no retries (the runner polls), and start() reports it.
+      if (!(error instanceof ListenThroughPoolerError)) this.scheduleReconnect();
     };
     client.on('error', fail);
     client.on('end', () => fail(new Error('LISTEN connection closed')));
     client.on('notification', () => this.onNotify());
     try {
       await client.connect();
+      if (await connectedThroughPooler(client)) {
+        this.refused = new ListenThroughPoolerError();
+        throw this.refused;
+      }
       await client.query(`LISTEN ${PENDING_CHANNEL}`);
       this.retryMs = 1_000;
       // Whatever became PENDING before the LISTEN took effect.
