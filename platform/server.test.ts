@@ -4,8 +4,9 @@ import { CreditsServiceClient, type GetBalanceResponse } from '../gen/shieldx/cr
 import { errorDetails } from './grpc-errors';
 import { ConfigError } from './config';
 import { freePort } from '../dev/local-servers';
+import { proxyFor } from '../testing/tcp-proxy';
 import type { RunningService } from './server';
-import { address, bearer, insecure, startTestService, testKeys, waitFor } from '../testing/harness';
+import { address, bearer, insecure, startTestService, testInfrastructure, testKeys, waitFor } from '../testing/harness';
 import { metricValue, scrapeMetrics } from './prometheus-text';
 import { checkHealth, probeModule, type ProbeState } from '../testing/probe-service';
 import { PRINCIPAL_METADATA_KEY } from './interceptors';
@@ -331,6 +332,32 @@ describe('platform server: deadlines and shutdown', () => {
       expect((after.error as { code: number }).code).to.be.oneOf([grpcStatus.UNAVAILABLE, grpcStatus.DEADLINE_EXCEEDED]);
     } finally {
       client.close();
+    }
+  });
+});
+
+describe('platform server: readiness follows the database', function () {
+  this.timeout(60_000);
+  // A pod whose database cannot be reached is not SERVING (so Kubernetes stops routing to it) and
+  // is SERVING again once the database answers; health itself keeps answering throughout.
+  it('reports NOT_SERVING while PostgreSQL does not answer, SERVING once it does', async () => {
+    const proxied = await proxyFor(testInfrastructure().databaseUrl, 5432);
+    const service = await startTestService(probeModule({ handlerCalls: 0 }), {
+      MIGRATE_ON_START: 'false',
+      DATABASE_URL: proxied.url,
+      DB_HEALTH_CHECK_INTERVAL_MS: '200',
+      DB_STATEMENT_TIMEOUT_MS: '500',
+    });
+    try {
+      expect(await checkHealth(address(service))).to.equal('SERVING');
+      proxied.proxy.blackHole();
+      await waitFor('NOT_SERVING', async () => ((await checkHealth(address(service))) === 'NOT_SERVING' ? true : undefined), 30_000, 200);
+      proxied.proxy.restore();
+      await waitFor('SERVING again', async () => ((await checkHealth(address(service))) === 'SERVING' ? true : undefined), 30_000, 200);
+    } finally {
+      proxied.proxy.restore();
+      await service.shutdown();
+      await proxied.proxy.close();
     }
   });
 });
