@@ -1,7 +1,8 @@
 /**
  * Credits benchmark: `npx tsx bench/credits.ts [--duration 10] [--warmup 2] [--service-warmup 8]
  *   [--concurrency 16,32,64] [--tenants 8] [--rate 2000] [--channels 4] [--skip-pgbench] [--in-process]
- *   [--phases closed,stream,open,balance,mix] [--mix consume=60,balance=25,hold=10,topup=3,batch=2] [--mix-concurrency 32]`
+ *   [--phases closed,stream,open,balance,mix] [--mix consume=60,balance=25,hold=10,topup=3,batch=2] [--mix-concurrency 32]
+ *   [--replicas N] [--affinity] [--pgbouncer]`
  * (or the same as env: BENCH_DURATION_SECONDS, BENCH_SERVICE_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_TENANTS, BENCH_RATE, BENCH_CHANNELS,
  * BENCH_PHASES, BENCH_MIX, BENCH_MIX_CONCURRENCY). --phases picks which of (a)+(b) "closed", (e) "stream", (c) "open",
  * (d) "balance" and (f) "mix" run, e.g. to profile one of them alone with BENCH_SERVICE_NODE_ARGS.
@@ -53,6 +54,9 @@ import { freePort } from '../dev/local-servers';
 import { formatResult, parseMix, percentile, runLoad, streamCaller, weightedMix, type LatencySummary, type LoadMode, type LoadResult } from './grpc-load';
 import { H2GrpcClient } from './h2-client';
 import { createDatabase } from '../testing/harness';
+import { startPgBouncer } from '../testing/pgbouncer';
+import { findOnPath } from '../testing/require-tool';
+import { runMigrations } from '../platform/migrate';
 import { startServiceProcess } from './service-process';
 import { benchArgs } from './args';
 import { metricSamples, metricValue, scrapeMetrics } from '../platform/prometheus-text';
@@ -85,6 +89,12 @@ const args = benchArgs({
   affinity: { type: 'boolean', env: 'BENCH_AFFINITY' },
   'skip-pgbench': { type: 'boolean' },
   'in-process': { type: 'boolean' },
+  /**
+   * The services reach PostgreSQL through PgBouncer (Debian's, started here on a free port in
+   * transaction pooling, testing/pgbouncer.ts); migrations and pgbench stay on the direct connection.
+   * `bench/credits-pgbouncer.ts` runs the same bench with and without it, in one run.
+   */
+  pgbouncer: { type: 'boolean', env: 'BENCH_PGBOUNCER' },
 });
 if (args['in-process'] && args.replicas > 1) throw new Error('--in-process runs one service: it cannot go with --replicas');
 const flag = (name: 'skip-pgbench' | 'in-process') => args[name];
@@ -208,19 +218,29 @@ async function main(): Promise<void> {
   const database = await createDatabase(SERVER_URL, 'credits_bench');
   const cleanups: (() => Promise<void>)[] = [database.drop];
   try {
-    await runBench(database.url, new URL(database.url).pathname.slice(1), (cleanup) => cleanups.unshift(cleanup));
+    let serviceUrl = database.url;
+    if (args.pgbouncer) {
+      const bouncer = await startPgBouncer(findOnPath('pgbouncer') ?? '/usr/sbin/pgbouncer', SERVER_URL);
+      cleanups.unshift(() => bouncer.stop());
+      // The migration lock is session-level: migrations go over the direct connection.
+      await runMigrations(database.url, 'credits');
+      serviceUrl = bouncer.url(database.url);
+      console.log(`services reach PostgreSQL through PgBouncer (transaction pooling) on port ${bouncer.port}`);
+    }
+    await runBench(database.url, serviceUrl, new URL(database.url).pathname.slice(1), (cleanup) => cleanups.unshift(cleanup));
   } finally {
     for (const cleanup of cleanups) await cleanup().catch((error: unknown) => console.error('cleanup failed:', error));
   }
 }
 
-async function runBench(databaseUrl: string, dbName: string, onCleanup: (cleanup: () => Promise<void>) => void): Promise<void> {
+async function runBench(databaseUrl: string, serviceUrl: string, dbName: string, onCleanup: (cleanup: () => Promise<void>) => void): Promise<void> {
   const apiKey = generateApiKey('bench', ['*']);
   const env: NodeJS.ProcessEnv = {
     GRPC_HOST: '127.0.0.1',
     GRPC_PORT: String(await freePort()),
     METRICS_PORT: String(await freePort()),
-    DATABASE_URL: databaseUrl,
+    DATABASE_URL: serviceUrl,
+    ...(serviceUrl === databaseUrl ? {} : { MIGRATE_ON_START: 'false' }),
     REDIS_URL,
     SHIELDX_API_KEYS: JSON.stringify([apiKey.config]),
     LOG_LEVEL: 'info',

@@ -45,7 +45,8 @@ export function killOnInterrupt(child: ChildProcess): void {
 export async function startServiceProcess(service: string, env: NodeJS.ProcessEnv, script?: string): Promise<BenchServiceProcess> {
   const isService = script === undefined;
   const started = await spawnServiceProcess(service, {
-    env,
+    // JSON/HTTP off unless the bench asks: replicas would collide on the entry point's default 8004-8006.
+    env: { HTTP_PORT: '0', ...env },
     script,
     nodeArgs: isService ? (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean) : [],
     stdoutFile: isService ? process.env.BENCH_SERVICE_LOG || undefined : undefined,
