@@ -326,6 +326,33 @@ describe('rollout controller: a slow Prometheus and a frozen ex-leader', functio
     }
   });
 
+  // Progress deadline: a rollout that cannot advance (here: a 600 s step) FAILS back to weight 0 once its deadline passes.
+  it('fails a rollout that makes no progress before its deadline', async () => {
+    const id = await create('deadline', { progressDeadline: seconds(2) });
+    const controller = new RolloutController({
+      pool: service.pool,
+      router: new FileTrafficRouter(dir),
+      prometheus: new PrometheusClient({ baseUrl: 'http://127.0.0.1:1', timeoutMs: 500 }),
+      lease: new PgLease(service.pool, 'deadline-test', 'deadline-a', 2),
+      logger,
+      metrics: createControllerMetrics(new Registry()),
+      tickMs: 100,
+    });
+    try {
+      const done = await waitFor('the deadline to fail the rollout', async () => {
+        await controller.tick();
+        const row = await getRollout(service.pool, id);
+        return row?.state === 'FAILED' && row.appliedWeight === 0 ? row : undefined;
+      }, 15_000);
+      const { rollout } = await rpc(clientFor(service)).get({ id });
+      expect(rollout!.events.at(-1)!.reason).to.equal('PROGRESS_DEADLINE_EXCEEDED: no step advanced for 2 s');
+      expect(manifestWeights(dir, NS, 'deadline')).to.deep.equal({ stable: 100, canary: 0 });
+      expect(done.canaryWeight).to.equal(0);
+    } finally {
+      await controller.close();
+    }
+  });
+
   // Finding 4: the leader is frozen (SIGSTOP) in the middle of writing 50 %; its successor takes over, writes 50 % and
   // 75 %; the ex-leader is thawed and its write goes on. The route must stay at 75 %: a write from an old lease epoch is refused.
   it('refuses the late write of a leader frozen mid-write', async () => {
