@@ -6,11 +6,18 @@
  *
  *   PENDING ──start──▶ PROGRESSING(step i, weight steps[i]) ──healthy──▶ PROGRESSING(i+1)
  *      │                 │  │  │                                  └──▶ AWAITING_PROMOTION (manual gate
- *      │                 │  │  └─inconclusive (hold; FAILED after max_inconclusive in a row)    before the last step)
- *      │                 │  └────unhealthy, auto_rollback ──▶ ROLLED_BACK (weight 0 at once)
+ *      │                 │  │  │                                        before the last step; still analysed)
+ *      │                 │  │  └─inconclusive (hold; FAILED after max_inconclusive in a row)
+ *      │                 │  └────unhealthy × failure_threshold, auto rollback (default) ──▶ ROLLED_BACK (weight 0)
  *      │                 └───────last step reached ─────────▶ SUCCEEDED (weight 100)
  *      └── AbortRollout (any live state) ─────────────────────▶ ABORTED (weight 0)
  *   (any live state) ── VirtualService misconfigured (RouterConfigError) ──▶ FAILED (weight 0)
+ *   (any live state) ── no step advanced for progress_deadline ───────────▶ FAILED (weight 0)
+ *
+ * Every tick also re-checks a live rollout's split and puts it back if something else changed it
+ * (drift correction; the step's clock restarts). Every write carries the lease epoch (fencing,
+ * traffic-router.ts). An analysis is cut at what is left of the lease: a slow Prometheus yields
+ * INCONCLUSIVE verdicts that count, never a silent stall.
  *
  * Crash safety: each transition is one compare-and-set transaction on the
  * row's version (rollout-store.ts), the router is written *after* the commit
