@@ -12,6 +12,7 @@ import {
   invalidRule,
   noSamples,
   rolloutAlreadyActive,
+  rolloutCanaryNotHealthy,
   rolloutFinished,
   rolloutNotAwaitingPromotion,
   rolloutNotFound,
@@ -68,6 +69,7 @@ describe('shadow errors', () => {
       [rolloutNotAwaitingPromotion('r-1', 'PROGRESSING'), Code.FAILED_PRECONDITION, 'ROLLOUT_NOT_AWAITING_PROMOTION'],
       [rolloutFinished('r-1', 'SUCCEEDED'), Code.FAILED_PRECONDITION, 'ROLLOUT_FINISHED'],
       [rolloutAlreadyActive({ namespace: 'ns', virtualService: 'vs', routeName: 'primary' }), Code.FAILED_PRECONDITION, 'ROLLOUT_ALREADY_ACTIVE'],
+      [rolloutCanaryNotHealthy('r-1', 'ANALYSIS_VERDICT_UNHEALTHY'), Code.FAILED_PRECONDITION, 'ROLLOUT_CANARY_NOT_HEALTHY'],
       [ingestLimitExceeded('samples', 'too many', 10), Code.RESOURCE_EXHAUSTED, 'INGEST_LIMIT_EXCEEDED'],
       [noSamples('demo'), Code.FAILED_PRECONDITION, 'NO_SAMPLES'],
     ];

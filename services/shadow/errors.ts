@@ -22,6 +22,7 @@ export const SHADOW_REASONS = [
   'ROLLOUT_NOT_AWAITING_PROMOTION',
   'ROLLOUT_FINISHED',
   'ROLLOUT_ALREADY_ACTIVE',
+  'ROLLOUT_CANARY_NOT_HEALTHY',
   'INGEST_LIMIT_EXCEEDED',
   'NO_SAMPLES',
 ] as const;
@@ -74,6 +75,14 @@ export function rolloutNotAwaitingPromotion(id: string, state: string): ServiceE
   return shadowError(Code.FAILED_PRECONDITION, 'ROLLOUT_NOT_AWAITING_PROMOTION', `rollout ${id} is ${state}, not awaiting promotion`, {
     rollout_id: id,
     state,
+  });
+}
+
+/** PromoteRollout of a rollout whose latest analysis at the gate was not healthy. */
+export function rolloutCanaryNotHealthy(id: string, verdict: string): ServiceError {
+  return shadowError(Code.FAILED_PRECONDITION, 'ROLLOUT_CANARY_NOT_HEALTHY', `rollout ${id}: the canary's latest analysis is ${verdict}, not healthy`, {
+    rollout_id: id,
+    verdict,
   });
 }
 

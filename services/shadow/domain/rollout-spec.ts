@@ -37,6 +37,11 @@ export interface RolloutSpec {
   readonly minRequests: bigint;
   readonly maxInconclusive: number;
   readonly analysisWindowMs: number;
+  /** Unhealthy analyses in a row before rollback. */
+  readonly failureThreshold: number;
+  /** A live rollout that has not advanced a step for this long fails. */
+  readonly progressDeadlineMs: number;
+  /** On unless the request set disable_auto_rollback. */
   readonly autoRollback: boolean;
   readonly manualPromotion: boolean;
 }
@@ -63,10 +68,14 @@ export interface CreateRolloutInput {
         readonly minRequests: bigint;
         readonly maxInconclusive: number;
         readonly window?: DurationInput | undefined;
+        readonly failureThreshold?: number;
       }
     | undefined;
+  /** Deprecated: rollback is automatic by default; false cannot turn it off (it is the proto3 default). */
   readonly autoRollback: boolean;
+  readonly disableAutoRollback?: boolean;
   readonly manualPromotion: boolean;
+  readonly progressDeadline?: DurationInput | undefined;
 }
 
 export const DEFAULT_STEPS: readonly number[] = [5, 25, 50, 100];
@@ -80,6 +89,11 @@ export const DEFAULT_MIN_REQUESTS = 100n;
 export const DEFAULT_MAX_INCONCLUSIVE = 3;
 export const MAX_INCONCLUSIVE_LIMIT = 100;
 export const DEFAULT_ROUTE_NAME = 'primary';
+export const DEFAULT_FAILURE_THRESHOLD = 1;
+export const MAX_FAILURE_THRESHOLD = 100;
+/** Default progress deadline: 10 × the step duration, at least this. */
+export const MIN_DEFAULT_PROGRESS_DEADLINE_MS = 10 * 60_000;
+export const MAX_PROGRESS_DEADLINE_MS = 7 * 24 * 3_600_000;
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -100,11 +114,11 @@ function requireName(field: string, value: string, pattern: RegExp, maxLength: n
  * Milliseconds of a Duration; undefined when unset or exactly zero (the default applies). A set
  * duration that rounds to 0 ms (e.g. 1ns) is 0, for the caller's lower bound to refuse, not the default.
  */
-function durationMs(field: string, duration: DurationInput | undefined): number | undefined {
+function durationMs(field: string, duration: DurationInput | undefined, maxMs = MAX_DURATION_MS, maxText = '24h'): number | undefined {
   if (duration === undefined) return undefined;
   const { seconds, nanos } = duration;
   if (seconds < 0n || nanos < 0 || nanos > 999_999_999) throw ServiceError.invalidArgument(field, 'must be a positive duration');
-  if (seconds > BigInt(MAX_DURATION_MS / 1000)) throw ServiceError.invalidArgument(field, 'must be at most 24h');
+  if (seconds > BigInt(maxMs / 1000)) throw ServiceError.invalidArgument(field, `must be at most ${maxText}`);
   if (seconds === 0n && nanos === 0) return undefined;
   return Number(seconds) * 1000 + Math.round(nanos / 1_000_000);
 }
@@ -162,6 +176,14 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
     throw ServiceError.invalidArgument('analysis.max_inconclusive', `must be between 1 and ${MAX_INCONCLUSIVE_LIMIT}`);
   }
   const analysisWindowMs = boundedDuration('analysis.window', durationMs('analysis.window', analysis?.window), stepDurationMs);
+  const failureThreshold = analysis?.failureThreshold || DEFAULT_FAILURE_THRESHOLD;
+  if (!Number.isInteger(failureThreshold) || failureThreshold < 1 || failureThreshold > MAX_FAILURE_THRESHOLD) {
+    throw ServiceError.invalidArgument('analysis.failure_threshold', `must be between 1 and ${MAX_FAILURE_THRESHOLD}`);
+  }
+  const progressDeadlineMs =
+    durationMs('progress_deadline', request.progressDeadline, MAX_PROGRESS_DEADLINE_MS, '7 days') ?? Math.min(MAX_PROGRESS_DEADLINE_MS, Math.max(MIN_DEFAULT_PROGRESS_DEADLINE_MS, 10 * stepDurationMs));
+  if (progressDeadlineMs < MIN_DURATION_MS) throw ServiceError.invalidArgument('progress_deadline', 'must be at least 1s');
+  if (progressDeadlineMs > MAX_PROGRESS_DEADLINE_MS) throw ServiceError.invalidArgument('progress_deadline', 'must be at most 7 days');
 
   return {
     evaluationId: request.evaluationId.toLowerCase(),
@@ -173,7 +195,11 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
     minRequests,
     maxInconclusive,
     analysisWindowMs,
-    autoRollback: request.autoRollback,
+    failureThreshold,
+    progressDeadlineMs,
+    // Rollback is the safe default (an unhealthy canary must not keep its traffic); `auto_rollback`
+    // alone cannot say "off", since false is what an unset proto3 bool reads as.
+    autoRollback: request.disableAutoRollback !== true,
     manualPromotion: request.manualPromotion,
   };
 }

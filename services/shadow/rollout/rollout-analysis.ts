@@ -15,6 +15,12 @@
  *   such as INSUFFICIENT_CREDITS...) are the service working as designed.
  * - p99 = histogram_quantile(0.99) over istio_request_duration_milliseconds.
  * - requests = increase(istio_requests_total) over the window.
+ *
+ * Only evidence from the current step counts: the window is capped at the time
+ * since the step's split took effect (a window longer than the step would
+ * otherwise judge the previous step's samples), and the newest canary sample
+ * must lie inside the window — a canary whose series stopped (pods gone,
+ * scrape failing) is INCONCLUSIVE, never healthy on old figures.
  * Subsets are matched on `destination_version`, the pod's `version` label,
  * which is what the DestinationRule's subsets select on.
  */
@@ -44,6 +50,8 @@ export interface SubsetMeasurement {
   readonly requests?: number;
   /** Set when a query failed: the measurement is unusable. */
   readonly failure?: string;
+  /** Set when the newest sample is older than the window (or there is none): the figures are not from now. */
+  readonly stale?: string;
 }
 
 export class PrometheusQueryError extends Error {
@@ -78,7 +86,7 @@ export class PrometheusClient {
    * result or NaN. Throws PrometheusQueryError for a failed request or a
    * result with more than one series (the queries here always aggregate).
    */
-  async queryValue(promql: string, time?: Date): Promise<number | undefined> {
+  async queryValue(promql: string, time?: Date, signal?: AbortSignal): Promise<number | undefined> {
     const body = new URLSearchParams({ query: promql });
     if (time) body.set('time', (time.getTime() / 1000).toFixed(3));
     let response: Response;
@@ -87,9 +95,11 @@ export class PrometheusClient {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
         body,
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: signal ? AbortSignal.any([AbortSignal.timeout(this.timeoutMs), signal]) : AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
+      if (signal?.aborted) throw new PrometheusQueryError(`Prometheus did not answer in time: ${String((signal.reason as Error)?.message ?? signal.reason)}`, { cause: error });
+      if ((error as Error).name === 'TimeoutError') throw new PrometheusQueryError(`Prometheus did not answer within ${this.timeoutMs} ms`, { cause: error });
       throw new PrometheusQueryError(`Prometheus unreachable: ${(error as Error).message}`, { cause: error });
     }
     let parsed: PrometheusResponse;
@@ -138,6 +148,8 @@ export interface IstioQueries {
   readonly errorRate: string;
   readonly p99LatencyMs: string;
   readonly requests: string;
+  /** Seconds since the newest sample of the subset's request counter (empty when it has none or it went stale). */
+  readonly newestSampleAgeSeconds: string;
 }
 
 /** The three queries for one subset of `host` over `windowMs`. */
@@ -152,18 +164,30 @@ export function istioQueries(host: string, subset: string, windowMs: number): Is
     errorRate: `((${http5xx} or vector(0)) + (${grpcFaults} or vector(0))) / ${all}`,
     p99LatencyMs: `histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{${selector}}[${w}])))`,
     requests: `sum(increase(istio_requests_total{${selector}}[${w}]))`,
+    newestSampleAgeSeconds: `time() - max(timestamp(istio_requests_total{${selector}}))`,
   };
 }
 
-export async function measureSubset(client: PrometheusClient, host: string, subset: string, windowMs: number, time?: Date): Promise<SubsetMeasurement> {
+export async function measureSubset(
+  client: PrometheusClient,
+  host: string,
+  subset: string,
+  windowMs: number,
+  time?: Date,
+  signal?: AbortSignal,
+): Promise<SubsetMeasurement> {
   const queries = istioQueries(host, subset, windowMs);
   try {
-    const [errorRate, p99LatencyMs, requests] = await Promise.all([
-      client.queryValue(queries.errorRate, time),
-      client.queryValue(queries.p99LatencyMs, time),
-      client.queryValue(queries.requests, time),
+    const [errorRate, p99LatencyMs, requests, ageSeconds] = await Promise.all([
+      client.queryValue(queries.errorRate, time, signal),
+      client.queryValue(queries.p99LatencyMs, time, signal),
+      client.queryValue(queries.requests, time, signal),
+      client.queryValue(queries.newestSampleAgeSeconds, time, signal),
     ]);
-    return { errorRate, p99LatencyMs, requests };
+    let stale: string | undefined;
+    if (ageSeconds === undefined) stale = `no current ${subset} samples (the series is gone or stale)`;
+    else if (ageSeconds * 1000 > windowMs) stale = `the newest ${subset} sample is ${ageSeconds.toFixed(1)} s old, older than the ${windowMs} ms window`;
+    return { errorRate, p99LatencyMs, requests, ...(stale === undefined ? {} : { stale }) };
   } catch (error) {
     return { failure: (error as Error).message };
   }
@@ -173,6 +197,7 @@ export async function measureSubset(client: PrometheusClient, host: string, subs
 export function verdictFor(canary: SubsetMeasurement, thresholds: AnalysisThresholds): { verdict: AnalysisVerdict; detail: string } {
   const inconclusive = (detail: string) => ({ verdict: AnalysisVerdict.ANALYSIS_VERDICT_INCONCLUSIVE, detail });
   if (canary.failure !== undefined) return inconclusive(`canary query failed: ${canary.failure}`);
+  if (canary.stale !== undefined) return inconclusive(canary.stale);
   if (canary.requests === undefined) return inconclusive('no canary traffic data');
   const requests = Math.round(canary.requests);
   if (BigInt(requests) < thresholds.minRequests || requests === 0) {
@@ -200,10 +225,26 @@ export function verdictFor(canary: SubsetMeasurement, thresholds: AnalysisThresh
  * operator (the snapshot records them); the verdict rests on the canary's
  * absolute thresholds, so a stable without traffic cannot block a rollout.
  */
-export async function analyse(client: PrometheusClient, target: AnalysisTarget, thresholds: AnalysisThresholds, time?: Date): Promise<AnalysisSnapshot> {
+export interface AnalysisContext {
+  readonly time?: Date;
+  /** Time since the current step's split took effect: caps the window (older samples are another step's). */
+  readonly stepElapsedMs?: number;
+  /** Ends the queries (e.g. before the controller's lease runs out): the analysis is then INCONCLUSIVE. */
+  readonly signal?: AbortSignal;
+}
+
+/** The window actually queried: the configured one, capped at the step's age (whole ms, at least 1). */
+export function effectiveWindowMs(windowMs: number, stepElapsedMs: number | undefined): number {
+  if (stepElapsedMs === undefined || !Number.isFinite(stepElapsedMs)) return windowMs;
+  return Math.max(1, Math.min(windowMs, Math.floor(stepElapsedMs)));
+}
+
+export async function analyse(client: PrometheusClient, target: AnalysisTarget, thresholds: AnalysisThresholds, context: AnalysisContext | Date = {}): Promise<AnalysisSnapshot> {
+  const { time, stepElapsedMs, signal } = context instanceof Date ? { time: context } : context;
+  const windowMs = effectiveWindowMs(thresholds.windowMs, stepElapsedMs);
   const [canary, stable] = await Promise.all([
-    measureSubset(client, target.host, target.canarySubset, thresholds.windowMs, time),
-    measureSubset(client, target.host, target.stableSubset, thresholds.windowMs, time),
+    measureSubset(client, target.host, target.canarySubset, windowMs, time, signal),
+    measureSubset(client, target.host, target.stableSubset, windowMs, time, signal),
   ]);
   const { verdict, detail } = verdictFor(canary, thresholds);
   const notes = [detail];

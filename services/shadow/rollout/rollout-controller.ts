@@ -6,11 +6,18 @@
  *
  *   PENDING ──start──▶ PROGRESSING(step i, weight steps[i]) ──healthy──▶ PROGRESSING(i+1)
  *      │                 │  │  │                                  └──▶ AWAITING_PROMOTION (manual gate
- *      │                 │  │  └─inconclusive (hold; FAILED after max_inconclusive in a row)    before the last step)
- *      │                 │  └────unhealthy, auto_rollback ──▶ ROLLED_BACK (weight 0 at once)
+ *      │                 │  │  │                                        before the last step; still analysed)
+ *      │                 │  │  └─inconclusive (hold; FAILED after max_inconclusive in a row)
+ *      │                 │  └────unhealthy × failure_threshold, auto rollback (default) ──▶ ROLLED_BACK (weight 0)
  *      │                 └───────last step reached ─────────▶ SUCCEEDED (weight 100)
  *      └── AbortRollout (any live state) ─────────────────────▶ ABORTED (weight 0)
  *   (any live state) ── VirtualService misconfigured (RouterConfigError) ──▶ FAILED (weight 0)
+ *   (any live state) ── no step advanced for progress_deadline ───────────▶ FAILED (weight 0)
+ *
+ * Every tick also re-checks a live rollout's split and puts it back if something else changed it
+ * (drift correction; the step's clock restarts). Every write carries the lease epoch (fencing,
+ * traffic-router.ts). An analysis is cut at what is left of the lease: a slow Prometheus yields
+ * INCONCLUSIVE verdicts that count, never a silent stall.
  *
  * Crash safety: each transition is one compare-and-set transaction on the
  * row's version (rollout-store.ts), the router is written *after* the commit
@@ -31,9 +38,9 @@ import { AnalysisVerdict, type AnalysisSnapshot } from '../../../gen/shieldx/sha
 import type { Logger } from '../../../platform/logger';
 import { analyse, type PrometheusClient } from './rollout-analysis';
 import type { PgLease } from '../store/rollout-lease';
-import { isTerminal } from '../domain/rollout-spec';
-import { listActionable, markApplied, transition, type RolloutRow, type Transition } from '../store/rollout-store';
-import { RouterConfigError, weightsFor, type TrafficRouter } from './traffic-router';
+import { isTerminal, ROLLOUT_STATES } from '../domain/rollout-spec';
+import { listActionable, markApplied, recordAnalysis, restartStepClock, transition, type RolloutRow, type Transition } from '../store/rollout-store';
+import { RouterConfigError, RouterFencedError, weightsFor, type TrafficRouter, type WriteFence } from './traffic-router';
 
 export const CONTROLLER_LEASE_NAME = 'rollout-controller';
 
@@ -43,6 +50,10 @@ export interface ControllerMetrics {
   readonly transitions: Counter<'to_state'>;
   readonly routerErrors: Counter<'router'>;
   readonly leader: Gauge;
+  readonly driftCorrections: Counter<'target_namespace' | 'target_virtual_service'>;
+  readonly fencedWrites: Counter<'router'>;
+  readonly weight: Gauge<'target_namespace' | 'target_virtual_service'>;
+  readonly phase: Gauge<'target_namespace' | 'target_virtual_service' | 'phase'>;
 }
 
 export function createControllerMetrics(registry: Registry): ControllerMetrics {
@@ -78,6 +89,30 @@ export function createControllerMetrics(registry: Registry): ControllerMetrics {
       help: '1 while this replica holds the rollout controller lease.',
       registers: [registry],
     }),
+    driftCorrections: new Counter({
+      name: 'canary_drift_corrections_total',
+      help: 'Traffic splits found changed behind the controller (e.g. a GitOps sync) during a live rollout and put back, by target VirtualService.',
+      labelNames: ['target_namespace', 'target_virtual_service'],
+      registers: [registry],
+    }),
+    fencedWrites: new Counter({
+      name: 'canary_fenced_writes_total',
+      help: 'Traffic writes refused because their lease epoch was no longer current (a successor leads).',
+      labelNames: ['router'],
+      registers: [registry],
+    }),
+    weight: new Gauge({
+      name: 'canary_rollout_weight',
+      help: 'Canary weight (percent) the controller last applied, by target VirtualService (set by the leader).',
+      labelNames: ['target_namespace', 'target_virtual_service'],
+      registers: [registry],
+    }),
+    phase: new Gauge({
+      name: 'canary_rollout_phase',
+      help: '1 for the phase of the latest rollout of a target VirtualService, 0 for the other phases (set by the leader).',
+      labelNames: ['target_namespace', 'target_virtual_service', 'phase'],
+      registers: [registry],
+    }),
   };
 }
 
@@ -92,41 +127,66 @@ export function advanceTo(row: RolloutRow, index: number, reason: string, analys
   const last = row.steps.length - 1;
   if (index >= last) {
     if (row.manualPromotion) {
-      return { to: 'AWAITING_PROMOTION', step: row.currentStep, canaryWeight: row.canaryWeight, reason: 'AWAITING_PROMOTION', analysis, inconclusiveCount: 0, restartStepClock: false };
+      // The canary keeps being analysed at the gate: its step clock restarts.
+      return { to: 'AWAITING_PROMOTION', step: row.currentStep, canaryWeight: row.canaryWeight, reason: 'AWAITING_PROMOTION', analysis, inconclusiveCount: 0, restartStepClock: true, progressed: true };
     }
-    return { to: 'SUCCEEDED', step: last, canaryWeight: 100, reason: 'PROMOTED', analysis, inconclusiveCount: 0, restartStepClock: false };
+    return { to: 'SUCCEEDED', step: last, canaryWeight: 100, reason: 'PROMOTED', analysis, inconclusiveCount: 0, restartStepClock: false, progressed: true };
   }
-  return { to: 'PROGRESSING', step: index, canaryWeight: row.steps[index]!, reason, analysis, inconclusiveCount: 0, restartStepClock: true };
+  return { to: 'PROGRESSING', step: index, canaryWeight: row.steps[index]!, reason, analysis, inconclusiveCount: 0, restartStepClock: true, progressed: true };
 }
 
-/** What an analysis of a PROGRESSING rollout's current step leads to (pure). */
-export function decide(row: RolloutRow, snapshot: AnalysisSnapshot): Transition {
-  const hold = (reason: string, inconclusiveCount: number): Transition => ({
-    to: 'PROGRESSING',
+/**
+ * What an analysis of a live rollout's current step leads to (pure): a transition, or undefined
+ * for "nothing changes but the verdict" (a healthy analysis at the manual gate, recorded without
+ * an event). PROGRESSING and AWAITING_PROMOTION are analysed alike: a canary failing at the gate
+ * is rolled back like one failing mid-way.
+ */
+export function decide(row: RolloutRow, snapshot: AnalysisSnapshot): Transition | undefined {
+  const live = row.state === 'AWAITING_PROMOTION' ? 'AWAITING_PROMOTION' : 'PROGRESSING';
+  const hold = (reason: string, inconclusiveCount: number, unhealthyCount: number): Transition => ({
+    to: live,
     step: row.currentStep,
     canaryWeight: row.canaryWeight,
     reason,
     analysis: snapshot,
     inconclusiveCount,
+    unhealthyCount,
     restartStepClock: true,
   });
   switch (snapshot.verdict) {
     case AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY:
+      if (live === 'AWAITING_PROMOTION') return undefined;
       return advanceTo(row, row.currentStep + 1, 'STEP_ADVANCED', snapshot);
-    case AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY:
-      if (row.autoRollback) {
-        return { to: 'ROLLED_BACK', step: row.currentStep, canaryWeight: 0, reason: 'ANALYSIS_UNHEALTHY', analysis: snapshot, inconclusiveCount: row.inconclusiveCount, restartStepClock: false };
+    case AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY: {
+      const unhealthy = row.unhealthyCount + 1;
+      if (row.autoRollback && unhealthy >= row.failureThreshold) {
+        return { to: 'ROLLED_BACK', step: row.currentStep, canaryWeight: 0, reason: 'ANALYSIS_UNHEALTHY', analysis: snapshot, inconclusiveCount: row.inconclusiveCount, unhealthyCount: unhealthy, restartStepClock: false };
       }
-      // Without auto_rollback an operator decides (AbortRollout); the split stays as it is.
-      return hold('ANALYSIS_UNHEALTHY_HOLD', row.inconclusiveCount);
+      // Below the failure threshold, or without auto rollback (an operator decides: AbortRollout; the progress
+      // deadline ends it otherwise): the split stays as it is.
+      return hold('ANALYSIS_UNHEALTHY_HOLD', row.inconclusiveCount, unhealthy);
+    }
     default: {
       const count = row.inconclusiveCount + 1;
       if (count >= row.maxInconclusive) {
-        return { to: 'FAILED', step: row.currentStep, canaryWeight: 0, reason: 'ANALYSIS_INCONCLUSIVE', analysis: snapshot, inconclusiveCount: count, restartStepClock: false };
+        return { to: 'FAILED', step: row.currentStep, canaryWeight: 0, reason: 'ANALYSIS_INCONCLUSIVE', analysis: snapshot, inconclusiveCount: count, unhealthyCount: row.unhealthyCount, restartStepClock: false };
       }
-      return hold('ANALYSIS_INCONCLUSIVE_HOLD', count);
+      return hold('ANALYSIS_INCONCLUSIVE_HOLD', count, row.unhealthyCount);
     }
   }
+}
+
+/** A live rollout past its progress deadline fails back to weight 0 (pure). */
+export function progressDeadlineFailure(row: RolloutRow): Transition {
+  return {
+    to: 'FAILED',
+    step: row.currentStep,
+    canaryWeight: 0,
+    reason: `PROGRESS_DEADLINE_EXCEEDED: no step advanced for ${Math.round(row.progressDeadlineMs / 1000)} s`,
+    inconclusiveCount: row.inconclusiveCount,
+    unhealthyCount: row.unhealthyCount,
+    restartStepClock: false,
+  };
 }
 
 /**
@@ -141,6 +201,7 @@ export function routerConfigFailure(row: RolloutRow, error: RouterConfigError): 
     reason: `ROUTER_CONFIG_ERROR: ${error.message}`,
     inconclusiveCount: row.inconclusiveCount,
     restartStepClock: false,
+    unhealthyCount: row.unhealthyCount,
   };
 }
 
@@ -231,30 +292,55 @@ export class RolloutController {
   }
 
   private async reconcile(initial: RolloutRow): Promise<void> {
-    const { lease, prometheus, metrics, logger } = this.options;
+    const { lease, prometheus, metrics, logger, pool } = this.options;
     let row = initial;
     if (row.state === 'PENDING') {
       const next = await this.commit(row, advanceTo(row, 0, 'STARTED'));
       if (!next) return;
       row = next;
     }
+    if (!isTerminal(row.state) && row.progressOverdue === true) {
+      logger.warn({ rollout: row.id, state: row.state, step: row.currentStep, progress_deadline_ms: row.progressDeadlineMs }, 'rollout made no progress before its deadline; failing it');
+      const next = await this.commit(row, progressDeadlineFailure(row));
+      if (next) await this.apply(next);
+      return;
+    }
     if (row.appliedWeight !== row.canaryWeight) {
       // The step's clock starts once the split is in place: analysis waits for a later tick.
       await this.apply(row);
       return;
     }
-    if (row.state !== 'PROGRESSING' || row.stepDue !== true) return;
+    if (isTerminal(row.state)) return;
+    // Drift correction: the split is believed in place; make sure the route still shows it (a GitOps sync,
+    // a kubectl apply may have reset it). An idempotent write: nothing is written when it does.
+    if ((await this.apply(row, { drift: true })) === 'wrote') return;
+    if (row.stepDue !== true) return;
 
-    const snapshot = await analyse(prometheus, row.target, {
-      maxErrorRate: row.maxErrorRate,
-      maxP99LatencyMs: row.maxP99LatencyMs,
-      minRequests: row.minRequests,
-      windowMs: row.analysisWindowMs,
-    });
-    metrics.analyses.inc({ verdict: AnalysisVerdict[snapshot.verdict].replace('ANALYSIS_VERDICT_', '').toLowerCase() });
-    // The queries may have outlasted our lease: a successor may already act on this rollout.
-    if (this.stopped || !lease.isHeld()) return;
+    // The analysis may take up to what is left of the lease (renewed now), minus a margin to commit its
+    // decision: a slow Prometheus ends in an INCONCLUSIVE verdict that counts, not in a discarded analysis.
+    if (!(await lease.acquireOrRenew().catch(() => false))) return;
+    const remaining = lease.remainingMs();
+    const budgetMs = Math.max(1, Math.floor(remaining - Math.max(250, remaining / 5)));
+    const snapshot = await analyse(
+      prometheus,
+      row.target,
+      { maxErrorRate: row.maxErrorRate, maxP99LatencyMs: row.maxP99LatencyMs, minRequests: row.minRequests, windowMs: row.analysisWindowMs },
+      { stepElapsedMs: row.stepElapsedMs, signal: AbortSignal.timeout(budgetMs) },
+    );
+    const verdict = AnalysisVerdict[snapshot.verdict].replace('ANALYSIS_VERDICT_', '').toLowerCase();
+    // The queries may have outlasted our lease anyway (a frozen process): a successor may already act on this rollout.
+    if (this.stopped || !lease.isHeld()) {
+      metrics.analyses.inc({ verdict: 'discarded' });
+      logger.warn({ rollout: row.id, verdict, detail: snapshot.detail }, 'analysis outlasted the controller lease; discarded');
+      return;
+    }
+    metrics.analyses.inc({ verdict });
     const decision = decide(row, snapshot);
+    if (decision === undefined) {
+      await recordAnalysis(pool, row, snapshot.verdict);
+      logger.debug({ rollout: row.id, state: row.state }, 'healthy analysis at the manual gate');
+      return;
+    }
     const next = await this.commit(row, decision);
     if (!next) return;
     logger.info(
@@ -270,28 +356,65 @@ export class RolloutController {
 
   private async commit(row: RolloutRow, decision: Transition): Promise<RolloutRow | undefined> {
     const next = await transition(this.options.pool, row, decision);
-    if (next) this.options.metrics.transitions.inc({ to_state: next.state.toLowerCase() });
-    else this.options.logger.debug({ rollout: row.id }, 'rollout changed concurrently; re-read next tick');
+    if (next) {
+      this.options.metrics.transitions.inc({ to_state: next.state.toLowerCase() });
+      this.setPhase(next);
+    } else this.options.logger.debug({ rollout: row.id }, 'rollout changed concurrently; re-read next tick');
     return next;
   }
 
-  private async apply(row: RolloutRow): Promise<void> {
+  private setPhase(row: RolloutRow): void {
+    const labels = { target_namespace: row.target.namespace, target_virtual_service: row.target.virtualService };
+    for (const phase of ROLLOUT_STATES) this.options.metrics.phase.set({ ...labels, phase: phase.toLowerCase() }, phase === row.state ? 1 : 0);
+  }
+
+  /**
+   * Writes the weight `row` implies, fenced by our lease epoch. 'wrote' when the router changed the
+   * route, 'in-place' when it already showed it, 'failed' otherwise (retried next tick, or the rollout failed).
+   */
+  private async apply(row: RolloutRow, options: { drift?: boolean } = {}): Promise<'wrote' | 'in-place' | 'failed'> {
     const { router, pool, metrics, logger, lease } = this.options;
-    if (!lease.isHeld()) return;
+    const epoch = lease.epoch;
+    if (epoch === 0) return 'failed';
+    const fence: WriteFence = { epoch, isCurrent: () => lease.isCurrent(epoch) };
+    let wrote: boolean | void;
     try {
-      await router.setWeights(row.target, weightsFor(row.canaryWeight));
+      wrote = await router.setWeights(row.target, weightsFor(row.canaryWeight), fence);
     } catch (err) {
+      if (err instanceof RouterFencedError) {
+        metrics.fencedWrites.inc({ router: router.kind });
+        logger.warn({ err, rollout: row.id, canary_weight: row.canaryWeight, epoch }, 'traffic write refused: our lease epoch is no longer current');
+        return 'failed';
+      }
       metrics.routerErrors.inc({ router: router.kind });
-      if (err instanceof RouterConfigError && !isTerminal(row.state)) {
+      if (err instanceof RouterConfigError && isTerminal(row.state)) {
+        // A finished rollout whose route no longer has what the split needs (the operator took the canary
+        // destination out, or the route away): no canary traffic is left to move. Nothing to retry.
+        logger.info({ err, rollout: row.id, state: row.state, canary_weight: row.canaryWeight }, 'finished rollout: the route no longer has the canary destination; nothing left to write');
+        await markApplied(pool, row, row.canaryWeight);
+        return 'failed';
+      }
+      if (err instanceof RouterConfigError) {
         // Retrying cannot help (an operator must fix the VirtualService): fail the rollout rather than retry
         // every tick. Its weight 0 is written once the route can take it (like any finished rollout's).
         logger.error({ err, rollout: row.id, canary_weight: row.canaryWeight }, 'the VirtualService cannot take the traffic split; failing the rollout');
         await this.commit(row, routerConfigFailure(row, err));
-        return;
+        return 'failed';
       }
       logger.warn({ err, rollout: row.id, canary_weight: row.canaryWeight }, 'could not set the traffic split; retrying next tick');
-      return;
+      return 'failed';
+    }
+    metrics.weight.set({ target_namespace: row.target.namespace, target_virtual_service: row.target.virtualService }, row.canaryWeight);
+    this.setPhase(row);
+    if (options.drift) {
+      if (wrote === false || wrote === undefined) return 'in-place';
+      // Someone reset the split: put back, and the step's clock restarts (its window held other traffic).
+      metrics.driftCorrections.inc({ target_namespace: row.target.namespace, target_virtual_service: row.target.virtualService });
+      logger.warn({ rollout: row.id, canary_weight: row.canaryWeight }, 'traffic split drifted from the rollout (e.g. a GitOps sync); put back');
+      await restartStepClock(pool, row);
+      return 'wrote';
     }
     await markApplied(pool, row, row.canaryWeight);
+    return wrote === false ? 'in-place' : 'wrote';
   }
 }

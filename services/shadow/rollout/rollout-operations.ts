@@ -19,7 +19,7 @@ import {
 import { withTransaction } from '../store/transactions';
 import { invariant } from '../../../platform/invariant';
 import { ServiceError } from '../../../platform/service-error';
-import { evaluationNotApproved, evaluationNotFound, rolloutAlreadyActive, rolloutFinished, rolloutNotAwaitingPromotion, rolloutNotFound } from '../errors';
+import { evaluationNotApproved, evaluationNotFound, rolloutAlreadyActive, rolloutCanaryNotHealthy, rolloutFinished, rolloutNotAwaitingPromotion, rolloutNotFound } from '../errors';
 import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
 import { isTerminal, isUuid, parseCreateRollout, type RolloutStateName } from '../domain/rollout-spec';
 import {
@@ -135,7 +135,11 @@ export class RolloutOperations {
     return { rollouts: page.map((row) => toProto(row)), lastSeq: rows.length > limit ? page[page.length - 1]!.seq : undefined };
   }
 
-  /** Passes the manual gate: AWAITING_PROMOTION → SUCCEEDED at 100 %. */
+  /**
+   * Passes the manual gate: AWAITING_PROMOTION → SUCCEEDED at 100 %. Only when the canary's latest
+   * analysis (the controller keeps analysing at the gate) was healthy: a canary that started failing
+   * there is not shipped (ROLLOUT_CANARY_NOT_HEALTHY; it is rolled back, or held without auto rollback).
+   */
   async promote(request: PromoteRolloutRequest): Promise<PromoteRolloutResponse> {
     const id = requireRolloutId(request.id);
     const key = optionalIdempotencyKey(request.idempotencyKey);
@@ -146,6 +150,7 @@ export class RolloutOperations {
       if (row.state !== 'AWAITING_PROMOTION') {
         throw rolloutNotAwaitingPromotion(id, row.state);
       }
+      if (row.lastVerdict !== 'ANALYSIS_VERDICT_HEALTHY') throw rolloutCanaryNotHealthy(id, row.lastVerdict ?? 'ANALYSIS_VERDICT_UNSPECIFIED');
       const next = await transitionIn(client, row, {
         to: 'SUCCEEDED',
         step: row.steps.length - 1,
@@ -153,6 +158,7 @@ export class RolloutOperations {
         reason: 'PROMOTED_BY_OPERATOR',
         inconclusiveCount: 0,
         restartStepClock: false,
+        progressed: true,
       });
       // The row is locked: nobody can have moved it.
       invariant(next, `rollout ${id} does not change under its row lock`);

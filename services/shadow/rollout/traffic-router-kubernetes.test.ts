@@ -251,4 +251,48 @@ describe('Kubernetes traffic router', () => {
     expect((error as Error).message).to.contain('not found');
     expect(api.log.every((l) => l.method === 'GET')).to.equal(true);
   });
+
+  // Fencing (issue 18 #4): the write carries the lease epoch it was decided in. A successor (newer epoch) writes between
+  // our GET and PUT: our PUT gets 409, and the retry must not re-apply our stale weights over the successor's.
+  it('does not retry a 409 once the lease epoch has moved', async () => {
+    // The epoch is current when checked before the PUT; the process then freezes, a successor (epoch 6) writes.
+    let epoch = 5;
+    let checks = 0;
+    const fence = { epoch: 5, isCurrent: async () => checks++ === 0 || epoch === 5 };
+    let edits = 0;
+    api.onAfterGet = (object) => {
+      if (edits++ > 0) return;
+      object.spec.http[1].route[0].weight = 25;
+      object.spec.http[1].route[1].weight = 75;
+      object.metadata.annotations['shieldx.io/rollout-epoch'] = '6';
+      api.bump(object);
+      epoch = 6;
+    };
+    let error: unknown;
+    await (router.setWeights as (...args: unknown[]) => Promise<unknown>)(target, { stable: 50, canary: 50 }, fence).catch((e: unknown) => (error = e));
+    expect(api.violations).to.deep.equal([]);
+    expect((error as Error | undefined)?.name).to.equal('RouterFencedError');
+    expect(api.log.filter((l) => l.method === 'PUT').map((l) => l.status)).to.deep.equal([409]);
+    expect(api.object!.spec.http[1].route.map((r: Json) => r.weight)).to.deep.equal([25, 75]);
+  });
+
+  // An object stamped by a newer epoch is never overwritten, even if our lease looks current to us; a fenced write records its epoch.
+  it('refuses an object written in a newer epoch and stamps its own', async () => {
+    api.object!.metadata.annotations['shieldx.io/rollout-epoch'] = '9';
+    let error: unknown;
+    const write = router.setWeights as (...args: unknown[]) => Promise<unknown>;
+    await write.call(router, target, { stable: 50, canary: 50 }, { epoch: 5, isCurrent: async () => true }).catch((e: unknown) => (error = e));
+    expect((error as Error | undefined)?.name).to.equal('RouterFencedError');
+    expect(api.log.map((l) => l.method)).to.deep.equal(['GET']);
+    await write.call(router, target, { stable: 50, canary: 50 }, { epoch: 10, isCurrent: async () => true });
+    expect(api.object!.metadata.annotations['shieldx.io/rollout-epoch']).to.equal('10');
+    expect(api.object!.spec.http[1].route.map((r: Json) => r.weight)).to.deep.equal([50, 50]);
+    // The epoch is checked against the database right before the PUT: a lost lease writes nothing.
+    const puts = api.log.filter((l) => l.method === 'PUT').length;
+    error = undefined;
+    await write.call(router, target, { stable: 0, canary: 100 }, { epoch: 10, isCurrent: async () => false }).catch((e: unknown) => (error = e));
+    expect((error as Error | undefined)?.name).to.equal('RouterFencedError');
+    expect(api.log.filter((l) => l.method === 'PUT').length).to.equal(puts);
+    expectValidVirtualService(api.object);
+  });
 });

@@ -8,13 +8,19 @@
  * the `metadata.resourceVersion` it was read at. If anyone edited the object
  * in between, the API server answers 409 Conflict instead of letting us
  * clobber their edit; we re-read and retry, a bounded number of times.
+ * Fencing: a write carries the lease epoch it was decided in. Each attempt
+ * refuses (RouterFencedError) an object stamped with a newer epoch, asks the
+ * database that the epoch is still current right before its PUT, and stamps the
+ * object with its epoch; the PUT carries the resourceVersion read in that same
+ * attempt. So a 409 caused by a successor's write ends in a refusal on the
+ * re-read, never in re-applying our stale weights.
  * Why not a JSON merge patch: it would replace the whole `http` list (merge
  * patch cannot address list items), overwriting a concurrent edit of another
  * route; a JSON patch by index could hit the wrong route if the list changed.
  */
 import { ApiException, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import type { RouteTarget } from '../domain/rollout-spec';
-import { RouterConfigError, withWeights, type TrafficRouter, type TrafficWeights } from './traffic-router';
+import { assertCurrent, assertNotNewer, EPOCH_ANNOTATION, RouterConfigError, withWeights, type TrafficRouter, type TrafficWeights, type WriteFence } from './traffic-router';
 
 export const ISTIO_NETWORKING_GROUP = 'networking.istio.io';
 export const VIRTUAL_SERVICES_PLURAL = 'virtualservices';
@@ -61,7 +67,7 @@ export class KubernetesTrafficRouter implements TrafficRouter {
     }
   }
 
-  async setWeights(target: RouteTarget, weights: TrafficWeights): Promise<void> {
+  async setWeights(target: RouteTarget, weights: TrafficWeights, fence?: WriteFence): Promise<boolean> {
     const coordinates = {
       group: ISTIO_NETWORKING_GROUP,
       version: this.version,
@@ -79,12 +85,18 @@ export class KubernetesTrafficRouter implements TrafficRouter {
       }
       const metadata = current.metadata as { resourceVersion?: string } | undefined;
       if (!metadata?.resourceVersion) throw new RouterConfigError(target, 'the API server returned no metadata.resourceVersion');
+      assertNotNewer(current, target, fence);
       const { object, changed } = withWeights(current, target, weights);
-      if (!changed) return;
+      if (!changed) return false;
+      if (fence) {
+        const meta = (object as { metadata: { annotations?: Record<string, string> } }).metadata;
+        meta.annotations = { ...(meta.annotations ?? {}), [EPOCH_ANNOTATION]: String(fence.epoch) };
+      }
+      await assertCurrent(target, fence);
       try {
         // `object` still carries the resourceVersion we read: a stale one gets 409.
         await this.api.replaceNamespacedCustomObject({ ...coordinates, body: object, fieldManager: FIELD_MANAGER });
-        return;
+        return true;
       } catch (error) {
         if (error instanceof ApiException && error.code === 409) continue;
         throw error;

@@ -112,6 +112,25 @@ describe('file traffic router', () => {
     expect(statSync(router.pathFor(target))).to.include({ mtimeMs, ino });
   });
 
+  // Fencing (issue 18 #4): a manifest last written in a newer lease epoch is never overwritten by an older one, a
+  // write whose epoch is no longer current (asked right before the rename) writes nothing, and a fenced write records its epoch.
+  it('refuses writes from an older or lost lease epoch', async () => {
+    const write = router.setWeights as (...args: unknown[]) => Promise<unknown>;
+    writeFileSync(router.pathFor(target), MANIFEST);
+    await write.call(router, target, { stable: 75, canary: 25 }, { epoch: 7, isCurrent: async () => true });
+    const stamped = parseAllDocuments(readFileSync(router.pathFor(target), 'utf8'))[0]!.toJS();
+    expect(stamped.metadata.annotations['shieldx.io/rollout-epoch']).to.equal('7');
+    const text = readFileSync(router.pathFor(target), 'utf8');
+    let error: unknown;
+    await write.call(router, target, { stable: 50, canary: 50 }, { epoch: 6, isCurrent: async () => true }).catch((e: unknown) => (error = e));
+    expect((error as Error | undefined)?.name).to.equal('RouterFencedError');
+    expect(readFileSync(router.pathFor(target), 'utf8')).to.equal(text);
+    error = undefined;
+    await write.call(router, target, { stable: 50, canary: 50 }, { epoch: 7, isCurrent: async () => false }).catch((e: unknown) => (error = e));
+    expect((error as Error | undefined)?.name).to.equal('RouterFencedError');
+    expect(readFileSync(router.pathFor(target), 'utf8')).to.equal(text);
+  });
+
   // Without a manifest, the router writes a complete, valid VirtualService for the target.
   it('creates the manifest when missing', async () => {
     await router.setWeights(target, weightsFor(5));

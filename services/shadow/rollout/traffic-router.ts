@@ -10,7 +10,7 @@
  * manifests in a directory, e.g. for GitOps or `kubectl apply`), and the
  * Kubernetes API router in traffic-router-kubernetes.ts.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Document, isMap, parseAllDocuments, stringify } from 'yaml';
 import type { RouteTarget } from '../domain/rollout-spec';
@@ -21,11 +21,60 @@ export interface TrafficWeights {
   readonly canary: number;
 }
 
+/**
+ * What makes a write safe from a paused ex-leader: the lease epoch the write was decided in,
+ * and a check of that epoch against the database, asked right before the write lands.
+ */
+export interface WriteFence {
+  readonly epoch: number;
+  isCurrent(): Promise<boolean>;
+}
+
+/** Annotation on the VirtualService: the lease epoch of the controller write that last set its weights. */
+export const EPOCH_ANNOTATION = 'shieldx.io/rollout-epoch';
+
 export interface TrafficRouter {
   /** "file" or "kubernetes", for logs. */
   readonly kind: string;
-  /** Makes the target route send `weights` to the stable and canary subsets; touches nothing else. */
-  setWeights(target: RouteTarget, weights: TrafficWeights): Promise<void>;
+  /**
+   * Makes the target route send `weights` to the stable and canary subsets; touches nothing else
+   * (but the epoch annotation of a fenced write). Resolves true when it wrote, false when the
+   * weights were already in place. With a fence, throws RouterFencedError instead of writing
+   * when the fence's epoch is no longer current or the object was written in a newer epoch.
+   */
+  setWeights(target: RouteTarget, weights: TrafficWeights, fence?: WriteFence): Promise<boolean | void>;
+}
+
+/** A write from a lease epoch that is no longer current (a successor leads): refused, nothing written. */
+export class RouterFencedError extends Error {
+  override readonly name = 'RouterFencedError';
+  constructor(
+    readonly target: RouteTarget,
+    readonly epoch: number,
+    why: string,
+  ) {
+    super(`VirtualService ${target.namespace}/${target.virtualService}: write of lease epoch ${epoch} refused: ${why}`);
+  }
+}
+
+/** The epoch annotation of a VirtualService (0 when absent or not a number). */
+export function writtenEpoch(virtualService: unknown): number {
+  const metadata = isObject(virtualService) && isObject(virtualService.metadata) ? virtualService.metadata : undefined;
+  const annotations = metadata && isObject(metadata.annotations) ? metadata.annotations : undefined;
+  const value = Number(annotations?.[EPOCH_ANNOTATION]);
+  return Number.isSafeInteger(value) && value > 0 ? value : 0;
+}
+
+/** Throws RouterFencedError when `virtualService` was written in an epoch newer than the fence's. */
+export function assertNotNewer(virtualService: unknown, target: RouteTarget, fence: WriteFence | undefined): void {
+  if (!fence) return;
+  const written = writtenEpoch(virtualService);
+  if (written > fence.epoch) throw new RouterFencedError(target, fence.epoch, `the VirtualService was written in the newer epoch ${written}`);
+}
+
+/** Asks the fence right before a write. */
+export async function assertCurrent(target: RouteTarget, fence: WriteFence | undefined): Promise<void> {
+  if (fence && !(await fence.isCurrent())) throw new RouterFencedError(target, fence.epoch, 'the lease epoch is no longer current');
 }
 
 /** The VirtualService lacks what the rollout needs (route, subset): retrying cannot help, an operator must. */
@@ -150,18 +199,15 @@ export class FileTrafficRouter implements TrafficRouter {
     return join(this.directory, `${target.namespace}.${target.virtualService}.yaml`);
   }
 
-  async setWeights(target: RouteTarget, weights: TrafficWeights): Promise<void> {
+  async setWeights(target: RouteTarget, weights: TrafficWeights, fence?: WriteFence): Promise<boolean> {
     assertWeights(weights);
     const path = this.pathFor(target);
-    let text: string | undefined;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
+    const text = await readIfExists(path);
     let output: string;
     if (text === undefined) {
-      output = stringify(newVirtualService(target, weights));
+      const created = newVirtualService(target, weights);
+      if (fence) (created.metadata as Json).annotations = { [EPOCH_ANNOTATION]: String(fence.epoch) };
+      output = stringify(created);
     } else {
       const documents = parseAllDocuments(text);
       if (!Array.isArray(documents)) throw new RouterConfigError(target, `${path} is not YAML`);
@@ -172,9 +218,12 @@ export class FileTrafficRouter implements TrafficRouter {
         return value.kind === 'VirtualService' && metadata.name === target.virtualService && (metadata.namespace ?? target.namespace) === target.namespace;
       });
       if (document === undefined) throw new RouterConfigError(target, `${path} holds no such VirtualService`);
-      const edits = planWeightEdits(document.toJS(), target, weights);
-      if (edits.length === 0) return;
+      const current = document.toJS();
+      assertNotNewer(current, target, fence);
+      const edits = planWeightEdits(current, target, weights);
+      if (edits.length === 0) return false;
       for (const edit of edits) (document as Document).setIn(['spec', 'http', edit.httpIndex, 'route', edit.routeIndex, 'weight'], edit.weight);
+      if (fence) (document as Document).setIn(['metadata', 'annotations', EPOCH_ANNOTATION], String(fence.epoch));
       // Every document after the first needs its `---` separator.
       documents.forEach((doc, index) => {
         if (index > 0 && doc.directives) doc.directives.docStart = true;
@@ -184,6 +233,29 @@ export class FileTrafficRouter implements TrafficRouter {
     await mkdir(this.directory, { recursive: true });
     const temporary = `${path}.${process.pid}.${Date.now()}.tmp`;
     await writeFile(temporary, output, 'utf8');
+    try {
+      // Compare-and-swap, as close to the rename as a file system allows: the epoch is still ours
+      // (database), and the file is still what this write was computed from (nobody, e.g. a
+      // successor, wrote it meanwhile). A process frozen between this check and the rename can
+      // still land a stale write; the leader's drift correction puts its weight back on its next tick.
+      await assertCurrent(target, fence);
+      if ((await readIfExists(path)) !== text) {
+        throw new RouterFencedError(target, fence?.epoch ?? 0, 'the manifest changed while the write was prepared');
+      }
+    } catch (error) {
+      await unlink(temporary).catch(() => undefined);
+      throw error;
+    }
     await rename(temporary, path);
+    return true;
+  }
+}
+
+async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    return undefined;
   }
 }

@@ -123,7 +123,7 @@ describe('shadow through PgBouncer (transaction pooling, two instances)', functi
     const approved = await insertEvaluation(direct!, 'approved');
     const api = [rpc(clients[0]!), rpc(clients[1]!)];
     const target = (name: string) => ({ namespace: 'shieldx', virtualService: name, host: 'credits.shieldx.svc.cluster.local', stableSubset: 'stable', canarySubset: 'canary', routeName: '' });
-    const base = { evaluationId: approved, steps: [], stepDuration: undefined, analysis: undefined, autoRollback: true, idempotencyKey: '' };
+    const base = { evaluationId: approved, steps: [], stepDuration: undefined, analysis: undefined, autoRollback: true, disableAutoRollback: false, progressDeadline: undefined, idempotencyKey: '' };
     const { rollout: manual } = await api[0]!.create({ ...base, target: target(`pgb-a-${copy.slice(0, 6)}`), manualPromotion: true });
     expect((await api[1]!.get({ id: manual!.id })).rollout!.id).to.equal(manual!.id);
     await direct!.query(`UPDATE shadow_rollouts SET state = 'AWAITING_PROMOTION' WHERE id = $1`, [manual!.id]);

@@ -51,9 +51,11 @@ describe('rollout controller against a real Prometheus', function () {
     evaluationId,
     target: { namespace: NAMESPACE, virtualService: name, host: hostOf(name), stableSubset: 'stable', canarySubset: 'canary', routeName: 'primary' },
     steps: [10, 50, 100],
-    stepDuration: { seconds: 1n, nanos: 0 },
-    analysis: { maxErrorRate: 0.05, maxP99Latency: { seconds: 0n, nanos: 300_000_000 }, minRequests: 20n, maxInconclusive: 5, window: { seconds: 3n, nanos: 0 } },
+    // The window is capped at the step's age (older samples are another step's): step and window alike, 2 s.
+    stepDuration: { seconds: 2n, nanos: 0 },
+    analysis: { maxErrorRate: 0.05, maxP99Latency: { seconds: 0n, nanos: 300_000_000 }, minRequests: 20n, maxInconclusive: 5, window: { seconds: 2n, nanos: 0 }, failureThreshold: 0 },
     autoRollback: true,
+    disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey: '',
     ...overrides,
@@ -339,6 +341,7 @@ describe('rollout controller: leadership and crash recovery', function () {
       stepDuration: { seconds: 600n, nanos: 0 },
       analysis: undefined,
       autoRollback: true,
+      disableAutoRollback: false,
       manualPromotion: false,
       idempotencyKey: '',
     });
@@ -374,9 +377,13 @@ describe('rollout controller: leadership and crash recovery', function () {
     expect(await listEvents(service.pool, id)).to.deep.equal(eventsAfterCrash);
     expect(await PgLease.currentHolder(service.pool, CONTROLLER_LEASE_NAME)).to.equal('replica-b');
 
-    // Applied: further ticks neither write nor transition (the 600 s step is not due).
+    // Applied: further ticks only check the split (drift correction: the same weights, an idempotent write) and
+    // transition nothing (the 600 s step is not due).
     await b.tick();
-    expect(routerB.calls.filter((c) => c.target === 'vs')).to.have.length(1);
+    expect(routerB.calls.filter((c) => c.target === 'vs').map((c) => c.weights)).to.deep.equal([
+      { stable: 90, canary: 10 },
+      { stable: 90, canary: 10 },
+    ]);
     expect(await listEvents(service.pool, id)).to.deep.equal(eventsAfterCrash);
     await api.abort({ id, reason: '', idempotencyKey: '' });
     await b.tick();

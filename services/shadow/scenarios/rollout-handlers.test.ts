@@ -51,6 +51,7 @@ describe('rollout RPCs (controller off)', function () {
     stepDuration: undefined,
     analysis: undefined,
     autoRollback: true,
+    disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey: '',
     ...overrides,
@@ -85,7 +86,11 @@ describe('rollout RPCs (controller off)', function () {
       minRequests: 100n,
       maxInconclusive: 3,
       window: { seconds: 60n, nanos: 0 },
+      failureThreshold: 1,
     });
+    // Rollback is on unless disable_auto_rollback; the progress deadline defaults to max(10 min, 10 steps).
+    expect(rollout!.autoRollback).to.equal(true);
+    expect(rollout!.progressDeadline).to.deep.equal({ seconds: 600n, nanos: 0 });
     expect(rollout!.target!.routeName).to.equal('primary');
     expect(rollout!.events.map((e) => [e.sequence, e.fromState, e.toState, e.reason])).to.deep.equal([
       [1n, RolloutState.ROLLOUT_STATE_UNSPECIFIED, RolloutState.ROLLOUT_STATE_PENDING, 'CREATED'],
@@ -139,10 +144,10 @@ describe('rollout RPCs (controller off)', function () {
       ['steps[1]', { steps: [10, 90] }],
       ['step_duration', { stepDuration: { seconds: 0n, nanos: 500_000_000 } }],
       ['step_duration', { stepDuration: { seconds: -1n, nanos: 0 } }],
-      ['analysis.max_error_rate', { analysis: { maxErrorRate: 1.5, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.min_requests', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: -1n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: -2, window: undefined } }],
-      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1_000_000 } } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: 1.5, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.min_requests', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: -1n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: -2, window: undefined, failureThreshold: 0 } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1_000_000 }, failureThreshold: 0 } }],
       ['idempotency_key', { idempotencyKey: 'k'.repeat(201) }],
       ['idempotency_key', { idempotencyKey: 'has space' }],
       ['idempotency_key', { idempotencyKey: 'k'.repeat(150) }],
@@ -165,17 +170,21 @@ describe('rollout RPCs (controller off)', function () {
       ['step_duration', { stepDuration: { seconds: 1n, nanos: 1_000_000_000 } }],
       // Set but under a millisecond: refused, not taken as "unset" (the 60 s default).
       ['step_duration', { stepDuration: { seconds: 0n, nanos: 1 } }],
-      ['analysis.max_error_rate', { analysis: { maxErrorRate: -0.1, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.NaN, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.POSITIVE_INFINITY, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: -1n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_401n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_400n, nanos: 999_000_000 }, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 0n, nanos: 1 }, minRequests: 0n, maxInconclusive: 0, window: undefined } }],
-      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 101, window: undefined } }],
-      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 86_401n, nanos: 0 } } }],
-      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: -5n, nanos: 0 } } }],
-      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1 } } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: -0.1, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.NaN, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.POSITIVE_INFINITY, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: -1n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_401n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_400n, nanos: 999_000_000 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 0n, nanos: 1 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
+      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 101, window: undefined, failureThreshold: 0 } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 86_401n, nanos: 0 }, failureThreshold: 0 } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: -5n, nanos: 0 }, failureThreshold: 0 } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1 }, failureThreshold: 0 } }],
+      ['analysis.failure_threshold', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 101 } }],
+      ['analysis.failure_threshold', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: -1 } }],
+      ['progress_deadline', { progressDeadline: { seconds: 0n, nanos: 1_000_000 } }],
+      ['progress_deadline', { progressDeadline: { seconds: 8n * 86_400n, nanos: 0 } }],
     ];
     const keysBefore = await requestCount();
     const before = await rowCount();

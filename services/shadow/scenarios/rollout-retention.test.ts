@@ -33,6 +33,7 @@ describe('rollout idempotency retention', function () {
     stepDuration: { seconds: 3600n, nanos: 0 },
     analysis: undefined,
     autoRollback: true,
+    disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey,
   });
@@ -69,14 +70,15 @@ describe('rollout idempotency retention', function () {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  // Keys past the retention of a finished, applied rollout go; a live rollout's, an unapplied finished rollout's and a younger key stay.
+  // Keys past the retention of a finished, applied rollout go; a live rollout's and a younger key stay. A finished rollout
+  // whose route cannot take the split (no canary destination) has nothing left to write: settled, its keys go too.
   it('prunes only old keys of rollouts the controller no longer needs', async () => {
     // finished: created and aborted by key, weight 0 applied → both keys prunable once old.
     const finished = (await api.create(request('finished', `${prefix}finished-create`))).rollout!;
     await api.abort({ id: finished.id, reason: '', idempotencyKey: `${prefix}finished-abort` });
     // live: PROGRESSING for an hour-long step.
     const live = (await api.create(request('live', `${prefix}live-create`))).rollout!;
-    // unapplied: the router fails it (FAILED at weight 0) and can never write that weight.
+    // unapplied: the router fails it (FAILED at weight 0) and can never write that weight: the controller settles it.
     const unapplied = (await api.create(request('unapplied', `${prefix}unapplied-create`))).rollout!;
     // young: finished and applied, but its key is younger than the retention.
     const young = (await api.create(request('young', `${prefix}young-create`))).rollout!;
@@ -93,7 +95,8 @@ describe('rollout idempotency retention', function () {
         by.get(young.id)?.applied === true &&
         by.get(live.id)?.state === 'PROGRESSING' &&
         by.get(live.id)?.applied === true &&
-        by.get(unapplied.id)?.state === 'FAILED';
+        by.get(unapplied.id)?.state === 'FAILED' &&
+        by.get(unapplied.id)?.applied === true;
       return settled ? true : undefined;
     });
     expect((await rolloutState(unapplied.id)).state).to.equal(RolloutState.ROLLOUT_STATE_FAILED);
@@ -104,11 +107,11 @@ describe('rollout idempotency retention', function () {
 
     await waitFor('the old keys of the finished rollout to be pruned', async () => {
       const left = await keys();
-      return left.includes(`${prefix}finished-create`) || left.includes(`${prefix}finished-abort`) ? undefined : left;
+      return left.includes(`${prefix}finished-create`) || left.includes(`${prefix}finished-abort`) || left.includes(`${prefix}unapplied-create`) ? undefined : left;
     });
     // A later run (every second here) still keeps them.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    expect(await keys()).to.deep.equal([`${prefix}live-create`, `${prefix}unapplied-create`, `${prefix}young-create`].sort());
+    expect(await keys()).to.deep.equal([`${prefix}live-create`, `${prefix}young-create`].sort());
     // A kept key still replays the first response.
     const replay = await api.create(request('live', `${prefix}live-create`));
     expect(replay.rollout!.id).to.equal(live.id);

@@ -19,6 +19,7 @@ describe('rollout store and lease (PostgreSQL)', function () {
       stepDuration: undefined,
       analysis: undefined,
       autoRollback: true,
+      disableAutoRollback: false,
       manualPromotion: false,
       idempotencyKey: '',
     });

@@ -11,6 +11,7 @@
 import type pg from 'pg';
 import {
   AnalysisSnapshot,
+  AnalysisVerdict,
   RolloutState,
   type Rollout,
   type RolloutEvent,
@@ -39,8 +40,16 @@ export interface RolloutRow extends RolloutSpec {
   readonly version: bigint;
   readonly createdAt: Date;
   readonly updatedAt: Date;
+  readonly unhealthyCount: number;
+  readonly progressedAt: Date;
+  /** AnalysisVerdict name of the latest analysis (null before the first). */
+  readonly lastVerdict: string | null;
   /** Whether the current step has run its duration (by the database clock); only from `listActionable`. */
   readonly stepDue?: boolean;
+  /** Milliseconds since the current step's split took effect (database clock); only from `listActionable`. */
+  readonly stepElapsedMs?: number;
+  /** A live rollout past its progress deadline (database clock); only from `listActionable`. */
+  readonly progressOverdue?: boolean;
 }
 
 export interface Transition {
@@ -52,6 +61,10 @@ export interface Transition {
   readonly inconclusiveCount: number;
   /** Restart the step clock (a hold waits a whole step again before the next analysis). */
   readonly restartStepClock: boolean;
+  /** Unhealthy analyses in a row after this transition; default 0 (reset). */
+  readonly unhealthyCount?: number;
+  /** The rollout advanced (started or took a step): restarts the progress deadline. */
+  readonly progressed?: boolean;
 }
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
@@ -59,7 +72,8 @@ type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 const COLUMNS = `id, seq, evaluation_id, namespace, virtual_service, host, stable_subset, canary_subset, route_name,
   steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive, analysis_window_ms,
   auto_rollback, manual_promotion, state, current_step, canary_weight, applied_weight, step_started_at,
-  inconclusive_count, version, created_at, updated_at`;
+  inconclusive_count, version, created_at, updated_at, failure_threshold, unhealthy_count, progress_deadline_ms,
+  progressed_at, last_verdict`;
 
 interface DbRow {
   id: string;
@@ -89,7 +103,14 @@ interface DbRow {
   version: bigint;
   created_at: Date;
   updated_at: Date;
+  failure_threshold: number;
+  unhealthy_count: number;
+  progress_deadline_ms: string | number;
+  progressed_at: Date;
+  last_verdict: string | null;
   step_due?: boolean;
+  step_elapsed_ms?: number | string | null;
+  progress_overdue?: boolean;
 }
 
 function fromDb(row: DbRow): RolloutRow {
@@ -123,7 +144,14 @@ function fromDb(row: DbRow): RolloutRow {
     version: BigInt(row.version),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    failureThreshold: row.failure_threshold,
+    unhealthyCount: row.unhealthy_count,
+    progressDeadlineMs: Number(row.progress_deadline_ms),
+    progressedAt: row.progressed_at,
+    lastVerdict: row.last_verdict,
     ...(row.step_due === undefined ? {} : { stepDue: row.step_due }),
+    ...(row.step_elapsed_ms === undefined || row.step_elapsed_ms === null ? {} : { stepElapsedMs: Number(row.step_elapsed_ms) }),
+    ...(row.progress_overdue === undefined ? {} : { progressOverdue: row.progress_overdue }),
   };
 }
 
@@ -152,8 +180,8 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
     ({ rows } = await client.query<DbRow>(
       `INSERT INTO shadow_rollouts (id, evaluation_id, namespace, virtual_service, host, stable_subset, canary_subset,
          route_name, steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive,
-         analysis_window_ms, auto_rollback, manual_promotion)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
        RETURNING ${COLUMNS}`,
       [
         id,
@@ -173,6 +201,8 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
         spec.analysisWindowMs,
         spec.autoRollback,
         spec.manualPromotion,
+        spec.failureThreshold,
+        spec.progressDeadlineMs,
       ],
     ));
   } catch (error) {
@@ -216,7 +246,10 @@ export async function listRollouts(
 export async function listActionable(db: Queryable, limit: number): Promise<RolloutRow[]> {
   const { rows } = await db.query<DbRow>(
     `SELECT ${COLUMNS},
-            step_started_at IS NOT NULL AND step_started_at + step_duration_ms * interval '1 millisecond' <= now() AS step_due
+            step_started_at IS NOT NULL AND step_started_at + step_duration_ms * interval '1 millisecond' <= now() AS step_due,
+            floor(extract(epoch FROM now() - step_started_at) * 1000) AS step_elapsed_ms,
+            state IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION')
+              AND progressed_at + progress_deadline_ms * interval '1 millisecond' <= now() AS progress_overdue
        FROM shadow_rollouts
       WHERE state IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION') OR applied_weight IS DISTINCT FROM canary_weight
       ORDER BY seq LIMIT $1`,
@@ -241,10 +274,24 @@ export async function transitionIn(client: pg.PoolClient, expected: Pick<Rollout
       `UPDATE shadow_rollouts
           SET state = $3, current_step = $4, canary_weight = $5, inconclusive_count = $6,
               step_started_at = CASE WHEN $7 THEN now() ELSE step_started_at END,
+              unhealthy_count = $8,
+              progressed_at = CASE WHEN $9 THEN now() ELSE progressed_at END,
+              last_verdict = coalesce($10, last_verdict),
               version = version + 1, updated_at = now()
         WHERE id = $1 AND version = $2
         RETURNING ${COLUMNS}`,
-      [expected.id, expected.version.toString(), t.to, t.step, t.canaryWeight, t.inconclusiveCount, t.restartStepClock],
+      [
+        expected.id,
+        expected.version.toString(),
+        t.to,
+        t.step,
+        t.canaryWeight,
+        t.inconclusiveCount,
+        t.restartStepClock,
+        t.unhealthyCount ?? 0,
+        t.progressed === true,
+        t.analysis ? AnalysisVerdict[t.analysis.verdict] : null,
+      ],
     );
     if (rows.length === 0) return undefined;
     const row = fromDb(rows[0]!);
@@ -280,6 +327,26 @@ export async function markApplied(db: Queryable, row: Pick<RolloutRow, 'id' | 'v
       WHERE id = $1 AND version = $2 AND canary_weight = $3`,
     [row.id, row.version.toString(), weight],
   );
+  return result.rowCount === 1;
+}
+
+/**
+ * Records an analysis that changes nothing else (a healthy one at the manual gate): its verdict,
+ * and a new step clock (the next analysis is a step later). No event, no version bump (a rollout
+ * waiting days at the gate would otherwise grow its history by one event per step); guarded by
+ * the version like markApplied.
+ */
+export async function recordAnalysis(db: Queryable, row: Pick<RolloutRow, 'id' | 'version'>, verdict: AnalysisVerdict): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE shadow_rollouts SET last_verdict = $3, step_started_at = now(), unhealthy_count = 0 WHERE id = $1 AND version = $2`,
+    [row.id, row.version.toString(), AnalysisVerdict[verdict]],
+  );
+  return result.rowCount === 1;
+}
+
+/** Restarts the current step's clock (its split was re-applied after drift): guarded by the version. */
+export async function restartStepClock(db: Queryable, row: Pick<RolloutRow, 'id' | 'version'>): Promise<boolean> {
+  const result = await db.query(`UPDATE shadow_rollouts SET step_started_at = now() WHERE id = $1 AND version = $2`, [row.id, row.version.toString()]);
   return result.rowCount === 1;
 }
 
@@ -330,6 +397,7 @@ export function toProto(row: RolloutRow, events: RolloutEvent[] = []): Rollout {
       minRequests: row.minRequests,
       maxInconclusive: row.maxInconclusive,
       window: durationOf(row.analysisWindowMs),
+      failureThreshold: row.failureThreshold,
     },
     autoRollback: row.autoRollback,
     manualPromotion: row.manualPromotion,
@@ -339,6 +407,7 @@ export function toProto(row: RolloutRow, events: RolloutEvent[] = []): Rollout {
     events,
     createdAt: row.createdAt,
     updatedAt: row.updatedAt,
+    progressDeadline: durationOf(row.progressDeadlineMs),
   };
 }
 

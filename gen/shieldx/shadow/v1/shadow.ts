@@ -621,9 +621,19 @@ export interface AnalysisConfig {
   maxInconclusive: number;
   /**
    * Range of the Prometheus queries (the `[w]` in rate()); default the step duration.
-   * Must cover at least two scrapes, or every analysis is inconclusive.
+   * Must cover at least two scrapes, or every analysis is inconclusive. Capped at the time
+   * since the current step's split took effect: samples from before it never count, and the
+   * newest canary sample must lie inside the window (else the analysis is inconclusive).
    */
-  window?: Duration | undefined;
+  window?:
+    | Duration
+    | undefined;
+  /**
+   * Unhealthy analyses in a row before the rollout is rolled back (Flagger `threshold`,
+   * Argo Rollouts `failureLimit` + 1); default 1 (the first unhealthy analysis), at most 100.
+   * A healthy analysis resets the count.
+   */
+  failureThreshold: number;
 }
 
 /** The metric values a decision was made on. */
@@ -659,9 +669,18 @@ export interface Rollout {
   /** Canary weights in percent, increasing, ending at 100; default 5, 25, 50, 100. */
   steps: number[];
   stepDuration?: Duration | undefined;
-  analysis?: AnalysisConfig | undefined;
+  analysis?:
+    | AnalysisConfig
+    | undefined;
+  /**
+   * Whether an unhealthy canary is rolled back automatically (the effective setting: true
+   * unless the request set disable_auto_rollback).
+   */
   autoRollback: boolean;
-  /** Hold before the last step until PromoteRollout. */
+  /**
+   * Hold before the last step until PromoteRollout. The canary is still analysed while it
+   * waits (rolled back when unhealthy), and PromoteRollout needs its latest analysis healthy.
+   */
   manualPromotion: boolean;
   state: RolloutState;
   /** Index into steps of the current step. */
@@ -669,7 +688,11 @@ export interface Rollout {
   canaryWeight: number;
   events: RolloutEvent[];
   createdAt?: Date | undefined;
-  updatedAt?: Date | undefined;
+  updatedAt?:
+    | Date
+    | undefined;
+  /** A live rollout that has not advanced a step for this long FAILS (weight 0). */
+  progressDeadline?: Duration | undefined;
 }
 
 export interface CreateRolloutRequest {
@@ -677,10 +700,29 @@ export interface CreateRolloutRequest {
   target?: RolloutTarget | undefined;
   steps: number[];
   stepDuration?: Duration | undefined;
-  analysis?: AnalysisConfig | undefined;
+  analysis?:
+    | AnalysisConfig
+    | undefined;
+  /**
+   * Deprecated: automatic rollback is the default; this field cannot turn it off (false is
+   * indistinguishable from unset). Use disable_auto_rollback.
+   *
+   * @deprecated
+   */
   autoRollback: boolean;
   manualPromotion: boolean;
   idempotencyKey: string;
+  /**
+   * Keep an unhealthy canary's traffic (the step is held, an operator decides with
+   * AbortRollout); by default an unhealthy canary is rolled back to weight 0 at once.
+   */
+  disableAutoRollback: boolean;
+  /**
+   * A live rollout that has not advanced a step for this long (held at the manual gate,
+   * inconclusive, a stalled controller or router) FAILS back to weight 0. Default: 10 ×
+   * the step duration, at least 10 minutes; at most 7 days.
+   */
+  progressDeadline?: Duration | undefined;
 }
 
 export interface CreateRolloutResponse {
@@ -4613,7 +4655,14 @@ export const RolloutTarget: MessageFns<RolloutTarget> = {
 };
 
 function createBaseAnalysisConfig(): AnalysisConfig {
-  return { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined };
+  return {
+    maxErrorRate: 0,
+    maxP99Latency: undefined,
+    minRequests: 0n,
+    maxInconclusive: 0,
+    window: undefined,
+    failureThreshold: 0,
+  };
 }
 
 export const AnalysisConfig: MessageFns<AnalysisConfig> = {
@@ -4635,6 +4684,9 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     }
     if (message.window !== undefined) {
       Duration.encode(message.window, writer.uint32(42).fork()).join();
+    }
+    if (message.failureThreshold !== 0) {
+      writer.uint32(48).int32(message.failureThreshold);
     }
     return writer;
   },
@@ -4692,6 +4744,14 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
             message.window = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.failureThreshold = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4727,6 +4787,11 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
         ? globalThis.Number(object.max_inconclusive)
         : 0,
       window: isSet(object.window) ? Duration.fromJSON(object.window) : undefined,
+      failureThreshold: isSet(object.failureThreshold)
+        ? globalThis.Number(object.failureThreshold)
+        : isSet(object.failure_threshold)
+        ? globalThis.Number(object.failure_threshold)
+        : 0,
     };
   },
 
@@ -4747,6 +4812,9 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     if (message.window !== undefined) {
       obj.window = Duration.toJSON(message.window);
     }
+    if (message.failureThreshold !== 0) {
+      obj.failureThreshold = Math.round(message.failureThreshold);
+    }
     return obj;
   },
 
@@ -4766,6 +4834,7 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     message.window = (object.window !== undefined && object.window !== null)
       ? Duration.fromPartial(object.window)
       : undefined;
+    message.failureThreshold = object.failureThreshold ?? 0;
     return message;
   },
 };
@@ -5217,6 +5286,7 @@ function createBaseRollout(): Rollout {
     events: [],
     createdAt: undefined,
     updatedAt: undefined,
+    progressDeadline: undefined,
   };
 }
 
@@ -5267,6 +5337,9 @@ export const Rollout: MessageFns<Rollout> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(114).fork()).join();
+    }
+    if (message.progressDeadline !== undefined) {
+      Duration.encode(message.progressDeadline, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -5406,6 +5479,14 @@ export const Rollout: MessageFns<Rollout> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.progressDeadline = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5468,6 +5549,11 @@ export const Rollout: MessageFns<Rollout> = {
         : isSet(object.updated_at)
         ? fromJsonTimestamp(object.updated_at)
         : undefined,
+      progressDeadline: isSet(object.progressDeadline)
+        ? Duration.fromJSON(object.progressDeadline)
+        : isSet(object.progress_deadline)
+        ? Duration.fromJSON(object.progress_deadline)
+        : undefined,
     };
   },
 
@@ -5515,6 +5601,9 @@ export const Rollout: MessageFns<Rollout> = {
     if (message.updatedAt !== undefined) {
       obj.updatedAt = message.updatedAt.toISOString();
     }
+    if (message.progressDeadline !== undefined) {
+      obj.progressDeadline = Duration.toJSON(message.progressDeadline);
+    }
     return obj;
   },
 
@@ -5543,6 +5632,9 @@ export const Rollout: MessageFns<Rollout> = {
     message.events = object.events?.map((e) => RolloutEvent.fromPartial(e)) || [];
     message.createdAt = object.createdAt ?? undefined;
     message.updatedAt = object.updatedAt ?? undefined;
+    message.progressDeadline = (object.progressDeadline !== undefined && object.progressDeadline !== null)
+      ? Duration.fromPartial(object.progressDeadline)
+      : undefined;
     return message;
   },
 };
@@ -5557,6 +5649,8 @@ function createBaseCreateRolloutRequest(): CreateRolloutRequest {
     autoRollback: false,
     manualPromotion: false,
     idempotencyKey: "",
+    disableAutoRollback: false,
+    progressDeadline: undefined,
   };
 }
 
@@ -5589,6 +5683,12 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     }
     if (message.idempotencyKey !== "") {
       writer.uint32(66).string(message.idempotencyKey);
+    }
+    if (message.disableAutoRollback !== false) {
+      writer.uint32(72).bool(message.disableAutoRollback);
+    }
+    if (message.progressDeadline !== undefined) {
+      Duration.encode(message.progressDeadline, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -5680,6 +5780,22 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
             message.idempotencyKey = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.disableAutoRollback = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.progressDeadline = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5722,6 +5838,16 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
         : isSet(object.idempotency_key)
         ? globalThis.String(object.idempotency_key)
         : "",
+      disableAutoRollback: isSet(object.disableAutoRollback)
+        ? globalThis.Boolean(object.disableAutoRollback)
+        : isSet(object.disable_auto_rollback)
+        ? globalThis.Boolean(object.disable_auto_rollback)
+        : false,
+      progressDeadline: isSet(object.progressDeadline)
+        ? Duration.fromJSON(object.progressDeadline)
+        : isSet(object.progress_deadline)
+        ? Duration.fromJSON(object.progress_deadline)
+        : undefined,
     };
   },
 
@@ -5751,6 +5877,12 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     if (message.idempotencyKey !== "") {
       obj.idempotencyKey = message.idempotencyKey;
     }
+    if (message.disableAutoRollback !== false) {
+      obj.disableAutoRollback = message.disableAutoRollback;
+    }
+    if (message.progressDeadline !== undefined) {
+      obj.progressDeadline = Duration.toJSON(message.progressDeadline);
+    }
     return obj;
   },
 
@@ -5773,6 +5905,10 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     message.autoRollback = object.autoRollback ?? false;
     message.manualPromotion = object.manualPromotion ?? false;
     message.idempotencyKey = object.idempotencyKey ?? "";
+    message.disableAutoRollback = object.disableAutoRollback ?? false;
+    message.progressDeadline = (object.progressDeadline !== undefined && object.progressDeadline !== null)
+      ? Duration.fromPartial(object.progressDeadline)
+      : undefined;
     return message;
   },
 };
@@ -6676,6 +6812,7 @@ export const WatchRolloutResponse: MessageFns<WatchRolloutResponse> = {
  * Error reasons (google.rpc.ErrorInfo, domain "shadow.shieldx.io"):
  * INVALID_ARGUMENT, INVALID_RULE, EVALUATION_NOT_FOUND, EVALUATION_NOT_APPROVED,
  * ROLLOUT_NOT_FOUND, ROLLOUT_NOT_AWAITING_PROMOTION, ROLLOUT_FINISHED, ROLLOUT_ALREADY_ACTIVE,
+ * ROLLOUT_CANARY_NOT_HEALTHY,
  * IDEMPOTENCY_KEY_REUSED, OPERATION_IN_PROGRESS, INGEST_LIMIT_EXCEEDED, NO_SAMPLES.
  */
 export type ShadowServiceService = typeof ShadowServiceService;
