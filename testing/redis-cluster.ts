@@ -182,6 +182,8 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
             '--save', '',
             '--appendonly', 'no',
             '--protected-mode', 'yes',
+            // A replica's first sync otherwise waits 5 s for more replicas to share it.
+            '--repl-diskless-sync-delay', '0',
           ],
           /Ready to accept connections/,
           readyTimeoutMs,
@@ -196,10 +198,15 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     );
     const cluster = makeCluster(nodes, nodeTimeoutMs, stop);
     await cluster.waitOk(30_000);
-    // Every replica attached to its master (a replica still syncing would not take over on a kill).
-    await pollUntil('three replicas attached', 30_000, async () => {
+    // Every replica attached to its master and in sync (a replica that never synced does not take over on a kill).
+    await pollUntil('three replicas in sync with their masters', 30_000, async () => {
       const roles = await cluster.roles();
-      return roles.filter((r) => r.role === 'slave' && r.masterId !== undefined).length === 3 && roles.filter((r) => r.role === 'master').length === 3;
+      const replicas = roles.filter((r) => r.role === 'slave' && r.masterId !== undefined);
+      if (replicas.length !== 3 || roles.filter((r) => r.role === 'master').length !== 3) return false;
+      for (const replica of replicas) {
+        if (!/master_link_status:up/.test(await redisCli(replica.port, ['info', 'replication']))) return false;
+      }
+      return true;
     });
     return cluster;
   } catch (error) {
@@ -285,7 +292,7 @@ export async function startRedisSentinel(options: { readyTimeoutMs?: number } = 
   const masterName = 'shieldx';
   try {
     const [masterPort, replicaPort, sentinelPort] = (await freePorts(3)) as [number, number, number];
-    const base = (port: number) => ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+    const base = (port: number) => ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--repl-diskless-sync-delay', '0'];
     const master = await spawnRedis('redis-server', base(masterPort), /Ready to accept connections/, readyTimeoutMs, masterPort);
     started.push(master);
     const replica = await spawnRedis(
