@@ -36,6 +36,30 @@ const port = z.coerce
 
 const positiveInt = (max: number) => integerSetting(1, max);
 
+/**
+ * A list of Redis `host:port` addresses, comma-separated (REDIS_CLUSTER_NODES, REDIS_SENTINELS):
+ * at least one, at most 64, each a host name or IPv4 address and a port from 1 to 65535.
+ */
+const redisAddressList = z
+  .string()
+  .transform((raw, ctx) => {
+    const out: { host: string; port: number }[] = [];
+    for (const item of raw.split(',').map((part) => part.trim())) {
+      const match = /^([A-Za-z0-9.-]{1,253}):([0-9]{1,5})$/.exec(item);
+      const port = match ? Number(match[2]) : 0;
+      if (!match || port < 1 || port > 65535) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be a comma-separated list of host:port (got "${item.slice(0, 80)}")` });
+        return z.NEVER;
+      }
+      out.push({ host: match[1]!, port });
+    }
+    if (out.length > 64) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must list at most 64 addresses' });
+      return z.NEVER;
+    }
+    return out;
+  });
+
 /** One configured API key: only the SHA-256 of the key is ever configured. */
 export const apiKeySchema = z
   .object({
@@ -72,6 +96,14 @@ export const platformConfigSchema = z.object({
     .string()
     .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
     .optional(),
+  /** Redis Cluster seed nodes (`host:port,host:port`); the cluster client finds the rest. Exclusive with REDIS_URL and REDIS_SENTINELS. */
+  REDIS_CLUSTER_NODES: redisAddressList.optional(),
+  /** Redis Sentinel addresses (`host:port,...`); with REDIS_SENTINEL_MASTER. Exclusive with REDIS_URL and REDIS_CLUSTER_NODES. */
+  REDIS_SENTINELS: redisAddressList.optional(),
+  /** The master name the sentinels monitor (`sentinel monitor <name> ...`). */
+  REDIS_SENTINEL_MASTER: z.string().regex(/^[\x21-\x7e]{1,128}$/, 'must be 1-128 printable characters').optional(),
+  /** Password of the Redis nodes for REDIS_CLUSTER_NODES / REDIS_SENTINELS (with REDIS_URL, put it in the URL). */
+  REDIS_PASSWORD: z.string().min(1).max(512).optional(),
   SHIELDX_API_KEYS: apiKeys,
   GRPC_REFLECTION: z.enum(['open', 'authenticated', 'off']).default('open'),
   GRPC_MAX_MESSAGE_BYTES: positiveInt(64 * 1024 * 1024).default(4 * 1024 * 1024),

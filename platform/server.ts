@@ -24,7 +24,7 @@ import { callInterceptor, type ScopeResolver } from './interceptors';
 import { createLogger, type Logger } from './logger';
 import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, startMetricsServer } from './metrics';
 import { runMigrations } from './migrate';
-import { createRedis, type RedisClient } from './redis';
+import { createRedisClient, redisTopology, type RedisClient } from './redis';
 import { compiledDescriptors, ReflectionServer } from './reflection';
 import { startHttpGateway, type HttpGateway } from './http-gateway';
 
@@ -144,11 +144,21 @@ export function serviceConfigSchema<S extends z.ZodRawShape>(module: ServiceModu
     .extend(module.configShape ?? ({} as S));
 }
 
-/** The service's Redis: REDIS_URL, or the launcher's stand-in, or a refusal naming the variable. */
+/**
+ * The service's Redis: REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS (platform/redis.ts), or
+ * the launcher's stand-in, or a refusal naming the variable.
+ */
 function serviceRedis(config: PlatformConfig, logger: Logger, options: StartOptions): RedisClient {
-  if (config.REDIS_URL !== undefined) return createRedis(config.REDIS_URL, logger, { socketTimeout: config.REDIS_SOCKET_TIMEOUT_MS });
+  const topology = redisTopology(config);
+  if (topology !== undefined) {
+    if (topology.kind !== 'single') logger.info({ redis: topology.kind }, `Redis ${topology.kind === 'cluster' ? 'Cluster' : 'Sentinel'} mode`);
+    return createRedisClient(topology, logger, { socketTimeout: config.REDIS_SOCKET_TIMEOUT_MS });
+  }
   if (options.redisStandIn === undefined) {
-    throw new ConfigError('REDIS_URL', 'is required (redis:// or rediss:// URL); only npm start runs without one, on an in-process stand-in');
+    throw new ConfigError(
+      'REDIS_URL',
+      'is required (redis:// or rediss:// URL), or REDIS_CLUSTER_NODES, or REDIS_SENTINELS; only npm start runs without one, on an in-process stand-in',
+    );
   }
   logger.info('REDIS_URL not set: using the in-process stand-in (development only)');
   return options.redisStandIn();

@@ -85,7 +85,10 @@ export const creditsService: ServiceModule<CreditsShape> = {
       config.CREDITS_CACHE_TTL_SECONDS,
       (tenants) => readAccounts(database.query, tenants),
       // The near cache needs a real Redis (client tracking); the in-process store of `npm start` has none.
-      config.REDIS_URL === undefined ? 0 : config.CREDITS_CACHE_LOCAL_ENTRIES,
+      // In Redis Cluster mode the cache turns it off itself (balance-cache.ts says why).
+      config.REDIS_URL === undefined && config.REDIS_CLUSTER_NODES === undefined && config.REDIS_SENTINELS === undefined
+        ? 0
+        : config.CREDITS_CACHE_LOCAL_ENTRIES,
     );
     const ledger = new Ledger({
       database,

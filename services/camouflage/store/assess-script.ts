@@ -76,6 +76,8 @@ export interface AssessScriptRequest {
   readonly candidates: readonly (TierCandidate | undefined)[];
   /** Honeytoken keys to look up (tokens found in the request). */
   readonly lookupKeys: readonly string[];
+  /** Honeytokens found valid before the script (sharded layout, where lookupKeys is empty); default 0. */
+  readonly priorHits?: number;
   /** Tiers whose bandit state (and the catalog version) should come back. */
   readonly returnStateFor: ReadonlySet<Tier>;
 }
@@ -103,7 +105,7 @@ ${profileReadLua(config.profile)}
 ${behaviourRulesLua(config.rules)}
 local lookups_n = tonumber(ARGV[5])
 local lookups = {}
-local hits = 0
+local hits = tonumber(ARGV[12])
 for i = #KEYS - lookups_n + 1, #KEYS do
   local rec = redis.call('HGETALL', KEYS[i])
   lookups[#lookups + 1] = rec
@@ -198,6 +200,7 @@ export class AssessScript {
         flags,
         request.decisionId,
         ...groups,
+        request.priorHits ?? 0,
       ]);
     } catch (thrown) {
       // Script-raised errors are broken invariants (no candidate for the tier, an id collision).

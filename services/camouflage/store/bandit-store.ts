@@ -49,7 +49,7 @@ import {
   banditStats,
   parseTierState,
 } from '../domain/bandit';
-import { CamouflageKeys, RedisClient } from './redis-keys';
+import { CamouflageKeys, RedisClient, sumCounters } from './redis-keys';
 import type { Tier } from '../domain/tiers';
 
 export interface BanditOptions {
@@ -120,6 +120,8 @@ export class BanditStore {
 
   /** True when the copy is past half its allowed age: ask the Assess script to return it. */
   wantsRefresh(tier: Tier): boolean {
+    // Sharded layout: the script can only return its shard's part, not the tier's state.
+    if (this.keys.sharded) return false;
     return this.ageMs(tier) >= this.statsMaxAgeMs / 2;
   }
 
@@ -152,6 +154,16 @@ export class BanditStore {
   }
 
   private async fetch(tiers: readonly Tier[], catalogMetaKey: string): Promise<number> {
+    if (this.keys.sharded) {
+      // Sharded layout (redis-keys.ts): each tier is the sum of its parts, one slot each; the
+      // commands go out together (no cross-slot pipeline in a cluster).
+      const [states, version] = await Promise.all([
+        Promise.all(tiers.map((tier) => readTierState(this.redis, this.keys, tier))),
+        this.redis.hget(catalogMetaKey, 'version'),
+      ]);
+      tiers.forEach((tier, i) => this.absorb(tier, states[i]!));
+      return Number(version) || 0;
+    }
     const pipeline = this.redis.pipeline();
     for (const tier of tiers) pipeline.hgetall(this.keys.bandit(tier));
     pipeline.hget(catalogMetaKey, 'version');
@@ -263,7 +275,7 @@ export class BanditStore {
   async getStats(tier: Tier, decoyIds: readonly string[], policy: BanditPolicy): Promise<BanditStats> {
     invariant(decoyIds.length > 0, 'stats need an arm');
     invariant(decoyIds.length <= ARMS_MAX, 'stats need at most ARMS_MAX arms');
-    return this.statsOf(tier, await this.redis.hgetall(this.keys.bandit(tier)), decoyIds, policy);
+    return this.statsOf(tier, await readTierState(this.redis, this.keys, tier), decoyIds, policy);
   }
 
   /**
@@ -273,4 +285,11 @@ export class BanditStore {
   statsOf(tier: Tier, record: Readonly<Record<string, string>>, decoyIds: readonly string[], policy: BanditPolicy): BanditStats {
     return banditStats(tier, parseTierState(record), decoyIds, policy, this.random);
   }
+}
+
+/** A tier's bandit hash as it stands: the one hash, or in the sharded layout the sum of its parts. */
+export async function readTierState(redis: RedisClient, keys: CamouflageKeys, tier: Tier): Promise<Record<string, string>> {
+  const parts = keys.banditParts(tier);
+  if (parts.length === 1) return redis.hgetall(parts[0]!);
+  return sumCounters(await Promise.all(parts.map((key) => redis.hgetall(key))));
 }

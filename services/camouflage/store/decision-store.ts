@@ -21,6 +21,7 @@ import { redisUnavailable } from '../errors';
 import { BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from '../domain/bandit';
 import { CamouflageKeys, RedisClient, pairsToRecord } from './redis-keys';
 import { RedisScript } from './redis-script';
+import { readTierState } from './bandit-store';
 import { Tier, isTier } from '../domain/tiers';
 
 /**
@@ -182,13 +183,16 @@ export class DecisionStore {
     idempotencyKey: string,
     fingerprint: string,
   ): Promise<OutcomeWrite | 'not_found'> {
-    const keys = [this.keys.decision(decision.decisionId), this.keys.decisionState(decision.decisionId), this.keys.bandit(decision.tier)];
+    const shard = this.keys.decisionShard(decision.decisionId);
+    const keys = [this.keys.decision(decision.decisionId), this.keys.decisionState(decision.decisionId), this.keys.bandit(decision.tier, shard)];
     if (decision.honeytoken !== '') keys.push(this.keys.honeytoken(decision.honeytoken));
     const reply = (await OUTCOME_SCRIPT.run(this.redis, keys, [decision.decoyId, rewardMicro, recordedAtMs, idempotencyKey, fingerprint])) as unknown[];
     const status = reply[0];
+    // Sharded layout: the script saw only its shard's part of the tier; the answer needs the whole.
+    const tierState = async (part: unknown) => (this.keys.sharded ? readTierState(this.redis, this.keys, decision.tier) : pairsToRecord(part));
     if (status === 'NOT_FOUND') return 'not_found';
     if (status === 'OK') {
-      return { status: 'recorded', appliedRewardMicro: Number(reply[1]), creditedByHoneytoken: reply[2] === '1', tierState: pairsToRecord(reply[3]) };
+      return { status: 'recorded', appliedRewardMicro: Number(reply[1]), creditedByHoneytoken: reply[2] === '1', tierState: await tierState(reply[3]) };
     }
     if (status === 'DUPLICATE') {
       return {
@@ -199,7 +203,7 @@ export class DecisionStore {
         creditedByHoneytoken: reply[4] === '1',
         recordedAtMs: Number(reply[5]) || 0,
         appliedRewardMicro: Number(reply[6]) || 0,
-        tierState: pairsToRecord(reply[7]),
+        tierState: await tierState(reply[7]),
       };
     }
     throw new Error(`outcome script returned ${String(status)}`);
@@ -209,7 +213,13 @@ export class DecisionStore {
   async creditHoneytoken(token: string, origin: { decisionId: string; decoyId: string; tier: Tier }, seenAtMs: number): Promise<CreditResult> {
     const reply = (await CREDIT_SCRIPT.run(
       this.redis,
-      [this.keys.honeytoken(token), this.keys.bandit(origin.tier), this.keys.decision(origin.decisionId), this.keys.decisionState(origin.decisionId)],
+      // The token was minted in its decision's shard (engine.ts), so these four share one slot.
+      [
+        this.keys.honeytoken(token),
+        this.keys.bandit(origin.tier, this.keys.decisionShard(origin.decisionId)),
+        this.keys.decision(origin.decisionId),
+        this.keys.decisionState(origin.decisionId),
+      ],
       [origin.decoyId, seenAtMs, REWARD_MICRO_UNITS],
     )) as unknown[];
     const status = reply[0];

@@ -35,7 +35,7 @@
  * Not idempotent by design: Assess is an observation (each call is one more request of the
  * session) and always mints a new decision.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { optionalIdempotencyKey } from '../../../platform/idempotency-key';
 import { ServiceError } from '../../../platform/service-error';
 import { invariant } from '../../../platform/invariant';
@@ -266,7 +266,12 @@ export class CamouflageEngine {
     if (options.redis === undefined || options.redis === null) throw ServiceError.invalidArgument('redis', 'is required (an ioredis client)');
     this.redis = options.redis;
     this.keyPrefix = options.keyPrefix ?? KEY_PREFIX_DEFAULT;
+    // Redis Cluster gets the sharded key layout (redis-keys.ts), where a hash tag in the prefix would pin every key to one slot.
+    const sharded = this.redis.isCluster === true;
     if (!isValidKeyPrefix(this.keyPrefix)) throw ServiceError.invalidArgument('keyPrefix', 'must be 1-64 printable ASCII characters');
+    if (!isValidKeyPrefix(this.keyPrefix, sharded)) {
+      throw ServiceError.invalidArgument('keyPrefix', 'must not contain "{" with Redis Cluster (a hash tag would put all state on one shard)');
+    }
     this.defaultPolicy = checkPolicy(options.policy, 'ucb1');
     this.decisionTtlSeconds = positiveInteger(options.decisionTtlSeconds, DECISION_TTL_SECONDS_DEFAULT, DECISION_TTL_SECONDS_MAX, 'decisionTtlSeconds');
     this.honeytokenTtlSeconds = positiveInteger(options.honeytokenTtlSeconds, HONEYTOKEN_TTL_SECONDS_DEFAULT, HONEYTOKEN_TTL_SECONDS_MAX, 'honeytokenTtlSeconds');
@@ -274,7 +279,7 @@ export class CamouflageEngine {
     this.now = options.now ?? Date.now;
     this.onHoneytokenAlert = options.onHoneytokenAlert;
     this.onHoneytokenCreditError = options.onHoneytokenCreditError;
-    this.keys = new CamouflageKeys(this.keyPrefix);
+    this.keys = new CamouflageKeys(this.keyPrefix, sharded);
     this.profileConfig = profileConfig(options.profile);
     this.scorer = new ThreatScorer({ badTlsFingerprints: options.badTlsFingerprints, profile: this.profileConfig });
     this.assessScript = new AssessScript({
@@ -316,9 +321,16 @@ export class CamouflageEngine {
       const reachable = TIERS.slice(TIERS.indexOf(tierForLevel(prepared.levelFloor)));
       const prefetch = reachable.filter((tier) => this.bandit.needsPrefetch(tier));
       if (prefetch.length > 0) this.catalog.noteVersion(await this.bandit.refresh(prefetch, this.keys.decoysMeta()));
-      const decisionId = randomUUID();
+      // The decision (and any token it mints) lives in its session's shard (redis-keys.ts; one shard when not sharded).
+      const shard = this.keys.sessionShard(clean.sessionKey);
+      const decisionId = this.keys.newDecisionId(shard);
+      // Sharded layout: a token found in the request may live in any shard, so it is looked up
+      // before the script (one more round trip, only for requests that carry tokens).
+      const priorLookups = this.keys.sharded && found.length > 0
+        ? await Promise.all(found.map((token) => this.redis.hgetall(this.keys.honeytoken(token.token))))
+        : undefined;
       const candidates: (PreparedCandidate | undefined)[] = TIERS.map((tier) =>
-        reachable.includes(tier) ? this.prepareCandidate(tier, policy, decisionId, clean.timestampMs) : undefined,
+        reachable.includes(tier) ? this.prepareCandidate(tier, policy, decisionId, clean.timestampMs, shard) : undefined,
       );
 
       let reply: AssessScriptReply;
@@ -326,14 +338,15 @@ export class CamouflageEngine {
         reply = await this.assessScript.run(this.redis, {
           profileKey: this.keys.profile(clean.sessionKey),
           pathsKey: this.keys.profilePaths(clean.sessionKey),
-          catalogMetaKey: this.keys.decoysMeta(),
-          banditKeys: TIERS.map((tier) => this.keys.bandit(tier)),
+          catalogMetaKey: this.keys.assessCatalogMeta(clean.sessionKey),
+          banditKeys: TIERS.map((tier) => this.keys.bandit(tier, shard)),
           decisionKey: this.keys.decision(decisionId),
           decisionId,
           profileArgs: profileArgs(clean),
           staticPoints: prepared.staticPoints,
           candidates: candidates.map((candidate) => candidate?.script),
-          lookupKeys: found.map((token) => this.keys.honeytoken(token.token)),
+          lookupKeys: priorLookups === undefined ? found.map((token) => this.keys.honeytoken(token.token)) : [],
+          priorHits: priorLookups?.filter((record) => parseHoneytokenRecord(record) !== undefined).length ?? 0,
           returnStateFor: new Set(reachable.filter((tier) => this.bandit.wantsRefresh(tier))),
         });
       } catch (thrown) {
@@ -351,7 +364,7 @@ export class CamouflageEngine {
       const snapshot = decodeSnapshot(reply.snapshot, this.profileConfig);
       const hits: { found: FoundToken; record: HoneytokenRecord }[] = [];
       found.forEach((token, i) => {
-        const record = parseHoneytokenRecord(reply.lookups[i] ?? null);
+        const record = parseHoneytokenRecord((priorLookups ?? reply.lookups)[i] ?? null);
         if (record !== undefined) hits.push({ found: token, record });
       });
       const assessment = this.scorer.finish(
@@ -444,7 +457,7 @@ export class CamouflageEngine {
   }
 
   /** Chooses the tier's decoy with the bandit and drafts its decision (and token, if it carries one). */
-  private prepareCandidate(tier: Tier, policy: BanditPolicy, decisionId: string, assessedAtMs: number): PreparedCandidate {
+  private prepareCandidate(tier: Tier, policy: BanditPolicy, decisionId: string, assessedAtMs: number, shard: number): PreparedCandidate {
     const eligible = this.catalog.eligible(tier);
     const selection = this.bandit.select(tier, this.catalog.eligibleIds(tier), policy);
     const decoy = eligible.find((candidate) => candidate.id === selection.decoyId);
@@ -454,6 +467,10 @@ export class CamouflageEngine {
     if (decoy.carriesHoneytoken) {
       invariant(decoy.honeytokenShape !== undefined, `honeytoken decoy ${decoy.id} has a shape`);
       minted = mintHoneytoken(decoy.honeytokenShape, tier);
+      // Sharded layout: mint until the token falls in the decision's shard (1 in 16 does; the
+      // chance that 512 draws all miss is below 1e-14).
+      for (let draw = 1; this.keys.tokenShard(minted.token) !== shard && draw < 512; draw++) minted = mintHoneytoken(decoy.honeytokenShape, tier);
+      invariant(this.keys.tokenShard(minted.token) === shard, 'a honeytoken minted in its decision\'s shard');
     }
     const draft: DecisionDraft = {
       decisionId,

@@ -12,6 +12,12 @@ import type { RedisClient } from './redis-keys';
  * at thousands of Assess calls a second a write per call was the service's largest
  * single cost. ioredis' own auto-pipelining would do this, but it crashes the process
  * with defineCommand scripts (redis/ioredis#1931), so it stays off.
+ *
+ * Redis Cluster: a cluster pipeline must keep all its keys in one slot (ioredis refuses
+ * anything else, "All keys in the pipeline should belong to the same slots allocation group"),
+ * so with the Cluster client the calls of one turn are grouped by the hash tag of their first
+ * key (the keys of one call share that tag by design, redis-keys.ts) and each group goes out as
+ * its own pipeline: one per shard touched in that turn. ioredis follows MOVED/ASK per pipeline.
  */
 export class RedisScript {
   private readonly pending = new Map<RedisClient, PendingScriptCall[]>();
@@ -41,6 +47,18 @@ export class RedisScript {
   private flush(redis: RedisClient): void {
     const queue = this.pending.get(redis) ?? [];
     this.pending.delete(redis);
+    if (!redis.isCluster) return this.send(redis, queue);
+    const groups = new Map<string, PendingScriptCall[]>();
+    for (const call of queue) {
+      const tag = hashTag(String(call.argv[0] ?? ''));
+      const group = groups.get(tag);
+      if (group === undefined) groups.set(tag, [call]);
+      else group.push(call);
+    }
+    for (const group of groups.values()) this.send(redis, group);
+  }
+
+  private send(redis: RedisClient, queue: readonly PendingScriptCall[]): void {
     type Method = (...argv: (string | number)[]) => Promise<unknown>;
     if (queue.length === 1) {
       const call = queue[0]!;
@@ -62,6 +80,14 @@ export class RedisScript {
       },
     );
   }
+}
+
+/** The part of `key` Redis Cluster hashes: the first non-empty `{...}`, else the whole key. */
+export function hashTag(key: string): string {
+  const open = key.indexOf('{');
+  if (open === -1) return key;
+  const close = key.indexOf('}', open + 1);
+  return close === -1 || close === open + 1 ? key : key.slice(open + 1, close);
 }
 
 interface PendingScriptCall {

@@ -13,9 +13,19 @@
  * off any older writer still in flight) once Redis answers again; until then reads
  * for them skip the cache. If the set overflowed, reads bypass the cache for one
  * TTL instead, after which every stale value has expired.
+ *
+ * Redis Cluster: a balance key is `<prefix>balance:{<tenant>}`, hash-tagged by tenant, so tenants
+ * spread over every master and each CAS script touches one key. A batch's write-through, a
+ * pipeline on one server, is one CAS per tenant sent together in cluster mode (a cluster pipeline
+ * must stay within one slot), and the repair deletes key by key. The near cache is OFF in cluster
+ * mode (logged once at start): its coherence rests on one tracked connection and one
+ * invalidation connection to the server that holds every balance key; in a cluster that would be
+ * a pair per master, re-armed on every failover and resharding, and a key moving to another
+ * master would leave entries nobody invalidates. Every read then costs the Redis round trip, as
+ * with CREDITS_CACHE_LOCAL_ENTRIES=0. With Sentinel (one master) the near cache stays on.
  */
 import type { Logger } from '../../../platform/logger';
-import type { RedisClient } from '../../../platform/redis';
+import { isCluster, type RedisClient } from '../../../platform/redis';
 import type { DependencyBreaker } from './breakers';
 import type { CreditsMetrics } from '../credits-metrics';
 import type { AccountBalance } from '../domain/account';
@@ -63,7 +73,9 @@ export class BalanceCache {
   ) {
     this.hits = metrics.cacheRequests.labels({ result: 'hit' });
     this.misses = metrics.cacheRequests.labels({ result: 'miss' });
-    if (nearCacheEntries > 0) {
+    if (nearCacheEntries > 0 && isCluster(redis)) {
+      logger.warn('balance near cache off: Redis Cluster mode (client tracking is per node; see balance-cache.ts)');
+    } else if (nearCacheEntries > 0 && !isCluster(redis)) {
       this.near = new NearCache(redis, logger, (key) => this.tenantOfKey(key), nearCacheEntries, ttlSeconds * 1000);
       this.near.start();
     }
@@ -162,6 +174,17 @@ export class BalanceCache {
   private async casMany(accounts: readonly AccountBalance[]): Promise<boolean[]> {
     try {
       const results = await this.breaker.run(() => {
+        if (isCluster(this.redis)) {
+          // One slot per tenant: one CAS each, sent together (no cross-slot pipeline in a cluster).
+          return Promise.all(
+            accounts.map((account) =>
+              this.redis.creditsBalanceCas(this.key(account.tenantId), account.version.toString(), encode(account), this.ttlSeconds).then(
+                (value): [Error | null, unknown] => [null, value],
+                (error: unknown): [Error | null, unknown] => [error instanceof Error ? error : new Error(String(error)), undefined],
+              ),
+            ),
+          );
+        }
         const pipeline = this.redis.pipeline() as unknown as {
           creditsBalanceCas(key: string, version: string, value: string, ttl: number): void;
           exec(): Promise<[Error | null, unknown][] | null>;
@@ -197,7 +220,12 @@ export class BalanceCache {
         const accounts = await this.load(chunk);
         const found = new Set(accounts.map((a) => a.tenantId));
         const missing = chunk.filter((t) => !found.has(t));
-        if (missing.length > 0) await this.breaker.run(() => this.redis.del(...missing.map((t) => this.key(t))));
+        if (missing.length > 0) {
+          await this.breaker.run(async () => {
+            if (isCluster(this.redis)) await Promise.all(missing.map((t) => this.redis.del(this.key(t)))); // one slot per key in a cluster
+            else await this.redis.del(...missing.map((t) => this.key(t)));
+          });
+        }
         // One round trip per chunk; a key Redis did not take stays dirty for the next repair.
         const written = accounts.length > 0 ? await this.casMany(accounts) : [];
         const failed = new Set(accounts.filter((_, i) => !written[i]).map((a) => a.tenantId));

@@ -33,7 +33,7 @@
  * staleness as the Redis cache itself, which is written after the commit.
  */
 import type { Logger } from '../../../platform/logger';
-import type { RedisClient } from '../../../platform/redis';
+import type Redis from 'ioredis';
 import type { AccountBalance } from '../domain/account';
 
 const INVALIDATE_CHANNEL = '__redis__:invalidate';
@@ -62,8 +62,8 @@ export class NearCache {
   private readonly entries = new Map<string, Entry>();
   /** Reads in flight per tenant (bounded by the reads in flight). */
   private readonly inFlight = new Map<string, Set<FillTicket>>();
-  private readonly reader: RedisClient;
-  private readonly subscriber: RedisClient;
+  private readonly reader: Redis;
+  private readonly subscriber: Redis;
   /** The subscriber's client id while it is subscribed to the invalidation channel. */
   private subscriberId: number | undefined;
   private trackingOn = false;
@@ -77,7 +77,7 @@ export class NearCache {
   private readonly pinger: NodeJS.Timeout;
 
   constructor(
-    redis: RedisClient,
+    redis: Redis,
     private readonly logger: Logger,
     /** Maps a Redis key back to its tenant (undefined: not a balance key). */
     private readonly tenantOfKey: (key: string) => string | undefined,
@@ -125,7 +125,7 @@ export class NearCache {
   }
 
   /** The connection a filling read must use (its reads are the tracked ones). */
-  get trackedReader(): RedisClient {
+  get trackedReader(): Redis {
     return this.reader;
   }
 
