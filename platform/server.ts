@@ -19,14 +19,17 @@ import { ApiKeyVerifier } from './auth';
 import { ConfigError, loadConfig, platformConfigSchema, type PlatformConfig } from './config';
 import { createPool } from './db';
 import type { HandlerOptions } from './handlers';
-import { callInterceptor, type ScopeResolver } from './interceptors';
+import { callInterceptor, InFlightCalls, type ScopeResolver } from './interceptors';
 import { createLogger, type Logger } from './logger';
 import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, startMetricsServer } from './metrics';
 import { runMigrations } from './migrate';
+import { setPageTokenSecret } from './page-token';
 import { createRedis, type RedisClient } from './redis';
 import { compiledDescriptors, ReflectionServer } from './reflection';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
+/** After the last running call ended at shutdown: time for its final frames to be flushed. */
+const IDLE_SETTLE_MS = 200;
 const REFLECTION_PREFIXES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
 
 /** What a service's `create` gets. */
@@ -143,6 +146,7 @@ export async function startService<S extends z.ZodRawShape>(
 ): Promise<RunningService> {
   const config = loadConfig(serviceConfigSchema(module, options.defaultPorts), env) as PlatformConfig & z.infer<z.ZodObject<S>>;
   const logger = createLogger(module.name, config.LOG_LEVEL);
+  setPageTokenSecret(config.PAGE_TOKEN_SECRET ?? `api-keys:${JSON.stringify(env.SHIELDX_API_KEYS ?? '')}`);
   // Checked before migrations or pools: a refusal leaves nothing behind.
   const redis = serviceRedis(config, logger, options);
   const registry = createRegistry(module.name);
@@ -195,6 +199,7 @@ export async function startService<S extends z.ZodRawShape>(
     throw error;
   }
 
+  const inFlight = new InFlightCalls();
   const server = new Server({
     // 'grpc.enable_channelz': 0 would save its per-call bookkeeping, but in grpc-js 1.14 the server
     // then no longer tracks sessions for forceShutdown, and a call outliving SHUTDOWN_GRACE_MS hangs
@@ -204,6 +209,7 @@ export async function startService<S extends z.ZodRawShape>(
     interceptors: [
       callInterceptor({
         metrics: new GrpcServerMetrics(registry),
+        inFlight,
         logger,
         verifier: new ApiKeyVerifier(config.SHIELDX_API_KEYS),
         scopeFor: scopeResolver(module, config.GRPC_REFLECTION),
@@ -256,9 +262,20 @@ export async function startService<S extends z.ZodRawShape>(
           resolve();
         }, config.SHUTDOWN_GRACE_MS);
         timer.unref();
-        server.tryShutdown(() => {
+        const drained = () => {
           clearTimeout(timer);
           resolve();
+        };
+        server.tryShutdown(drained);
+        // tryShutdown waits for every HTTP/2 stream to close, including streams grpc-js already
+        // answered itself whose client never closed its side: once no call is really running,
+        // what is left holds nothing and is cut.
+        void inFlight.idle().then(() => {
+          // The last answers are written; give their frames a moment to leave, then cut.
+          setTimeout(() => {
+            server.forceShutdown();
+            drained();
+          }, IDLE_SETTLE_MS).unref();
         });
       });
       await release(instance, metricsServer);

@@ -145,8 +145,6 @@ describe('hostile input (issue 21)', function () {
       expect(answer, `end_time.seconds = ${seconds}`).to.deep.include({ code: 3 });
       expect(answer.details).to.match(/^end_time/);
     }
-    const nanos = await rawUnary(credits, '/shieldx.credits.v1.CreditsService/ListTransactions', withTimestamp(base, 5, 0n, -1));
-    expect(nanos.code, 'negative nanos').to.equal(3);
   });
 
   // (4) A NUL character in a shadow text field is INVALID_ARGUMENT naming the field.
