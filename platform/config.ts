@@ -105,6 +105,12 @@ export const platformConfigSchema = z.object({
   /** Password of the Redis nodes for REDIS_CLUSTER_NODES / REDIS_SENTINELS (with REDIS_URL, put it in the URL). */
   REDIS_PASSWORD: z.string().min(1).max(512).optional(),
   SHIELDX_API_KEYS: apiKeys,
+  /**
+   * Authenticates List page tokens (HMAC key derived from it); the same on every replica of a
+   * deployment. Unset: derived from SHIELDX_API_KEYS (the same on every replica, and not known
+   * to a caller that holds only a key).
+   */
+  PAGE_TOKEN_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   GRPC_REFLECTION: z.enum(['open', 'authenticated', 'off']).default('open'),
   GRPC_MAX_MESSAGE_BYTES: positiveInt(64 * 1024 * 1024).default(4 * 1024 * 1024),
   GRPC_DEFAULT_DEADLINE_MS: positiveInt(600_000).default(30_000),

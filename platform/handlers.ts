@@ -19,6 +19,7 @@ import { PRINCIPAL_METADATA_KEY } from './interceptors';
 import type { Logger } from './logger';
 import { Code, ServiceError } from './service-error';
 import { toStatus } from './status-details';
+import { checkRequestFields } from './request-fields';
 
 export interface CallContext {
   readonly metadata: Metadata;
@@ -147,7 +148,14 @@ export function unary<Req, Res>(
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const { ctx, timeoutMs, expire, dispose } = contextFor(call, options, false);
-    withDeadline(Promise.resolve().then(() => fn(call.request, ctx)), timeoutMs, expire).then(
+    withDeadline(
+      Promise.resolve().then(() => {
+        checkRequestFields(call.request);
+        return fn(call.request, ctx);
+      }),
+      timeoutMs,
+      expire,
+    ).then(
       (response) => {
         dispose();
         callback(null, response);
@@ -171,6 +179,8 @@ export function unary<Req, Res>(
  * of the stream never commits a stream its client abandoned.
  */
 async function* halfClosedMessages<Req>(call: ServerReadableStream<Req, unknown>): AsyncGenerator<Req> {
+  // Client streams are not walked here: IngestSamples refuses a bad row as a row (its own rule,
+  // which also refuses NUL), not the whole call.
   for await (const message of call as AsyncIterable<Req>) yield message;
   await new Promise<void>((resolve) => setImmediate(resolve));
   if (call.cancelled) throw cancelledByClient();
@@ -228,7 +238,10 @@ export function serverStream<Req, Res>(
         else call.once('drain', () => resolve());
       });
     Promise.resolve()
-      .then(() => fn(call.request, send, ctx))
+      .then(() => {
+        checkRequestFields(call.request);
+        return fn(call.request, send, ctx);
+      })
       .then(
         () => {
           dispose();
@@ -363,6 +376,7 @@ export function requestIdStream<Req, Res>(
     try {
       if (requestId.length === 0 || requestId.length > 128) throw ServiceError.invalidArgument('request_id', 'must be 1-128 characters');
       if (!item.request) throw ServiceError.invalidArgument('request', 'is required');
+      checkRequestFields({ request: item.request });
       return { requestId, result: { $case: 'response', value: await handle(item.request, ctx) } };
     } catch (error) {
       return { requestId, result: { $case: 'error', value: itemErrorStatus(error, options, path) } };

@@ -71,8 +71,81 @@ function traceIdOf(metadata: Metadata): string | undefined {
 /** Which scope a method needs; `null` means the method is open (health, open reflection). */
 export type ScopeResolver = (path: string) => string | null;
 
+/**
+ * Calls that have arrived and not yet ended (a status sent, or the stream gone): what the drain
+ * at shutdown waits for. grpc-js's own session bookkeeping also keeps streams whose status it
+ * sent itself but whose client never closed its side, so it cannot tell "running" apart.
+ */
+export class InFlightCalls {
+  private count = 0;
+  private readonly waiters = new Set<() => void>();
+
+  get size(): number {
+    return this.count;
+  }
+
+  enter(): void {
+    this.count += 1;
+  }
+
+  leave(): void {
+    this.count -= 1;
+    if (this.count === 0) for (const waiter of [...this.waiters]) waiter();
+  }
+
+  /** Resolves once no call is in flight (at once if none is). */
+  idle(): Promise<void> {
+    if (this.count === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.waiters.delete(done);
+        resolve();
+      };
+      this.waiters.add(done);
+    });
+  }
+}
+
+/**
+ * What grpc-js answers on its own, before or beside the handler, mapped to the gRPC spec's codes
+ * (doc/statuscodes.md) where grpc-js 1.14 uses another: an unparsable `grpc-timeout` is the
+ * client's bad request (grpc-js says INTERNAL). Undecodable and undecompressable bodies stay
+ * INTERNAL as the spec says, but they are the caller's fault, so they are logged at info.
+ */
+function specStatus(status: { code?: number; details?: string }): { code?: number; details?: string } {
+  if (status.code === grpcStatus.INTERNAL && status.details?.startsWith('Invalid grpc-timeout value')) {
+    return { ...status, code: grpcStatus.INVALID_ARGUMENT };
+  }
+  return status;
+}
+
+const CALLER_FAULT_DETAILS = ['Error deserializing request', 'Failed to decompress message'];
+
+function isCallerFault(status: { code?: number; details?: string }): boolean {
+  return status.code === grpcStatus.INTERNAL && CALLER_FAULT_DETAILS.some((d) => status.details?.startsWith(d) === true);
+}
+
+/**
+ * The status grpc-js's own call object sends, whoever decided it: the interceptor's responder
+ * only sees statuses that the handler or the interceptor send, not those grpc-js sends itself
+ * (undecodable body, bad compression, bad grpc-timeout, its deadline timer). Relies on grpc-js
+ * 1.14's BaseServerInterceptingCall being the `call` this (sole) interceptor is handed and
+ * sending every status through its `sendStatus`; if that shape is not there, nothing is changed
+ * and those calls are recorded as cancelled when their stream closes.
+ */
+function watchStatuses(call: object, onStatus: (status: { code?: number; details?: string }) => { code?: number; details?: string }): void {
+  const target = call as { sendStatus?: (status: StatusObject) => void; stream?: { once?(event: 'close', fn: () => void): unknown } };
+  if (typeof target.sendStatus !== 'function') return;
+  // A stream that closes before any status (and before grpc-js gave the call a listener) ends the call too.
+  target.stream?.once?.('close', () => process.nextTick(() => onStatus({ code: grpcStatus.CANCELLED, details: 'stream closed before a status was sent' })));
+  const send = target.sendStatus.bind(call);
+  target.sendStatus = (status: StatusObject) => send(onStatus(status) as StatusObject);
+}
+
 export interface CallInterceptorOptions {
   readonly metrics: GrpcServerMetrics;
+  /** Every call enters on arrival and leaves once, on its status or when its stream is gone. */
+  readonly inFlight?: InFlightCalls;
   readonly logger: Logger;
   readonly verifier: ApiKeyVerifier;
   readonly scopeFor: ScopeResolver;
@@ -93,7 +166,7 @@ export interface CallInterceptorOptions {
  *    PERMISSION_DENIED — a refused call is counted and logged like any other.
  */
 export function callInterceptor(options: CallInterceptorOptions): ServerInterceptor {
-  const { metrics, logger, verifier, scopeFor, domain } = options;
+  const { metrics, logger, verifier, scopeFor, domain, inFlight } = options;
   const series = new Map<string, MethodInfo>();
   const seriesFor = (path: string, requestStream: boolean, responseStream: boolean): MethodInfo => {
     const cached = series.get(path);
@@ -134,11 +207,23 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
     const path = methodDescriptor.path;
     const m = seriesFor(path, methodDescriptor.requestStream, methodDescriptor.responseStream);
     const required = m.required;
-    let startedAt = 0n;
+    let startedAt = process.hrtime.bigint();
     let received: Metadata | undefined;
+    let recorded = false;
+    let counted = false;
+    const count = () => {
+      if (counted) return;
+      counted = true;
+      m.started.inc();
+    };
+    inFlight?.enter();
 
-    /** Counts and logs the call's final status (once: grpc-js sends one status per call). */
+    /** Counts and logs the call's final status, once, whoever sent it (grpc-js, the interceptor, the handler). */
     const record = (status: { code?: number; details?: string }) => {
+      if (recorded) return;
+      recorded = true;
+      inFlight?.leave();
+      count();
       const code = status.code ?? grpcStatus.UNKNOWN;
       let handled = m.handled.get(code);
       if (!handled) {
@@ -157,7 +242,7 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
         peer: call.getPeer(),
         ...traceIdField(received),
       };
-      if (SERVER_FAULT_CODES.has(code)) logger.error({ ...line, details: status.details }, 'call failed');
+      if (SERVER_FAULT_CODES.has(code) && !isCallerFault(status)) logger.error({ ...line, details: status.details }, 'call failed');
       else if (code !== grpcStatus.OK) logger.info({ ...line, details: status.details }, 'call rejected');
       else logger.debug(line, 'call handled');
     };
@@ -165,7 +250,7 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
     const listener = new ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, next) => {
         startedAt = process.hrtime.bigint();
-        m.started.inc();
+        count();
         received = metadata;
         // Only this interceptor may say who the caller is.
         metadata.remove(PRINCIPAL_METADATA_KEY);
@@ -183,6 +268,11 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
         m.received.inc();
         next(message);
       })
+      .withOnCancel(() => {
+        // The stream is gone. A status sent first was recorded already; otherwise the client
+        // cancelled (or the connection died) before any status: that is the call's end.
+        record({ code: grpcStatus.CANCELLED, details: 'cancelled before a status was sent' });
+      })
       .build();
     const responder = new ResponderBuilder()
       .withStart((next) => next(listener))
@@ -195,6 +285,11 @@ export function callInterceptor(options: CallInterceptorOptions): ServerIntercep
         next(status);
       })
       .build();
+    watchStatuses(call, (status) => {
+      const answered = specStatus(status);
+      record(answered);
+      return answered;
+    });
     return new ServerInterceptingCall(call, responder);
   };
 }

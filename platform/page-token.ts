@@ -9,10 +9,27 @@
  *   `parseCursor` must accept it: a token that was edited or forged is INVALID_ARGUMENT naming the
  *   field, never INTERNAL after a database round trip.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { ServiceError } from './service-error';
 
-const VERSION = 1;
+/**
+ * v2: authenticated. `m` is an HMAC-SHA256 (128 bits kept) of the version, cursor and fingerprint
+ * under a key every replica of a deployment derives alike (setPageTokenSecret, called at start
+ * from PAGE_TOKEN_SECRET, or from the deployment's SHIELDX_API_KEYS when that is unset): a token
+ * edited or forged by a caller is refused before its cursor is read, and a token made by one
+ * replica is read by any other. v1 tokens (unauthenticated) are no longer accepted.
+ */
+const VERSION = 2;
+let macKey: Buffer = createHash('sha256').update('shieldx page tokens: unconfigured').digest();
+
+/** The secret page tokens are authenticated with (the key is derived from it; never logged). */
+export function setPageTokenSecret(secret: string): void {
+  macKey = createHmac('sha256', 'shieldx page tokens v2').update(secret).digest();
+}
+
+function mac(cursor: readonly string[], fingerprint: string): string {
+  return createHmac('sha256', macKey).update(JSON.stringify([VERSION, cursor, fingerprint])).digest('base64url').slice(0, 22);
+}
 const TOKEN_LENGTH_MAX = 1024;
 const CURSOR_PARTS_MAX = 8;
 
@@ -27,7 +44,8 @@ export function filterFingerprint(filter: unknown): string {
 /** The token for the page after `cursor`; '' when there is no next page (`cursor` undefined). */
 export function encodePageToken(cursor: readonly string[] | undefined, filter: unknown): string {
   if (cursor === undefined) return '';
-  return Buffer.from(JSON.stringify({ v: VERSION, c: cursor, f: filterFingerprint(filter) })).toString('base64url');
+  const f = filterFingerprint(filter);
+  return Buffer.from(JSON.stringify({ v: VERSION, c: cursor, f, m: mac(cursor, f) })).toString('base64url');
 }
 
 /**
@@ -52,9 +70,11 @@ export function decodePageToken<T>(
   }
   // JSON.parse accepts any JSON value: reading fields of null would throw a TypeError (INTERNAL).
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw bad();
-  const { v, c, f } = parsed as { v?: unknown; c?: unknown; f?: unknown };
+  const { v, c, f, m } = parsed as { v?: unknown; c?: unknown; f?: unknown; m?: unknown };
   if (v !== VERSION || f !== filterFingerprint(filter)) throw bad();
   if (!Array.isArray(c) || c.length === 0 || c.length > CURSOR_PARTS_MAX || !c.every((part) => typeof part === 'string')) throw bad();
+  const expected = Buffer.from(mac(c as string[], f));
+  if (typeof m !== 'string' || m.length !== expected.length || !timingSafeEqual(Buffer.from(m), expected)) throw bad();
   const cursor = parseCursor(c as string[]);
   if (cursor === undefined) throw bad();
   return cursor;

@@ -20,15 +20,18 @@ import { ConfigError, loadConfig, platformConfigSchema, type PlatformConfig } fr
 import { createPool, detectPoolMode, type PoolMode } from './db';
 import { DatabaseWatch } from './db-watch';
 import type { HandlerOptions } from './handlers';
-import { callInterceptor, type ScopeResolver } from './interceptors';
+import { callInterceptor, InFlightCalls, type ScopeResolver } from './interceptors';
 import { createLogger, type Logger } from './logger';
 import { boundPort, createRegistry, GrpcServerMetrics, registerPoolMetrics, startMetricsServer } from './metrics';
 import { runMigrations } from './migrate';
+import { setPageTokenSecret } from './page-token';
 import { createRedisClient, redisTopology, type RedisClient } from './redis';
 import { compiledDescriptors, ReflectionServer } from './reflection';
 import { startHttpGateway, type HttpGateway } from './http-gateway';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
+/** After the last running call ended at shutdown: time for its final frames to be flushed. */
+const IDLE_SETTLE_MS = 200;
 const REFLECTION_PREFIXES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
 
 /** What a service's `create` gets. */
@@ -171,6 +174,7 @@ export async function startService<S extends z.ZodRawShape>(
 ): Promise<RunningService> {
   const config = loadConfig(serviceConfigSchema(module, options.defaultPorts), env) as PlatformConfig & z.infer<z.ZodObject<S>>;
   const logger = createLogger(module.name, config.LOG_LEVEL);
+  setPageTokenSecret(config.PAGE_TOKEN_SECRET ?? `api-keys:${JSON.stringify(env.SHIELDX_API_KEYS ?? '')}`);
   // Checked before migrations or pools: a refusal leaves nothing behind.
   const redis = serviceRedis(config, logger, options);
   const registry = createRegistry(module.name);
@@ -251,6 +255,7 @@ export async function startService<S extends z.ZodRawShape>(
     throw error;
   }
 
+  const inFlight = new InFlightCalls();
   const server = new Server({
     // 'grpc.enable_channelz': 0 would save its per-call bookkeeping, but in grpc-js 1.14 the server
     // then no longer tracks sessions for forceShutdown, and a call outliving SHUTDOWN_GRACE_MS hangs
@@ -260,6 +265,7 @@ export async function startService<S extends z.ZodRawShape>(
     interceptors: [
       callInterceptor({
         metrics: new GrpcServerMetrics(registry),
+        inFlight,
         logger,
         verifier: new ApiKeyVerifier(config.SHIELDX_API_KEYS),
         scopeFor: scopeResolver(module, config.GRPC_REFLECTION),
@@ -335,10 +341,27 @@ export async function startService<S extends z.ZodRawShape>(
           resolve();
         }, config.SHUTDOWN_GRACE_MS);
         timer.unref();
-        void Promise.all([new Promise<void>((done) => server.tryShutdown(() => done())), gateway?.close()]).then(() => {
+        const drained = () => {
           clearTimeout(timer);
           resolve();
+        };
+        const grpcDrained = new Promise<void>((done) => {
+          server.tryShutdown(() => done());
+          // tryShutdown waits for every HTTP/2 stream to close, including streams grpc-js already
+          // answered itself whose client never closed its side: once no call is really running,
+          // what is left holds nothing and is cut.
+          void inFlight.idle().then(() => {
+            // The last answers are written; give their frames a moment to leave, then cut.
+            setTimeout(() => {
+              server.forceShutdown();
+              done();
+            }, IDLE_SETTLE_MS).unref();
+          });
         });
+        // The JSON/HTTP calls in flight are gRPC calls on this server: once those are done, what
+        // the endpoint still holds is idle keep-alive connections, cut after the same moment.
+        void grpcDrained.then(() => setTimeout(() => gateway?.destroy(), IDLE_SETTLE_MS).unref());
+        void Promise.all([grpcDrained, gateway?.close()]).then(drained);
       });
       await release(instance, metricsServer);
       logger.info('stopped');

@@ -211,6 +211,9 @@ export class Ledger {
         return { response };
       } catch (error) {
         if (!(error instanceof ServiceError) || !isStorableFailure(error)) throw error;
+        // Refused for an account that does not exist: nothing is stored (the key claim rolls
+        // back with the transaction), so made-up tenant ids cannot grow the key table.
+        if (!work.plan.has(call.tenantId)) throw error;
         work.discard();
         work.complete(claim, { error });
         await work.flush();

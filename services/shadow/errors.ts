@@ -104,6 +104,11 @@ export function ingestLimitExceeded(limit: 'samples' | 'duration' | 'streams', m
   return shadowError(Code.RESOURCE_EXHAUSTED, 'INGEST_LIMIT_EXCEEDED', message, { limit, max: String(max) });
 }
 
+/** The job's selection (time window, limit) holds no sample of a dataset that has some: the caller's choice, not a fault. */
+export function noSamplesInSelection(dataset: string): ServiceError {
+  return shadowError(Code.FAILED_PRECONDITION, 'NO_SAMPLES', `no samples in dataset "${dataset}" for the selection`, { dataset });
+}
+
 export function noSamples(dataset: string): ServiceError {
   return shadowError(Code.FAILED_PRECONDITION, 'NO_SAMPLES', `dataset "${dataset}" has no samples`, { dataset });
 }

@@ -6,6 +6,9 @@
 import { Counter } from 'prom-client';
 import { ShadowServiceService, type ShadowServiceServer } from '../../gen/shieldx/shadow/v1/shadow';
 import type { ServiceModule } from '../../platform/server';
+import { Code, ServiceError } from '../../platform/service-error';
+
+const SERVER_FAULTS = new Set<number>([Code.UNKNOWN, Code.INTERNAL, Code.UNAVAILABLE, Code.DATA_LOSS, Code.DEADLINE_EXCEEDED]);
 import { shadowConfigShape } from './config';
 import { createEvaluationMetrics } from './evaluation/evaluation-metrics';
 import { EvaluationRunner } from './evaluation/evaluation-runner';
@@ -49,7 +52,12 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
         logger,
         workers: config.SHADOW_EVALUATION_WORKERS,
       }),
-      (error) => logger.error({ err: error }, 'evaluation job error'),
+      // A job failed by its own input (an empty selection, a stored rule refused) is the caller's
+      // mistake, recorded on the job: info. Anything else is a fault: error.
+      (error) =>
+        error instanceof ServiceError && !SERVER_FAULTS.has(error.code)
+          ? logger.info({ err: error, reason: error.reason }, 'evaluation job failed on its input')
+          : logger.error({ err: error }, 'evaluation job error'),
       shutdownSignal,
       { pollIntervalMs: config.SHADOW_EVALUATION_POLL_MS, leaseSweepIntervalMs: config.SHADOW_EVALUATION_LEASE_SWEEP_SECONDS * 1000 },
     );

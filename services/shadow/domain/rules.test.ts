@@ -143,7 +143,7 @@ describe('shadow rules: validation', () => {
     expectRuleError(
       { type: 'path_pattern', patterns: ['^/ok$', '('] },
       'rule.path_pattern.patterns[1]',
-      'invalid regular expression: Invalid regular expression: /(/: Unterminated group',
+      'invalid regular expression: error parsing regexp: missing closing ): `(`',
     );
     expectRuleError({ type: 'path_pattern', patterns: [''] }, 'rule.path_pattern.patterns[0]', 'must be a non-empty regular expression');
     expectRuleError({ type: 'path_pattern', patterns: [42] }, 'rule.path_pattern.patterns[0]', 'must be a non-empty regular expression');
@@ -283,5 +283,30 @@ describe('shadow rules: helpers', () => {
     const d = compileRule({ type: 'path_pattern', patterns: ['x'] });
     expect((a as { key: string }).key).to.equal((b as { key: string }).key);
     expect((c as { key: string }).key).not.to.equal((d as { key: string }).key);
+  });
+});
+
+// Issue 21 (1): a pattern the screen lets through, e.g. `(a|a)*$`, must still match in time linear
+// in the subject: one StartEvaluation must not block the event loop for exponential time.
+describe('rule patterns on hostile subjects', () => {
+  it('matches (a|a)*$ against long non-matching paths in linear time', () => {
+    const rule = compileRule({ type: 'path_pattern', patterns: ['(a|a)*$'] });
+    if (rule.type !== 'path_pattern') throw new Error('expected a path_pattern rule');
+    const started = process.hrtime.bigint();
+    // 27 characters: about a second of backtracking for a JavaScript RegExp, exponential beyond.
+    for (const length of [20, 24, 27, 8192]) {
+      if (length > 27 && rule.regexes[0] instanceof RegExp) break; // a backtracking engine would never return
+      rule.regexes[0]!.test(`${'a'.repeat(length)}!`);
+    }
+    const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+    expect(elapsedMs, 'time to match the four subjects').to.be.below(200);
+  });
+
+  it('keeps RE2 semantics: case-insensitivity, anchors, and refuses what RE2 cannot run', () => {
+    const rule = compileRule({ type: 'header_pattern', header: 'user-agent', patterns: ['^(nikto|sqlmap)'], caseInsensitive: true });
+    if (rule.type !== 'header_pattern') throw new Error('expected a header_pattern rule');
+    expect(rule.regexes[0]!.test('SQLMap/1.7')).to.equal(true);
+    expect(rule.regexes[0]!.test('x sqlmap')).to.equal(false);
+    expectRuleError({ type: 'path_pattern', patterns: ['(a)\\1'] }, 'rule.path_pattern.patterns[0]', /^invalid regular expression: /);
   });
 });

@@ -5,9 +5,9 @@
  * Why validation is strict and bounded: a rule comes from an API caller and is
  * then run over millions of samples (and, once approved, over live traffic).
  * Every size is capped so that one request cannot make the evaluator allocate
- * or loop without bound, and regexes are screened for the commonest
- * catastrophic-backtracking shape, because JavaScript's RegExp is a
- * backtracking engine.
+ * or loop without bound. Patterns run on RE2 (re2js: linear time in the subject,
+ * no backreferences or lookaround), so no pattern can block the event loop; the
+ * screen for nested quantifiers is kept as a hint to the rule's author.
  *
  * Field paths use the proto field names (`rule.any.rules[1].ip_blocklist.cidrs[0]`,
  * `rule.rate_limit.window`) since the caller wrote the proto, not this TS shape.
@@ -15,8 +15,19 @@
  * Rate-limit semantics (what "replayed exactly as it would act live" means) are
  * documented on {@link RateLimitRuleConfig}.
  */
+import { RE2JS } from 're2js';
 import { CidrMatcher, parseCidr, type ParsedCidr } from './ip-address';
 import { invalidRule } from '../errors';
+
+/**
+ * A compiled user pattern: RE2 semantics (re2js, a pure JavaScript port of RE2), so matching
+ * takes time linear in the subject whatever the pattern — `(a|a)*$` over an 8,192-character path
+ * costs microseconds, where a backtracking RegExp takes longer than the age of the universe.
+ * `test` searches (unanchored), as RegExp.test does.
+ */
+export interface RulePattern {
+  test(subject: string): boolean;
+}
 
 
 /** Which sample field identifies the client for a rate limit. */
@@ -131,13 +142,13 @@ export type CompiledRule =
  */
 export type CompiledMatchRule =
   | { readonly type: 'ip_blocklist'; readonly key: string; readonly config: IpBlocklistRuleConfig; readonly matcher: CidrMatcher }
-  | { readonly type: 'path_pattern'; readonly key: string; readonly config: PathPatternRuleConfig; readonly regexes: readonly RegExp[] }
+  | { readonly type: 'path_pattern'; readonly key: string; readonly config: PathPatternRuleConfig; readonly regexes: readonly RulePattern[] }
   | {
       readonly type: 'header_pattern';
       readonly key: string;
       readonly config: HeaderPatternRuleConfig;
       readonly header: string;
-      readonly regexes: readonly RegExp[];
+      readonly regexes: readonly RulePattern[];
     };
 
 interface WalkState {
@@ -234,7 +245,7 @@ function compilePatterns(
   field: string,
   caseInsensitive: boolean,
   state: WalkState,
-): RegExp[] {
+): RulePattern[] {
   if (!Array.isArray(raw) || raw.length === 0) throw invalidRule(field, 'must contain at least one pattern');
   if (raw.length > RULE_LIMITS.patternsPerRuleMax) {
     throw invalidRule(field, `must contain at most ${RULE_LIMITS.patternsPerRuleMax} patterns`);
@@ -243,7 +254,7 @@ function compilePatterns(
   if (state.patterns > RULE_LIMITS.patternsTotalMax) {
     throw invalidRule(field, `rule has more than ${RULE_LIMITS.patternsTotalMax} patterns in total`);
   }
-  const regexes: RegExp[] = [];
+  const regexes: RulePattern[] = [];
   for (let i = 0; i < raw.length; i++) {
     const pattern: unknown = raw[i];
     const at = `${field}[${i}]`;
@@ -256,10 +267,9 @@ function compilePatterns(
         `is ${pattern.length} characters long; the limit is ${RULE_LIMITS.patternLengthMax}`,
       );
     }
-    let regex: RegExp;
+    let regex: RulePattern;
     try {
-      // No 'g'/'y' flag: RegExp.test would then carry lastIndex between calls.
-      regex = new RegExp(pattern, caseInsensitive ? 'i' : '');
+      regex = RE2JS.compile(pattern, caseInsensitive ? RE2JS.CASE_INSENSITIVE : 0);
     } catch (error) {
       throw invalidRule(at, `invalid regular expression: ${(error as Error).message}`);
     }

@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { EvaluationResult as ProtoEvaluationResult, Rule, SampleSelection as ProtoSampleSelection, Thresholds } from '../../../gen/shieldx/shadow/v1/shadow';
 import type { Logger } from '../../../platform/logger';
 import { ruleHeaderNames } from '../domain/rules';
+import { noSamplesInSelection } from '../errors';
 import { decisionName, resultToProto, thresholdsFromProto } from '../rpc/evaluation-mapping';
 import { ruleFromProto } from '../rpc/rule-mapping';
 import type { CompletedEvaluation, EvaluationRow } from '../store/evaluation-jobs';
@@ -43,7 +44,7 @@ export async function runEvaluation(deps: EvaluationJobDeps, job: EvaluationRow)
       { dataset: selection.dataset, startTime: selection.startTime, endTime: selection.endTime, limit: Number(selection.limit) },
       headers,
     );
-    if (columns.length === 0) throw new Error(`no samples in dataset "${selection.dataset}" for the selection`);
+    if (columns.length === 0) throw noSamplesInSelection(selection.dataset);
     const result = await evaluateRule({
       samples: columns,
       rule,
