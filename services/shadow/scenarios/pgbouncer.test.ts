@@ -64,6 +64,8 @@ describe('shadow through PgBouncer (transaction pooling, two instances)', functi
   after(async () => {
     for (const client of clients) client.close();
     for (const service of services) await service.shutdown();
+    // Not left for a later suite's controller to pick up (the run's database is shared).
+    await direct?.query(`DELETE FROM shadow_rollouts WHERE virtual_service LIKE 'pgb-%'`);
     await direct?.end();
     await bouncer?.stop();
   });
@@ -126,7 +128,8 @@ describe('shadow through PgBouncer (transaction pooling, two instances)', functi
     const base = { evaluationId: approved, steps: [], stepDuration: undefined, analysis: undefined, autoRollback: true, disableAutoRollback: false, progressDeadline: undefined, idempotencyKey: '' };
     const { rollout: manual } = await api[0]!.create({ ...base, target: target(`pgb-a-${copy.slice(0, 6)}`), manualPromotion: true });
     expect((await api[1]!.get({ id: manual!.id })).rollout!.id).to.equal(manual!.id);
-    await direct!.query(`UPDATE shadow_rollouts SET state = 'AWAITING_PROMOTION' WHERE id = $1`, [manual!.id]);
+    // At the gate with a healthy latest analysis, as the controller leaves it (PromoteRollout requires one).
+    await direct!.query(`UPDATE shadow_rollouts SET state = 'AWAITING_PROMOTION', last_verdict = 'ANALYSIS_VERDICT_HEALTHY' WHERE id = $1`, [manual!.id]);
     expect((await api[1]!.promote({ id: manual!.id, idempotencyKey: `p-${copy}` })).rollout).to.not.equal(undefined);
     const { rollout: other } = await api[1]!.create({ ...base, target: target(`pgb-b-${copy.slice(0, 6)}`), manualPromotion: false });
     const aborted = await api[0]!.abort({ id: other!.id, reason: 'test', idempotencyKey: `a-${copy}` });
