@@ -447,9 +447,26 @@ describe("shadow statistics: McNemar's test", () => {
     expectClose(mcnemarTest(30, 10, { exactBelow: 1000 }).pValue, 0.0022214337732293643, 1e-10);
   });
 
-  // b = c with many pairs gives statistic 0 and p = 1 (clamped bracket; R would give 0.005 / 0.944).
-  it('clamps the continuity bracket when b = c', () => {
-    expect(mcnemarTest(100, 100)).to.include({ statistic: 0, pValue: 1 });
+  // b = c: the bracket is NOT clamped, as in R's mcnemar.test (STATISTIC <- (abs(x[1,2] - x[2,1]) - YATES)^2 /
+  // (x[1,2] + x[2,1])) and statsmodels' mcnemar(exact=False, correction=True): b = c = 26 → 1/52 = 0.01923,
+  // p = 0.8897 (issue 20's reference); b = c = 100 → 1/200 = 0.005, p = 0.9436.
+  it('does not clamp the continuity bracket when b = c (R, statsmodels)', () => {
+    const r = mcnemarTest(26, 26);
+    expect(r.method).to.equal('chi_square_continuity_corrected');
+    expectClose(r.statistic, 1 / 52, 1e-15);
+    expectClose(r.pValue, 0.8897, 1e-4);
+    expectClose(mcnemarTest(100, 100).statistic, 0.005, 1e-15);
+    expectClose(mcnemarTest(100, 100).pValue, 0.9436, 1e-4);
+    // The exact method still answers p = 1 for b = c; its statistic is the corrected chi-square, for reference.
+    expect(mcnemarTest(5, 5)).to.include({ method: 'exact_binomial', pValue: 1, statistic: 0.1 });
+  });
+
+  // R's own help-page example (Agresti 1990, p. 350): mcnemar.test(matrix(c(794, 86, 150, 570), nrow = 2))
+  // prints "McNemar's chi-squared = 16.818, df = 1, p-value = 4.115e-05" (b = x[1,2] = 150, c = x[2,1] = 86).
+  it("reproduces R's mcnemar.test help-page example to its printed digits", () => {
+    const r = mcnemarTest(150, 86);
+    expect(r.statistic.toFixed(3)).to.equal('16.818');
+    expect(r.pValue.toExponential(3)).to.equal('4.115e-5');
   });
 
   // No discordant pairs: defined=false, p = 1, statistic 0.

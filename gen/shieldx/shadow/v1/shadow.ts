@@ -497,6 +497,14 @@ export interface DetectionMetrics {
 export interface SignificanceTest {
   /** "chi_square_independence", "mcnemar_exact", "mcnemar_chi_square". */
   name: string;
+  /**
+   * chi_square_independence: Pearson's chi-square, with Yates' correction when
+   * continuity_corrected. mcnemar_chi_square: (|b - c| - 1)^2 / (b + c), not
+   * clamped (as R's mcnemar.test: b = c = 26 gives 0.01923). mcnemar_exact: the
+   * same continuity-corrected chi-square, for reference only; p_value is then the
+   * exact two-sided binomial test on the b + c discordant pairs (b + c < 25), and
+   * continuity_corrected is false.
+   */
   statistic: number;
   pValue: number;
   significant: boolean;
