@@ -395,6 +395,13 @@ describe('shadow statistics: chi-square test of independence', () => {
 });
 
 describe("shadow statistics: Fisher's exact test", () => {
+  // SciPy's fisher_exact documentation example: fisher_exact([[6, 2], [1, 4]]) → pvalue 0.10256410256410257
+  // (two-sided); by hand 176/1716 (tables with x = 2, 6, 7 of C(8,x)·C(5,7−x)/C(13,7)).
+  it("reproduces SciPy's fisher_exact documentation example", () => {
+    expectClose(fisherExact({ tp: 6, fp: 2, fn: 1, tn: 4 }).pValue, 0.10256410256410257, 1e-12);
+    expectClose(fisherExact({ tp: 6, fp: 2, fn: 1, tn: 4 }).pValue, 176 / 1716, 1e-12);
+  });
+
   // Fisher's lady tasting tea, [[3,1],[1,3]]: two-sided p = 34/70 = 0.4857, and SciPy's fisher_exact on the other tables.
   it('matches the tea-tasting example and SciPy', () => {
     expectClose(fisherExact({ tp: 3, fp: 1, fn: 1, tn: 3 }).pValue, 34 / 70, 1e-12);
