@@ -283,6 +283,11 @@ describe('shadow statistics: AUC-ROC', () => {
     expect(r).to.include({ positives: 3, negatives: 2, defined: true });
   });
 
+  // scikit-learn's roc_auc_score documentation example: y = [0, 0, 1, 1], scores = [0.1, 0.4, 0.35, 0.8] → 0.75.
+  it("reproduces scikit-learn's roc_auc_score documentation example", () => {
+    expect(aucRoc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]).value).to.equal(0.75);
+  });
+
   // All scores equal → every pair tied → 0.5; perfect separation → 1; inverted → 0.
   it('gives 0.5 for all ties, 1 for perfect and 0 for inverted ranking', () => {
     expect(aucRoc([1, 1, 1, 1], [1, 0, 1, 0]).value).to.equal(0.5);

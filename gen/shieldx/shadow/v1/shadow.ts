@@ -492,6 +492,12 @@ export interface TrafficSample {
   malicious: boolean;
   /** e.g. "scanner", "credential_stuffing"; empty for benign traffic. */
   attackType: string;
+  /**
+   * A detector's score for this request (e.g. a model's probability of attack),
+   * higher = more suspicious; finite and >= 0. Read by Rule.score; a sample
+   * without one scores 0 there.
+   */
+  score?: number | undefined;
 }
 
 export interface TrafficSample_HeadersEntry {
@@ -561,7 +567,27 @@ export interface CompositeRule {
   rules: Rule[];
 }
 
-/** A security rule: predicts "malicious" (block) for a request. */
+/** Fires when the sample's score (TrafficSample.score) is at least min_score. */
+export interface ScoreRule {
+  /** Finite, > 0. */
+  minScore: number;
+}
+
+/**
+ * A security rule: predicts "malicious" (block) for a request.
+ *
+ * Every rule also gives each request a score, which fires the rule iff it is
+ * >= 1, and which DetectionMetrics.auc_roc ranks the samples by:
+ *  - path_pattern, header_pattern: the number of its patterns that match (so a
+ *    rule with two or more patterns is graded; one pattern scores 0 or 1);
+ *  - ip_blocklist: 0 or 1;
+ *  - rate_limit: requests in the window / (max_requests + 1), graded;
+ *  - score: TrafficSample.score / min_score, graded;
+ *  - all: the smallest score of its rules; any: the largest.
+ * A rule is graded (auc_roc_method AUC_ROC_METHOD_RANKED) when any of its rules
+ * is; otherwise its score is 0/1 and AUC equals balanced accuracy
+ * (AUC_ROC_METHOD_BINARY).
+ */
 export interface Rule {
   kind?:
     | { $case: "rateLimit"; value: RateLimitRule }
@@ -574,6 +600,7 @@ export interface Rule {
     | //
     /** Fires when any sub-rule fires. */
     { $case: "any"; value: CompositeRule }
+    | { $case: "score"; value: ScoreRule }
     | undefined;
 }
 
@@ -1049,6 +1076,7 @@ function createBaseTrafficSample(): TrafficSample {
     requestBytes: 0n,
     malicious: false,
     attackType: "",
+    score: undefined,
   };
 }
 
@@ -1089,6 +1117,9 @@ export const TrafficSample: MessageFns<TrafficSample> = {
     }
     if (message.attackType !== "") {
       writer.uint32(90).string(message.attackType);
+    }
+    if (message.score !== undefined) {
+      writer.uint32(97).double(message.score);
     }
     return writer;
   },
@@ -1197,6 +1228,14 @@ export const TrafficSample: MessageFns<TrafficSample> = {
             message.attackType = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.score = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1255,6 +1294,7 @@ export const TrafficSample: MessageFns<TrafficSample> = {
         : isSet(object.attack_type)
         ? globalThis.String(object.attack_type)
         : "",
+      score: isSet(object.score) ? globalThis.Number(object.score) : undefined,
     };
   },
 
@@ -1299,6 +1339,9 @@ export const TrafficSample: MessageFns<TrafficSample> = {
     if (message.attackType !== "") {
       obj.attackType = message.attackType;
     }
+    if (message.score !== undefined) {
+      obj.score = floatToJson(message.score);
+    }
     return obj;
   },
 
@@ -1328,6 +1371,7 @@ export const TrafficSample: MessageFns<TrafficSample> = {
       : 0n;
     message.malicious = object.malicious ?? false;
     message.attackType = object.attackType ?? "";
+    message.score = object.score ?? undefined;
     return message;
   },
 };
@@ -2202,6 +2246,79 @@ export const CompositeRule: MessageFns<CompositeRule> = {
   },
 };
 
+function createBaseScoreRule(): ScoreRule {
+  return { minScore: 0 };
+}
+
+export const ScoreRule: MessageFns<ScoreRule> = {
+  encode(message: ScoreRule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.minScore !== 0) {
+      writer.uint32(9).double(message.minScore);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ScoreRule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseScoreRule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.minScore = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ScoreRule {
+    return {
+      minScore: isSet(object.minScore)
+        ? globalThis.Number(object.minScore)
+        : isSet(object.min_score)
+        ? globalThis.Number(object.min_score)
+        : 0,
+    };
+  },
+
+  toJSON(message: ScoreRule): unknown {
+    const obj: any = {};
+    if (message.minScore !== 0) {
+      obj.minScore = floatToJson(message.minScore);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ScoreRule>, I>>(base?: I): ScoreRule {
+    return ScoreRule.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ScoreRule>, I>>(object: I): ScoreRule {
+    const message = createBaseScoreRule();
+    message.minScore = object.minScore ?? 0;
+    return message;
+  },
+};
+
 function createBaseRule(): Rule {
   return { kind: undefined };
 }
@@ -2226,6 +2343,9 @@ export const Rule: MessageFns<Rule> = {
         break;
       case "any":
         CompositeRule.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
+      case "score":
+        ScoreRule.encode(message.kind.value, writer.uint32(58).fork()).join();
         break;
     }
     return writer;
@@ -2292,6 +2412,14 @@ export const Rule: MessageFns<Rule> = {
             message.kind = { $case: "any", value: CompositeRule.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "score", value: ScoreRule.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2326,6 +2454,8 @@ export const Rule: MessageFns<Rule> = {
         ? { $case: "all", value: CompositeRule.fromJSON(object.all) }
         : isSet(object.any)
         ? { $case: "any", value: CompositeRule.fromJSON(object.any) }
+        : isSet(object.score)
+        ? { $case: "score", value: ScoreRule.fromJSON(object.score) }
         : undefined,
     };
   },
@@ -2344,6 +2474,8 @@ export const Rule: MessageFns<Rule> = {
       obj.all = CompositeRule.toJSON(message.kind.value);
     } else if (message.kind?.$case === "any") {
       obj.any = CompositeRule.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "score") {
+      obj.score = ScoreRule.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2387,6 +2519,12 @@ export const Rule: MessageFns<Rule> = {
       case "any": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "any", value: CompositeRule.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "score": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "score", value: ScoreRule.fromPartial(object.kind.value) };
         }
         break;
       }
