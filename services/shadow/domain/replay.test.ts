@@ -182,6 +182,39 @@ describe('shadow replay: stateless rules and composites', () => {
   });
 });
 
+describe('shadow replay: graded scores', () => {
+  // A pattern rule scores the number of its patterns that match; it still fires iff that is ≥ 1.
+  it('scores a pattern rule by its match count', () => {
+    const samples = [
+      sample(0, undefined, { path: '/admin/.env' }),
+      sample(1, undefined, { path: '/.env' }),
+      sample(2, undefined, { path: '/admin' }),
+      sample(3, undefined, { path: '/home' }),
+    ];
+    const out = replay({ type: 'path_pattern', patterns: ['\\.env', '^/admin', 'env$'] }, samples);
+    expect(out.scores).to.deep.equal([3, 2, 1, 0]);
+    expect(out.predictions).to.deep.equal([1, 1, 1, 0]);
+    // In `any` the larger count wins (max), in `all` the smaller (min).
+    const env: RuleConfig = { type: 'path_pattern', patterns: ['\\.env', 'env$'] };
+    const admin: RuleConfig = { type: 'path_pattern', patterns: ['^/admin'] };
+    expect(replay({ type: 'any', rules: [admin, env] }, samples).scores).to.deep.equal([2, 2, 1, 0]);
+    expect(replay({ type: 'all', rules: [admin, env] }, samples).scores).to.deep.equal([1, 0, 0, 0]);
+  });
+
+  // A score rule scores the sample's own score / min_score (0 without one) and fires at ≥ min_score.
+  it("scores a score rule by the sample's score", () => {
+    const samples = [
+      sample(0, undefined, { score: 0.9 }),
+      sample(1, undefined, { score: 0.5 }),
+      sample(2, undefined, { score: 0.1 }),
+      sample(3),
+    ];
+    const out = replay({ type: 'score', minScore: 0.5 }, samples);
+    expect(out.scores).to.deep.equal([0.9 / 0.5, 1, 0.1 / 0.5, 0]);
+    expect(out.predictions).to.deep.equal([1, 1, 0, 0]);
+  });
+});
+
 describe('shadow replay: worker threads give identical results', function () {
   this.timeout(60000);
   const pools: EvaluationWorkerPool[] = [];

@@ -17,13 +17,16 @@
  * and max/min folds are exact, so splitting the work across threads (see
  * evaluation-workers.ts) cannot change any result.
  *
- * Score convention: every rule fires **iff its score ≥ 1**. Pattern and
- * blocklist leaves score 1 (fires) or 0; a rate limit scores
- * requests-in-window / (maxRequests + 1), which is ≥ 1 exactly when the
- * request is over the limit; `any` takes the max of its children and `all` the
- * min, which preserves the rule (max ≥ 1 ⇔ some child ≥ 1; min ≥ 1 ⇔ all ≥ 1).
- * The score gives AUC-ROC a graded ranking when the rule has a rate limit; for
- * a pure yes/no rule it is 0/1 and AUC equals balanced accuracy.
+ * Score convention: every rule fires **iff its score ≥ 1**. A pattern leaf
+ * scores the number of its patterns that match (≥ 1 exactly when one does;
+ * capped at 255, the match table being bytes), a blocklist leaf 1 or 0; a rate
+ * limit scores requests-in-window / (maxRequests + 1), which is ≥ 1 exactly
+ * when the request is over the limit; a score leaf the sample's own score /
+ * minScore; `any` takes the max of its children and `all` the min, which
+ * preserves the rule (max ≥ 1 ⇔ some child ≥ 1; min ≥ 1 ⇔ all ≥ 1).
+ * The score gives AUC-ROC a graded ranking when the rule is graded
+ * (rules.ts `hasGradedScore`); for a pure yes/no rule it is 0/1 and AUC equals
+ * balanced accuracy.
  */
 import {
   compileRule,
@@ -78,6 +81,7 @@ export interface WindowJob {
 export type FoldNode =
   | { readonly op: 'lookup'; readonly column: ColumnRef; readonly table: number }
   | { readonly op: 'rate'; readonly job: number; readonly divisor: number }
+  | { readonly op: 'score'; readonly divisor: number }
   | { readonly op: 'any' | 'all'; readonly children: readonly FoldNode[] };
 
 /** Everything the three replay phases need; built once for the candidate and the baseline together. */
@@ -91,6 +95,8 @@ export interface ReplayPlan {
   readonly outputs: readonly { scores: Float64Array; predictions: Uint8Array }[];
   /** Column id arrays by ColumnRef, for the fold. */
   readonly columnIds: Readonly<Record<string, Int32Array>>;
+  /** The samples' own scores (SampleColumns.score), for score leaves. */
+  readonly sampleScores: Float64Array;
 }
 
 function sharedArray<T extends Int32Array | Float64Array | Uint8Array>(
@@ -203,16 +209,12 @@ export function computeMatchTable(
   }
   const regexes = leaf.regexes;
   const r = regexes.length;
+  // The number of patterns that match: the leaf's score (0/1 for a single pattern, graded for several).
   for (let j = from; j < to; j++) {
     const value = values[j];
-    let hit = 0;
-    for (let q = 0; q < r; q++) {
-      if (regexes[q].test(value)) {
-        hit = 1;
-        break;
-      }
-    }
-    out[outOffset + j - from] = hit;
+    let hits = 0;
+    for (let q = 0; q < r; q++) if (regexes[q].test(value)) hits++;
+    out[outOffset + j - from] = hits > 255 ? 255 : hits;
   }
 }
 
@@ -221,6 +223,8 @@ export interface FoldContext {
   readonly columnIds: Readonly<Record<string, Int32Array>>;
   readonly tables: readonly Uint8Array[];
   readonly counts: readonly Int32Array[];
+  /** The samples' own scores, for score leaves. */
+  readonly sampleScores: Float64Array;
 }
 
 /** Combines a leaf straight into `out` (mode 0 = set, 1 = max, 2 = min) without a scratch buffer. */
@@ -236,12 +240,30 @@ function leafInto(node: FoldNode, out: Float64Array, from: number, len: number, 
     } else if (mode === 1) {
       for (let k = 0; k < len; k++) {
         const id = ids[from + k];
-        if (id >= 0 && table[id] === 1 && out[k] < 1) out[k] = 1;
+        if (id >= 0 && table[id] > out[k]) out[k] = table[id];
       }
     } else {
       for (let k = 0; k < len; k++) {
         const id = ids[from + k];
         const v = id < 0 ? 0 : table[id];
+        if (v < out[k]) out[k] = v;
+      }
+    }
+    return;
+  }
+  if (node.op === 'score') {
+    const scores = ctx.sampleScores;
+    const d = node.divisor;
+    if (mode === 0) {
+      for (let k = 0; k < len; k++) out[k] = scores[from + k] / d;
+    } else if (mode === 1) {
+      for (let k = 0; k < len; k++) {
+        const v = scores[from + k] / d;
+        if (v > out[k]) out[k] = v;
+      }
+    } else {
+      for (let k = 0; k < len; k++) {
+        const v = scores[from + k] / d;
         if (v < out[k]) out[k] = v;
       }
     }
@@ -378,6 +400,8 @@ export function planReplay(rules: readonly CompiledRule[], columns: SampleColumn
         }
         return { op: 'rate', job, divisor: rule.maxRequests + 1 };
       }
+      case 'score':
+        return { op: 'score', divisor: rule.minScore };
       default: {
         const column: ColumnRef =
           rule.type === 'ip_blocklist'
@@ -414,7 +438,7 @@ export function planReplay(rules: readonly CompiledRule[], columns: SampleColumn
     scores: sharedArray(Float64Array, n),
     predictions: sharedArray(Uint8Array, n),
   }));
-  return { length: n, matchJobs, windowJobs, keyIndexes, programs, outputs, columnIds };
+  return { length: n, matchJobs, windowJobs, keyIndexes, programs, outputs, columnIds, sampleScores: columns.score };
 }
 
 /** The fold context of a plan whose match and window phases have run. */
@@ -423,6 +447,7 @@ export function foldContextOf(plan: ReplayPlan): FoldContext {
     columnIds: plan.columnIds,
     tables: plan.matchJobs.map((j) => j.table),
     counts: plan.windowJobs.map((j) => j.counts),
+    sampleScores: plan.sampleScores,
   };
 }
 

@@ -3,6 +3,7 @@ import {
   RULE_LIMITS,
   compileRule,
   describeRule,
+  hasGradedScore,
   hasNestedQuantifier,
   hasRateLimit,
   ruleHeaderNames,
@@ -70,7 +71,7 @@ describe('shadow rules: validation', () => {
   it('names the rule for a missing or unknown type', () => {
     expectRuleError(null, 'rule', 'must be a rule object');
     expectRuleError([], 'rule', 'must be a rule object');
-    expectRuleError({ type: 'geo_block' }, 'rule', 'rule type must be one of: rate_limit, ip_blocklist, path_pattern, header_pattern, all, any');
+    expectRuleError({ type: 'geo_block' }, 'rule', 'rule type must be one of: rate_limit, ip_blocklist, path_pattern, header_pattern, score, all, any');
   });
 
   // Threshold ≤ 0, fractional, non-numeric and oversized max_requests each give the exact field and message.
@@ -246,6 +247,34 @@ describe('shadow rules: validation', () => {
   // The field prefix distinguishes the baseline from the candidate in errors.
   it('uses the given prefix for the baseline rule', () => {
     expectRuleError(rate(0), 'baseline_rule.rate_limit.max_requests', 'must be a positive integer', 'baseline_rule');
+  });
+});
+
+describe('shadow rules: score rules and graded scores', () => {
+  // min_score must be a finite number > 0, named by its proto field.
+  it('validates a score rule', () => {
+    expect(compileRule({ type: 'score', minScore: 0.5 })).to.include({ type: 'score', minScore: 0.5 });
+    for (const minScore of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, '0.5']) {
+      try {
+        compileRule({ type: 'score', minScore });
+        expect.fail(`accepted ${String(minScore)}`);
+      } catch (e) {
+        expect((e as ServiceError).fieldViolations[0]!.field).to.equal('rule.score.min_score');
+      }
+    }
+  });
+
+  // Which rules give a graded score (and so a ranking AUC): the proto's Rule comment lists the same.
+  it('says which rules are graded', () => {
+    const graded = (cfg: RuleConfig): boolean => hasGradedScore(compileRule(cfg));
+    expect(graded({ type: 'score', minScore: 1 })).to.equal(true);
+    expect(graded({ type: 'rate_limit', maxRequests: 5, windowSeconds: 1, keyBy: 'client_ip' })).to.equal(true);
+    expect(graded({ type: 'path_pattern', patterns: ['a', 'b'] })).to.equal(true);
+    expect(graded({ type: 'header_pattern', header: 'user-agent', patterns: ['a', 'b'] })).to.equal(true);
+    expect(graded({ type: 'path_pattern', patterns: ['a'] })).to.equal(false);
+    expect(graded({ type: 'ip_blocklist', cidrs: ['10.0.0.0/8'] })).to.equal(false);
+    expect(graded({ type: 'any', rules: [{ type: 'ip_blocklist', cidrs: ['10.0.0.0/8'] }, { type: 'path_pattern', patterns: ['a'] }] })).to.equal(false);
+    expect(graded({ type: 'all', rules: [{ type: 'ip_blocklist', cidrs: ['10.0.0.0/8'] }, { type: 'score', minScore: 1 }] })).to.equal(true);
   });
 });
 

@@ -84,6 +84,17 @@ export interface HeaderPatternRuleConfig {
   readonly caseInsensitive?: boolean;
 }
 
+/**
+ * Fires when the sample's own score (TrafficSample.score, e.g. a model's) is ≥ `minScore`; its
+ * rule score is sampleScore / minScore, graded, so AUC ranks by the sample's score. A sample
+ * without a score scores 0.
+ */
+export interface ScoreRuleConfig {
+  readonly type: 'score';
+  /** Finite, > 0. */
+  readonly minScore: number;
+}
+
 /** `all` fires when every sub-rule fires; `any` when at least one does. */
 export interface CompositeRuleConfig {
   readonly type: 'all' | 'any';
@@ -95,6 +106,7 @@ export type RuleConfig =
   | IpBlocklistRuleConfig
   | PathPatternRuleConfig
   | HeaderPatternRuleConfig
+  | ScoreRuleConfig
   | CompositeRuleConfig;
 
 export type RuleType = RuleConfig['type'];
@@ -120,7 +132,7 @@ export const RULE_LIMITS = Object.freeze({
   headerNameLengthMax: 128,
 });
 
-const RULE_TYPES: readonly RuleType[] = ['rate_limit', 'ip_blocklist', 'path_pattern', 'header_pattern', 'all', 'any'];
+const RULE_TYPES: readonly RuleType[] = ['rate_limit', 'ip_blocklist', 'path_pattern', 'header_pattern', 'score', 'all', 'any'];
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 
 /** A compiled leaf or composite, ready for replay. `key` identifies equal leaves so their work is shared. */
@@ -133,6 +145,7 @@ export type CompiledRule =
       readonly windowMs: number;
     }
   | CompiledMatchRule
+  | { readonly type: 'score'; readonly key: string; readonly minScore: number }
   | { readonly type: 'all' | 'any'; readonly children: readonly CompiledRule[] };
 
 /**
@@ -388,6 +401,13 @@ function compileNode(cfg: unknown, field: string, depth: number, state: WalkStat
         regexes,
       };
     }
+    case 'score': {
+      const min = cfg.minScore;
+      if (typeof min !== 'number' || !Number.isFinite(min) || min <= 0) {
+        throw invalidRule(`${at}.min_score`, 'must be a finite number > 0');
+      }
+      return { type: 'score', key: JSON.stringify(['score', min]), minScore: min };
+    }
     case 'all':
     case 'any': {
       const rules = cfg.rules;
@@ -436,11 +456,33 @@ export function ruleHeaderNames(cfg: RuleConfig): string[] {
   return [...names].sort();
 }
 
-/** True when the rule contains a rate limit, i.e. its score is graded rather than 0/1. */
+/** True when the rule contains a rate limit. */
 export function hasRateLimit(rule: CompiledRule): boolean {
   if (rule.type === 'rate_limit') return true;
   if (rule.type === 'all' || rule.type === 'any') return rule.children.some(hasRateLimit);
   return false;
+}
+
+/**
+ * True when the rule's score is graded rather than 0/1, so AUC-ROC ranks by it: a rate limit
+ * (window count), a score rule (the sample's score), a pattern rule with two or more patterns (the
+ * number that match), or a composite of which any rule is graded. An IP blocklist and a
+ * single-pattern rule score 0 or 1.
+ */
+export function hasGradedScore(rule: CompiledRule): boolean {
+  switch (rule.type) {
+    case 'rate_limit':
+    case 'score':
+      return true;
+    case 'path_pattern':
+    case 'header_pattern':
+      return rule.regexes.length > 1;
+    case 'ip_blocklist':
+      return false;
+    case 'all':
+    case 'any':
+      return rule.children.some(hasGradedScore);
+  }
 }
 
 /** One-line human summary of a rule, for logs and recommendation reasons. */
@@ -454,6 +496,8 @@ export function describeRule(cfg: RuleConfig): string {
       return `path_pattern(${cfg.patterns.length} patterns${cfg.caseInsensitive ? ', i' : ''})`;
     case 'header_pattern':
       return `header_pattern(${cfg.header}: ${cfg.patterns.length} patterns${cfg.caseInsensitive ? ', i' : ''})`;
+    case 'score':
+      return `score(≥ ${cfg.minScore})`;
     case 'all':
     case 'any':
       return `${cfg.type}(${cfg.rules.map(describeRule).join(', ')})`;

@@ -31,6 +31,8 @@ export interface SampleColumns {
   readonly timestampMs: Float64Array;
   /** Ground truth, 1 = malicious. */
   readonly malicious: Uint8Array;
+  /** The sample's own score (TrafficSample.score), 0 when it carries none. */
+  readonly score: Float64Array;
   readonly attackType: InternedColumn;
   readonly clientKey: InternedColumn;
   readonly clientIp: InternedColumn;
@@ -78,6 +80,7 @@ export class SampleColumnsBuilder {
   private capacity: number;
   private timestampMs: Float64Array;
   private malicious: Uint8Array;
+  private score: Float64Array;
   private attackTypeIds: Int32Array;
   private clientKeyIds: Int32Array;
   private clientIpIds: Int32Array;
@@ -101,6 +104,7 @@ export class SampleColumnsBuilder {
     );
     this.timestampMs = sharedFloat64(this.capacity);
     this.malicious = sharedUint8(this.capacity);
+    this.score = sharedFloat64(this.capacity);
     this.attackTypeIds = sharedInt32(this.capacity);
     this.clientKeyIds = sharedInt32(this.capacity);
     this.clientIpIds = sharedInt32(this.capacity);
@@ -133,6 +137,7 @@ export class SampleColumnsBuilder {
     m.set(this.malicious);
     this.malicious = m;
     this.timestampMs = copyF64(this.timestampMs);
+    this.score = copyF64(this.score);
     this.attackTypeIds = copyI32(this.attackTypeIds);
     this.clientKeyIds = copyI32(this.clientKeyIds);
     this.clientIpIds = copyI32(this.clientIpIds);
@@ -157,6 +162,7 @@ export class SampleColumnsBuilder {
     }
     this.timestampMs[i] = ts;
     this.malicious[i] = sample.malicious ? 1 : 0;
+    this.score[i] = sample.score ?? 0;
     this.attackTypeIds[i] = this.attackTypes.id(sample.attackType);
     this.clientKeyIds[i] = this.clientKeys.id(sample.clientKey);
     this.clientIpIds[i] = this.clientIps.id(sample.clientIp);
@@ -181,6 +187,7 @@ export class SampleColumnsBuilder {
       length: n,
       timestampMs: this.timestampMs.subarray(0, n),
       malicious: this.malicious.subarray(0, n),
+      score: this.score.subarray(0, n),
       attackType: { ids: this.attackTypeIds.subarray(0, n), values: this.attackTypes.values },
       clientKey: { ids: this.clientKeyIds.subarray(0, n), values: this.clientKeys.values },
       clientIp: { ids: this.clientIpIds.subarray(0, n), values: this.clientIps.values },

@@ -283,6 +283,11 @@ describe('shadow statistics: AUC-ROC', () => {
     expect(r).to.include({ positives: 3, negatives: 2, defined: true });
   });
 
+  // scikit-learn's roc_auc_score documentation example: y = [0, 0, 1, 1], scores = [0.1, 0.4, 0.35, 0.8] → 0.75.
+  it("reproduces scikit-learn's roc_auc_score documentation example", () => {
+    expect(aucRoc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]).value).to.equal(0.75);
+  });
+
   // All scores equal → every pair tied → 0.5; perfect separation → 1; inverted → 0.
   it('gives 0.5 for all ties, 1 for perfect and 0 for inverted ranking', () => {
     expect(aucRoc([1, 1, 1, 1], [1, 0, 1, 0]).value).to.equal(0.5);
@@ -395,6 +400,13 @@ describe('shadow statistics: chi-square test of independence', () => {
 });
 
 describe("shadow statistics: Fisher's exact test", () => {
+  // SciPy's fisher_exact documentation example: fisher_exact([[6, 2], [1, 4]]) → pvalue 0.10256410256410257
+  // (two-sided); by hand 176/1716 (tables with x = 2, 6, 7 of C(8,x)·C(5,7−x)/C(13,7)).
+  it("reproduces SciPy's fisher_exact documentation example", () => {
+    expectClose(fisherExact({ tp: 6, fp: 2, fn: 1, tn: 4 }).pValue, 0.10256410256410257, 1e-12);
+    expectClose(fisherExact({ tp: 6, fp: 2, fn: 1, tn: 4 }).pValue, 176 / 1716, 1e-12);
+  });
+
   // Fisher's lady tasting tea, [[3,1],[1,3]]: two-sided p = 34/70 = 0.4857, and SciPy's fisher_exact on the other tables.
   it('matches the tea-tasting example and SciPy', () => {
     expectClose(fisherExact({ tp: 3, fp: 1, fn: 1, tn: 3 }).pValue, 34 / 70, 1e-12);
@@ -447,9 +459,26 @@ describe("shadow statistics: McNemar's test", () => {
     expectClose(mcnemarTest(30, 10, { exactBelow: 1000 }).pValue, 0.0022214337732293643, 1e-10);
   });
 
-  // b = c with many pairs gives statistic 0 and p = 1 (clamped bracket; R would give 0.005 / 0.944).
-  it('clamps the continuity bracket when b = c', () => {
-    expect(mcnemarTest(100, 100)).to.include({ statistic: 0, pValue: 1 });
+  // b = c: the bracket is NOT clamped, as in R's mcnemar.test (STATISTIC <- (abs(x[1,2] - x[2,1]) - YATES)^2 /
+  // (x[1,2] + x[2,1])) and statsmodels' mcnemar(exact=False, correction=True): b = c = 26 → 1/52 = 0.01923,
+  // p = 0.8897 (issue 20's reference); b = c = 100 → 1/200 = 0.005, p = 0.9436.
+  it('does not clamp the continuity bracket when b = c (R, statsmodels)', () => {
+    const r = mcnemarTest(26, 26);
+    expect(r.method).to.equal('chi_square_continuity_corrected');
+    expectClose(r.statistic, 1 / 52, 1e-15);
+    expectClose(r.pValue, 0.8897, 1e-4);
+    expectClose(mcnemarTest(100, 100).statistic, 0.005, 1e-15);
+    expectClose(mcnemarTest(100, 100).pValue, 0.9436, 1e-4);
+    // The exact method still answers p = 1 for b = c; its statistic is the corrected chi-square, for reference.
+    expect(mcnemarTest(5, 5)).to.include({ method: 'exact_binomial', pValue: 1, statistic: 0.1 });
+  });
+
+  // R's own help-page example (Agresti 1990, p. 350): mcnemar.test(matrix(c(794, 86, 150, 570), nrow = 2))
+  // prints "McNemar's chi-squared = 16.818, df = 1, p-value = 4.115e-05" (b = x[1,2] = 150, c = x[2,1] = 86).
+  it("reproduces R's mcnemar.test help-page example to its printed digits", () => {
+    const r = mcnemarTest(150, 86);
+    expect(r.statistic.toFixed(3)).to.equal('16.818');
+    expect(r.pValue.toExponential(3)).to.equal('4.115e-5');
   });
 
   // No discordant pairs: defined=false, p = 1, statistic 0.

@@ -28,7 +28,8 @@
  *
  * McNemar's test: exact two-sided binomial test on the discordant pairs when
  * b + c < 25, otherwise the chi-square statistic with continuity correction
- * (|b − c| − 1)² / (b + c); `method` says which.
+ * (|b − c| − 1)² / (b + c), unclamped as in R's mcnemar.test and statsmodels
+ * (b = c = 26 gives 1/52, p = 0.8897); `method` says which.
  */
 
 /** 2×2 confusion matrix of a rule's predictions against ground truth. */
@@ -523,7 +524,10 @@ export interface McNemarTest {
   readonly b: number;
   /** Discordant pairs of the other kind, e.g. candidate right and baseline wrong. */
   readonly c: number;
-  /** max(0, |b − c| − 1)² / (b + c), reported whichever method gives the p-value; 0 when b + c = 0. */
+  /**
+   * (|b − c| − 1)² / (b + c), the continuity-corrected chi-square, reported whichever method gives
+   * the p-value (for the exact method it is for reference only); 0 when b + c = 0.
+   */
   readonly statistic: number;
   readonly degreesOfFreedom: 1;
   readonly pValue: number;
@@ -540,9 +544,9 @@ export const MCNEMAR_EXACT_BELOW = 25;
  * pairs carry information: under H0 each is b-type or c-type with probability
  * ½. b + c < 25 (`exactBelow`): exact two-sided binomial,
  * p = min(1, 2·P(X ≤ min(b, c))), X ~ Bin(b + c, ½). Otherwise the chi-square
- * with Edwards' continuity correction, (|b − c| − 1)² / (b + c), df 1. The
- * bracket is clamped at 0 for b = c (R's mcnemar.test does not clamp; it only
- * differs when b = c, where the honest p-value is 1).
+ * with Edwards' continuity correction, (|b − c| − 1)² / (b + c), df 1, as R's
+ * mcnemar.test and statsmodels' mcnemar(exact=False) compute it: not clamped, so
+ * b = c gives 1/(2b) (p just below 1), not 0.
  */
 export function mcnemarTest(b: number, c: number, options: { exactBelow?: number } = {}): McNemarTest {
   if (!Number.isInteger(b) || !Number.isInteger(c) || b < 0 || c < 0) {
@@ -550,7 +554,7 @@ export function mcnemarTest(b: number, c: number, options: { exactBelow?: number
   }
   const exactBelow = options.exactBelow ?? MCNEMAR_EXACT_BELOW;
   const n = b + c;
-  const deviation = Math.max(0, Math.abs(b - c) - 1);
+  const deviation = Math.abs(b - c) - 1;
   const statistic = n === 0 ? 0 : (deviation * deviation) / n;
   if (n < exactBelow) {
     const pValue = n === 0 ? 1 : Math.min(1, 2 * binomialCdf(Math.min(b, c), n, 0.5));

@@ -21,6 +21,15 @@ describe('shadow traffic-sample: validateSample', () => {
     expect(validateSample(good)).to.equal(null);
     expect(validateSample({ ...good, clientIp: '2001:db8::1', userAgent: '', headers: {} })).to.equal(null);
     expect(validateSample({ ...good, malicious: true, attackType: 'scanner', status: 404 })).to.equal(null);
+    expect(validateSample({ ...good, score: 0 })).to.equal(null);
+    expect(validateSample({ ...good, score: 0.73 })).to.equal(null);
+  });
+
+  // A score, when carried, is a finite number ≥ 0.
+  it('rejects a bad score', () => {
+    expect(validateSample({ ...good, score: -0.1 })).to.equal('score: -0.1 must be a finite number ≥ 0');
+    expect(validateSample({ ...good, score: Number.NaN })).to.equal('score: NaN must be a finite number ≥ 0');
+    expect(validateSample({ ...good, score: Number.POSITIVE_INFINITY })).to.equal('score: Infinity must be a finite number ≥ 0');
   });
 
   // Each bad field gives its own exact per-row reason naming the proto field.

@@ -34,6 +34,8 @@ export interface TrafficSample {
   malicious: boolean;
   /** e.g. 'scanner', 'credential_stuffing'; '' for benign samples. */
   attackType: string;
+  /** A detector's score (higher = more suspicious), finite and ≥ 0; absent when the sample carries none. */
+  score?: number;
 }
 
 /**
@@ -147,5 +149,8 @@ export function validateSample(sample: unknown): string | null {
   if (hasNul(s.attackType)) return 'attack_type: must not contain a NUL character';
   if (s.malicious && s.attackType.length === 0) return 'attack_type: must be set when malicious is true';
   if (!s.malicious && s.attackType.length !== 0) return 'attack_type: must be empty when malicious is false';
+  if (s.score !== undefined && (typeof s.score !== 'number' || !Number.isFinite(s.score) || s.score < 0)) {
+    return `score: ${String(s.score)} must be a finite number ≥ 0`;
+  }
   return null;
 }

@@ -92,6 +92,22 @@ describe('shadow evaluate: evaluateRule', function () {
     expect(comparison.deltas.recall).to.be.closeTo(0.1, 1e-15);
   });
 
+  // A score rule ranks by the samples' own scores: scikit-learn's roc_auc_score documentation example
+  // (y = [0, 0, 1, 1], scores = [0.1, 0.4, 0.35, 0.8] → 0.75), while the rule at 0.38 fires on
+  // [0, 1, 0, 1] with balanced accuracy 0.5 — AUC is no longer balanced accuracy.
+  it('gives a ranking AUC from sample scores', async () => {
+    const scores = [0.1, 0.4, 0.35, 0.8];
+    const samples = scores.map((score, i) => sample(i, `/p/${i}`, i >= 2, { score }));
+    const r = await evaluateRule({ samples, rule: { type: 'score', minScore: 0.38 }, workers: 0 });
+    expect(r.candidate.scoreKind).to.equal('graded');
+    expect(r.candidate.aucRoc).to.include({ value: 0.75, defined: true });
+    expect(r.candidate.matrix).to.deep.equal({ tp: 1, fp: 1, fn: 1, tn: 1 });
+    expect(r.candidate.metrics.balancedAccuracy.value).to.equal(0.5);
+    // The same through worker threads.
+    const parallel = await evaluateRule({ samples, rule: { type: 'score', minScore: 0.38 }, workers: 2 });
+    expect(parallel.candidate.aucRoc.value).to.equal(0.75);
+  });
+
   // Invalid rules are reported with the proto field path, prefixed rule / baseline_rule.
   it('names the invalid field of the rule or baseline', async () => {
     const bad = { type: 'rate_limit', maxRequests: 0, windowSeconds: 60, keyBy: 'client_ip' } as RuleConfig;

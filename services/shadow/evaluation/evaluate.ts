@@ -23,7 +23,7 @@ import {
   type SignificanceSummary,
 } from '../domain/recommendation';
 import { planReplay, type ReplayOutput } from '../domain/replay';
-import { compileRule, describeRule, hasRateLimit, ruleHeaderNames, type RuleConfig } from '../domain/rules';
+import { compileRule, describeRule, hasGradedScore, ruleHeaderNames, type RuleConfig } from '../domain/rules';
 import { isSampleColumns, toSampleColumns, type SampleColumns } from '../domain/sample-columns';
 import {
   aucFromMatrix,
@@ -75,7 +75,7 @@ export interface RuleEvaluation {
   readonly matrix: ConfusionMatrix;
   readonly metrics: DetectionMetrics;
   readonly aucRoc: AucResult;
-  /** 'graded' when the rule has a rate limit (AUC ranks by the score), 'binary' when AUC = balanced accuracy. */
+  /** 'graded' when the rule's score is graded (rules.ts hasGradedScore: AUC ranks by it), 'binary' when AUC = balanced accuracy. */
   readonly scoreKind: 'graded' | 'binary';
   /** Pearson chi-square with Yates' continuity correction (the one decisions use unless expected counts < 5). */
   readonly chiSquare: ChiSquareTest;
@@ -231,11 +231,11 @@ export async function evaluateRule(input: EvaluateRuleInput): Promise<Evaluation
   const replayMs = performance.now() - replayStarted;
 
   const statisticsStarted = performance.now();
-  const candidate = evaluateOne(describeRule(input.rule), outputs[0], columns, hasRateLimit(candidateRule), thresholds);
+  const candidate = evaluateOne(describeRule(input.rule), outputs[0], columns, hasGradedScore(candidateRule), thresholds);
   let baseline: EvaluationResult['baseline'] = null;
   let baselineSummary: BaselineSummary | undefined;
   if (baselineRule && input.baseline) {
-    const base = evaluateOne(describeRule(input.baseline), outputs[1], columns, hasRateLimit(baselineRule), thresholds);
+    const base = evaluateOne(describeRule(input.baseline), outputs[1], columns, hasGradedScore(baselineRule), thresholds);
     const pairs = pairedDisagreements(outputs[0].predictions, outputs[1].predictions, columns.malicious);
     const mcnemar = mcnemarTest(pairs.baselineOnlyCorrect, pairs.candidateOnlyCorrect);
     const benignMcnemar = mcnemarTest(pairs.benign.baselineOnlyCorrect, pairs.benign.candidateOnlyCorrect);

@@ -83,6 +83,7 @@ type FoldTask = {
   columnIds: Readonly<Record<string, Int32Array>>;
   tables: Uint8Array[];
   counts: Int32Array[];
+  sampleScores: Float64Array;
   from: number;
   to: number;
   outputs: readonly { scores: Float64Array; predictions: Uint8Array }[];
@@ -113,7 +114,7 @@ function runWorker(): void {
         computeWindowCounts(task.ts, task.index, task.keyFrom, task.keyTo, task.windowMs, task.out);
         port.postMessage({ id, ok: true } satisfies Reply);
       } else {
-        const ctx = { columnIds: task.columnIds, tables: task.tables, counts: task.counts };
+        const ctx = { columnIds: task.columnIds, tables: task.tables, counts: task.counts, sampleScores: task.sampleScores };
         const fired = foldRange(task.programs, ctx, task.from, task.to, task.outputs);
         port.postMessage({ id, ok: true, fired } satisfies Reply);
       }
@@ -364,6 +365,7 @@ export async function executePlanParallel(
         columnIds: ctx.columnIds,
         tables: [...ctx.tables],
         counts: [...ctx.counts],
+        sampleScores: ctx.sampleScores,
         from,
         to,
         outputs: plan.outputs,

@@ -54,6 +54,7 @@ export function sampleFromProto(sample: IngestSamplesRequest['samples'][number])
     requestBytes: Number(sample.requestBytes),
     malicious: sample.malicious,
     attackType: sample.attackType,
+    ...(sample.score === undefined ? {} : { score: sample.score }),
   };
 }
 

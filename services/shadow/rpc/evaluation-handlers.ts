@@ -25,7 +25,7 @@ import { isUuid } from '../domain/rollout-spec';
 import { noSamples } from '../errors';
 import type { EvaluationJobs, EvaluationRow, EvaluationState as JobState } from '../store/evaluation-jobs';
 import { DATASET_PATTERN, hasSamples } from '../store/sample-store';
-import { thresholdsFromProto } from './evaluation-mapping';
+import { thresholdsFromProto, thresholdsToProto } from './evaluation-mapping';
 import { validatedRule } from './rule-mapping';
 
 export type EvaluationMethods = 'startEvaluation' | 'getEvaluation' | 'listEvaluations';
@@ -66,7 +66,8 @@ export function toEvaluation(row: EvaluationRow): Evaluation {
     rule: Rule.fromJSON(row.rule),
     baselineRule: row.baseline_rule ? Rule.fromJSON(row.baseline_rule) : undefined,
     selection: ProtoSampleSelection.fromJSON(row.selection),
-    thresholds: Thresholds.fromJSON(row.thresholds),
+    // The values applied, defaults filled in (rows stored before they were resolved at creation hold only the overrides).
+    thresholds: thresholdsToProto(resolveThresholds(thresholdsFromProto(Thresholds.fromJSON(row.thresholds)))),
     result: row.result ? ProtoEvaluationResult.fromJSON(row.result) : undefined,
     error: row.error,
     createdAt: row.created_at,
@@ -99,14 +100,15 @@ export function evaluationHandlers(deps: EvaluationHandlerDeps): Pick<ShadowServ
       if (selection.startTime && selection.endTime && selection.startTime >= selection.endTime) {
         throw ServiceError.invalidArgument('selection.end_time', 'must be after start_time');
       }
-      resolveThresholds(thresholdsFromProto(request.thresholds));
+      const thresholds = resolveThresholds(thresholdsFromProto(request.thresholds));
       if (!(await hasSamples(pool, selection.dataset))) throw noSamples(selection.dataset);
       const row = await jobs.create({
         name: request.name,
         rule: Rule.toJSON(request.rule!),
         baselineRule: request.baselineRule ? Rule.toJSON(request.baselineRule) : null,
         selection: ProtoSampleSelection.toJSON(selection),
-        thresholds: Thresholds.toJSON(request.thresholds ?? Thresholds.fromPartial({})),
+        // Stored as applied, so a later change of a default does not change what this evaluation was judged by.
+        thresholds: Thresholds.toJSON(thresholdsToProto(thresholds)),
         idempotencyKey,
       });
       wake();

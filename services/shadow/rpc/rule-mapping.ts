@@ -7,7 +7,7 @@ import { RateLimitKey, type Rule } from '../../../gen/shieldx/shadow/v1/shadow';
 import { compileRule, RULE_LIMITS, type RuleConfig } from '../domain/rules';
 import { invalidRule } from '../errors';
 
-const KIND_NAMES = 'rate_limit, ip_blocklist, path_pattern, header_pattern, all, any';
+const KIND_NAMES = 'rate_limit, ip_blocklist, path_pattern, header_pattern, score, all, any';
 const KEY_BY_VALUES: readonly RateLimitKey[] = [
   RateLimitKey.RATE_LIMIT_KEY_UNSPECIFIED,
   RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP,
@@ -47,6 +47,8 @@ export function ruleFromProto(rule: Rule | undefined, field = 'rule', depth = 0)
         patterns: kind.value.patterns,
         caseInsensitive: kind.value.caseInsensitive,
       };
+    case 'score':
+      return { type: 'score', minScore: kind.value.minScore };
     case 'all':
     case 'any':
       return {

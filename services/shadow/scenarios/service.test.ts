@@ -6,6 +6,7 @@ import {
   EvaluationState,
   RateLimitKey,
   ShadowServiceClient,
+  Thresholds,
   type Evaluation,
   type IngestSamplesResponse,
   type Rule,
@@ -161,7 +162,7 @@ describe('shadow service over gRPC', function () {
 
   // Thresholds out of range, a missing dataset and an empty dataset are refused before a job exists.
   it('rejects bad thresholds and selections', async () => {
-    const thresholds = { minPrecision: 1.5, minRecall: 0, maxFalsePositiveRate: 0, significanceLevel: 0, minSamples: 0n };
+    const thresholds = Thresholds.fromPartial({ minPrecision: 1.5 });
     expect(errorDetails((await start({ rule: scannerRule, selection: { dataset, limit: 0n }, thresholds })).error)?.fieldViolations[0]?.field).to.equal('thresholds.min_precision');
     expect(errorDetails((await start({ rule: scannerRule })).error)?.fieldViolations[0]?.field).to.equal('selection.dataset');
     expect(errorDetails((await start({ rule: scannerRule, selection: { dataset: 'nothing-here', limit: 0n } })).error)).to.include({

@@ -81,6 +81,7 @@ async function insertSamples(pool: Pick<pg.Pool | pg.PoolClient, 'query'>, datas
     requestBytes: [] as string[],
     malicious: [] as boolean[],
     attackType: [] as string[],
+    score: [] as (number | null)[],
   };
   for (const row of rows) {
     columns.observedAt.push(new Date(row.timestampMs).toISOString());
@@ -94,12 +95,13 @@ async function insertSamples(pool: Pick<pg.Pool | pg.PoolClient, 'query'>, datas
     columns.requestBytes.push(String(row.requestBytes));
     columns.malicious.push(row.malicious);
     columns.attackType.push(row.attackType);
+    columns.score.push(row.score ?? null);
   }
   await pool.query(
     `INSERT INTO shadow_samples
-       (dataset, observed_at, client_key, client_ip, method, path, status, user_agent, headers, request_bytes, malicious, attack_type)
+       (dataset, observed_at, client_key, client_ip, method, path, status, user_agent, headers, request_bytes, malicious, attack_type, score)
      SELECT $1, * FROM unnest($2::timestamptz[], $3::text[], $4::inet[], $5::text[], $6::text[], $7::smallint[],
-                              $8::text[], $9::jsonb[], $10::bigint[], $11::boolean[], $12::text[])`,
+                              $8::text[], $9::jsonb[], $10::bigint[], $11::boolean[], $12::text[], $13::float8[])`,
     [
       dataset,
       columns.observedAt,
@@ -113,6 +115,7 @@ async function insertSamples(pool: Pick<pg.Pool | pg.PoolClient, 'query'>, datas
       columns.requestBytes,
       columns.malicious,
       columns.attackType,
+      columns.score,
     ],
   );
 }
@@ -137,7 +140,7 @@ export async function loadSampleColumns(
     await client.query(
       `DECLARE shadow_samples_cursor NO SCROLL CURSOR FOR
        SELECT (extract(epoch FROM observed_at) * 1000)::float8, client_key, host(client_ip), path, user_agent,
-              malicious, attack_type, ARRAY(SELECT headers ->> h FROM unnest($5::text[]) AS h)
+              malicious, attack_type, ARRAY(SELECT headers ->> h FROM unnest($5::text[]) AS h), score
        FROM shadow_samples
        WHERE dataset = $1
          AND ($2::timestamptz IS NULL OR observed_at >= $2)
@@ -169,6 +172,7 @@ export async function loadSampleColumns(
           requestBytes: 0,
           malicious: row[5] as boolean,
           attackType: row[6] as string,
+          ...(row[8] === null ? {} : { score: row[8] as number }),
         });
       }
       loaded += page.rows.length;

@@ -119,6 +119,146 @@ export function evaluationStateToJSON(object: EvaluationState): string {
   }
 }
 
+/** Which score auc_roc ranks the samples by. */
+export enum AucRocMethod {
+  AUC_ROC_METHOD_UNSPECIFIED = 0,
+  /**
+   * AUC_ROC_METHOD_BINARY - The rule's score is only 0 or 1 (an IP blocklist, a single pattern): AUC
+   * equals balanced accuracy.
+   */
+  AUC_ROC_METHOD_BINARY = 1,
+  /** AUC_ROC_METHOD_RANKED - The rule's score is graded (see Rule), so AUC ranks the samples by it. */
+  AUC_ROC_METHOD_RANKED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function aucRocMethodFromJSON(object: any): AucRocMethod {
+  switch (object) {
+    case 0:
+    case "AUC_ROC_METHOD_UNSPECIFIED":
+      return AucRocMethod.AUC_ROC_METHOD_UNSPECIFIED;
+    case 1:
+    case "AUC_ROC_METHOD_BINARY":
+      return AucRocMethod.AUC_ROC_METHOD_BINARY;
+    case 2:
+    case "AUC_ROC_METHOD_RANKED":
+      return AucRocMethod.AUC_ROC_METHOD_RANKED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return AucRocMethod.UNRECOGNIZED;
+  }
+}
+
+export function aucRocMethodToJSON(object: AucRocMethod): string {
+  switch (object) {
+    case AucRocMethod.AUC_ROC_METHOD_UNSPECIFIED:
+      return "AUC_ROC_METHOD_UNSPECIFIED";
+    case AucRocMethod.AUC_ROC_METHOD_BINARY:
+      return "AUC_ROC_METHOD_BINARY";
+    case AucRocMethod.AUC_ROC_METHOD_RANKED:
+      return "AUC_ROC_METHOD_RANKED";
+    case AucRocMethod.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Sign of TP*TN - FP*FN. */
+export enum Association {
+  ASSOCIATION_UNSPECIFIED = 0,
+  /** ASSOCIATION_POSITIVE - The rule fires more on malicious than on benign traffic. */
+  ASSOCIATION_POSITIVE = 1,
+  /** ASSOCIATION_NEGATIVE - The rule fires more on benign traffic. */
+  ASSOCIATION_NEGATIVE = 2,
+  ASSOCIATION_NONE = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function associationFromJSON(object: any): Association {
+  switch (object) {
+    case 0:
+    case "ASSOCIATION_UNSPECIFIED":
+      return Association.ASSOCIATION_UNSPECIFIED;
+    case 1:
+    case "ASSOCIATION_POSITIVE":
+      return Association.ASSOCIATION_POSITIVE;
+    case 2:
+    case "ASSOCIATION_NEGATIVE":
+      return Association.ASSOCIATION_NEGATIVE;
+    case 3:
+    case "ASSOCIATION_NONE":
+      return Association.ASSOCIATION_NONE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Association.UNRECOGNIZED;
+  }
+}
+
+export function associationToJSON(object: Association): string {
+  switch (object) {
+    case Association.ASSOCIATION_UNSPECIFIED:
+      return "ASSOCIATION_UNSPECIFIED";
+    case Association.ASSOCIATION_POSITIVE:
+      return "ASSOCIATION_POSITIVE";
+    case Association.ASSOCIATION_NEGATIVE:
+      return "ASSOCIATION_NEGATIVE";
+    case Association.ASSOCIATION_NONE:
+      return "ASSOCIATION_NONE";
+    case Association.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+export enum BaselineVerdict {
+  BASELINE_VERDICT_UNSPECIFIED = 0,
+  /** BASELINE_VERDICT_CANDIDATE_BETTER - mcnemar significant, candidate_only_correct > baseline_only_correct. */
+  BASELINE_VERDICT_CANDIDATE_BETTER = 1,
+  /** BASELINE_VERDICT_BASELINE_BETTER - mcnemar significant, baseline_only_correct > candidate_only_correct (a REJECT). */
+  BASELINE_VERDICT_BASELINE_BETTER = 2,
+  BASELINE_VERDICT_NO_SIGNIFICANT_DIFFERENCE = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function baselineVerdictFromJSON(object: any): BaselineVerdict {
+  switch (object) {
+    case 0:
+    case "BASELINE_VERDICT_UNSPECIFIED":
+      return BaselineVerdict.BASELINE_VERDICT_UNSPECIFIED;
+    case 1:
+    case "BASELINE_VERDICT_CANDIDATE_BETTER":
+      return BaselineVerdict.BASELINE_VERDICT_CANDIDATE_BETTER;
+    case 2:
+    case "BASELINE_VERDICT_BASELINE_BETTER":
+      return BaselineVerdict.BASELINE_VERDICT_BASELINE_BETTER;
+    case 3:
+    case "BASELINE_VERDICT_NO_SIGNIFICANT_DIFFERENCE":
+      return BaselineVerdict.BASELINE_VERDICT_NO_SIGNIFICANT_DIFFERENCE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return BaselineVerdict.UNRECOGNIZED;
+  }
+}
+
+export function baselineVerdictToJSON(object: BaselineVerdict): string {
+  switch (object) {
+    case BaselineVerdict.BASELINE_VERDICT_UNSPECIFIED:
+      return "BASELINE_VERDICT_UNSPECIFIED";
+    case BaselineVerdict.BASELINE_VERDICT_CANDIDATE_BETTER:
+      return "BASELINE_VERDICT_CANDIDATE_BETTER";
+    case BaselineVerdict.BASELINE_VERDICT_BASELINE_BETTER:
+      return "BASELINE_VERDICT_BASELINE_BETTER";
+    case BaselineVerdict.BASELINE_VERDICT_NO_SIGNIFICANT_DIFFERENCE:
+      return "BASELINE_VERDICT_NO_SIGNIFICANT_DIFFERENCE";
+    case BaselineVerdict.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export enum Decision {
   DECISION_UNSPECIFIED = 0,
   DECISION_APPROVE_FULL_DEPLOYMENT = 1,
@@ -352,6 +492,12 @@ export interface TrafficSample {
   malicious: boolean;
   /** e.g. "scanner", "credential_stuffing"; empty for benign traffic. */
   attackType: string;
+  /**
+   * A detector's score for this request (e.g. a model's probability of attack),
+   * higher = more suspicious; finite and >= 0. Read by Rule.score; a sample
+   * without one scores 0 there.
+   */
+  score?: number | undefined;
 }
 
 export interface TrafficSample_HeadersEntry {
@@ -421,7 +567,27 @@ export interface CompositeRule {
   rules: Rule[];
 }
 
-/** A security rule: predicts "malicious" (block) for a request. */
+/** Fires when the sample's score (TrafficSample.score) is at least min_score. */
+export interface ScoreRule {
+  /** Finite, > 0. */
+  minScore: number;
+}
+
+/**
+ * A security rule: predicts "malicious" (block) for a request.
+ *
+ * Every rule also gives each request a score, which fires the rule iff it is
+ * >= 1, and which DetectionMetrics.auc_roc ranks the samples by:
+ *  - path_pattern, header_pattern: the number of its patterns that match (so a
+ *    rule with two or more patterns is graded; one pattern scores 0 or 1);
+ *  - ip_blocklist: 0 or 1;
+ *  - rate_limit: requests in the window / (max_requests + 1), graded;
+ *  - score: TrafficSample.score / min_score, graded;
+ *  - all: the smallest score of its rules; any: the largest.
+ * A rule is graded (auc_roc_method AUC_ROC_METHOD_RANKED) when any of its rules
+ * is; otherwise its score is 0/1 and AUC equals balanced accuracy
+ * (AUC_ROC_METHOD_BINARY).
+ */
 export interface Rule {
   kind?:
     | { $case: "rateLimit"; value: RateLimitRule }
@@ -434,6 +600,7 @@ export interface Rule {
     | //
     /** Fires when any sub-rule fires. */
     { $case: "any"; value: CompositeRule }
+    | { $case: "score"; value: ScoreRule }
     | undefined;
 }
 
@@ -447,18 +614,48 @@ export interface SampleSelection {
   limit: bigint;
 }
 
-/** Decision thresholds; zero values take the documented defaults. */
+/**
+ * Decision thresholds; zero values take the documented defaults. A value out of
+ * range is INVALID_ARGUMENT naming the field (e.g. "thresholds.confidence_level").
+ * Evaluation.thresholds answers the values applied, defaults filled in.
+ */
 export interface Thresholds {
-  /** Default 0.95 (on the Wilson lower bound). */
+  /** Default 0.95 (on the Wilson lower bound); 0..1. */
   minPrecision: number;
-  /** Default 0.80 (on the Wilson lower bound). */
+  /** Default 0.80 (on the Wilson lower bound); 0..1. */
   minRecall: number;
-  /** Default 0.01 (on the Wilson upper bound). */
+  /** Default 0.01 (on the Wilson upper bound); 0..1. */
   maxFalsePositiveRate: number;
-  /** Default 0.05. */
+  /** Default 0.05; (0, 0.5]. The alpha of the association test and of McNemar. */
   significanceLevel: number;
-  /** Default 100. */
+  /** Default 100; 1..1000000000. */
   minSamples: bigint;
+  /**
+   * Canary needs the precision Wilson lower bound >= this; a precision UPPER bound
+   * below it is a REJECT. Default min(0.80, min_precision); must not exceed min_precision.
+   */
+  canaryMinPrecision: number;
+  /**
+   * Canary needs the recall Wilson lower bound >= this. Default min(0.50, min_recall);
+   * must not exceed min_recall.
+   */
+  canaryMinRecall: number;
+  /**
+   * Canary needs the false-positive-rate Wilson upper bound <= this; a LOWER bound
+   * above it is a REJECT. Default max(0.05, max_false_positive_rate); must not be
+   * below max_false_positive_rate.
+   */
+  canaryMaxFalsePositiveRate: number;
+  /**
+   * Fewer malicious, or fewer benign, samples make the decision NEEDS_REVIEW.
+   * Default 10; 1..1000000000.
+   */
+  minSamplesPerClass: bigint;
+  /**
+   * Confidence level of every interval (Rate.lower/upper) and so of every bound
+   * the decision reads. Default 0.95; 0.5..0.9999.
+   */
+  confidenceLevel: number;
 }
 
 export interface ConfusionMatrix {
@@ -468,7 +665,7 @@ export interface ConfusionMatrix {
   falseNegatives: bigint;
 }
 
-/** A proportion with its Wilson 95% score interval. */
+/** A proportion with its Wilson score interval (at Thresholds.confidence_level, default 95%). */
 export interface Rate {
   value: number;
   lower: number;
@@ -487,16 +684,74 @@ export interface DetectionMetrics {
   recall?: Rate | undefined;
   specificity?: Rate | undefined;
   falsePositiveRate?: Rate | undefined;
-  accuracy?: Rate | undefined;
+  accuracy?:
+    | Rate
+    | undefined;
+  /** 2TP / (2TP + FP + FN); 0 when undefined (f1_defined false: no TP, FP or FN). */
   f1: number;
+  /** Matthews correlation; 0 when undefined (mcc_defined false: a zero margin). */
   mcc: number;
+  /** (recall + specificity) / 2; 0.5 when undefined (one class absent). */
   balancedAccuracy: number;
+  /**
+   * Probability that a random malicious sample scores above a random benign one,
+   * ties counting half (Mann-Whitney U / (P * N)); 0.5 when undefined (one class
+   * absent). See auc_roc_method for which score it ranks.
+   */
   aucRoc: number;
+  f1Defined: boolean;
+  mccDefined: boolean;
+  balancedAccuracyDefined: boolean;
+  aucRocDefined: boolean;
+  /** TN / (TN + FN): of the requests the rule lets through, the share that are benign. */
+  negativePredictiveValue?: Rate | undefined;
+  aucRocMethod: AucRocMethod;
+}
+
+/** The association test the decision used. */
+export interface AssociationDecision {
+  /**
+   * "chi_square_independence" (EvaluationResult.chi_square, with Yates' correction)
+   * or "fisher_exact" (EvaluationResult.fisher_exact, used when the smallest
+   * expected count is below 5).
+   */
+  test: string;
+  pValue: number;
+  /**
+   * p_value < significance_level and association is positive: what the
+   * "significance" gate of the decision reads.
+   */
+  significant: boolean;
+  association: Association;
+  /** Smallest expected cell count of the 2x2 table; below 5 Fisher's test decides. */
+  minExpected: number;
+}
+
+/** How often a rule fires on one attack type. */
+export interface AttackTypeBreakdown {
+  /** As on the samples; "" for benign samples. */
+  attackType: string;
+  samples: bigint;
+  fired: bigint;
+  /**
+   * fired / samples with its Wilson interval: the recall on that attack type, or
+   * for "" the false-positive rate.
+   */
+  firingRate?: Rate | undefined;
 }
 
 export interface SignificanceTest {
-  /** "chi_square_independence", "mcnemar_exact", "mcnemar_chi_square". */
+  /** "chi_square_independence", "fisher_exact", "mcnemar_exact", "mcnemar_chi_square". */
   name: string;
+  /**
+   * chi_square_independence: Pearson's chi-square, with Yates' correction when
+   * continuity_corrected. mcnemar_chi_square: (|b - c| - 1)^2 / (b + c), not
+   * clamped (as R's mcnemar.test: b = c = 26 gives 0.01923). mcnemar_exact: the
+   * same continuity-corrected chi-square, for reference only; p_value is then the
+   * exact two-sided binomial test on the b + c discordant pairs (b + c < 25), and
+   * continuity_corrected is false. fisher_exact: 0 (the p-value sums the
+   * hypergeometric tables no more likely than the observed one, two-sided).
+   */
   statistic: number;
   pValue: number;
   significant: boolean;
@@ -515,7 +770,38 @@ export interface BaselineComparison {
   candidateOnlyCorrect: bigint;
   /** Samples the baseline gets right and the candidate wrong. */
   baselineOnlyCorrect: bigint;
-  mcnemar?: SignificanceTest | undefined;
+  /** McNemar on every discordant sample: b = baseline_only_correct, c = candidate_only_correct. */
+  mcnemar?:
+    | SignificanceTest
+    | undefined;
+  /**
+   * McNemar on benign samples only (b = benign_baseline_only_correct: the baseline
+   * let it through and the candidate blocks it; c = benign_candidate_only_correct).
+   * Significant with b > c, it downgrades APPROVE_FULL_DEPLOYMENT to APPROVE_CANARY.
+   */
+  benignMcnemar?: SignificanceTest | undefined;
+  benignCandidateOnlyCorrect: bigint;
+  benignBaselineOnlyCorrect: bigint;
+  /** McNemar on malicious samples only (b = attacks only the baseline catches). */
+  maliciousMcnemar?: SignificanceTest | undefined;
+  maliciousCandidateOnlyCorrect: bigint;
+  maliciousBaselineOnlyCorrect: bigint;
+  verdict: BaselineVerdict;
+  /** Candidate minus baseline point estimates. */
+  deltas?:
+    | MetricDeltas
+    | undefined;
+  /** The baseline's firing by attack type. */
+  byAttackType: AttackTypeBreakdown[];
+}
+
+/** Candidate minus baseline, point estimates. */
+export interface MetricDeltas {
+  precision: number;
+  recall: number;
+  falsePositiveRate: number;
+  f1: number;
+  mcc: number;
 }
 
 export interface Recommendation {
@@ -525,19 +811,58 @@ export interface Recommendation {
   risk: RiskLevel;
   /** Human-readable, e.g. "precision lower bound 0.962 >= 0.95". */
   reasons: string[];
+  /** Every gate evaluated, passed or not (reasons holds those that explain the decision). */
+  checks: RecommendationCheck[];
+}
+
+export interface RecommendationCheck {
+  /**
+   * e.g. "significance", "precision_full", "false_positive_rate_canary",
+   * "sample_size", "baseline", "baseline_benign".
+   */
+  name: string;
+  passed: boolean;
+  message: string;
 }
 
 export interface EvaluationResult {
   samplesEvaluated: bigint;
   matrix?: ConfusionMatrix | undefined;
-  metrics?: DetectionMetrics | undefined;
+  metrics?:
+    | DetectionMetrics
+    | undefined;
+  /**
+   * Pearson's chi-square with Yates' correction. Its `significant` is p_value <
+   * significance_level only; which test the decision used is in `association`.
+   */
   chiSquare?:
     | SignificanceTest
     | undefined;
   /** Set when a baseline rule was given. */
   baseline?: BaselineComparison | undefined;
   recommendation?: Recommendation | undefined;
-  duration?: Duration | undefined;
+  duration?:
+    | Duration
+    | undefined;
+  /** The same chi-square without Yates' correction, for reference. */
+  chiSquareUncorrected?:
+    | SignificanceTest
+    | undefined;
+  /**
+   * Fisher's exact test, two-sided; set when the smallest expected count is
+   * below 5, and then it is the test the decision used.
+   */
+  fisherExact?:
+    | SignificanceTest
+    | undefined;
+  /** The association test the decision used, its p-value and verdict. */
+  association?:
+    | AssociationDecision
+    | undefined;
+  /** The candidate's firing by attack type ("" = benign), sorted by attack type. */
+  byAttackType: AttackTypeBreakdown[];
+  maliciousSamples: bigint;
+  benignSamples: bigint;
 }
 
 export interface Evaluation {
@@ -793,6 +1118,7 @@ function createBaseTrafficSample(): TrafficSample {
     requestBytes: 0n,
     malicious: false,
     attackType: "",
+    score: undefined,
   };
 }
 
@@ -833,6 +1159,9 @@ export const TrafficSample: MessageFns<TrafficSample> = {
     }
     if (message.attackType !== "") {
       writer.uint32(90).string(message.attackType);
+    }
+    if (message.score !== undefined) {
+      writer.uint32(97).double(message.score);
     }
     return writer;
   },
@@ -941,6 +1270,14 @@ export const TrafficSample: MessageFns<TrafficSample> = {
             message.attackType = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.score = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -999,6 +1336,7 @@ export const TrafficSample: MessageFns<TrafficSample> = {
         : isSet(object.attack_type)
         ? globalThis.String(object.attack_type)
         : "",
+      score: isSet(object.score) ? globalThis.Number(object.score) : undefined,
     };
   },
 
@@ -1043,6 +1381,9 @@ export const TrafficSample: MessageFns<TrafficSample> = {
     if (message.attackType !== "") {
       obj.attackType = message.attackType;
     }
+    if (message.score !== undefined) {
+      obj.score = floatToJson(message.score);
+    }
     return obj;
   },
 
@@ -1072,6 +1413,7 @@ export const TrafficSample: MessageFns<TrafficSample> = {
       : 0n;
     message.malicious = object.malicious ?? false;
     message.attackType = object.attackType ?? "";
+    message.score = object.score ?? undefined;
     return message;
   },
 };
@@ -1946,6 +2288,79 @@ export const CompositeRule: MessageFns<CompositeRule> = {
   },
 };
 
+function createBaseScoreRule(): ScoreRule {
+  return { minScore: 0 };
+}
+
+export const ScoreRule: MessageFns<ScoreRule> = {
+  encode(message: ScoreRule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.minScore !== 0) {
+      writer.uint32(9).double(message.minScore);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ScoreRule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseScoreRule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.minScore = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ScoreRule {
+    return {
+      minScore: isSet(object.minScore)
+        ? globalThis.Number(object.minScore)
+        : isSet(object.min_score)
+        ? globalThis.Number(object.min_score)
+        : 0,
+    };
+  },
+
+  toJSON(message: ScoreRule): unknown {
+    const obj: any = {};
+    if (message.minScore !== 0) {
+      obj.minScore = floatToJson(message.minScore);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ScoreRule>, I>>(base?: I): ScoreRule {
+    return ScoreRule.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ScoreRule>, I>>(object: I): ScoreRule {
+    const message = createBaseScoreRule();
+    message.minScore = object.minScore ?? 0;
+    return message;
+  },
+};
+
 function createBaseRule(): Rule {
   return { kind: undefined };
 }
@@ -1970,6 +2385,9 @@ export const Rule: MessageFns<Rule> = {
         break;
       case "any":
         CompositeRule.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
+      case "score":
+        ScoreRule.encode(message.kind.value, writer.uint32(58).fork()).join();
         break;
     }
     return writer;
@@ -2036,6 +2454,14 @@ export const Rule: MessageFns<Rule> = {
             message.kind = { $case: "any", value: CompositeRule.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "score", value: ScoreRule.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2070,6 +2496,8 @@ export const Rule: MessageFns<Rule> = {
         ? { $case: "all", value: CompositeRule.fromJSON(object.all) }
         : isSet(object.any)
         ? { $case: "any", value: CompositeRule.fromJSON(object.any) }
+        : isSet(object.score)
+        ? { $case: "score", value: ScoreRule.fromJSON(object.score) }
         : undefined,
     };
   },
@@ -2088,6 +2516,8 @@ export const Rule: MessageFns<Rule> = {
       obj.all = CompositeRule.toJSON(message.kind.value);
     } else if (message.kind?.$case === "any") {
       obj.any = CompositeRule.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "score") {
+      obj.score = ScoreRule.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2131,6 +2561,12 @@ export const Rule: MessageFns<Rule> = {
       case "any": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "any", value: CompositeRule.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "score": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "score", value: ScoreRule.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -2268,7 +2704,18 @@ export const SampleSelection: MessageFns<SampleSelection> = {
 };
 
 function createBaseThresholds(): Thresholds {
-  return { minPrecision: 0, minRecall: 0, maxFalsePositiveRate: 0, significanceLevel: 0, minSamples: 0n };
+  return {
+    minPrecision: 0,
+    minRecall: 0,
+    maxFalsePositiveRate: 0,
+    significanceLevel: 0,
+    minSamples: 0n,
+    canaryMinPrecision: 0,
+    canaryMinRecall: 0,
+    canaryMaxFalsePositiveRate: 0,
+    minSamplesPerClass: 0n,
+    confidenceLevel: 0,
+  };
 }
 
 export const Thresholds: MessageFns<Thresholds> = {
@@ -2290,6 +2737,24 @@ export const Thresholds: MessageFns<Thresholds> = {
         throw new globalThis.Error("value provided for field message.minSamples of type int64 too large");
       }
       writer.uint32(40).int64(message.minSamples);
+    }
+    if (message.canaryMinPrecision !== 0) {
+      writer.uint32(49).double(message.canaryMinPrecision);
+    }
+    if (message.canaryMinRecall !== 0) {
+      writer.uint32(57).double(message.canaryMinRecall);
+    }
+    if (message.canaryMaxFalsePositiveRate !== 0) {
+      writer.uint32(65).double(message.canaryMaxFalsePositiveRate);
+    }
+    if (message.minSamplesPerClass !== 0n) {
+      if (BigInt.asIntN(64, message.minSamplesPerClass) !== message.minSamplesPerClass) {
+        throw new globalThis.Error("value provided for field message.minSamplesPerClass of type int64 too large");
+      }
+      writer.uint32(72).int64(message.minSamplesPerClass);
+    }
+    if (message.confidenceLevel !== 0) {
+      writer.uint32(81).double(message.confidenceLevel);
     }
     return writer;
   },
@@ -2347,6 +2812,46 @@ export const Thresholds: MessageFns<Thresholds> = {
             message.minSamples = reader.int64() as bigint;
             continue;
           }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.canaryMinPrecision = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.canaryMinRecall = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.canaryMaxFalsePositiveRate = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.minSamplesPerClass = reader.int64() as bigint;
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.confidenceLevel = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2386,6 +2891,31 @@ export const Thresholds: MessageFns<Thresholds> = {
         : isSet(object.min_samples)
         ? BigInt(object.min_samples)
         : 0n,
+      canaryMinPrecision: isSet(object.canaryMinPrecision)
+        ? globalThis.Number(object.canaryMinPrecision)
+        : isSet(object.canary_min_precision)
+        ? globalThis.Number(object.canary_min_precision)
+        : 0,
+      canaryMinRecall: isSet(object.canaryMinRecall)
+        ? globalThis.Number(object.canaryMinRecall)
+        : isSet(object.canary_min_recall)
+        ? globalThis.Number(object.canary_min_recall)
+        : 0,
+      canaryMaxFalsePositiveRate: isSet(object.canaryMaxFalsePositiveRate)
+        ? globalThis.Number(object.canaryMaxFalsePositiveRate)
+        : isSet(object.canary_max_false_positive_rate)
+        ? globalThis.Number(object.canary_max_false_positive_rate)
+        : 0,
+      minSamplesPerClass: isSet(object.minSamplesPerClass)
+        ? BigInt(object.minSamplesPerClass)
+        : isSet(object.min_samples_per_class)
+        ? BigInt(object.min_samples_per_class)
+        : 0n,
+      confidenceLevel: isSet(object.confidenceLevel)
+        ? globalThis.Number(object.confidenceLevel)
+        : isSet(object.confidence_level)
+        ? globalThis.Number(object.confidence_level)
+        : 0,
     };
   },
 
@@ -2406,6 +2936,21 @@ export const Thresholds: MessageFns<Thresholds> = {
     if (message.minSamples !== 0n) {
       obj.minSamples = message.minSamples.toString();
     }
+    if (message.canaryMinPrecision !== 0) {
+      obj.canaryMinPrecision = floatToJson(message.canaryMinPrecision);
+    }
+    if (message.canaryMinRecall !== 0) {
+      obj.canaryMinRecall = floatToJson(message.canaryMinRecall);
+    }
+    if (message.canaryMaxFalsePositiveRate !== 0) {
+      obj.canaryMaxFalsePositiveRate = floatToJson(message.canaryMaxFalsePositiveRate);
+    }
+    if (message.minSamplesPerClass !== 0n) {
+      obj.minSamplesPerClass = message.minSamplesPerClass.toString();
+    }
+    if (message.confidenceLevel !== 0) {
+      obj.confidenceLevel = floatToJson(message.confidenceLevel);
+    }
     return obj;
   },
 
@@ -2421,6 +2966,13 @@ export const Thresholds: MessageFns<Thresholds> = {
     message.minSamples = (object.minSamples !== undefined && object.minSamples !== null)
       ? BigInt(object.minSamples)
       : 0n;
+    message.canaryMinPrecision = object.canaryMinPrecision ?? 0;
+    message.canaryMinRecall = object.canaryMinRecall ?? 0;
+    message.canaryMaxFalsePositiveRate = object.canaryMaxFalsePositiveRate ?? 0;
+    message.minSamplesPerClass = (object.minSamplesPerClass !== undefined && object.minSamplesPerClass !== null)
+      ? BigInt(object.minSamplesPerClass)
+      : 0n;
+    message.confidenceLevel = object.confidenceLevel ?? 0;
     return message;
   },
 };
@@ -2746,6 +3298,12 @@ function createBaseDetectionMetrics(): DetectionMetrics {
     mcc: 0,
     balancedAccuracy: 0,
     aucRoc: 0,
+    f1Defined: false,
+    mccDefined: false,
+    balancedAccuracyDefined: false,
+    aucRocDefined: false,
+    negativePredictiveValue: undefined,
+    aucRocMethod: 0,
   };
 }
 
@@ -2777,6 +3335,24 @@ export const DetectionMetrics: MessageFns<DetectionMetrics> = {
     }
     if (message.aucRoc !== 0) {
       writer.uint32(73).double(message.aucRoc);
+    }
+    if (message.f1Defined !== false) {
+      writer.uint32(80).bool(message.f1Defined);
+    }
+    if (message.mccDefined !== false) {
+      writer.uint32(88).bool(message.mccDefined);
+    }
+    if (message.balancedAccuracyDefined !== false) {
+      writer.uint32(96).bool(message.balancedAccuracyDefined);
+    }
+    if (message.aucRocDefined !== false) {
+      writer.uint32(104).bool(message.aucRocDefined);
+    }
+    if (message.negativePredictiveValue !== undefined) {
+      Rate.encode(message.negativePredictiveValue, writer.uint32(114).fork()).join();
+    }
+    if (message.aucRocMethod !== 0) {
+      writer.uint32(120).int32(message.aucRocMethod);
     }
     return writer;
   },
@@ -2866,6 +3442,54 @@ export const DetectionMetrics: MessageFns<DetectionMetrics> = {
             message.aucRoc = reader.double();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.f1Defined = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.mccDefined = reader.bool();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.balancedAccuracyDefined = reader.bool();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.aucRocDefined = reader.bool();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.negativePredictiveValue = Rate.decode(reader, reader.uint32());
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.aucRocMethod = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2901,6 +3525,36 @@ export const DetectionMetrics: MessageFns<DetectionMetrics> = {
         : isSet(object.auc_roc)
         ? globalThis.Number(object.auc_roc)
         : 0,
+      f1Defined: isSet(object.f1Defined)
+        ? globalThis.Boolean(object.f1Defined)
+        : isSet(object.f1_defined)
+        ? globalThis.Boolean(object.f1_defined)
+        : false,
+      mccDefined: isSet(object.mccDefined)
+        ? globalThis.Boolean(object.mccDefined)
+        : isSet(object.mcc_defined)
+        ? globalThis.Boolean(object.mcc_defined)
+        : false,
+      balancedAccuracyDefined: isSet(object.balancedAccuracyDefined)
+        ? globalThis.Boolean(object.balancedAccuracyDefined)
+        : isSet(object.balanced_accuracy_defined)
+        ? globalThis.Boolean(object.balanced_accuracy_defined)
+        : false,
+      aucRocDefined: isSet(object.aucRocDefined)
+        ? globalThis.Boolean(object.aucRocDefined)
+        : isSet(object.auc_roc_defined)
+        ? globalThis.Boolean(object.auc_roc_defined)
+        : false,
+      negativePredictiveValue: isSet(object.negativePredictiveValue)
+        ? Rate.fromJSON(object.negativePredictiveValue)
+        : isSet(object.negative_predictive_value)
+        ? Rate.fromJSON(object.negative_predictive_value)
+        : undefined,
+      aucRocMethod: isSet(object.aucRocMethod)
+        ? aucRocMethodFromJSON(object.aucRocMethod)
+        : isSet(object.auc_roc_method)
+        ? aucRocMethodFromJSON(object.auc_roc_method)
+        : 0,
     };
   },
 
@@ -2933,6 +3587,24 @@ export const DetectionMetrics: MessageFns<DetectionMetrics> = {
     if (message.aucRoc !== 0) {
       obj.aucRoc = floatToJson(message.aucRoc);
     }
+    if (message.f1Defined !== false) {
+      obj.f1Defined = message.f1Defined;
+    }
+    if (message.mccDefined !== false) {
+      obj.mccDefined = message.mccDefined;
+    }
+    if (message.balancedAccuracyDefined !== false) {
+      obj.balancedAccuracyDefined = message.balancedAccuracyDefined;
+    }
+    if (message.aucRocDefined !== false) {
+      obj.aucRocDefined = message.aucRocDefined;
+    }
+    if (message.negativePredictiveValue !== undefined) {
+      obj.negativePredictiveValue = Rate.toJSON(message.negativePredictiveValue);
+    }
+    if (message.aucRocMethod !== 0) {
+      obj.aucRocMethod = aucRocMethodToJSON(message.aucRocMethod);
+    }
     return obj;
   },
 
@@ -2960,6 +3632,289 @@ export const DetectionMetrics: MessageFns<DetectionMetrics> = {
     message.mcc = object.mcc ?? 0;
     message.balancedAccuracy = object.balancedAccuracy ?? 0;
     message.aucRoc = object.aucRoc ?? 0;
+    message.f1Defined = object.f1Defined ?? false;
+    message.mccDefined = object.mccDefined ?? false;
+    message.balancedAccuracyDefined = object.balancedAccuracyDefined ?? false;
+    message.aucRocDefined = object.aucRocDefined ?? false;
+    message.negativePredictiveValue =
+      (object.negativePredictiveValue !== undefined && object.negativePredictiveValue !== null)
+        ? Rate.fromPartial(object.negativePredictiveValue)
+        : undefined;
+    message.aucRocMethod = object.aucRocMethod ?? 0;
+    return message;
+  },
+};
+
+function createBaseAssociationDecision(): AssociationDecision {
+  return { test: "", pValue: 0, significant: false, association: 0, minExpected: 0 };
+}
+
+export const AssociationDecision: MessageFns<AssociationDecision> = {
+  encode(message: AssociationDecision, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.test !== "") {
+      writer.uint32(10).string(message.test);
+    }
+    if (message.pValue !== 0) {
+      writer.uint32(17).double(message.pValue);
+    }
+    if (message.significant !== false) {
+      writer.uint32(24).bool(message.significant);
+    }
+    if (message.association !== 0) {
+      writer.uint32(32).int32(message.association);
+    }
+    if (message.minExpected !== 0) {
+      writer.uint32(41).double(message.minExpected);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AssociationDecision {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAssociationDecision();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.test = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.pValue = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.significant = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.association = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.minExpected = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AssociationDecision {
+    return {
+      test: isSet(object.test) ? globalThis.String(object.test) : "",
+      pValue: isSet(object.pValue)
+        ? globalThis.Number(object.pValue)
+        : isSet(object.p_value)
+        ? globalThis.Number(object.p_value)
+        : 0,
+      significant: isSet(object.significant) ? globalThis.Boolean(object.significant) : false,
+      association: isSet(object.association) ? associationFromJSON(object.association) : 0,
+      minExpected: isSet(object.minExpected)
+        ? globalThis.Number(object.minExpected)
+        : isSet(object.min_expected)
+        ? globalThis.Number(object.min_expected)
+        : 0,
+    };
+  },
+
+  toJSON(message: AssociationDecision): unknown {
+    const obj: any = {};
+    if (message.test !== "") {
+      obj.test = message.test;
+    }
+    if (message.pValue !== 0) {
+      obj.pValue = floatToJson(message.pValue);
+    }
+    if (message.significant !== false) {
+      obj.significant = message.significant;
+    }
+    if (message.association !== 0) {
+      obj.association = associationToJSON(message.association);
+    }
+    if (message.minExpected !== 0) {
+      obj.minExpected = floatToJson(message.minExpected);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AssociationDecision>, I>>(base?: I): AssociationDecision {
+    return AssociationDecision.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AssociationDecision>, I>>(object: I): AssociationDecision {
+    const message = createBaseAssociationDecision();
+    message.test = object.test ?? "";
+    message.pValue = object.pValue ?? 0;
+    message.significant = object.significant ?? false;
+    message.association = object.association ?? 0;
+    message.minExpected = object.minExpected ?? 0;
+    return message;
+  },
+};
+
+function createBaseAttackTypeBreakdown(): AttackTypeBreakdown {
+  return { attackType: "", samples: 0n, fired: 0n, firingRate: undefined };
+}
+
+export const AttackTypeBreakdown: MessageFns<AttackTypeBreakdown> = {
+  encode(message: AttackTypeBreakdown, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attackType !== "") {
+      writer.uint32(10).string(message.attackType);
+    }
+    if (message.samples !== 0n) {
+      if (BigInt.asIntN(64, message.samples) !== message.samples) {
+        throw new globalThis.Error("value provided for field message.samples of type int64 too large");
+      }
+      writer.uint32(16).int64(message.samples);
+    }
+    if (message.fired !== 0n) {
+      if (BigInt.asIntN(64, message.fired) !== message.fired) {
+        throw new globalThis.Error("value provided for field message.fired of type int64 too large");
+      }
+      writer.uint32(24).int64(message.fired);
+    }
+    if (message.firingRate !== undefined) {
+      Rate.encode(message.firingRate, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttackTypeBreakdown {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttackTypeBreakdown();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attackType = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.samples = reader.int64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.fired = reader.int64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.firingRate = Rate.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttackTypeBreakdown {
+    return {
+      attackType: isSet(object.attackType)
+        ? globalThis.String(object.attackType)
+        : isSet(object.attack_type)
+        ? globalThis.String(object.attack_type)
+        : "",
+      samples: isSet(object.samples) ? BigInt(object.samples) : 0n,
+      fired: isSet(object.fired) ? BigInt(object.fired) : 0n,
+      firingRate: isSet(object.firingRate)
+        ? Rate.fromJSON(object.firingRate)
+        : isSet(object.firing_rate)
+        ? Rate.fromJSON(object.firing_rate)
+        : undefined,
+    };
+  },
+
+  toJSON(message: AttackTypeBreakdown): unknown {
+    const obj: any = {};
+    if (message.attackType !== "") {
+      obj.attackType = message.attackType;
+    }
+    if (message.samples !== 0n) {
+      obj.samples = message.samples.toString();
+    }
+    if (message.fired !== 0n) {
+      obj.fired = message.fired.toString();
+    }
+    if (message.firingRate !== undefined) {
+      obj.firingRate = Rate.toJSON(message.firingRate);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttackTypeBreakdown>, I>>(base?: I): AttackTypeBreakdown {
+    return AttackTypeBreakdown.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttackTypeBreakdown>, I>>(object: I): AttackTypeBreakdown {
+    const message = createBaseAttackTypeBreakdown();
+    message.attackType = object.attackType ?? "";
+    message.samples = (object.samples !== undefined && object.samples !== null) ? BigInt(object.samples) : 0n;
+    message.fired = (object.fired !== undefined && object.fired !== null) ? BigInt(object.fired) : 0n;
+    message.firingRate = (object.firingRate !== undefined && object.firingRate !== null)
+      ? Rate.fromPartial(object.firingRate)
+      : undefined;
     return message;
   },
 };
@@ -3161,6 +4116,15 @@ function createBaseBaselineComparison(): BaselineComparison {
     candidateOnlyCorrect: 0n,
     baselineOnlyCorrect: 0n,
     mcnemar: undefined,
+    benignMcnemar: undefined,
+    benignCandidateOnlyCorrect: 0n,
+    benignBaselineOnlyCorrect: 0n,
+    maliciousMcnemar: undefined,
+    maliciousCandidateOnlyCorrect: 0n,
+    maliciousBaselineOnlyCorrect: 0n,
+    verdict: 0,
+    deltas: undefined,
+    byAttackType: [],
   };
 }
 
@@ -3186,6 +4150,53 @@ export const BaselineComparison: MessageFns<BaselineComparison> = {
     }
     if (message.mcnemar !== undefined) {
       SignificanceTest.encode(message.mcnemar, writer.uint32(42).fork()).join();
+    }
+    if (message.benignMcnemar !== undefined) {
+      SignificanceTest.encode(message.benignMcnemar, writer.uint32(50).fork()).join();
+    }
+    if (message.benignCandidateOnlyCorrect !== 0n) {
+      if (BigInt.asIntN(64, message.benignCandidateOnlyCorrect) !== message.benignCandidateOnlyCorrect) {
+        throw new globalThis.Error(
+          "value provided for field message.benignCandidateOnlyCorrect of type int64 too large",
+        );
+      }
+      writer.uint32(56).int64(message.benignCandidateOnlyCorrect);
+    }
+    if (message.benignBaselineOnlyCorrect !== 0n) {
+      if (BigInt.asIntN(64, message.benignBaselineOnlyCorrect) !== message.benignBaselineOnlyCorrect) {
+        throw new globalThis.Error(
+          "value provided for field message.benignBaselineOnlyCorrect of type int64 too large",
+        );
+      }
+      writer.uint32(64).int64(message.benignBaselineOnlyCorrect);
+    }
+    if (message.maliciousMcnemar !== undefined) {
+      SignificanceTest.encode(message.maliciousMcnemar, writer.uint32(74).fork()).join();
+    }
+    if (message.maliciousCandidateOnlyCorrect !== 0n) {
+      if (BigInt.asIntN(64, message.maliciousCandidateOnlyCorrect) !== message.maliciousCandidateOnlyCorrect) {
+        throw new globalThis.Error(
+          "value provided for field message.maliciousCandidateOnlyCorrect of type int64 too large",
+        );
+      }
+      writer.uint32(80).int64(message.maliciousCandidateOnlyCorrect);
+    }
+    if (message.maliciousBaselineOnlyCorrect !== 0n) {
+      if (BigInt.asIntN(64, message.maliciousBaselineOnlyCorrect) !== message.maliciousBaselineOnlyCorrect) {
+        throw new globalThis.Error(
+          "value provided for field message.maliciousBaselineOnlyCorrect of type int64 too large",
+        );
+      }
+      writer.uint32(88).int64(message.maliciousBaselineOnlyCorrect);
+    }
+    if (message.verdict !== 0) {
+      writer.uint32(96).int32(message.verdict);
+    }
+    if (message.deltas !== undefined) {
+      MetricDeltas.encode(message.deltas, writer.uint32(106).fork()).join();
+    }
+    for (const v of message.byAttackType) {
+      AttackTypeBreakdown.encode(v!, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -3243,6 +4254,78 @@ export const BaselineComparison: MessageFns<BaselineComparison> = {
             message.mcnemar = SignificanceTest.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.benignMcnemar = SignificanceTest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.benignCandidateOnlyCorrect = reader.int64() as bigint;
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.benignBaselineOnlyCorrect = reader.int64() as bigint;
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.maliciousMcnemar = SignificanceTest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.maliciousCandidateOnlyCorrect = reader.int64() as bigint;
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.maliciousBaselineOnlyCorrect = reader.int64() as bigint;
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.verdict = reader.int32() as any;
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.deltas = MetricDeltas.decode(reader, reader.uint32());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.byAttackType.push(AttackTypeBreakdown.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3270,6 +4353,43 @@ export const BaselineComparison: MessageFns<BaselineComparison> = {
         ? BigInt(object.baseline_only_correct)
         : 0n,
       mcnemar: isSet(object.mcnemar) ? SignificanceTest.fromJSON(object.mcnemar) : undefined,
+      benignMcnemar: isSet(object.benignMcnemar)
+        ? SignificanceTest.fromJSON(object.benignMcnemar)
+        : isSet(object.benign_mcnemar)
+        ? SignificanceTest.fromJSON(object.benign_mcnemar)
+        : undefined,
+      benignCandidateOnlyCorrect: isSet(object.benignCandidateOnlyCorrect)
+        ? BigInt(object.benignCandidateOnlyCorrect)
+        : isSet(object.benign_candidate_only_correct)
+        ? BigInt(object.benign_candidate_only_correct)
+        : 0n,
+      benignBaselineOnlyCorrect: isSet(object.benignBaselineOnlyCorrect)
+        ? BigInt(object.benignBaselineOnlyCorrect)
+        : isSet(object.benign_baseline_only_correct)
+        ? BigInt(object.benign_baseline_only_correct)
+        : 0n,
+      maliciousMcnemar: isSet(object.maliciousMcnemar)
+        ? SignificanceTest.fromJSON(object.maliciousMcnemar)
+        : isSet(object.malicious_mcnemar)
+        ? SignificanceTest.fromJSON(object.malicious_mcnemar)
+        : undefined,
+      maliciousCandidateOnlyCorrect: isSet(object.maliciousCandidateOnlyCorrect)
+        ? BigInt(object.maliciousCandidateOnlyCorrect)
+        : isSet(object.malicious_candidate_only_correct)
+        ? BigInt(object.malicious_candidate_only_correct)
+        : 0n,
+      maliciousBaselineOnlyCorrect: isSet(object.maliciousBaselineOnlyCorrect)
+        ? BigInt(object.maliciousBaselineOnlyCorrect)
+        : isSet(object.malicious_baseline_only_correct)
+        ? BigInt(object.malicious_baseline_only_correct)
+        : 0n,
+      verdict: isSet(object.verdict) ? baselineVerdictFromJSON(object.verdict) : 0,
+      deltas: isSet(object.deltas) ? MetricDeltas.fromJSON(object.deltas) : undefined,
+      byAttackType: globalThis.Array.isArray(object?.byAttackType)
+        ? object.byAttackType.map((e: any) => AttackTypeBreakdown.fromJSON(e))
+        : globalThis.Array.isArray(object?.by_attack_type)
+        ? object.by_attack_type.map((e: any) => AttackTypeBreakdown.fromJSON(e))
+        : [],
     };
   },
 
@@ -3289,6 +4409,33 @@ export const BaselineComparison: MessageFns<BaselineComparison> = {
     }
     if (message.mcnemar !== undefined) {
       obj.mcnemar = SignificanceTest.toJSON(message.mcnemar);
+    }
+    if (message.benignMcnemar !== undefined) {
+      obj.benignMcnemar = SignificanceTest.toJSON(message.benignMcnemar);
+    }
+    if (message.benignCandidateOnlyCorrect !== 0n) {
+      obj.benignCandidateOnlyCorrect = message.benignCandidateOnlyCorrect.toString();
+    }
+    if (message.benignBaselineOnlyCorrect !== 0n) {
+      obj.benignBaselineOnlyCorrect = message.benignBaselineOnlyCorrect.toString();
+    }
+    if (message.maliciousMcnemar !== undefined) {
+      obj.maliciousMcnemar = SignificanceTest.toJSON(message.maliciousMcnemar);
+    }
+    if (message.maliciousCandidateOnlyCorrect !== 0n) {
+      obj.maliciousCandidateOnlyCorrect = message.maliciousCandidateOnlyCorrect.toString();
+    }
+    if (message.maliciousBaselineOnlyCorrect !== 0n) {
+      obj.maliciousBaselineOnlyCorrect = message.maliciousBaselineOnlyCorrect.toString();
+    }
+    if (message.verdict !== 0) {
+      obj.verdict = baselineVerdictToJSON(message.verdict);
+    }
+    if (message.deltas !== undefined) {
+      obj.deltas = MetricDeltas.toJSON(message.deltas);
+    }
+    if (message.byAttackType?.length) {
+      obj.byAttackType = message.byAttackType.map((e) => AttackTypeBreakdown.toJSON(e));
     }
     return obj;
   },
@@ -3313,12 +4460,176 @@ export const BaselineComparison: MessageFns<BaselineComparison> = {
     message.mcnemar = (object.mcnemar !== undefined && object.mcnemar !== null)
       ? SignificanceTest.fromPartial(object.mcnemar)
       : undefined;
+    message.benignMcnemar = (object.benignMcnemar !== undefined && object.benignMcnemar !== null)
+      ? SignificanceTest.fromPartial(object.benignMcnemar)
+      : undefined;
+    message.benignCandidateOnlyCorrect =
+      (object.benignCandidateOnlyCorrect !== undefined && object.benignCandidateOnlyCorrect !== null)
+        ? BigInt(object.benignCandidateOnlyCorrect)
+        : 0n;
+    message.benignBaselineOnlyCorrect =
+      (object.benignBaselineOnlyCorrect !== undefined && object.benignBaselineOnlyCorrect !== null)
+        ? BigInt(object.benignBaselineOnlyCorrect)
+        : 0n;
+    message.maliciousMcnemar = (object.maliciousMcnemar !== undefined && object.maliciousMcnemar !== null)
+      ? SignificanceTest.fromPartial(object.maliciousMcnemar)
+      : undefined;
+    message.maliciousCandidateOnlyCorrect =
+      (object.maliciousCandidateOnlyCorrect !== undefined && object.maliciousCandidateOnlyCorrect !== null)
+        ? BigInt(object.maliciousCandidateOnlyCorrect)
+        : 0n;
+    message.maliciousBaselineOnlyCorrect =
+      (object.maliciousBaselineOnlyCorrect !== undefined && object.maliciousBaselineOnlyCorrect !== null)
+        ? BigInt(object.maliciousBaselineOnlyCorrect)
+        : 0n;
+    message.verdict = object.verdict ?? 0;
+    message.deltas = (object.deltas !== undefined && object.deltas !== null)
+      ? MetricDeltas.fromPartial(object.deltas)
+      : undefined;
+    message.byAttackType = object.byAttackType?.map((e) => AttackTypeBreakdown.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMetricDeltas(): MetricDeltas {
+  return { precision: 0, recall: 0, falsePositiveRate: 0, f1: 0, mcc: 0 };
+}
+
+export const MetricDeltas: MessageFns<MetricDeltas> = {
+  encode(message: MetricDeltas, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.precision !== 0) {
+      writer.uint32(9).double(message.precision);
+    }
+    if (message.recall !== 0) {
+      writer.uint32(17).double(message.recall);
+    }
+    if (message.falsePositiveRate !== 0) {
+      writer.uint32(25).double(message.falsePositiveRate);
+    }
+    if (message.f1 !== 0) {
+      writer.uint32(33).double(message.f1);
+    }
+    if (message.mcc !== 0) {
+      writer.uint32(41).double(message.mcc);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricDeltas {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricDeltas();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.precision = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.recall = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.falsePositiveRate = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.f1 = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.mcc = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MetricDeltas {
+    return {
+      precision: isSet(object.precision) ? globalThis.Number(object.precision) : 0,
+      recall: isSet(object.recall) ? globalThis.Number(object.recall) : 0,
+      falsePositiveRate: isSet(object.falsePositiveRate)
+        ? globalThis.Number(object.falsePositiveRate)
+        : isSet(object.false_positive_rate)
+        ? globalThis.Number(object.false_positive_rate)
+        : 0,
+      f1: isSet(object.f1) ? globalThis.Number(object.f1) : 0,
+      mcc: isSet(object.mcc) ? globalThis.Number(object.mcc) : 0,
+    };
+  },
+
+  toJSON(message: MetricDeltas): unknown {
+    const obj: any = {};
+    if (message.precision !== 0) {
+      obj.precision = floatToJson(message.precision);
+    }
+    if (message.recall !== 0) {
+      obj.recall = floatToJson(message.recall);
+    }
+    if (message.falsePositiveRate !== 0) {
+      obj.falsePositiveRate = floatToJson(message.falsePositiveRate);
+    }
+    if (message.f1 !== 0) {
+      obj.f1 = floatToJson(message.f1);
+    }
+    if (message.mcc !== 0) {
+      obj.mcc = floatToJson(message.mcc);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MetricDeltas>, I>>(base?: I): MetricDeltas {
+    return MetricDeltas.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricDeltas>, I>>(object: I): MetricDeltas {
+    const message = createBaseMetricDeltas();
+    message.precision = object.precision ?? 0;
+    message.recall = object.recall ?? 0;
+    message.falsePositiveRate = object.falsePositiveRate ?? 0;
+    message.f1 = object.f1 ?? 0;
+    message.mcc = object.mcc ?? 0;
     return message;
   },
 };
 
 function createBaseRecommendation(): Recommendation {
-  return { decision: 0, confidence: 0, risk: 0, reasons: [] };
+  return { decision: 0, confidence: 0, risk: 0, reasons: [], checks: [] };
 }
 
 export const Recommendation: MessageFns<Recommendation> = {
@@ -3334,6 +4645,9 @@ export const Recommendation: MessageFns<Recommendation> = {
     }
     for (const v of message.reasons) {
       writer.uint32(34).string(v!);
+    }
+    for (const v of message.checks) {
+      RecommendationCheck.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -3383,6 +4697,14 @@ export const Recommendation: MessageFns<Recommendation> = {
             message.reasons.push(reader.string());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.checks.push(RecommendationCheck.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3401,6 +4723,9 @@ export const Recommendation: MessageFns<Recommendation> = {
       confidence: isSet(object.confidence) ? globalThis.Number(object.confidence) : 0,
       risk: isSet(object.risk) ? riskLevelFromJSON(object.risk) : 0,
       reasons: globalThis.Array.isArray(object?.reasons) ? object.reasons.map((e: any) => globalThis.String(e)) : [],
+      checks: globalThis.Array.isArray(object?.checks)
+        ? object.checks.map((e: any) => RecommendationCheck.fromJSON(e))
+        : [],
     };
   },
 
@@ -3418,6 +4743,9 @@ export const Recommendation: MessageFns<Recommendation> = {
     if (message.reasons?.length) {
       obj.reasons = message.reasons;
     }
+    if (message.checks?.length) {
+      obj.checks = message.checks.map((e) => RecommendationCheck.toJSON(e));
+    }
     return obj;
   },
 
@@ -3430,6 +4758,108 @@ export const Recommendation: MessageFns<Recommendation> = {
     message.confidence = object.confidence ?? 0;
     message.risk = object.risk ?? 0;
     message.reasons = object.reasons?.map((e) => e) || [];
+    message.checks = object.checks?.map((e) => RecommendationCheck.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRecommendationCheck(): RecommendationCheck {
+  return { name: "", passed: false, message: "" };
+}
+
+export const RecommendationCheck: MessageFns<RecommendationCheck> = {
+  encode(message: RecommendationCheck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.passed !== false) {
+      writer.uint32(16).bool(message.passed);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecommendationCheck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecommendationCheck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.passed = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecommendationCheck {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      passed: isSet(object.passed) ? globalThis.Boolean(object.passed) : false,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: RecommendationCheck): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.passed !== false) {
+      obj.passed = message.passed;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecommendationCheck>, I>>(base?: I): RecommendationCheck {
+    return RecommendationCheck.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecommendationCheck>, I>>(object: I): RecommendationCheck {
+    const message = createBaseRecommendationCheck();
+    message.name = object.name ?? "";
+    message.passed = object.passed ?? false;
+    message.message = object.message ?? "";
     return message;
   },
 };
@@ -3443,6 +4873,12 @@ function createBaseEvaluationResult(): EvaluationResult {
     baseline: undefined,
     recommendation: undefined,
     duration: undefined,
+    chiSquareUncorrected: undefined,
+    fisherExact: undefined,
+    association: undefined,
+    byAttackType: [],
+    maliciousSamples: 0n,
+    benignSamples: 0n,
   };
 }
 
@@ -3471,6 +4907,30 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
     }
     if (message.duration !== undefined) {
       Duration.encode(message.duration, writer.uint32(58).fork()).join();
+    }
+    if (message.chiSquareUncorrected !== undefined) {
+      SignificanceTest.encode(message.chiSquareUncorrected, writer.uint32(66).fork()).join();
+    }
+    if (message.fisherExact !== undefined) {
+      SignificanceTest.encode(message.fisherExact, writer.uint32(74).fork()).join();
+    }
+    if (message.association !== undefined) {
+      AssociationDecision.encode(message.association, writer.uint32(82).fork()).join();
+    }
+    for (const v of message.byAttackType) {
+      AttackTypeBreakdown.encode(v!, writer.uint32(90).fork()).join();
+    }
+    if (message.maliciousSamples !== 0n) {
+      if (BigInt.asIntN(64, message.maliciousSamples) !== message.maliciousSamples) {
+        throw new globalThis.Error("value provided for field message.maliciousSamples of type int64 too large");
+      }
+      writer.uint32(96).int64(message.maliciousSamples);
+    }
+    if (message.benignSamples !== 0n) {
+      if (BigInt.asIntN(64, message.benignSamples) !== message.benignSamples) {
+        throw new globalThis.Error("value provided for field message.benignSamples of type int64 too large");
+      }
+      writer.uint32(104).int64(message.benignSamples);
     }
     return writer;
   },
@@ -3544,6 +5004,54 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
             message.duration = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.chiSquareUncorrected = SignificanceTest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.fisherExact = SignificanceTest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.association = AssociationDecision.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.byAttackType.push(AttackTypeBreakdown.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.maliciousSamples = reader.int64() as bigint;
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.benignSamples = reader.int64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3573,6 +5081,32 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
       baseline: isSet(object.baseline) ? BaselineComparison.fromJSON(object.baseline) : undefined,
       recommendation: isSet(object.recommendation) ? Recommendation.fromJSON(object.recommendation) : undefined,
       duration: isSet(object.duration) ? Duration.fromJSON(object.duration) : undefined,
+      chiSquareUncorrected: isSet(object.chiSquareUncorrected)
+        ? SignificanceTest.fromJSON(object.chiSquareUncorrected)
+        : isSet(object.chi_square_uncorrected)
+        ? SignificanceTest.fromJSON(object.chi_square_uncorrected)
+        : undefined,
+      fisherExact: isSet(object.fisherExact)
+        ? SignificanceTest.fromJSON(object.fisherExact)
+        : isSet(object.fisher_exact)
+        ? SignificanceTest.fromJSON(object.fisher_exact)
+        : undefined,
+      association: isSet(object.association) ? AssociationDecision.fromJSON(object.association) : undefined,
+      byAttackType: globalThis.Array.isArray(object?.byAttackType)
+        ? object.byAttackType.map((e: any) => AttackTypeBreakdown.fromJSON(e))
+        : globalThis.Array.isArray(object?.by_attack_type)
+        ? object.by_attack_type.map((e: any) => AttackTypeBreakdown.fromJSON(e))
+        : [],
+      maliciousSamples: isSet(object.maliciousSamples)
+        ? BigInt(object.maliciousSamples)
+        : isSet(object.malicious_samples)
+        ? BigInt(object.malicious_samples)
+        : 0n,
+      benignSamples: isSet(object.benignSamples)
+        ? BigInt(object.benignSamples)
+        : isSet(object.benign_samples)
+        ? BigInt(object.benign_samples)
+        : 0n,
     };
   },
 
@@ -3598,6 +5132,24 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
     }
     if (message.duration !== undefined) {
       obj.duration = Duration.toJSON(message.duration);
+    }
+    if (message.chiSquareUncorrected !== undefined) {
+      obj.chiSquareUncorrected = SignificanceTest.toJSON(message.chiSquareUncorrected);
+    }
+    if (message.fisherExact !== undefined) {
+      obj.fisherExact = SignificanceTest.toJSON(message.fisherExact);
+    }
+    if (message.association !== undefined) {
+      obj.association = AssociationDecision.toJSON(message.association);
+    }
+    if (message.byAttackType?.length) {
+      obj.byAttackType = message.byAttackType.map((e) => AttackTypeBreakdown.toJSON(e));
+    }
+    if (message.maliciousSamples !== 0n) {
+      obj.maliciousSamples = message.maliciousSamples.toString();
+    }
+    if (message.benignSamples !== 0n) {
+      obj.benignSamples = message.benignSamples.toString();
     }
     return obj;
   },
@@ -3628,6 +5180,22 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
     message.duration = (object.duration !== undefined && object.duration !== null)
       ? Duration.fromPartial(object.duration)
       : undefined;
+    message.chiSquareUncorrected = (object.chiSquareUncorrected !== undefined && object.chiSquareUncorrected !== null)
+      ? SignificanceTest.fromPartial(object.chiSquareUncorrected)
+      : undefined;
+    message.fisherExact = (object.fisherExact !== undefined && object.fisherExact !== null)
+      ? SignificanceTest.fromPartial(object.fisherExact)
+      : undefined;
+    message.association = (object.association !== undefined && object.association !== null)
+      ? AssociationDecision.fromPartial(object.association)
+      : undefined;
+    message.byAttackType = object.byAttackType?.map((e) => AttackTypeBreakdown.fromPartial(e)) || [];
+    message.maliciousSamples = (object.maliciousSamples !== undefined && object.maliciousSamples !== null)
+      ? BigInt(object.maliciousSamples)
+      : 0n;
+    message.benignSamples = (object.benignSamples !== undefined && object.benignSamples !== null)
+      ? BigInt(object.benignSamples)
+      : 0n;
     return message;
   },
 };
