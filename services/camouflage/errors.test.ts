@@ -118,4 +118,21 @@ describe('camouflage errors', () => {
     expect(bad).to.include({ code: Code.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT', message: 'client_ip: must be an IPv4 or IPv6 address' });
     expect(bad.fieldViolations).to.deep.equal([{ field: 'client_ip', description: 'must be an IPv4 or IPv6 address' }]);
   });
+
+  // A Redis Cluster failing over: ioredis gives up with a plain Error ("Too many Cluster redirections.
+  // Last error: ReplyError: CLUSTERDOWN ...") that used to surface as INTERNAL; it is UNAVAILABLE, a retry may work.
+  it('maps a cluster or sentinel mid-failover to REDIS_UNAVAILABLE', () => {
+    for (const message of [
+      'Too many Cluster redirections. Last error: ReplyError: CLUSTERDOWN The cluster is down',
+      'Too many Cluster redirections. Last error: Error: Connection is closed.',
+      'TRYAGAIN Multiple keys request during rehashing of slot',
+      'Failed to refresh slots cache.',
+      'All sentinels are unreachable. Retrying from scratch after 10ms.',
+    ]) {
+      const mapped = serviceErrorFrom(new Error(message));
+      expect(mapped.reason, message).to.equal('REDIS_UNAVAILABLE');
+      expect(mapped.code, message).to.equal(Code.UNAVAILABLE);
+    }
+    expect(serviceErrorFrom(new Error('some bug')).reason).to.equal('INTERNAL');
+  });
 });

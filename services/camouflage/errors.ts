@@ -89,6 +89,8 @@ function isRedisFailure(error: Error): boolean {
     error.name === 'ReplyError' ||
     error.name === 'MaxRetriesPerRequestError' ||
     'command' in error ||
-    /ECONNREFUSED|ECONNRESET|Connection is closed|NOSCRIPT|ETIMEDOUT/.test(error.message)
+    /ECONNREFUSED|ECONNRESET|Connection is closed|NOSCRIPT|ETIMEDOUT/.test(error.message) ||
+    // Redis Cluster and Sentinel mid-failover: ioredis gives up with a plain Error naming the last reply.
+    /Too many Cluster redirections|CLUSTERDOWN|TRYAGAIN|LOADING|READONLY|MASTERDOWN|Failed to refresh slots cache|None of (the )?startup nodes|All sentinels are unreachable/.test(error.message)
   );
 }

@@ -59,7 +59,8 @@ describe('credits through Redis Sentinel', function () {
         if ((await sentinel.currentMasterPort()) !== sentinel.replica.port) return undefined;
         return (await cachedOn(sentinel.replica.port)).split('|')[1] === String(answer.account!.balance) ? true : undefined;
       },
-      20_000,
+      // Sentinel's down-after (1 s) and failover, then ioredis' reconnect; generous for a loaded CI machine.
+      60_000,
       200,
     );
     expect(failures).to.equal(0);
