@@ -108,27 +108,38 @@ describe('camouflage through Redis Sentinel', function () {
     const killedAt = Date.now();
     const codes = new Set<number>();
     let failed = 0;
-    // Bounded: down-after 1 s + the failover, polled every 200 ms for at most 30 s.
-    await waitFor(
-      'Assess and RecordOutcome answer through the promoted replica',
-      async () => {
-        const assessed = await assess();
-        if (assessed.error) {
-          failed++;
-          codes.add(assessed.error.code ?? -1);
-          return undefined;
-        }
-        const recorded = await outcome(assessed.response!.decisionId, `after-${assessed.response!.decisionId}`);
-        if (recorded.error) {
-          failed++;
-          codes.add(recorded.error.code ?? -1);
-          return undefined;
-        }
-        return (await sentinel.currentMasterPort()) === sentinel.replica.port ? true : undefined;
-      },
-      30_000,
-      200,
-    );
+    let last = '';
+    // Bounded: down-after 1 s + the failover (a failed attempt is retried after 2 x failover-timeout),
+    // polled every 200 ms for at most 60 s.
+    try {
+      await waitFor(
+        'Assess and RecordOutcome answer through the promoted replica',
+        async () => {
+          const assessed = await assess();
+          if (assessed.error) {
+            failed++;
+            codes.add(assessed.error.code ?? -1);
+            last = `Assess: ${assessed.error.message}`;
+            return undefined;
+          }
+          const recorded = await outcome(assessed.response!.decisionId, `after-${assessed.response!.decisionId}`);
+          if (recorded.error) {
+            failed++;
+            codes.add(recorded.error.code ?? -1);
+            last = `RecordOutcome: ${recorded.error.message}`;
+            return undefined;
+          }
+          const master = await sentinel.currentMasterPort();
+          last = `sentinel names port ${master} (replica ${sentinel.replica.port})`;
+          if (master !== sentinel.replica.port) return undefined;
+          return true;
+        },
+        60_000,
+        200,
+      );
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; last: ${last}; failure codes ${[...codes].join(',')}`);
+    }
     process.stdout.write(`      camouflage back through the promoted replica ${Date.now() - killedAt} ms after SIGKILL of the master; ${failed} calls failed meanwhile\n`);
     expect([...codes].filter((code) => code !== grpcStatus.UNAVAILABLE && code !== grpcStatus.DEADLINE_EXCEEDED), 'failure codes').to.deep.equal([]);
 
