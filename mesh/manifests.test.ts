@@ -40,9 +40,17 @@ interface ServiceSpec {
   hpa: { min: number; max: number; cpu: number; memory: number };
   pdbMinAvailable: number;
   secretEnv: string[];
+  /**
+   * Secret keys a production deployment may set (a read replica, a Redis Cluster or Sentinel, ...):
+   * referenced with `optional: true`, so a Secret without them leaves the variable unset.
+   */
+  optionalSecretEnv: string[];
   /** Needs a Kubernetes API token (the shadow rollout controller). */
   kubeApi: boolean;
 }
+
+/** Redis Cluster or Sentinel instead of REDIS_URL (docs/configuration.md): optional Secret keys of every service. */
+const REDIS_TOPOLOGY_ENV = ['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS', 'REDIS_SENTINEL_MASTER', 'REDIS_PASSWORD'];
 
 /** What the issue and the design fix; the manifests must say the same. */
 const SERVICES: Record<string, ServiceSpec> = {
@@ -60,7 +68,9 @@ const SERVICES: Record<string, ServiceSpec> = {
       'CREDITS_PAYMENT_KEYS',
       'CREDITS_PAYMENT_ACTIVE_KEY_ID',
       'CREDITS_AUDIT_HMAC_KEY',
+      'PAGE_TOKEN_SECRET',
     ],
+    optionalSecretEnv: ['DATABASE_READ_URL', ...REDIS_TOPOLOGY_ENV],
     kubeApi: false,
   },
   shadow: {
@@ -70,7 +80,9 @@ const SERVICES: Record<string, ServiceSpec> = {
     callers: ['shieldx-operator'],
     hpa: { min: 2, max: 8, cpu: 75, memory: 85 },
     pdbMinAvailable: 1,
-    secretEnv: ['DATABASE_URL', 'REDIS_URL', 'SHIELDX_API_KEYS'],
+    secretEnv: ['DATABASE_URL', 'REDIS_URL', 'SHIELDX_API_KEYS', 'PAGE_TOKEN_SECRET'],
+    // SHADOW_LISTEN_DATABASE_URL: LISTEN on a direct connection when DATABASE_URL is PgBouncer.
+    optionalSecretEnv: ['DATABASE_READ_URL', 'SHADOW_LISTEN_DATABASE_URL', ...REDIS_TOPOLOGY_ENV],
     kubeApi: true,
   },
   camouflage: {
@@ -80,13 +92,15 @@ const SERVICES: Record<string, ServiceSpec> = {
     callers: ['guardian'],
     hpa: { min: 2, max: 8, cpu: 70, memory: 80 },
     pdbMinAvailable: 1,
-    secretEnv: ['DATABASE_URL', 'REDIS_URL', 'SHIELDX_API_KEYS'],
+    secretEnv: ['DATABASE_URL', 'REDIS_URL', 'SHIELDX_API_KEYS', 'PAGE_TOKEN_SECRET'],
+    // No DATABASE_READ_URL: camouflage reads nothing that may lag from PostgreSQL.
+    optionalSecretEnv: [...REDIS_TOPOLOGY_ENV],
     kubeApi: false,
   },
 };
 const SERVICE_NAMES = Object.keys(SERVICES);
 /** Variables that carry credentials or keys: only ever from a Secret. */
-const ALL_SECRET_ENV = new Set(Object.values(SERVICES).flatMap((service) => service.secretEnv));
+const ALL_SECRET_ENV = new Set(Object.values(SERVICES).flatMap((service) => [...service.secretEnv, ...service.optionalSecretEnv]));
 const REQUIRED_PLAIN_ENV = [
   'SHIELDX_SERVICE',
   'GRPC_PORT',
@@ -401,6 +415,14 @@ function manifestChecks(load: () => K8sObject[], options: SuiteOptions): void {
         expect(env.get(name)?.valueFrom?.secretKeyRef, `${describeObject(d)} ${name}`).to.deep.include({
           name: `${svc}-secrets`,
           key: name,
+        });
+        expect(env.get(name).valueFrom.secretKeyRef.optional, `${describeObject(d)} ${name} is a required Secret key`).to.not.equal(true);
+      }
+      for (const name of SERVICES[svc].optionalSecretEnv) {
+        expect(env.get(name)?.valueFrom?.secretKeyRef, `${describeObject(d)} ${name} (optional Secret key)`).to.deep.equal({
+          name: `${svc}-secrets`,
+          key: name,
+          optional: true,
         });
       }
       for (const c of containersOf(d)) {

@@ -62,6 +62,11 @@ export const shadowConfigShape = {
   SHADOW_EVALUATION_POLL_MS: integerSetting(100, 600_000).default(5_000),
   /** How often a replica re-queues evaluations whose replica died (their lease ran out). */
   SHADOW_EVALUATION_LEASE_SWEEP_SECONDS: integerSetting(1, 3600).default(30),
+  /**
+   * How long an evaluation's sample load waits for the read replica (DATABASE_READ_URL) to replay
+   * the job's WAL position before it loads from the primary instead; 0: one check.
+   */
+  SHADOW_EVALUATION_REPLICA_WAIT_MS: integerSetting(0, 60_000).default(1_000),
   /** Worker threads per evaluation: a number, or auto (by sample count and cores). */
   SHADOW_EVALUATION_WORKERS: z
     .union([z.literal('auto'), integerSetting(0, 16)], { errorMap: () => ({ message: 'must be "auto" or an integer from 0 to 16' }) })

@@ -47,6 +47,9 @@ export const shadowService: ServiceModule<typeof shadowConfigShape> = {
       jobs,
       evaluationJob({
         pool,
+        // Sample loads may read the replica, once it has replayed past the job's WAL position.
+        reads: config.DATABASE_READ_URL === undefined ? undefined : ctx.readPool,
+        replicaWaitMs: config.SHADOW_EVALUATION_REPLICA_WAIT_MS,
         samples: new SampleColumnsCache(config.SHADOW_SAMPLE_CACHE_MAX),
         metrics: createEvaluationMetrics(registry),
         logger,

@@ -1,6 +1,7 @@
 /**
  * The body of one evaluation job, as the runner (evaluation-runner.ts) calls it: read the stored
- * request (proto JSON), load the selected samples (through the columns cache), replay the
+ * request (proto JSON), load the selected samples (through the columns cache; from the read replica
+ * when it has replayed past the job's WAL position, else from the primary), replay the
  * candidate (and baseline) rule, and return the result as stored (proto JSON) with its decision.
  * A job that fails is FAILED with the error's message (the runner records it).
  */
@@ -18,6 +19,10 @@ import type { EvaluationMetrics } from './evaluation-metrics';
 
 export interface EvaluationJobDeps {
   readonly pool: pg.Pool;
+  /** Where reads that may lag go now (ServiceContext.readPool); absent: no DATABASE_READ_URL. */
+  readonly reads?: () => pg.Pool;
+  /** How long a load waits for the replica to replay the job's position (SHADOW_EVALUATION_REPLICA_WAIT_MS). */
+  readonly replicaWaitMs?: number;
   readonly samples: SampleColumnsCache;
   readonly metrics: EvaluationMetrics;
   readonly logger: Logger;
@@ -39,11 +44,19 @@ export async function runEvaluation(deps: EvaluationJobDeps, job: EvaluationRow)
     const baseline = job.baseline_rule ? ruleFromProto(Rule.fromJSON(job.baseline_rule), 'baseline_rule') : undefined;
     const selection = ProtoSampleSelection.fromJSON(job.selection);
     const headers = new Set([...ruleHeaderNames(rule), ...(baseline ? ruleHeaderNames(baseline) : [])]);
-    const { columns, cached } = await samples.load(
-      pool,
+    const loaded = await samples.load(
+      { primary: pool, reads: deps.reads, minLsn: job.created_wal_lsn, waitMs: deps.replicaWaitMs ?? 0 },
       { dataset: selection.dataset, startTime: selection.startTime, endTime: selection.endTime, limit: Number(selection.limit) },
       headers,
     );
+    const { columns, cached } = loaded;
+    metrics.sampleLoads.inc({ source: loaded.source, reason: loaded.reason });
+    if (loaded.replicaError !== undefined) {
+      logger.warn(
+        { evaluation_id: job.id, err: loaded.replicaError instanceof Error ? loaded.replicaError.message : String(loaded.replicaError) },
+        'evaluation sample load on the read replica failed; loaded from the primary',
+      );
+    }
     if (columns.length === 0) throw noSamplesInSelection(selection.dataset);
     const result = await evaluateRule({
       samples: columns,
@@ -54,7 +67,19 @@ export async function runEvaluation(deps: EvaluationJobDeps, job: EvaluationRow)
     });
     const proto = resultToProto(result);
     metrics.completed.inc({ is_significant: String(result.candidate.significance.significant) });
-    logger.info({ evaluation_id: job.id, samples: columns.length, samples_cached: cached, decision: result.recommendation.decision }, 'evaluation done');
+    logger.info(
+      {
+        evaluation_id: job.id,
+        samples: columns.length,
+        samples_cached: cached,
+        samples_source: loaded.source,
+        samples_source_reason: loaded.reason,
+        job_wal_lsn: job.created_wal_lsn,
+        replica_replay_lsn: loaded.replayLsn,
+        decision: result.recommendation.decision,
+      },
+      'evaluation done',
+    );
     return { result: ProtoEvaluationResult.toJSON(proto), decision: decisionName(result) };
   } finally {
     metrics.active.dec();

@@ -42,6 +42,12 @@ export interface EvaluationRow {
   created_at: Date;
   started_at: Date | null;
   completed_at: Date | null;
+  /**
+   * The primary's WAL insert position when the job was created (`pg_lsn` as text), or null for a
+   * job created before migration 0007: the sample load reads the replica only once it has replayed
+   * past it (store/sample-store.ts SampleColumnsCache.load).
+   */
+  created_wal_lsn: string | null;
 }
 
 export interface NewEvaluation {
@@ -64,7 +70,7 @@ function requestHash(request: NewEvaluation): string {
 }
 
 const COLUMNS = `id, name, state, rule, baseline_rule, selection, thresholds, result, decision, error, attempts,
-                 created_at, started_at, completed_at`;
+                 created_at, started_at, completed_at, created_wal_lsn::text AS created_wal_lsn`;
 
 /** The attempt of a claimed job: `attempts` as `claim` returned it. */
 export type ClaimedJob = Pick<EvaluationRow, 'id' | 'attempts'>;
@@ -76,13 +82,19 @@ export class EvaluationJobs {
     readonly leaseSeconds: number = LEASE_SECONDS,
   ) {}
 
-  /** Inserts a PENDING job; the same idempotency key with the same request returns the first job. */
+  /**
+   * Inserts a PENDING job; the same idempotency key with the same request returns the first job.
+   * Records the primary's WAL insert position with it: every write the caller had acknowledged
+   * before this call (its IngestSamples) ends at or below that position. The insert position rather
+   * than pg_current_wal_lsn() (the write position), because under synchronous_commit = off a commit
+   * is acknowledged before its record is written, and the write position may still be short of it.
+   */
   async create(request: NewEvaluation): Promise<EvaluationRow> {
     const hash = requestHash(request);
     const key = request.idempotencyKey === '' ? null : request.idempotencyKey;
     const inserted = await this.pool.query<EvaluationRow>(
-      `INSERT INTO shadow_evaluations (id, name, rule, baseline_rule, selection, thresholds, idempotency_key, request_hash)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+      `INSERT INTO shadow_evaluations (id, name, rule, baseline_rule, selection, thresholds, idempotency_key, request_hash, created_wal_lsn)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, pg_current_wal_insert_lsn())
        ON CONFLICT (idempotency_key) DO NOTHING
        RETURNING ${COLUMNS}`,
       [randomUUID(), request.name, request.rule, request.baselineRule, request.selection, request.thresholds, key, hash],

@@ -131,55 +131,141 @@ export async function loadSampleColumns(
   selection: SampleSelection,
   headerNames: Iterable<string>,
 ): Promise<SampleColumns> {
+  // withTransaction: a connection that drops during the FETCH loop is destroyed, not handed on.
+  return withTransaction(pool, async (client) => {
+    await client.query('SET TRANSACTION READ ONLY');
+    return loadColumnsOn(client, selection, headerNames);
+  });
+}
+
+/** loadSampleColumns on `client`, inside a transaction the caller opened (the cursor lives until its end). */
+async function loadColumnsOn(client: pg.PoolClient, selection: SampleSelection, headerNames: Iterable<string>): Promise<SampleColumns> {
   const limit = selection.limit > 0 ? Math.min(selection.limit, EVALUATION_SAMPLES_MAX) : EVALUATION_SAMPLES_MAX;
   const headers = [...new Set([...headerNames].map((h) => h.toLowerCase()))].filter((h) => h !== 'user-agent');
   const builder = new SampleColumnsBuilder({ capacity: Math.min(limit, 1_000_000), headerNames: headers });
-  // withTransaction: a connection that drops during the FETCH loop is destroyed, not handed on.
-  await withTransaction(pool, async (client) => {
-    await client.query('SET TRANSACTION READ ONLY');
-    await client.query(
-      `DECLARE shadow_samples_cursor NO SCROLL CURSOR FOR
-       SELECT (extract(epoch FROM observed_at) * 1000)::float8, client_key, host(client_ip), path, user_agent,
-              malicious, attack_type, ARRAY(SELECT headers ->> h FROM unnest($5::text[]) AS h), score
-       FROM shadow_samples
-       WHERE dataset = $1
-         AND ($2::timestamptz IS NULL OR observed_at >= $2)
-         AND ($3::timestamptz IS NULL OR observed_at < $3)
-       ORDER BY observed_at, id
-       LIMIT $4`,
-      [selection.dataset, selection.startTime ?? null, selection.endTime ?? null, limit, headers],
-    );
-    const sampleHeaders: Record<string, string> = {};
-    // Bounded: at most limit / LOAD_PAGE_ROWS + 1 fetches.
-    for (let loaded = 0; loaded < limit; ) {
-      const page = await client.query({ text: `FETCH ${LOAD_PAGE_ROWS} FROM shadow_samples_cursor`, rowMode: 'array' });
-      for (const row of page.rows as unknown[][]) {
-        const values = row[7] as (string | null)[];
-        for (let h = 0; h < headers.length; h++) {
-          const value = values[h];
-          if (value === null || value === undefined) delete sampleHeaders[headers[h]!];
-          else sampleHeaders[headers[h]!] = value;
-        }
-        builder.append({
-          timestampMs: row[0] as number,
-          clientKey: row[1] as string,
-          clientIp: row[2] as string,
-          method: '',
-          path: row[3] as string,
-          status: 0,
-          userAgent: row[4] as string,
-          headers: sampleHeaders,
-          requestBytes: 0,
-          malicious: row[5] as boolean,
-          attackType: row[6] as string,
-          ...(row[8] === null ? {} : { score: row[8] as number }),
-        });
+  await client.query(
+    `DECLARE shadow_samples_cursor NO SCROLL CURSOR FOR
+     SELECT (extract(epoch FROM observed_at) * 1000)::float8, client_key, host(client_ip), path, user_agent,
+            malicious, attack_type, ARRAY(SELECT headers ->> h FROM unnest($5::text[]) AS h), score
+     FROM shadow_samples
+     WHERE dataset = $1
+       AND ($2::timestamptz IS NULL OR observed_at >= $2)
+       AND ($3::timestamptz IS NULL OR observed_at < $3)
+     ORDER BY observed_at, id
+     LIMIT $4`,
+    [selection.dataset, selection.startTime ?? null, selection.endTime ?? null, limit, headers],
+  );
+  const sampleHeaders: Record<string, string> = {};
+  // Bounded: at most limit / LOAD_PAGE_ROWS + 1 fetches.
+  for (let loaded = 0; loaded < limit; ) {
+    const page = await client.query({ text: `FETCH ${LOAD_PAGE_ROWS} FROM shadow_samples_cursor`, rowMode: 'array' });
+    for (const row of page.rows as unknown[][]) {
+      const values = row[7] as (string | null)[];
+      for (let h = 0; h < headers.length; h++) {
+        const value = values[h];
+        if (value === null || value === undefined) delete sampleHeaders[headers[h]!];
+        else sampleHeaders[headers[h]!] = value;
       }
-      loaded += page.rows.length;
-      if (page.rows.length < LOAD_PAGE_ROWS) break;
+      builder.append({
+        timestampMs: row[0] as number,
+        clientKey: row[1] as string,
+        clientIp: row[2] as string,
+        method: '',
+        path: row[3] as string,
+        status: 0,
+        userAgent: row[4] as string,
+        headers: sampleHeaders,
+        requestBytes: 0,
+        malicious: row[5] as boolean,
+        attackType: row[6] as string,
+        ...(row[8] === null ? {} : { score: row[8] as number }),
+      });
     }
-  });
+    loaded += page.rows.length;
+    if (page.rows.length < LOAD_PAGE_ROWS) break;
+  }
   return builder.build();
+}
+
+/**
+ * Where a sample load read from, and why:
+ * - `replica`, `replica_caught_up`: the read replica had replayed past the job's WAL position;
+ * - `primary`, `no_replica`: no DATABASE_READ_URL;
+ * - `primary`, `replica_outside_lag_bound`: the replica is configured but the database watch sends
+ *   reads that may lag to the primary (unreachable, or measured beyond DB_READ_MAX_LAG_MS);
+ * - `primary`, `no_job_position`: the job carries no WAL position (created before migration 0007);
+ * - `primary`, `replica_behind`: the replica had not replayed the job's position within the wait;
+ * - `primary`, `replica_not_standby`: DATABASE_READ_URL answers as a primary (e.g. promoted): its
+ *   replay position says nothing about this primary's writes;
+ * - `primary`, `replica_failed`: the load on the replica failed (a query cancelled by a conflict
+ *   with recovery, a dropped connection) and ran again on the primary.
+ */
+export type SampleSource = 'replica' | 'primary';
+export type SampleSourceReason =
+  | 'replica_caught_up'
+  | 'no_replica'
+  | 'replica_outside_lag_bound'
+  | 'no_job_position'
+  | 'replica_behind'
+  | 'replica_not_standby'
+  | 'replica_failed';
+
+/** Where a job's samples may be read. */
+export interface SampleReadTarget {
+  /** DATABASE_URL's pool: always has every acknowledged write. */
+  readonly primary: pg.Pool;
+  /** The pool reads that may lag use now (ServiceContext.readPool); absent: no read replica. */
+  readonly reads?: () => pg.Pool;
+  /** The WAL position the replica must have replayed before the load (job.created_wal_lsn). */
+  readonly minLsn: string | null;
+  /** How long the load waits for the replica to reach minLsn before it reads the primary (0: one check). */
+  readonly waitMs: number;
+}
+
+export interface LoadedSamples {
+  readonly columns: SampleColumns;
+  readonly cached: boolean;
+  readonly source: SampleSource;
+  readonly reason: SampleSourceReason;
+  /** The replica's replay position at the last check (when one was made). */
+  readonly replayLsn?: string;
+  /** Why the load on the replica failed (reason `replica_failed`). */
+  readonly replicaError?: unknown;
+}
+
+/** Pause between two checks of the replica's replay position while waiting for it. */
+const REPLAY_POLL_MS = 50;
+
+/**
+ * Waits (bounded: waitMs, polled every REPLAY_POLL_MS) until the server `client` is connected to has
+ * replayed past `minLsn`. Run inside the load's own transaction, so the check and the load are on one
+ * server connection even behind a transaction pooler or a balancer over several replicas. In READ
+ * COMMITTED (the default, kept on purpose) each later statement takes a snapshot after this check,
+ * so it sees everything replayed up to the position checked. (REPEATABLE READ would take the
+ * snapshot at the check's own start, possibly before the position it then reads.)
+ */
+async function awaitReplay(
+  client: pg.PoolClient,
+  minLsn: string,
+  waitMs: number,
+): Promise<{ outcome: 'caught_up' | 'behind' | 'not_standby'; replay: string | undefined }> {
+  const deadline = Date.now() + waitMs;
+  const checksMax = Math.ceil(waitMs / REPLAY_POLL_MS) + 1;
+  let replay: string | undefined;
+  for (let check = 0; check < checksMax; check++) {
+    const { rows } = await client.query<{ standby: boolean; replay: string | null; caught_up: boolean | null }>(
+      `SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn()::text AS replay,
+              pg_last_wal_replay_lsn() >= $1::pg_lsn AS caught_up`,
+      [minLsn],
+    );
+    const row = rows[0]!;
+    replay = row.replay ?? undefined;
+    if (!row.standby) return { outcome: 'not_standby', replay };
+    if (row.caught_up === true) return { outcome: 'caught_up', replay };
+    if (Date.now() + REPLAY_POLL_MS > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, REPLAY_POLL_MS));
+  }
+  return { outcome: 'behind', replay };
 }
 
 /** Whether the dataset has any sample (an index probe, not a count of the whole dataset). */
@@ -201,10 +287,49 @@ export class SampleColumnsCache {
 
   constructor(private readonly samplesMax = 5_000_000) {}
 
-  async load(pool: pg.Pool, selection: SampleSelection, headerNames: Iterable<string>): Promise<{ columns: SampleColumns; cached: boolean }> {
+  /**
+   * The selection's columns, from the read replica when it has replayed past the job's WAL
+   * position (checked on the replica connection, in the load's transaction), else from the primary:
+   * a caller's own samples are never missing. `source` as a pool: that pool, no replica.
+   */
+  async load(source: pg.Pool | SampleReadTarget, selection: SampleSelection, headerNames: Iterable<string>): Promise<LoadedSamples> {
+    const target: SampleReadTarget = 'primary' in source ? source : { primary: source, minLsn: null, waitMs: 0 };
     const headers = [...new Set([...headerNames].map((h) => h.toLowerCase()))].sort();
+    let reason: SampleSourceReason;
+    let replayLsn: string | undefined;
+    let replicaError: unknown;
+    const replica = target.reads?.();
+    if (!target.reads || !replica) reason = 'no_replica';
+    else if (replica === target.primary) reason = 'replica_outside_lag_bound';
+    else if (target.minLsn === null) reason = 'no_job_position';
+    else {
+      const minLsn = target.minLsn;
+      try {
+        const onReplica = await withTransaction(replica, async (client) => {
+          await client.query('SET TRANSACTION READ ONLY');
+          const gate = await awaitReplay(client, minLsn, target.waitMs);
+          replayLsn = gate.replay;
+          if (gate.outcome !== 'caught_up') return gate.outcome;
+          return this.loadOn(client, selection, headers);
+        });
+        if (typeof onReplica !== 'string') return { ...onReplica, source: 'replica', reason: 'replica_caught_up', replayLsn };
+        reason = onReplica === 'not_standby' ? 'replica_not_standby' : 'replica_behind';
+      } catch (error) {
+        reason = 'replica_failed';
+        replicaError = error;
+      }
+    }
+    const loaded = await withTransaction(target.primary, async (client) => {
+      await client.query('SET TRANSACTION READ ONLY');
+      return this.loadOn(client, selection, headers);
+    });
+    return { ...loaded, source: 'primary', reason, ...(replayLsn === undefined ? {} : { replayLsn }), ...(replicaError === undefined ? {} : { replicaError }) };
+  }
+
+  /** The cache lookup (stamped on `client`) and, on a miss, the load, in the caller's transaction. */
+  private async loadOn(client: pg.PoolClient, selection: SampleSelection, headers: readonly string[]): Promise<{ columns: SampleColumns; cached: boolean }> {
     const key = JSON.stringify([selection.dataset, selection.startTime?.toISOString(), selection.endTime?.toISOString(), selection.limit, headers]);
-    const stamp = await pool.query<{ n: bigint; last: bigint | null }>(
+    const stamp = await client.query<{ n: bigint; last: bigint | null }>(
       'SELECT count(*) AS n, max(id) AS last FROM shadow_samples WHERE dataset = $1',
       [selection.dataset],
     );
@@ -216,7 +341,7 @@ export class SampleColumnsCache {
       this.entries.set(key, hit);
       return { columns: hit.columns, cached: true };
     }
-    const columns = await loadSampleColumns(pool, selection, headers);
+    const columns = await loadColumnsOn(client, selection, headers);
     this.entries.delete(key);
     if (columns.length <= this.samplesMax) {
       this.entries.set(key, { version, columns });
