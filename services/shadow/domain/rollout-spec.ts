@@ -39,6 +39,8 @@ export interface RolloutSpec {
   readonly analysisWindowMs: number;
   /** Unhealthy analyses in a row before rollback. */
   readonly failureThreshold: number;
+  /** How often the canary is analysed within a step (at most the step duration). */
+  readonly analysisIntervalMs: number;
   /** A live rollout that has not advanced a step for this long fails. */
   readonly progressDeadlineMs: number;
   /** On unless the request set disable_auto_rollback. */
@@ -69,6 +71,7 @@ export interface CreateRolloutInput {
         readonly maxInconclusive: number;
         readonly window?: DurationInput | undefined;
         readonly failureThreshold?: number;
+        readonly interval?: DurationInput | undefined;
       }
     | undefined;
   /** Deprecated: rollback is automatic by default; false cannot turn it off (it is the proto3 default). */
@@ -180,6 +183,8 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
   if (!Number.isInteger(failureThreshold) || failureThreshold < 1 || failureThreshold > MAX_FAILURE_THRESHOLD) {
     throw ServiceError.invalidArgument('analysis.failure_threshold', `must be between 1 and ${MAX_FAILURE_THRESHOLD}`);
   }
+  const analysisIntervalMs = boundedDuration('analysis.interval', durationMs('analysis.interval', analysis?.interval), stepDurationMs);
+  if (analysisIntervalMs > stepDurationMs) throw ServiceError.invalidArgument('analysis.interval', 'must not be longer than step_duration');
   const progressDeadlineMs =
     durationMs('progress_deadline', request.progressDeadline, MAX_PROGRESS_DEADLINE_MS, '7 days') ?? Math.min(MAX_PROGRESS_DEADLINE_MS, Math.max(MIN_DEFAULT_PROGRESS_DEADLINE_MS, 10 * stepDurationMs));
   if (progressDeadlineMs < MIN_DURATION_MS) throw ServiceError.invalidArgument('progress_deadline', 'must be at least 1s');
@@ -196,6 +201,7 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
     maxInconclusive,
     analysisWindowMs,
     failureThreshold,
+    analysisIntervalMs,
     progressDeadlineMs,
     // Rollback is the safe default (an unhealthy canary must not keep its traffic); `auto_rollback`
     // alone cannot say "off", since false is what an unset proto3 bool reads as.

@@ -137,9 +137,14 @@ export function advanceTo(row: RolloutRow, index: number, reason: string, analys
 
 /**
  * What an analysis of a live rollout's current step leads to (pure): a transition, or undefined
- * for "nothing changes but the verdict" (a healthy analysis at the manual gate, recorded without
- * an event). PROGRESSING and AWAITING_PROMOTION are analysed alike: a canary failing at the gate
- * is rolled back like one failing mid-way.
+ * for "nothing changes but the verdict" (a healthy analysis within a step, before its duration has
+ * passed, or at the manual gate: recorded without an event, the counts reset). The canary is
+ * analysed every `analysisIntervalMs`; only a healthy analysis made once the step has run its
+ * duration (`row.stepDue`) advances it. Every unhealthy analysis counts toward failure_threshold
+ * and every inconclusive one toward max_inconclusive, wherever in the step it falls; a hold at
+ * the end of a step waits a whole step again, one within it keeps the step's clock.
+ * PROGRESSING and AWAITING_PROMOTION are analysed alike: a canary failing at the gate is rolled
+ * back like one failing mid-way.
  */
 export function decide(row: RolloutRow, snapshot: AnalysisSnapshot): Transition | undefined {
   const live = row.state === 'AWAITING_PROMOTION' ? 'AWAITING_PROMOTION' : 'PROGRESSING';
@@ -151,11 +156,11 @@ export function decide(row: RolloutRow, snapshot: AnalysisSnapshot): Transition 
     analysis: snapshot,
     inconclusiveCount,
     unhealthyCount,
-    restartStepClock: true,
+    restartStepClock: row.stepDue === true,
   });
   switch (snapshot.verdict) {
     case AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY:
-      if (live === 'AWAITING_PROMOTION') return undefined;
+      if (live === 'AWAITING_PROMOTION' || row.stepDue !== true) return undefined;
       return advanceTo(row, row.currentStep + 1, 'STEP_ADVANCED', snapshot);
     case AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY: {
       const unhealthy = row.unhealthyCount + 1;
@@ -314,7 +319,7 @@ export class RolloutController {
     // Drift correction: the split is believed in place; make sure the route still shows it (a GitOps sync,
     // a kubectl apply may have reset it). An idempotent write: nothing is written when it does.
     if ((await this.apply(row, { drift: true })) === 'wrote') return;
-    if (row.stepDue !== true) return;
+    if (row.analysisDue !== true) return;
 
     // The analysis may take up to what is left of the lease (renewed now), minus a margin to commit its
     // decision: a slow Prometheus ends in an INCONCLUSIVE verdict that counts, not in a discarded analysis.
@@ -338,7 +343,7 @@ export class RolloutController {
     const decision = decide(row, snapshot);
     if (decision === undefined) {
       await recordAnalysis(pool, row, snapshot.verdict);
-      logger.debug({ rollout: row.id, state: row.state }, 'healthy analysis at the manual gate');
+      logger.debug({ rollout: row.id, state: row.state, step: row.currentStep }, row.state === 'AWAITING_PROMOTION' ? 'healthy analysis at the manual gate' : 'healthy analysis within the step');
       return;
     }
     const next = await this.commit(row, decision);

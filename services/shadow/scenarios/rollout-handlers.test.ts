@@ -87,6 +87,8 @@ describe('rollout RPCs (controller off)', function () {
       maxInconclusive: 3,
       window: { seconds: 60n, nanos: 0 },
       failureThreshold: 1,
+      // Default: one analysis per step, at its end.
+      interval: { seconds: 60n, nanos: 0 },
     });
     // Rollback is on unless disable_auto_rollback; the progress deadline defaults to max(10 min, 10 steps).
     expect(rollout!.autoRollback).to.equal(true);
@@ -184,6 +186,8 @@ describe('rollout RPCs (controller off)', function () {
       ['analysis.failure_threshold', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 101 } }],
       ['analysis.failure_threshold', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: -1 } }],
       ['progress_deadline', { progressDeadline: { seconds: 0n, nanos: 1_000_000 } }],
+      ['analysis.interval', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, interval: { seconds: 0n, nanos: 500_000_000 } } }],
+      ['analysis.interval', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, interval: { seconds: 61n, nanos: 0 } } }],
       ['progress_deadline', { progressDeadline: { seconds: 8n * 86_400n, nanos: 0 } }],
     ];
     const keysBefore = await requestCount();

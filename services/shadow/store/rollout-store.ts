@@ -44,6 +44,10 @@ export interface RolloutRow extends RolloutSpec {
   readonly progressedAt: Date;
   /** AnalysisVerdict name of the latest analysis (null before the first). */
   readonly lastVerdict: string | null;
+  /** When the latest analysis of the current step (or the gate) was made. */
+  readonly analysedAt: Date | null;
+  /** Whether an analysis is due: an interval since the step started or since its latest analysis; only from `listActionable`. */
+  readonly analysisDue?: boolean;
   /** Whether the current step has run its duration (by the database clock); only from `listActionable`. */
   readonly stepDue?: boolean;
   /** Milliseconds since the current step's split took effect (database clock); only from `listActionable`. */
@@ -73,7 +77,7 @@ const COLUMNS = `id, seq, evaluation_id, namespace, virtual_service, host, stabl
   steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive, analysis_window_ms,
   auto_rollback, manual_promotion, state, current_step, canary_weight, applied_weight, step_started_at,
   inconclusive_count, version, created_at, updated_at, failure_threshold, unhealthy_count, progress_deadline_ms,
-  progressed_at, last_verdict`;
+  progressed_at, last_verdict, analysis_interval_ms, analysed_at`;
 
 interface DbRow {
   id: string;
@@ -108,6 +112,9 @@ interface DbRow {
   progress_deadline_ms: string | number;
   progressed_at: Date;
   last_verdict: string | null;
+  analysis_interval_ms: number | null;
+  analysed_at: Date | null;
+  analysis_due?: boolean;
   step_due?: boolean;
   step_elapsed_ms?: number | string | null;
   progress_overdue?: boolean;
@@ -149,6 +156,9 @@ function fromDb(row: DbRow): RolloutRow {
     progressDeadlineMs: Number(row.progress_deadline_ms),
     progressedAt: row.progressed_at,
     lastVerdict: row.last_verdict,
+    analysisIntervalMs: row.analysis_interval_ms ?? row.step_duration_ms,
+    analysedAt: row.analysed_at,
+    ...(row.analysis_due === undefined ? {} : { analysisDue: row.analysis_due }),
     ...(row.step_due === undefined ? {} : { stepDue: row.step_due }),
     ...(row.step_elapsed_ms === undefined || row.step_elapsed_ms === null ? {} : { stepElapsedMs: Number(row.step_elapsed_ms) }),
     ...(row.progress_overdue === undefined ? {} : { progressOverdue: row.progress_overdue }),
@@ -180,8 +190,8 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
     ({ rows } = await client.query<DbRow>(
       `INSERT INTO shadow_rollouts (id, evaluation_id, namespace, virtual_service, host, stable_subset, canary_subset,
          route_name, steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive,
-         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms, analysis_interval_ms)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
        RETURNING ${COLUMNS}`,
       [
         id,
@@ -203,6 +213,7 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
         spec.manualPromotion,
         spec.failureThreshold,
         spec.progressDeadlineMs,
+        spec.analysisIntervalMs,
       ],
     ));
   } catch (error) {
@@ -247,6 +258,8 @@ export async function listActionable(db: Queryable, limit: number): Promise<Roll
   const { rows } = await db.query<DbRow>(
     `SELECT ${COLUMNS},
             step_started_at IS NOT NULL AND step_started_at + step_duration_ms * interval '1 millisecond' <= now() AS step_due,
+            step_started_at IS NOT NULL
+              AND greatest(step_started_at, analysed_at) + coalesce(analysis_interval_ms, step_duration_ms) * interval '1 millisecond' <= now() AS analysis_due,
             floor(extract(epoch FROM now() - step_started_at) * 1000) AS step_elapsed_ms,
             state IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION')
               AND progressed_at + progress_deadline_ms * interval '1 millisecond' <= now() AS progress_overdue
@@ -277,6 +290,7 @@ export async function transitionIn(client: pg.PoolClient, expected: Pick<Rollout
               unhealthy_count = $8,
               progressed_at = CASE WHEN $9 THEN now() ELSE progressed_at END,
               last_verdict = coalesce($10, last_verdict),
+              analysed_at = CASE WHEN $10::text IS NOT NULL THEN now() ELSE analysed_at END,
               version = version + 1, updated_at = now()
         WHERE id = $1 AND version = $2
         RETURNING ${COLUMNS}`,
@@ -331,14 +345,15 @@ export async function markApplied(db: Queryable, row: Pick<RolloutRow, 'id' | 'v
 }
 
 /**
- * Records an analysis that changes nothing else (a healthy one at the manual gate): its verdict,
- * and a new step clock (the next analysis is a step later). No event, no version bump (a rollout
- * waiting days at the gate would otherwise grow its history by one event per step); guarded by
- * the version like markApplied.
+ * Records a healthy analysis that changes nothing else (within a step, or at the manual gate): its
+ * verdict and time (the next analysis is an interval later), and the unhealthy / inconclusive
+ * counts reset (they count analyses in a row). No event, no version bump (a rollout waiting days
+ * at the gate would otherwise grow its history by one event per interval); guarded by the version
+ * like markApplied.
  */
 export async function recordAnalysis(db: Queryable, row: Pick<RolloutRow, 'id' | 'version'>, verdict: AnalysisVerdict): Promise<boolean> {
   const result = await db.query(
-    `UPDATE shadow_rollouts SET last_verdict = $3, step_started_at = now(), unhealthy_count = 0 WHERE id = $1 AND version = $2`,
+    `UPDATE shadow_rollouts SET last_verdict = $3, analysed_at = now(), unhealthy_count = 0, inconclusive_count = 0 WHERE id = $1 AND version = $2`,
     [row.id, row.version.toString(), AnalysisVerdict[verdict]],
   );
   return result.rowCount === 1;
@@ -398,6 +413,7 @@ export function toProto(row: RolloutRow, events: RolloutEvent[] = []): Rollout {
       maxInconclusive: row.maxInconclusive,
       window: durationOf(row.analysisWindowMs),
       failureThreshold: row.failureThreshold,
+      interval: durationOf(row.analysisIntervalMs),
     },
     autoRollback: row.autoRollback,
     manualPromotion: row.manualPromotion,

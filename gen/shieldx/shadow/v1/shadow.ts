@@ -959,6 +959,14 @@ export interface AnalysisConfig {
    * A healthy analysis resets the count.
    */
   failureThreshold: number;
+  /**
+   * How often the canary is analysed within a step (Flagger `interval`); default the step
+   * duration (one analysis at the end of each step). At least 1s, at most the step duration.
+   * Each analysis counts: an unhealthy one toward failure_threshold (a healthy one resets the
+   * count), an inconclusive one toward max_inconclusive; the step advances only on the healthy
+   * analysis made once the step duration has passed.
+   */
+  interval?: Duration | undefined;
 }
 
 /** The metric values a decision was made on. */
@@ -6230,6 +6238,7 @@ function createBaseAnalysisConfig(): AnalysisConfig {
     maxInconclusive: 0,
     window: undefined,
     failureThreshold: 0,
+    interval: undefined,
   };
 }
 
@@ -6255,6 +6264,9 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     }
     if (message.failureThreshold !== 0) {
       writer.uint32(48).int32(message.failureThreshold);
+    }
+    if (message.interval !== undefined) {
+      Duration.encode(message.interval, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -6320,6 +6332,14 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
             message.failureThreshold = reader.int32();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.interval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6360,6 +6380,7 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
         : isSet(object.failure_threshold)
         ? globalThis.Number(object.failure_threshold)
         : 0,
+      interval: isSet(object.interval) ? Duration.fromJSON(object.interval) : undefined,
     };
   },
 
@@ -6383,6 +6404,9 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     if (message.failureThreshold !== 0) {
       obj.failureThreshold = Math.round(message.failureThreshold);
     }
+    if (message.interval !== undefined) {
+      obj.interval = Duration.toJSON(message.interval);
+    }
     return obj;
   },
 
@@ -6403,6 +6427,9 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
       ? Duration.fromPartial(object.window)
       : undefined;
     message.failureThreshold = object.failureThreshold ?? 0;
+    message.interval = (object.interval !== undefined && object.interval !== null)
+      ? Duration.fromPartial(object.interval)
+      : undefined;
     return message;
   },
 };
