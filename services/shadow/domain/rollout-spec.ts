@@ -46,6 +46,32 @@ export interface RolloutSpec {
   /** On unless the request set disable_auto_rollback. */
   readonly autoRollback: boolean;
   readonly manualPromotion: boolean;
+  readonly webhooks: readonly WebhookSpec[];
+}
+
+/** WebhookType without its prefix, in the order of the proto enum (value = index + 1). */
+export const WEBHOOK_TYPES = ['PRE_ROLLOUT', 'CONFIRM_TRAFFIC_INCREASE', 'CONFIRM_PROMOTION', 'ROLLBACK', 'POST_ROLLOUT'] as const;
+export type WebhookTypeName = (typeof WEBHOOK_TYPES)[number];
+/** Types whose non-2xx answer holds the rollout; the others are notifications. */
+export const GATE_WEBHOOK_TYPES: readonly WebhookTypeName[] = ['PRE_ROLLOUT', 'CONFIRM_TRAFFIC_INCREASE', 'CONFIRM_PROMOTION'];
+
+/** A validated RolloutWebhook. */
+export interface WebhookSpec {
+  readonly name: string;
+  readonly type: WebhookTypeName;
+  readonly url: string;
+  readonly timeoutMs: number;
+  /** CONFIRM_TRAFFIC_INCREASE only: the canary weights it gates; empty = every increase. */
+  readonly steps: readonly number[];
+}
+
+export interface WebhookInput {
+  readonly name: string;
+  /** The proto enum's value. */
+  readonly type: number;
+  readonly url: string;
+  readonly timeout?: DurationInput | undefined;
+  readonly steps: readonly number[];
 }
 
 /** A google.protobuf.Duration as the request carries it. */
@@ -79,6 +105,7 @@ export interface CreateRolloutInput {
   readonly disableAutoRollback?: boolean;
   readonly manualPromotion: boolean;
   readonly progressDeadline?: DurationInput | undefined;
+  readonly webhooks?: readonly WebhookInput[];
 }
 
 export const DEFAULT_STEPS: readonly number[] = [5, 25, 50, 100];
@@ -97,6 +124,11 @@ export const MAX_FAILURE_THRESHOLD = 100;
 /** Default progress deadline: 10 × the step duration, at least this. */
 export const MIN_DEFAULT_PROGRESS_DEADLINE_MS = 10 * 60_000;
 export const MAX_PROGRESS_DEADLINE_MS = 7 * 24 * 3_600_000;
+
+export const MAX_WEBHOOKS = 10;
+export const DEFAULT_WEBHOOK_TIMEOUT_MS = 5_000;
+export const MAX_WEBHOOK_TIMEOUT_MS = 30_000;
+export const MAX_WEBHOOK_URL_LENGTH = 2_048;
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -145,6 +177,43 @@ export function validateSteps(steps: readonly number[]): readonly number[] {
   return [...steps];
 }
 
+/** Validated webhooks (field paths `webhooks[i].…`); `steps` are the rollout's validated steps. */
+export function validateWebhooks(webhooks: readonly WebhookInput[], steps: readonly number[]): readonly WebhookSpec[] {
+  if (webhooks.length > MAX_WEBHOOKS) throw ServiceError.invalidArgument('webhooks', `must have at most ${MAX_WEBHOOKS} webhooks`);
+  const names = new Set<string>();
+  return webhooks.map((hook, index) => {
+    const field = `webhooks[${index}]`;
+    const name = requireName(`${field}.name`, hook.name, DNS_LABEL, 63, 'a DNS label (lowercase letters, digits, "-")');
+    if (names.has(name)) throw ServiceError.invalidArgument(`${field}.name`, 'must be unique among the webhooks');
+    names.add(name);
+    const type = WEBHOOK_TYPES[hook.type - 1];
+    if (type === undefined) throw ServiceError.invalidArgument(`${field}.type`, 'must be a webhook type');
+    if (hook.url === '') throw ServiceError.invalidArgument(`${field}.url`, 'is required');
+    if (hook.url.length > MAX_WEBHOOK_URL_LENGTH) throw ServiceError.invalidArgument(`${field}.url`, `must be at most ${MAX_WEBHOOK_URL_LENGTH} characters`);
+    let url: URL;
+    try {
+      url = new URL(hook.url);
+    } catch {
+      throw ServiceError.invalidArgument(`${field}.url`, 'must be an absolute http:// or https:// URL');
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw ServiceError.invalidArgument(`${field}.url`, 'must be an http:// or https:// URL');
+    if (url.username !== '' || url.password !== '') throw ServiceError.invalidArgument(`${field}.url`, 'must not carry user info (credentials)');
+    const timeoutMs = durationMs(`${field}.timeout`, hook.timeout) ?? DEFAULT_WEBHOOK_TIMEOUT_MS;
+    if (timeoutMs < 1) throw ServiceError.invalidArgument(`${field}.timeout`, 'must be at least 1ms');
+    if (timeoutMs > MAX_WEBHOOK_TIMEOUT_MS) throw ServiceError.invalidArgument(`${field}.timeout`, 'must be at most 30s');
+    if (hook.steps.length > 0 && type !== 'CONFIRM_TRAFFIC_INCREASE') {
+      throw ServiceError.invalidArgument(`${field}.steps`, 'is only for WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE');
+    }
+    hook.steps.forEach((weight, i) => {
+      const position = steps.indexOf(weight);
+      if (position < 1 || position === steps.length - 1) {
+        throw ServiceError.invalidArgument(`${field}.steps[${i}]`, 'must be one of steps, neither the first nor the last (WEBHOOK_TYPE_CONFIRM_PROMOTION gates the last)');
+      }
+    });
+    return { name, type, url: url.href, timeoutMs, steps: [...new Set(hook.steps)] };
+  });
+}
+
 /** The validated spec with defaults applied; throws INVALID_ARGUMENT naming the first bad field. */
 export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
   if (request.evaluationId === '') throw ServiceError.invalidArgument('evaluation_id', 'is required');
@@ -190,6 +259,8 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
   if (progressDeadlineMs < MIN_DURATION_MS) throw ServiceError.invalidArgument('progress_deadline', 'must be at least 1s');
   if (progressDeadlineMs > MAX_PROGRESS_DEADLINE_MS) throw ServiceError.invalidArgument('progress_deadline', 'must be at most 7 days');
 
+  const webhooks = validateWebhooks(request.webhooks ?? [], steps);
+
   return {
     evaluationId: request.evaluationId.toLowerCase(),
     target: { namespace, virtualService, host, stableSubset, canarySubset, routeName },
@@ -207,5 +278,6 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
     // alone cannot say "off", since false is what an unset proto3 bool reads as.
     autoRollback: request.disableAutoRollback !== true,
     manualPromotion: request.manualPromotion,
+    webhooks,
   };
 }

@@ -58,6 +58,7 @@ describe('rollout controller against a real Prometheus', function () {
     disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey: '',
+    webhooks: [],
     ...overrides,
   });
 

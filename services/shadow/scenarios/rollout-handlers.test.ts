@@ -5,6 +5,8 @@ import { expect } from 'chai';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import {
   RolloutState,
+  WebhookType,
+  type RolloutWebhook,
   type CreateRolloutRequest,
   type ShadowServiceClient,
   type WatchRolloutResponse,
@@ -54,6 +56,7 @@ describe('rollout RPCs (controller off)', function () {
     disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey: '',
+    webhooks: [],
     ...overrides,
   });
 
@@ -127,6 +130,14 @@ describe('rollout RPCs (controller off)', function () {
   // Each bad field is INVALID_ARGUMENT naming that field, and nothing is written.
   it('validates the request field by field', async () => {
     const base = request();
+    const hook = (overrides: Partial<RolloutWebhook> = {}): RolloutWebhook => ({
+      name: 'h',
+      type: WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE,
+      url: 'https://hooks.example/confirm',
+      timeout: undefined,
+      steps: [],
+      ...overrides,
+    });
     const cases: [string, Partial<CreateRolloutRequest>][] = [
       ['evaluation_id', { evaluationId: '' }],
       ['evaluation_id', { evaluationId: 'not-a-uuid' }],
@@ -188,6 +199,20 @@ describe('rollout RPCs (controller off)', function () {
       ['progress_deadline', { progressDeadline: { seconds: 0n, nanos: 1_000_000 } }],
       ['analysis.interval', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, interval: { seconds: 0n, nanos: 500_000_000 } } }],
       ['analysis.interval', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, interval: { seconds: 61n, nanos: 0 } } }],
+      ['webhooks[0].url', { webhooks: [hook({ url: 'ftp://hooks.example/x' })] }],
+      ['webhooks[0].url', { webhooks: [hook({ url: 'not a url' })] }],
+      ['webhooks[0].url', { webhooks: [hook({ url: 'https://user:secret@hooks.example/x' })] }],
+      ['webhooks[0].url', { webhooks: [hook({ url: '' })] }],
+      ['webhooks[0].url', { webhooks: [hook({ url: `https://hooks.example/${'x'.repeat(2048)}` })] }],
+      ['webhooks[0].type', { webhooks: [hook({ type: WebhookType.WEBHOOK_TYPE_UNSPECIFIED })] }],
+      ['webhooks[0].type', { webhooks: [hook({ type: 99 as WebhookType })] }],
+      ['webhooks[0].name', { webhooks: [hook({ name: '' })] }],
+      ['webhooks[1].name', { webhooks: [hook(), hook()] }],
+      ['webhooks[0].timeout', { webhooks: [hook({ timeout: { seconds: 31n, nanos: 0 } })] }],
+      ['webhooks[0].steps', { webhooks: [hook({ type: WebhookType.WEBHOOK_TYPE_CONFIRM_PROMOTION, steps: [50] })] }],
+      ['webhooks[0].steps[0]', { webhooks: [hook({ type: WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE, steps: [40] })] }],
+      ['webhooks[0].steps[0]', { webhooks: [hook({ type: WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE, steps: [100] })] }],
+      ['webhooks', { webhooks: Array.from({ length: 11 }, (_, i) => hook({ name: `h${i}` })) }],
       ['progress_deadline', { progressDeadline: { seconds: 8n * 86_400n, nanos: 0 } }],
     ];
     const keysBefore = await requestCount();

@@ -78,6 +78,7 @@ describe('rollout safety (issue 18) against a real Prometheus', function () {
     disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey: '',
+    webhooks: [],
     progressDeadline: undefined,
     ...overrides,
   });

@@ -17,7 +17,7 @@ import {
   type RolloutEvent,
 } from '../../../gen/shieldx/shadow/v1/shadow';
 import { deleteInBatches, withTransaction } from '../../../platform/db';
-import { ACTIVE_STATES, ROLLOUT_STATES, type RolloutSpec, type RolloutStateName } from '../domain/rollout-spec';
+import { ACTIVE_STATES, ROLLOUT_STATES, WEBHOOK_TYPES, type RolloutSpec, type RolloutStateName, type WebhookSpec } from '../domain/rollout-spec';
 
 export function stateToProto(state: RolloutStateName | null): RolloutState {
   return state === null ? RolloutState.ROLLOUT_STATE_UNSPECIFIED : RolloutState[`ROLLOUT_STATE_${state}`];
@@ -46,6 +46,8 @@ export interface RolloutRow extends RolloutSpec {
   readonly lastVerdict: string | null;
   /** When the latest analysis of the current step (or the gate) was made. */
   readonly analysedAt: Date | null;
+  /** Whether a gate refused (or an analysis was made) an interval ago or more, or never; only from `listActionable`. */
+  readonly gateDue?: boolean;
   /** Whether an analysis is due: an interval since the step started or since its latest analysis; only from `listActionable`. */
   readonly analysisDue?: boolean;
   /** Whether the current step has run its duration (by the database clock); only from `listActionable`. */
@@ -77,7 +79,7 @@ const COLUMNS = `id, seq, evaluation_id, namespace, virtual_service, host, stabl
   steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive, analysis_window_ms,
   auto_rollback, manual_promotion, state, current_step, canary_weight, applied_weight, step_started_at,
   inconclusive_count, version, created_at, updated_at, failure_threshold, unhealthy_count, progress_deadline_ms,
-  progressed_at, last_verdict, analysis_interval_ms, analysed_at`;
+  progressed_at, last_verdict, analysis_interval_ms, analysed_at, webhooks`;
 
 interface DbRow {
   id: string;
@@ -114,7 +116,9 @@ interface DbRow {
   last_verdict: string | null;
   analysis_interval_ms: number | null;
   analysed_at: Date | null;
+  webhooks: WebhookSpec[];
   analysis_due?: boolean;
+  gate_due?: boolean;
   step_due?: boolean;
   step_elapsed_ms?: number | string | null;
   progress_overdue?: boolean;
@@ -158,6 +162,8 @@ function fromDb(row: DbRow): RolloutRow {
     lastVerdict: row.last_verdict,
     analysisIntervalMs: row.analysis_interval_ms ?? row.step_duration_ms,
     analysedAt: row.analysed_at,
+    webhooks: row.webhooks,
+    ...(row.gate_due === undefined ? {} : { gateDue: row.gate_due }),
     ...(row.analysis_due === undefined ? {} : { analysisDue: row.analysis_due }),
     ...(row.step_due === undefined ? {} : { stepDue: row.step_due }),
     ...(row.step_elapsed_ms === undefined || row.step_elapsed_ms === null ? {} : { stepElapsedMs: Number(row.step_elapsed_ms) }),
@@ -190,8 +196,8 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
     ({ rows } = await client.query<DbRow>(
       `INSERT INTO shadow_rollouts (id, evaluation_id, namespace, virtual_service, host, stable_subset, canary_subset,
          route_name, steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive,
-         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms, analysis_interval_ms)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms, analysis_interval_ms, webhooks)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
        RETURNING ${COLUMNS}`,
       [
         id,
@@ -214,6 +220,7 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
         spec.failureThreshold,
         spec.progressDeadlineMs,
         spec.analysisIntervalMs,
+        JSON.stringify(spec.webhooks),
       ],
     ));
   } catch (error) {
@@ -260,6 +267,7 @@ export async function listActionable(db: Queryable, limit: number): Promise<Roll
             step_started_at IS NOT NULL AND step_started_at + step_duration_ms * interval '1 millisecond' <= now() AS step_due,
             step_started_at IS NOT NULL
               AND greatest(step_started_at, analysed_at) + coalesce(analysis_interval_ms, step_duration_ms) * interval '1 millisecond' <= now() AS analysis_due,
+            analysed_at IS NULL OR analysed_at + coalesce(analysis_interval_ms, step_duration_ms) * interval '1 millisecond' <= now() AS gate_due,
             floor(extract(epoch FROM now() - step_started_at) * 1000) AS step_elapsed_ms,
             state IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION')
               AND progressed_at + progress_deadline_ms * interval '1 millisecond' <= now() AS progress_overdue
@@ -359,6 +367,44 @@ export async function recordAnalysis(db: Queryable, row: Pick<RolloutRow, 'id' |
   return result.rowCount === 1;
 }
 
+/**
+ * Records that a gate webhook refused (pre-rollout in PENDING, confirm-* at the end of a step): the
+ * gate is asked again an interval later. With the analysis that preceded it (healthy), its verdict
+ * too. No event (a gate may refuse for hours); guarded by the version.
+ */
+export async function recordGateRefusal(db: Queryable, row: Pick<RolloutRow, 'id' | 'version'>, verdict?: AnalysisVerdict): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE shadow_rollouts SET analysed_at = now(), last_verdict = coalesce($3, last_verdict),
+            unhealthy_count = CASE WHEN $3::text IS NULL THEN unhealthy_count ELSE 0 END,
+            inconclusive_count = CASE WHEN $3::text IS NULL THEN inconclusive_count ELSE 0 END
+      WHERE id = $1 AND version = $2`,
+    [row.id, row.version.toString(), verdict === undefined ? null : AnalysisVerdict[verdict]],
+  );
+  return result.rowCount === 1;
+}
+
+/**
+ * Claims the finished rollout's notifications (rollback / post-rollout webhooks): true once per
+ * rollout, for the caller that then sends them (at most once, even across controllers).
+ */
+export async function claimFinishNotifications(db: Queryable, id: string): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE shadow_rollouts SET webhooks_notified = true
+      WHERE id = $1 AND NOT webhooks_notified AND state NOT IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION')`,
+    [id],
+  );
+  return result.rowCount === 1;
+}
+
+/** The snapshot of the rollout's latest analysed event, if any (what a notification reports). */
+export async function latestAnalysis(db: Queryable, id: string): Promise<AnalysisSnapshot | undefined> {
+  const { rows } = await db.query<{ analysis: unknown }>(
+    `SELECT analysis FROM shadow_rollout_events WHERE rollout_id = $1 AND analysis IS NOT NULL ORDER BY sequence DESC LIMIT 1`,
+    [id],
+  );
+  return rows[0] ? AnalysisSnapshot.fromJSON(rows[0].analysis) : undefined;
+}
+
 /** Restarts the current step's clock (its split was re-applied after drift): guarded by the version. */
 export async function restartStepClock(db: Queryable, row: Pick<RolloutRow, 'id' | 'version'>): Promise<boolean> {
   const result = await db.query(`UPDATE shadow_rollouts SET step_started_at = now() WHERE id = $1 AND version = $2`, [row.id, row.version.toString()]);
@@ -424,6 +470,13 @@ export function toProto(row: RolloutRow, events: RolloutEvent[] = []): Rollout {
     createdAt: row.createdAt,
     updatedAt: row.updatedAt,
     progressDeadline: durationOf(row.progressDeadlineMs),
+    webhooks: row.webhooks.map((hook) => ({
+      name: hook.name,
+      type: WEBHOOK_TYPES.indexOf(hook.type) + 1,
+      url: hook.url,
+      timeout: durationOf(hook.timeoutMs),
+      steps: [...hook.steps],
+    })),
   };
 }
 

@@ -361,6 +361,78 @@ export function riskLevelToJSON(object: RiskLevel): string {
   }
 }
 
+/** When a webhook is called (Flagger's webhook types). */
+export enum WebhookType {
+  WEBHOOK_TYPE_UNSPECIFIED = 0,
+  /** WEBHOOK_TYPE_PRE_ROLLOUT - Before the first traffic shift; a non-2xx answer holds the rollout in PENDING. */
+  WEBHOOK_TYPE_PRE_ROLLOUT = 1,
+  /**
+   * WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE - Before each weight increase to a step other than the last (all of them, or those listed in
+   * RolloutWebhook.steps); a non-2xx answer holds the step (asked again an interval later).
+   */
+  WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE = 2,
+  /**
+   * WEBHOOK_TYPE_CONFIRM_PROMOTION - Before the last step (promotion to 100 %, or with manual_promotion before waiting at the
+   * gate); a non-2xx answer holds the step.
+   */
+  WEBHOOK_TYPE_CONFIRM_PROMOTION = 3,
+  /**
+   * WEBHOOK_TYPE_ROLLBACK - Notification once a rollout ended with its traffic back on stable (ROLLED_BACK, FAILED,
+   * ABORTED); never blocks.
+   */
+  WEBHOOK_TYPE_ROLLBACK = 4,
+  /** WEBHOOK_TYPE_POST_ROLLOUT - Notification once a rollout finished, whatever its end (SUCCEEDED included); never blocks. */
+  WEBHOOK_TYPE_POST_ROLLOUT = 5,
+  UNRECOGNIZED = -1,
+}
+
+export function webhookTypeFromJSON(object: any): WebhookType {
+  switch (object) {
+    case 0:
+    case "WEBHOOK_TYPE_UNSPECIFIED":
+      return WebhookType.WEBHOOK_TYPE_UNSPECIFIED;
+    case 1:
+    case "WEBHOOK_TYPE_PRE_ROLLOUT":
+      return WebhookType.WEBHOOK_TYPE_PRE_ROLLOUT;
+    case 2:
+    case "WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE":
+      return WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE;
+    case 3:
+    case "WEBHOOK_TYPE_CONFIRM_PROMOTION":
+      return WebhookType.WEBHOOK_TYPE_CONFIRM_PROMOTION;
+    case 4:
+    case "WEBHOOK_TYPE_ROLLBACK":
+      return WebhookType.WEBHOOK_TYPE_ROLLBACK;
+    case 5:
+    case "WEBHOOK_TYPE_POST_ROLLOUT":
+      return WebhookType.WEBHOOK_TYPE_POST_ROLLOUT;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return WebhookType.UNRECOGNIZED;
+  }
+}
+
+export function webhookTypeToJSON(object: WebhookType): string {
+  switch (object) {
+    case WebhookType.WEBHOOK_TYPE_UNSPECIFIED:
+      return "WEBHOOK_TYPE_UNSPECIFIED";
+    case WebhookType.WEBHOOK_TYPE_PRE_ROLLOUT:
+      return "WEBHOOK_TYPE_PRE_ROLLOUT";
+    case WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE:
+      return "WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE";
+    case WebhookType.WEBHOOK_TYPE_CONFIRM_PROMOTION:
+      return "WEBHOOK_TYPE_CONFIRM_PROMOTION";
+    case WebhookType.WEBHOOK_TYPE_ROLLBACK:
+      return "WEBHOOK_TYPE_ROLLBACK";
+    case WebhookType.WEBHOOK_TYPE_POST_ROLLOUT:
+      return "WEBHOOK_TYPE_POST_ROLLOUT";
+    case WebhookType.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export enum RolloutState {
   ROLLOUT_STATE_UNSPECIFIED = 0,
   ROLLOUT_STATE_PENDING = 1,
@@ -969,6 +1041,29 @@ export interface AnalysisConfig {
   interval?: Duration | undefined;
 }
 
+/**
+ * An HTTP(S) endpoint the controller POSTs a JSON body to (rollout id, type, target, phase,
+ * weights, step and the latest analysis figures). Network errors, 5xx and 429 are retried with
+ * backoff (at most 3 attempts per call); a gate that still does not answer 2xx holds the rollout,
+ * and the progress deadline eventually fails it.
+ */
+export interface RolloutWebhook {
+  /** Unique within the rollout; a DNS label. */
+  name: string;
+  type: WebhookType;
+  /** http:// or https:// URL, without user info; at most 2048 characters. */
+  url: string;
+  /** Per attempt; default 5s, at most 30s. */
+  timeout?:
+    | Duration
+    | undefined;
+  /**
+   * Only for WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE: the canary weights (values of steps, not the
+   * first nor the last) whose increase it gates; empty = every increase.
+   */
+  steps: number[];
+}
+
 /** The metric values a decision was made on. */
 export interface AnalysisSnapshot {
   verdict: AnalysisVerdict;
@@ -1026,6 +1121,7 @@ export interface Rollout {
     | undefined;
   /** A live rollout that has not advanced a step for this long FAILS (weight 0). */
   progressDeadline?: Duration | undefined;
+  webhooks: RolloutWebhook[];
 }
 
 export interface CreateRolloutRequest {
@@ -1055,7 +1151,11 @@ export interface CreateRolloutRequest {
    * inconclusive, a stalled controller or router) FAILS back to weight 0. Default: 10 ×
    * the step duration, at least 10 minutes; at most 7 days.
    */
-  progressDeadline?: Duration | undefined;
+  progressDeadline?:
+    | Duration
+    | undefined;
+  /** At most 10; see RolloutWebhook. */
+  webhooks: RolloutWebhook[];
 }
 
 export interface CreateRolloutResponse {
@@ -6434,6 +6534,155 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
   },
 };
 
+function createBaseRolloutWebhook(): RolloutWebhook {
+  return { name: "", type: 0, url: "", timeout: undefined, steps: [] };
+}
+
+export const RolloutWebhook: MessageFns<RolloutWebhook> = {
+  encode(message: RolloutWebhook, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.type !== 0) {
+      writer.uint32(16).int32(message.type);
+    }
+    if (message.url !== "") {
+      writer.uint32(26).string(message.url);
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(34).fork()).join();
+    }
+    if (message.steps.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.steps) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RolloutWebhook {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRolloutWebhook();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.type = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.steps.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.steps.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RolloutWebhook {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      type: isSet(object.type) ? webhookTypeFromJSON(object.type) : 0,
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      timeout: isSet(object.timeout) ? Duration.fromJSON(object.timeout) : undefined,
+      steps: globalThis.Array.isArray(object?.steps) ? object.steps.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: RolloutWebhook): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.type !== 0) {
+      obj.type = webhookTypeToJSON(message.type);
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.timeout !== undefined) {
+      obj.timeout = Duration.toJSON(message.timeout);
+    }
+    if (message.steps?.length) {
+      obj.steps = message.steps.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RolloutWebhook>, I>>(base?: I): RolloutWebhook {
+    return RolloutWebhook.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RolloutWebhook>, I>>(object: I): RolloutWebhook {
+    const message = createBaseRolloutWebhook();
+    message.name = object.name ?? "";
+    message.type = object.type ?? 0;
+    message.url = object.url ?? "";
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    message.steps = object.steps?.map((e) => e) || [];
+    return message;
+  },
+};
+
 function createBaseAnalysisSnapshot(): AnalysisSnapshot {
   return {
     verdict: 0,
@@ -6882,6 +7131,7 @@ function createBaseRollout(): Rollout {
     createdAt: undefined,
     updatedAt: undefined,
     progressDeadline: undefined,
+    webhooks: [],
   };
 }
 
@@ -6935,6 +7185,9 @@ export const Rollout: MessageFns<Rollout> = {
     }
     if (message.progressDeadline !== undefined) {
       Duration.encode(message.progressDeadline, writer.uint32(122).fork()).join();
+    }
+    for (const v of message.webhooks) {
+      RolloutWebhook.encode(v!, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -7082,6 +7335,14 @@ export const Rollout: MessageFns<Rollout> = {
             message.progressDeadline = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.webhooks.push(RolloutWebhook.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7149,6 +7410,9 @@ export const Rollout: MessageFns<Rollout> = {
         : isSet(object.progress_deadline)
         ? Duration.fromJSON(object.progress_deadline)
         : undefined,
+      webhooks: globalThis.Array.isArray(object?.webhooks)
+        ? object.webhooks.map((e: any) => RolloutWebhook.fromJSON(e))
+        : [],
     };
   },
 
@@ -7199,6 +7463,9 @@ export const Rollout: MessageFns<Rollout> = {
     if (message.progressDeadline !== undefined) {
       obj.progressDeadline = Duration.toJSON(message.progressDeadline);
     }
+    if (message.webhooks?.length) {
+      obj.webhooks = message.webhooks.map((e) => RolloutWebhook.toJSON(e));
+    }
     return obj;
   },
 
@@ -7230,6 +7497,7 @@ export const Rollout: MessageFns<Rollout> = {
     message.progressDeadline = (object.progressDeadline !== undefined && object.progressDeadline !== null)
       ? Duration.fromPartial(object.progressDeadline)
       : undefined;
+    message.webhooks = object.webhooks?.map((e) => RolloutWebhook.fromPartial(e)) || [];
     return message;
   },
 };
@@ -7246,6 +7514,7 @@ function createBaseCreateRolloutRequest(): CreateRolloutRequest {
     idempotencyKey: "",
     disableAutoRollback: false,
     progressDeadline: undefined,
+    webhooks: [],
   };
 }
 
@@ -7284,6 +7553,9 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     }
     if (message.progressDeadline !== undefined) {
       Duration.encode(message.progressDeadline, writer.uint32(82).fork()).join();
+    }
+    for (const v of message.webhooks) {
+      RolloutWebhook.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -7391,6 +7663,14 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
             message.progressDeadline = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.webhooks.push(RolloutWebhook.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7443,6 +7723,9 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
         : isSet(object.progress_deadline)
         ? Duration.fromJSON(object.progress_deadline)
         : undefined,
+      webhooks: globalThis.Array.isArray(object?.webhooks)
+        ? object.webhooks.map((e: any) => RolloutWebhook.fromJSON(e))
+        : [],
     };
   },
 
@@ -7478,6 +7761,9 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     if (message.progressDeadline !== undefined) {
       obj.progressDeadline = Duration.toJSON(message.progressDeadline);
     }
+    if (message.webhooks?.length) {
+      obj.webhooks = message.webhooks.map((e) => RolloutWebhook.toJSON(e));
+    }
     return obj;
   },
 
@@ -7504,6 +7790,7 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     message.progressDeadline = (object.progressDeadline !== undefined && object.progressDeadline !== null)
       ? Duration.fromPartial(object.progressDeadline)
       : undefined;
+    message.webhooks = object.webhooks?.map((e) => RolloutWebhook.fromPartial(e)) || [];
     return message;
   },
 };
