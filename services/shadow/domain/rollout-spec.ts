@@ -47,6 +47,68 @@ export interface RolloutSpec {
   readonly autoRollback: boolean;
   readonly manualPromotion: boolean;
   readonly webhooks: readonly WebhookSpec[];
+  readonly metrics: readonly MetricSpec[];
+}
+
+/** A validated MetricTemplate. */
+export interface MetricSpec {
+  readonly name: string;
+  readonly query: string;
+  readonly min?: number;
+  readonly max?: number;
+  readonly maxAboveStable?: number;
+}
+
+export interface MetricInput {
+  readonly name: string;
+  readonly query: string;
+  readonly min?: number | undefined;
+  readonly max?: number | undefined;
+  readonly maxAboveStable?: number | undefined;
+}
+
+export const METRIC_VARIABLES = ['namespace', 'service', 'virtual_service', 'subset', 'interval'] as const;
+export type MetricVariable = (typeof METRIC_VARIABLES)[number];
+export const MAX_METRICS = 10;
+export const MAX_METRIC_QUERY_LENGTH = 2_000;
+/** `{{ name }}` in a template. */
+export const METRIC_VARIABLE_PATTERN = /\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g;
+
+/** Validated metric templates (field paths `analysis.metrics[i].…`). */
+export function validateMetrics(metrics: readonly MetricInput[]): readonly MetricSpec[] {
+  if (metrics.length > MAX_METRICS) throw ServiceError.invalidArgument('analysis.metrics', `must have at most ${MAX_METRICS} metrics`);
+  const names = new Set<string>();
+  return metrics.map((metric, index) => {
+    const field = `analysis.metrics[${index}]`;
+    const name = requireName(`${field}.name`, metric.name, DNS_LABEL, 63, 'a DNS label (lowercase letters, digits, "-")');
+    if (names.has(name)) throw ServiceError.invalidArgument(`${field}.name`, 'must be unique among the metrics');
+    names.add(name);
+    const query = metric.query.trim();
+    if (query === '') throw ServiceError.invalidArgument(`${field}.query`, 'is required');
+    if (query.length > MAX_METRIC_QUERY_LENGTH) throw ServiceError.invalidArgument(`${field}.query`, `must be at most ${MAX_METRIC_QUERY_LENGTH} characters`);
+    for (const match of query.matchAll(METRIC_VARIABLE_PATTERN)) {
+      if (!(METRIC_VARIABLES as readonly string[]).includes(match[1]!)) {
+        throw ServiceError.invalidArgument(`${field}.query`, `unknown variable {{${match[1]}}} (known: ${METRIC_VARIABLES.join(', ')})`);
+      }
+    }
+    if (/\{\{|\}\}/.test(query.replace(METRIC_VARIABLE_PATTERN, ''))) throw ServiceError.invalidArgument(`${field}.query`, 'has a malformed {{variable}}');
+    for (const [key, proto] of [['min', 'min'], ['max', 'max'], ['maxAboveStable', 'max_above_stable']] as const) {
+      const value = metric[key];
+      if (value !== undefined && !Number.isFinite(value)) throw ServiceError.invalidArgument(`${field}.${proto}`, 'must be a finite number');
+    }
+    if (metric.min === undefined && metric.max === undefined && metric.maxAboveStable === undefined) {
+      throw ServiceError.invalidArgument(`${field}.max`, 'one of min, max, max_above_stable is required');
+    }
+    if (metric.min !== undefined && metric.max !== undefined && metric.min > metric.max) throw ServiceError.invalidArgument(`${field}.min`, 'must not be above max');
+    if (metric.maxAboveStable !== undefined && metric.maxAboveStable < 0) throw ServiceError.invalidArgument(`${field}.max_above_stable`, 'must not be negative');
+    return {
+      name,
+      query,
+      ...(metric.min === undefined ? {} : { min: metric.min }),
+      ...(metric.max === undefined ? {} : { max: metric.max }),
+      ...(metric.maxAboveStable === undefined ? {} : { maxAboveStable: metric.maxAboveStable }),
+    };
+  });
 }
 
 /** WebhookType without its prefix, in the order of the proto enum (value = index + 1). */
@@ -98,6 +160,7 @@ export interface CreateRolloutInput {
         readonly window?: DurationInput | undefined;
         readonly failureThreshold?: number;
         readonly interval?: DurationInput | undefined;
+        readonly metrics?: readonly MetricInput[];
       }
     | undefined;
   /** Deprecated: rollback is automatic by default; false cannot turn it off (it is the proto3 default). */
@@ -260,6 +323,7 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
   if (progressDeadlineMs > MAX_PROGRESS_DEADLINE_MS) throw ServiceError.invalidArgument('progress_deadline', 'must be at most 7 days');
 
   const webhooks = validateWebhooks(request.webhooks ?? [], steps);
+  const metrics = validateMetrics(analysis?.metrics ?? []);
 
   return {
     evaluationId: request.evaluationId.toLowerCase(),
@@ -279,5 +343,6 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
     autoRollback: request.disableAutoRollback !== true,
     manualPromotion: request.manualPromotion,
     webhooks,
+    metrics,
   };
 }

@@ -355,7 +355,7 @@ export class RolloutController {
     const snapshot = await analyse(
       prometheus,
       row.target,
-      { maxErrorRate: row.maxErrorRate, maxP99LatencyMs: row.maxP99LatencyMs, minRequests: row.minRequests, windowMs: row.analysisWindowMs },
+      { maxErrorRate: row.maxErrorRate, maxP99LatencyMs: row.maxP99LatencyMs, minRequests: row.minRequests, windowMs: row.analysisWindowMs, metrics: row.metrics },
       { stepElapsedMs: row.stepElapsedMs, signal: AbortSignal.timeout(budgetMs) },
     );
     const verdict = AnalysisVerdict[snapshot.verdict].replace('ANALYSIS_VERDICT_', '').toLowerCase();

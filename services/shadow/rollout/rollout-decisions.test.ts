@@ -12,6 +12,7 @@ const snapshot = (verdict: AnalysisVerdict): AnalysisSnapshot => ({
   canaryRequests: 0n,
   stableRequests: 0n,
   detail: '',
+  metrics: [],
 });
 const row = (overrides: Partial<RolloutRow> = {}): RolloutRow =>
   ({

@@ -76,7 +76,7 @@ describe('rollouts as Flagger users expect (issue 18) against a real Prometheus'
     target: { namespace: NS, virtualService: name, host: hostOf(name), stableSubset: 'stable', canarySubset: 'canary', routeName: 'primary' },
     steps: [25, 100],
     stepDuration: seconds(3),
-    analysis: { maxErrorRate: 0.05, maxP99Latency: { seconds: 0n, nanos: 300_000_000 }, minRequests: 20n, maxInconclusive: 3, window: seconds(3), failureThreshold: 0, interval: undefined },
+    analysis: { maxErrorRate: 0.05, maxP99Latency: { seconds: 0n, nanos: 300_000_000 }, minRequests: 20n, maxInconclusive: 3, window: seconds(3), failureThreshold: 0, interval: undefined, metrics: [] },
     autoRollback: true,
     disableAutoRollback: false,
     manualPromotion: false,
@@ -112,10 +112,13 @@ describe('rollouts as Flagger users expect (issue 18) against a real Prometheus'
     const binary = requirePrometheus(this);
     series = await startIstioSeries();
     hooks = await startHookServer();
-    for (const name of ['interval-fail', 'interval-healthy', 'hooks', 'hook-hold']) {
+    for (const name of ['interval-fail', 'interval-healthy', 'hooks', 'hook-hold', 'metric-ok']) {
       series.set(hostOf(name), 'canary', healthy);
       series.set(hostOf(name), 'stable', { ...healthy, rps: 100 });
     }
+    // Within the built-in bars (p99 under 300 ms, no errors), but 60 ms against stable's 20 ms: only a comparison sees it.
+    series.set(hostOf('metric-slower'), 'canary', { ...healthy, latencyMs: 60 });
+    series.set(hostOf('metric-slower'), 'stable', { ...healthy, rps: 100 });
     prometheus = await startPrometheus(binary, [series.target]);
     dir = mkdtempSync(join(tmpdir(), 'shieldx-rollout-flagger-'));
     service = await startTestService(rolloutTestModule, {
@@ -279,5 +282,58 @@ describe('rollouts as Flagger users expect (issue 18) against a real Prometheus'
       const sent = hooks.calls.filter((c) => c.body.rollout_id === id && c.name === name);
       expect(sent.map((c) => [c.status, c.body.phase, c.body.canary_weight])).to.deep.equal([[200, 'FAILED', 0]]);
     }
+  });
+
+  /** Mean latency (ms) of a subset, as a template: the variables pick the service, the subset and the window. */
+  const MEAN_LATENCY =
+    'sum(rate(istio_request_duration_milliseconds_sum{reporter="destination",destination_service_name="{{service}}",destination_version="{{ subset }}"}[{{interval}}]))' +
+    ' / sum(rate(istio_request_duration_milliseconds_count{reporter="destination",destination_service_name="{{service}}",destination_version="{{subset}}"}[{{interval}}]))';
+
+  // Metric templates: a user-defined query in range (mean latency ≤ 50 ms, request rate ≥ 1/s) lets a healthy canary
+  // through, and each analysis records what every template measured.
+  it('promotes a canary whose metric templates are in range, recording their values', async () => {
+    const { rollout } = await api.create(
+      request('metric-ok', {
+        analysis: {
+          ...request('x').analysis!,
+          window: seconds(2),
+          metrics: [
+            { name: 'mean-latency', query: MEAN_LATENCY, max: 50, min: undefined, maxAboveStable: 10 },
+            { name: 'rps', query: 'sum(rate(istio_requests_total{reporter="destination",destination_service_name="{{service}}",destination_version="{{subset}}"}[{{interval}}]))', min: 1, max: undefined, maxAboveStable: undefined },
+          ],
+        },
+        stepDuration: seconds(2),
+      }),
+    );
+    expect(rollout!.analysis!.metrics.map((m) => m.name)).to.deep.equal(['mean-latency', 'rps']);
+    const done = await waitForState(rollout!.id, TERMINAL, 30_000);
+    expect(RolloutState[done.state]).to.equal('ROLLOUT_STATE_SUCCEEDED');
+    const decided = done.events.find((e) => e.reason === 'PROMOTED')!.analysis!;
+    expect(decided.metrics.map((m) => [m.name, m.verdict])).to.deep.equal([
+      ['mean-latency', AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY],
+      ['rps', AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY],
+    ]);
+    expect(decided.metrics[0]!.canaryValue).to.be.closeTo(20, 1);
+    expect(decided.metrics[0]!.stableValue).to.be.closeTo(20, 1);
+    expect(decided.metrics[1]!.canaryValue).to.be.closeTo(40, 10);
+  });
+
+  // Stable-vs-canary comparison: a canary 40 ms slower than stable (allowed: 10 ms) is rolled back though the built-in
+  // checks pass.
+  it('rolls back a canary worse than stable by more than a template allows', async () => {
+    const { rollout } = await api.create(
+      request('metric-slower', {
+        stepDuration: seconds(2),
+        analysis: { ...request('x').analysis!, window: seconds(2), metrics: [{ name: 'mean-latency', query: MEAN_LATENCY, min: undefined, max: undefined, maxAboveStable: 10 }] },
+      }),
+    );
+    const done = await waitForState(rollout!.id, TERMINAL, 30_000);
+    expect([RolloutState[done.state], done.events.at(-1)!.reason]).to.deep.equal(['ROLLOUT_STATE_ROLLED_BACK', 'ANALYSIS_UNHEALTHY']);
+    const analysis = done.events.at(-1)!.analysis!;
+    expect(analysis.canaryP99LatencyMs).to.be.below(300);
+    expect(analysis.metrics[0]!.canaryValue).to.be.closeTo(60, 2);
+    expect(analysis.metrics[0]!.stableValue).to.be.closeTo(20, 2);
+    expect(analysis.detail).to.contain('metric mean-latency: canary');
+    await waitForWeight('metric-slower', 0);
   });
 });

@@ -17,7 +17,7 @@ import {
   type RolloutEvent,
 } from '../../../gen/shieldx/shadow/v1/shadow';
 import { deleteInBatches, withTransaction } from '../../../platform/db';
-import { ACTIVE_STATES, ROLLOUT_STATES, WEBHOOK_TYPES, type RolloutSpec, type RolloutStateName, type WebhookSpec } from '../domain/rollout-spec';
+import { ACTIVE_STATES, ROLLOUT_STATES, WEBHOOK_TYPES, type MetricSpec, type RolloutSpec, type RolloutStateName, type WebhookSpec } from '../domain/rollout-spec';
 
 export function stateToProto(state: RolloutStateName | null): RolloutState {
   return state === null ? RolloutState.ROLLOUT_STATE_UNSPECIFIED : RolloutState[`ROLLOUT_STATE_${state}`];
@@ -79,7 +79,7 @@ const COLUMNS = `id, seq, evaluation_id, namespace, virtual_service, host, stabl
   steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive, analysis_window_ms,
   auto_rollback, manual_promotion, state, current_step, canary_weight, applied_weight, step_started_at,
   inconclusive_count, version, created_at, updated_at, failure_threshold, unhealthy_count, progress_deadline_ms,
-  progressed_at, last_verdict, analysis_interval_ms, analysed_at, webhooks`;
+  progressed_at, last_verdict, analysis_interval_ms, analysed_at, webhooks, metric_templates`;
 
 interface DbRow {
   id: string;
@@ -117,6 +117,7 @@ interface DbRow {
   analysis_interval_ms: number | null;
   analysed_at: Date | null;
   webhooks: WebhookSpec[];
+  metric_templates: MetricSpec[];
   analysis_due?: boolean;
   gate_due?: boolean;
   step_due?: boolean;
@@ -163,6 +164,7 @@ function fromDb(row: DbRow): RolloutRow {
     analysisIntervalMs: row.analysis_interval_ms ?? row.step_duration_ms,
     analysedAt: row.analysed_at,
     webhooks: row.webhooks,
+    metrics: row.metric_templates,
     ...(row.gate_due === undefined ? {} : { gateDue: row.gate_due }),
     ...(row.analysis_due === undefined ? {} : { analysisDue: row.analysis_due }),
     ...(row.step_due === undefined ? {} : { stepDue: row.step_due }),
@@ -196,8 +198,8 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
     ({ rows } = await client.query<DbRow>(
       `INSERT INTO shadow_rollouts (id, evaluation_id, namespace, virtual_service, host, stable_subset, canary_subset,
          route_name, steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive,
-         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms, analysis_interval_ms, webhooks)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms, analysis_interval_ms, webhooks, metric_templates)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
        RETURNING ${COLUMNS}`,
       [
         id,
@@ -221,6 +223,7 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
         spec.progressDeadlineMs,
         spec.analysisIntervalMs,
         JSON.stringify(spec.webhooks),
+        JSON.stringify(spec.metrics),
       ],
     ));
   } catch (error) {
@@ -460,6 +463,7 @@ export function toProto(row: RolloutRow, events: RolloutEvent[] = []): Rollout {
       window: durationOf(row.analysisWindowMs),
       failureThreshold: row.failureThreshold,
       interval: durationOf(row.analysisIntervalMs),
+      metrics: row.metrics.map((metric) => ({ ...metric })),
     },
     autoRollback: row.autoRollback,
     manualPromotion: row.manualPromotion,

@@ -1038,7 +1038,49 @@ export interface AnalysisConfig {
    * count), an inconclusive one toward max_inconclusive; the step advances only on the healthy
    * analysis made once the step duration has passed.
    */
-  interval?: Duration | undefined;
+  interval?:
+    | Duration
+    | undefined;
+  /** User-defined checks beside the built-in Istio error-rate and latency ones (at most 10). */
+  metrics: MetricTemplate[];
+}
+
+/**
+ * A user-defined PromQL check (Flagger's MetricTemplate). The query must return one value and
+ * may use the variables {{namespace}} (target.namespace), {{service}} (the first label of
+ * target.host), {{virtual_service}} (target.virtual_service), {{subset}} (the canary's subset,
+ * or the stable's for the comparison) and {{interval}} (the window actually queried, e.g.
+ * "30000ms"); no other `{{...}}`. At most 2000 characters. At least one of min, max,
+ * max_above_stable must be set. No value (empty result, NaN) or a failed query makes the
+ * analysis INCONCLUSIVE; a value out of range makes it UNHEALTHY.
+ */
+export interface MetricTemplate {
+  /** Unique within the rollout; a DNS label. */
+  name: string;
+  query: string;
+  /** Lowest canary value allowed (inclusive). */
+  min?:
+    | number
+    | undefined;
+  /** Highest canary value allowed (inclusive). */
+  max?:
+    | number
+    | undefined;
+  /**
+   * Also query the stable subset: the canary's value may exceed stable's by at most this
+   * (for a metric where higher is worse; negate the query for one where lower is worse).
+   */
+  maxAboveStable?: number | undefined;
+}
+
+/** What one MetricTemplate measured. */
+export interface MetricResult {
+  name: string;
+  verdict: AnalysisVerdict;
+  /** Unset when the query returned no value. */
+  canaryValue?: number | undefined;
+  stableValue?: number | undefined;
+  detail: string;
 }
 
 /**
@@ -1075,6 +1117,8 @@ export interface AnalysisSnapshot {
   stableRequests: bigint;
   /** Why the analysis was inconclusive or unhealthy. */
   detail: string;
+  /** The user-defined checks (AnalysisConfig.metrics), in their order. */
+  metrics: MetricResult[];
 }
 
 export interface RolloutEvent {
@@ -6339,6 +6383,7 @@ function createBaseAnalysisConfig(): AnalysisConfig {
     window: undefined,
     failureThreshold: 0,
     interval: undefined,
+    metrics: [],
   };
 }
 
@@ -6367,6 +6412,9 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     }
     if (message.interval !== undefined) {
       Duration.encode(message.interval, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.metrics) {
+      MetricTemplate.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -6440,6 +6488,14 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
             message.interval = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.metrics.push(MetricTemplate.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6481,6 +6537,9 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
         ? globalThis.Number(object.failure_threshold)
         : 0,
       interval: isSet(object.interval) ? Duration.fromJSON(object.interval) : undefined,
+      metrics: globalThis.Array.isArray(object?.metrics)
+        ? object.metrics.map((e: any) => MetricTemplate.fromJSON(e))
+        : [],
     };
   },
 
@@ -6507,6 +6566,9 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     if (message.interval !== undefined) {
       obj.interval = Duration.toJSON(message.interval);
     }
+    if (message.metrics?.length) {
+      obj.metrics = message.metrics.map((e) => MetricTemplate.toJSON(e));
+    }
     return obj;
   },
 
@@ -6530,6 +6592,285 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     message.interval = (object.interval !== undefined && object.interval !== null)
       ? Duration.fromPartial(object.interval)
       : undefined;
+    message.metrics = object.metrics?.map((e) => MetricTemplate.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMetricTemplate(): MetricTemplate {
+  return { name: "", query: "", min: undefined, max: undefined, maxAboveStable: undefined };
+}
+
+export const MetricTemplate: MessageFns<MetricTemplate> = {
+  encode(message: MetricTemplate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.query !== "") {
+      writer.uint32(18).string(message.query);
+    }
+    if (message.min !== undefined) {
+      writer.uint32(25).double(message.min);
+    }
+    if (message.max !== undefined) {
+      writer.uint32(33).double(message.max);
+    }
+    if (message.maxAboveStable !== undefined) {
+      writer.uint32(41).double(message.maxAboveStable);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricTemplate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricTemplate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.query = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.min = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.max = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.maxAboveStable = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MetricTemplate {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      query: isSet(object.query) ? globalThis.String(object.query) : "",
+      min: isSet(object.min) ? globalThis.Number(object.min) : undefined,
+      max: isSet(object.max) ? globalThis.Number(object.max) : undefined,
+      maxAboveStable: isSet(object.maxAboveStable)
+        ? globalThis.Number(object.maxAboveStable)
+        : isSet(object.max_above_stable)
+        ? globalThis.Number(object.max_above_stable)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MetricTemplate): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.query !== "") {
+      obj.query = message.query;
+    }
+    if (message.min !== undefined) {
+      obj.min = floatToJson(message.min);
+    }
+    if (message.max !== undefined) {
+      obj.max = floatToJson(message.max);
+    }
+    if (message.maxAboveStable !== undefined) {
+      obj.maxAboveStable = floatToJson(message.maxAboveStable);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MetricTemplate>, I>>(base?: I): MetricTemplate {
+    return MetricTemplate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricTemplate>, I>>(object: I): MetricTemplate {
+    const message = createBaseMetricTemplate();
+    message.name = object.name ?? "";
+    message.query = object.query ?? "";
+    message.min = object.min ?? undefined;
+    message.max = object.max ?? undefined;
+    message.maxAboveStable = object.maxAboveStable ?? undefined;
+    return message;
+  },
+};
+
+function createBaseMetricResult(): MetricResult {
+  return { name: "", verdict: 0, canaryValue: undefined, stableValue: undefined, detail: "" };
+}
+
+export const MetricResult: MessageFns<MetricResult> = {
+  encode(message: MetricResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.verdict !== 0) {
+      writer.uint32(16).int32(message.verdict);
+    }
+    if (message.canaryValue !== undefined) {
+      writer.uint32(25).double(message.canaryValue);
+    }
+    if (message.stableValue !== undefined) {
+      writer.uint32(33).double(message.stableValue);
+    }
+    if (message.detail !== "") {
+      writer.uint32(42).string(message.detail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.verdict = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.canaryValue = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.stableValue = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MetricResult {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      verdict: isSet(object.verdict) ? analysisVerdictFromJSON(object.verdict) : 0,
+      canaryValue: isSet(object.canaryValue)
+        ? globalThis.Number(object.canaryValue)
+        : isSet(object.canary_value)
+        ? globalThis.Number(object.canary_value)
+        : undefined,
+      stableValue: isSet(object.stableValue)
+        ? globalThis.Number(object.stableValue)
+        : isSet(object.stable_value)
+        ? globalThis.Number(object.stable_value)
+        : undefined,
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+    };
+  },
+
+  toJSON(message: MetricResult): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.verdict !== 0) {
+      obj.verdict = analysisVerdictToJSON(message.verdict);
+    }
+    if (message.canaryValue !== undefined) {
+      obj.canaryValue = floatToJson(message.canaryValue);
+    }
+    if (message.stableValue !== undefined) {
+      obj.stableValue = floatToJson(message.stableValue);
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MetricResult>, I>>(base?: I): MetricResult {
+    return MetricResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricResult>, I>>(object: I): MetricResult {
+    const message = createBaseMetricResult();
+    message.name = object.name ?? "";
+    message.verdict = object.verdict ?? 0;
+    message.canaryValue = object.canaryValue ?? undefined;
+    message.stableValue = object.stableValue ?? undefined;
+    message.detail = object.detail ?? "";
     return message;
   },
 };
@@ -6693,6 +7034,7 @@ function createBaseAnalysisSnapshot(): AnalysisSnapshot {
     canaryRequests: 0n,
     stableRequests: 0n,
     detail: "",
+    metrics: [],
   };
 }
 
@@ -6727,6 +7069,9 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
     }
     if (message.detail !== "") {
       writer.uint32(66).string(message.detail);
+    }
+    for (const v of message.metrics) {
+      MetricResult.encode(v!, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -6808,6 +7153,14 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
             message.detail = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.metrics.push(MetricResult.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6854,6 +7207,9 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
         ? BigInt(object.stable_requests)
         : 0n,
       detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+      metrics: globalThis.Array.isArray(object?.metrics)
+        ? object.metrics.map((e: any) => MetricResult.fromJSON(e))
+        : [],
     };
   },
 
@@ -6883,6 +7239,9 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
     if (message.detail !== "") {
       obj.detail = message.detail;
     }
+    if (message.metrics?.length) {
+      obj.metrics = message.metrics.map((e) => MetricResult.toJSON(e));
+    }
     return obj;
   },
 
@@ -6903,6 +7262,7 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
       ? BigInt(object.stableRequests)
       : 0n;
     message.detail = object.detail ?? "";
+    message.metrics = object.metrics?.map((e) => MetricResult.fromPartial(e)) || [];
     return message;
   },
 };
