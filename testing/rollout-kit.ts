@@ -79,8 +79,10 @@ export function rpc(client: ShadowServiceClient) {
     <Req, Res>(fn: (req: Req, md: Metadata, cb: Callback<Res>) => unknown) =>
     (req: Req, metadata: Metadata = bearer()): Promise<Res> =>
       new Promise((resolve, reject) => fn.call(client, req, metadata, (err, res) => (err ? reject(err) : resolve(res))));
+  const create = call<CreateRolloutRequest, CreateRolloutResponse>(client.createRollout);
   return {
-    create: call<CreateRolloutRequest, CreateRolloutResponse>(client.createRollout),
+    /** `webhooks` may be left out (none). */
+    create: (req: Omit<CreateRolloutRequest, 'webhooks'> & Partial<Pick<CreateRolloutRequest, 'webhooks'>>, metadata?: Metadata) => create({ webhooks: [], ...req }, metadata),
     get: call<GetRolloutRequest, GetRolloutResponse>(client.getRollout),
     list: call<ListRolloutsRequest, ListRolloutsResponse>(client.listRollouts),
     promote: call<PromoteRolloutRequest, PromoteRolloutResponse>(client.promoteRollout),

@@ -39,11 +39,101 @@ export interface RolloutSpec {
   readonly analysisWindowMs: number;
   /** Unhealthy analyses in a row before rollback. */
   readonly failureThreshold: number;
+  /** How often the canary is analysed within a step (at most the step duration). */
+  readonly analysisIntervalMs: number;
   /** A live rollout that has not advanced a step for this long fails. */
   readonly progressDeadlineMs: number;
   /** On unless the request set disable_auto_rollback. */
   readonly autoRollback: boolean;
   readonly manualPromotion: boolean;
+  readonly webhooks: readonly WebhookSpec[];
+  readonly metrics: readonly MetricSpec[];
+}
+
+/** A validated MetricTemplate. */
+export interface MetricSpec {
+  readonly name: string;
+  readonly query: string;
+  readonly min?: number;
+  readonly max?: number;
+  readonly maxAboveStable?: number;
+}
+
+export interface MetricInput {
+  readonly name: string;
+  readonly query: string;
+  readonly min?: number | undefined;
+  readonly max?: number | undefined;
+  readonly maxAboveStable?: number | undefined;
+}
+
+export const METRIC_VARIABLES = ['namespace', 'service', 'virtual_service', 'subset', 'interval'] as const;
+export type MetricVariable = (typeof METRIC_VARIABLES)[number];
+export const MAX_METRICS = 10;
+export const MAX_METRIC_QUERY_LENGTH = 2_000;
+/** `{{ name }}` in a template. */
+export const METRIC_VARIABLE_PATTERN = /\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g;
+
+/** Validated metric templates (field paths `analysis.metrics[i].…`). */
+export function validateMetrics(metrics: readonly MetricInput[]): readonly MetricSpec[] {
+  if (metrics.length > MAX_METRICS) throw ServiceError.invalidArgument('analysis.metrics', `must have at most ${MAX_METRICS} metrics`);
+  const names = new Set<string>();
+  return metrics.map((metric, index) => {
+    const field = `analysis.metrics[${index}]`;
+    const name = requireName(`${field}.name`, metric.name, DNS_LABEL, 63, 'a DNS label (lowercase letters, digits, "-")');
+    if (names.has(name)) throw ServiceError.invalidArgument(`${field}.name`, 'must be unique among the metrics');
+    names.add(name);
+    const query = metric.query.trim();
+    if (query === '') throw ServiceError.invalidArgument(`${field}.query`, 'is required');
+    if (query.length > MAX_METRIC_QUERY_LENGTH) throw ServiceError.invalidArgument(`${field}.query`, `must be at most ${MAX_METRIC_QUERY_LENGTH} characters`);
+    for (const match of query.matchAll(METRIC_VARIABLE_PATTERN)) {
+      if (!(METRIC_VARIABLES as readonly string[]).includes(match[1]!)) {
+        throw ServiceError.invalidArgument(`${field}.query`, `unknown variable {{${match[1]}}} (known: ${METRIC_VARIABLES.join(', ')})`);
+      }
+    }
+    if (/\{\{|\}\}/.test(query.replace(METRIC_VARIABLE_PATTERN, ''))) throw ServiceError.invalidArgument(`${field}.query`, 'has a malformed {{variable}}');
+    for (const [key, proto] of [['min', 'min'], ['max', 'max'], ['maxAboveStable', 'max_above_stable']] as const) {
+      const value = metric[key];
+      if (value !== undefined && !Number.isFinite(value)) throw ServiceError.invalidArgument(`${field}.${proto}`, 'must be a finite number');
+    }
+    if (metric.min === undefined && metric.max === undefined && metric.maxAboveStable === undefined) {
+      throw ServiceError.invalidArgument(`${field}.max`, 'one of min, max, max_above_stable is required');
+    }
+    if (metric.min !== undefined && metric.max !== undefined && metric.min > metric.max) throw ServiceError.invalidArgument(`${field}.min`, 'must not be above max');
+    if (metric.maxAboveStable !== undefined && metric.maxAboveStable < 0) throw ServiceError.invalidArgument(`${field}.max_above_stable`, 'must not be negative');
+    return {
+      name,
+      query,
+      ...(metric.min === undefined ? {} : { min: metric.min }),
+      ...(metric.max === undefined ? {} : { max: metric.max }),
+      ...(metric.maxAboveStable === undefined ? {} : { maxAboveStable: metric.maxAboveStable }),
+    };
+  });
+}
+
+/** WebhookType without its prefix, in the order of the proto enum (value = index + 1). */
+export const WEBHOOK_TYPES = ['PRE_ROLLOUT', 'CONFIRM_TRAFFIC_INCREASE', 'CONFIRM_PROMOTION', 'ROLLBACK', 'POST_ROLLOUT'] as const;
+export type WebhookTypeName = (typeof WEBHOOK_TYPES)[number];
+/** Types whose non-2xx answer holds the rollout; the others are notifications. */
+export const GATE_WEBHOOK_TYPES: readonly WebhookTypeName[] = ['PRE_ROLLOUT', 'CONFIRM_TRAFFIC_INCREASE', 'CONFIRM_PROMOTION'];
+
+/** A validated RolloutWebhook. */
+export interface WebhookSpec {
+  readonly name: string;
+  readonly type: WebhookTypeName;
+  readonly url: string;
+  readonly timeoutMs: number;
+  /** CONFIRM_TRAFFIC_INCREASE only: the canary weights it gates; empty = every increase. */
+  readonly steps: readonly number[];
+}
+
+export interface WebhookInput {
+  readonly name: string;
+  /** The proto enum's value. */
+  readonly type: number;
+  readonly url: string;
+  readonly timeout?: DurationInput | undefined;
+  readonly steps: readonly number[];
 }
 
 /** A google.protobuf.Duration as the request carries it. */
@@ -69,6 +159,8 @@ export interface CreateRolloutInput {
         readonly maxInconclusive: number;
         readonly window?: DurationInput | undefined;
         readonly failureThreshold?: number;
+        readonly interval?: DurationInput | undefined;
+        readonly metrics?: readonly MetricInput[];
       }
     | undefined;
   /** Deprecated: rollback is automatic by default; false cannot turn it off (it is the proto3 default). */
@@ -76,6 +168,7 @@ export interface CreateRolloutInput {
   readonly disableAutoRollback?: boolean;
   readonly manualPromotion: boolean;
   readonly progressDeadline?: DurationInput | undefined;
+  readonly webhooks?: readonly WebhookInput[];
 }
 
 export const DEFAULT_STEPS: readonly number[] = [5, 25, 50, 100];
@@ -94,6 +187,11 @@ export const MAX_FAILURE_THRESHOLD = 100;
 /** Default progress deadline: 10 × the step duration, at least this. */
 export const MIN_DEFAULT_PROGRESS_DEADLINE_MS = 10 * 60_000;
 export const MAX_PROGRESS_DEADLINE_MS = 7 * 24 * 3_600_000;
+
+export const MAX_WEBHOOKS = 10;
+export const DEFAULT_WEBHOOK_TIMEOUT_MS = 5_000;
+export const MAX_WEBHOOK_TIMEOUT_MS = 30_000;
+export const MAX_WEBHOOK_URL_LENGTH = 2_048;
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -142,6 +240,43 @@ export function validateSteps(steps: readonly number[]): readonly number[] {
   return [...steps];
 }
 
+/** Validated webhooks (field paths `webhooks[i].…`); `steps` are the rollout's validated steps. */
+export function validateWebhooks(webhooks: readonly WebhookInput[], steps: readonly number[]): readonly WebhookSpec[] {
+  if (webhooks.length > MAX_WEBHOOKS) throw ServiceError.invalidArgument('webhooks', `must have at most ${MAX_WEBHOOKS} webhooks`);
+  const names = new Set<string>();
+  return webhooks.map((hook, index) => {
+    const field = `webhooks[${index}]`;
+    const name = requireName(`${field}.name`, hook.name, DNS_LABEL, 63, 'a DNS label (lowercase letters, digits, "-")');
+    if (names.has(name)) throw ServiceError.invalidArgument(`${field}.name`, 'must be unique among the webhooks');
+    names.add(name);
+    const type = WEBHOOK_TYPES[hook.type - 1];
+    if (type === undefined) throw ServiceError.invalidArgument(`${field}.type`, 'must be a webhook type');
+    if (hook.url === '') throw ServiceError.invalidArgument(`${field}.url`, 'is required');
+    if (hook.url.length > MAX_WEBHOOK_URL_LENGTH) throw ServiceError.invalidArgument(`${field}.url`, `must be at most ${MAX_WEBHOOK_URL_LENGTH} characters`);
+    let url: URL;
+    try {
+      url = new URL(hook.url);
+    } catch {
+      throw ServiceError.invalidArgument(`${field}.url`, 'must be an absolute http:// or https:// URL');
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw ServiceError.invalidArgument(`${field}.url`, 'must be an http:// or https:// URL');
+    if (url.username !== '' || url.password !== '') throw ServiceError.invalidArgument(`${field}.url`, 'must not carry user info (credentials)');
+    const timeoutMs = durationMs(`${field}.timeout`, hook.timeout) ?? DEFAULT_WEBHOOK_TIMEOUT_MS;
+    if (timeoutMs < 1) throw ServiceError.invalidArgument(`${field}.timeout`, 'must be at least 1ms');
+    if (timeoutMs > MAX_WEBHOOK_TIMEOUT_MS) throw ServiceError.invalidArgument(`${field}.timeout`, 'must be at most 30s');
+    if (hook.steps.length > 0 && type !== 'CONFIRM_TRAFFIC_INCREASE') {
+      throw ServiceError.invalidArgument(`${field}.steps`, 'is only for WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE');
+    }
+    hook.steps.forEach((weight, i) => {
+      const position = steps.indexOf(weight);
+      if (position < 1 || position === steps.length - 1) {
+        throw ServiceError.invalidArgument(`${field}.steps[${i}]`, 'must be one of steps, neither the first nor the last (WEBHOOK_TYPE_CONFIRM_PROMOTION gates the last)');
+      }
+    });
+    return { name, type, url: url.href, timeoutMs, steps: [...new Set(hook.steps)] };
+  });
+}
+
 /** The validated spec with defaults applied; throws INVALID_ARGUMENT naming the first bad field. */
 export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
   if (request.evaluationId === '') throw ServiceError.invalidArgument('evaluation_id', 'is required');
@@ -180,10 +315,15 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
   if (!Number.isInteger(failureThreshold) || failureThreshold < 1 || failureThreshold > MAX_FAILURE_THRESHOLD) {
     throw ServiceError.invalidArgument('analysis.failure_threshold', `must be between 1 and ${MAX_FAILURE_THRESHOLD}`);
   }
+  const analysisIntervalMs = boundedDuration('analysis.interval', durationMs('analysis.interval', analysis?.interval), stepDurationMs);
+  if (analysisIntervalMs > stepDurationMs) throw ServiceError.invalidArgument('analysis.interval', 'must not be longer than step_duration');
   const progressDeadlineMs =
     durationMs('progress_deadline', request.progressDeadline, MAX_PROGRESS_DEADLINE_MS, '7 days') ?? Math.min(MAX_PROGRESS_DEADLINE_MS, Math.max(MIN_DEFAULT_PROGRESS_DEADLINE_MS, 10 * stepDurationMs));
   if (progressDeadlineMs < MIN_DURATION_MS) throw ServiceError.invalidArgument('progress_deadline', 'must be at least 1s');
   if (progressDeadlineMs > MAX_PROGRESS_DEADLINE_MS) throw ServiceError.invalidArgument('progress_deadline', 'must be at most 7 days');
+
+  const webhooks = validateWebhooks(request.webhooks ?? [], steps);
+  const metrics = validateMetrics(analysis?.metrics ?? []);
 
   return {
     evaluationId: request.evaluationId.toLowerCase(),
@@ -196,10 +336,13 @@ export function parseCreateRollout(request: CreateRolloutInput): RolloutSpec {
     maxInconclusive,
     analysisWindowMs,
     failureThreshold,
+    analysisIntervalMs,
     progressDeadlineMs,
     // Rollback is the safe default (an unhealthy canary must not keep its traffic); `auto_rollback`
     // alone cannot say "off", since false is what an unset proto3 bool reads as.
     autoRollback: request.disableAutoRollback !== true,
     manualPromotion: request.manualPromotion,
+    webhooks,
+    metrics,
   };
 }

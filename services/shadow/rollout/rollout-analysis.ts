@@ -24,7 +24,8 @@
  * Subsets are matched on `destination_version`, the pod's `version` label,
  * which is what the DestinationRule's subsets select on.
  */
-import { AnalysisSnapshot, AnalysisVerdict } from '../../../gen/shieldx/shadow/v1/shadow';
+import { AnalysisSnapshot, AnalysisVerdict, type MetricResult } from '../../../gen/shieldx/shadow/v1/shadow';
+import { METRIC_VARIABLE_PATTERN, type MetricSpec, type MetricVariable } from '../domain/rollout-spec';
 
 /** gRPC codes that mean the server failed (not the caller). */
 export const GRPC_SERVER_ERROR_CODES = ['2', '4', '12', '13', '14', '15'] as const;
@@ -35,9 +36,13 @@ export interface AnalysisThresholds {
   readonly minRequests: bigint;
   /** Range of the queries, `[w]`. */
   readonly windowMs: number;
+  /** User-defined checks (metric templates). */
+  readonly metrics?: readonly MetricSpec[];
 }
 
 export interface AnalysisTarget {
+  readonly namespace?: string;
+  readonly virtualService?: string;
   readonly host: string;
   readonly stableSubset: string;
   readonly canarySubset: string;
@@ -220,6 +225,57 @@ export function verdictFor(canary: SubsetMeasurement, thresholds: AnalysisThresh
   return { verdict: AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY, detail: '' };
 }
 
+/** A metric template with its variables filled in (values are validated names, safe inside PromQL quotes). */
+export function renderMetricQuery(query: string, variables: Readonly<Record<MetricVariable, string>>): string {
+  return query.replace(METRIC_VARIABLE_PATTERN, (_, name: string) => variables[name as MetricVariable] ?? '');
+}
+
+/** Runs one metric template for the canary (and stable, for a comparison) and judges it; never throws. */
+export async function measureMetric(
+  client: PrometheusClient,
+  metric: MetricSpec,
+  target: AnalysisTarget,
+  windowMs: number,
+  time?: Date,
+  signal?: AbortSignal,
+): Promise<MetricResult> {
+  const variables = (subset: string) => ({
+    namespace: target.namespace ?? '',
+    service: target.host.split('.')[0]!,
+    virtual_service: target.virtualService ?? '',
+    subset,
+    interval: promDuration(windowMs),
+  });
+  const result = (verdict: AnalysisVerdict, detail: string, canaryValue?: number, stableValue?: number): MetricResult => ({ name: metric.name, verdict, canaryValue, stableValue, detail });
+  let canary: number | undefined;
+  let stable: number | undefined;
+  try {
+    [canary, stable] = await Promise.all([
+      client.queryValue(renderMetricQuery(metric.query, variables(target.canarySubset)), time, signal),
+      metric.maxAboveStable === undefined ? Promise.resolve(undefined) : client.queryValue(renderMetricQuery(metric.query, variables(target.stableSubset)), time, signal),
+    ]);
+  } catch (error) {
+    return result(AnalysisVerdict.ANALYSIS_VERDICT_INCONCLUSIVE, `metric ${metric.name}: query failed: ${(error as Error).message}`);
+  }
+  if (canary === undefined) return result(AnalysisVerdict.ANALYSIS_VERDICT_INCONCLUSIVE, `metric ${metric.name}: no canary value`, undefined, stable);
+  if (metric.min !== undefined && canary < metric.min) return result(AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY, `metric ${metric.name}: canary ${canary} below ${metric.min}`, canary, stable);
+  if (metric.max !== undefined && canary > metric.max) return result(AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY, `metric ${metric.name}: canary ${canary} above ${metric.max}`, canary, stable);
+  if (metric.maxAboveStable !== undefined) {
+    if (stable === undefined) return result(AnalysisVerdict.ANALYSIS_VERDICT_INCONCLUSIVE, `metric ${metric.name}: no stable value to compare with`, canary);
+    if (canary - stable > metric.maxAboveStable) {
+      return result(AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY, `metric ${metric.name}: canary ${canary} exceeds stable ${stable} by more than ${metric.maxAboveStable}`, canary, stable);
+    }
+  }
+  return result(AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY, '', canary, stable);
+}
+
+/** Worst of the verdicts: unhealthy, then inconclusive, then healthy. */
+function combine(verdicts: readonly AnalysisVerdict[]): AnalysisVerdict {
+  if (verdicts.includes(AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY)) return AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY;
+  if (verdicts.includes(AnalysisVerdict.ANALYSIS_VERDICT_INCONCLUSIVE)) return AnalysisVerdict.ANALYSIS_VERDICT_INCONCLUSIVE;
+  return AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY;
+}
+
 /**
  * Measures canary and stable and decides. Stable figures are context for the
  * operator (the snapshot records them); the verdict rests on the canary's
@@ -242,12 +298,15 @@ export function effectiveWindowMs(windowMs: number, stepElapsedMs: number | unde
 export async function analyse(client: PrometheusClient, target: AnalysisTarget, thresholds: AnalysisThresholds, context: AnalysisContext | Date = {}): Promise<AnalysisSnapshot> {
   const { time, stepElapsedMs, signal } = context instanceof Date ? { time: context } : context;
   const windowMs = effectiveWindowMs(thresholds.windowMs, stepElapsedMs);
-  const [canary, stable] = await Promise.all([
+  const [canary, stable, metrics] = await Promise.all([
     measureSubset(client, target.host, target.canarySubset, windowMs, time, signal),
     measureSubset(client, target.host, target.stableSubset, windowMs, time, signal),
+    Promise.all((thresholds.metrics ?? []).map((metric) => measureMetric(client, metric, target, windowMs, time, signal))),
   ]);
-  const { verdict, detail } = verdictFor(canary, thresholds);
-  const notes = [detail];
+  const builtIn = verdictFor(canary, thresholds);
+  // A user-defined check can make a healthy canary unhealthy or inconclusive, never the reverse.
+  const verdict = combine([builtIn.verdict, ...metrics.map((metric) => metric.verdict)]);
+  const notes = [builtIn.detail, ...metrics.map((metric) => metric.detail)];
   if (stable.failure !== undefined) notes.push(`stable query failed: ${stable.failure}`);
   return {
     verdict,
@@ -258,5 +317,6 @@ export async function analyse(client: PrometheusClient, target: AnalysisTarget, 
     canaryRequests: BigInt(Math.round(canary.requests ?? 0)),
     stableRequests: BigInt(Math.round(stable.requests ?? 0)),
     detail: notes.filter((note) => note !== '').join('; '),
+    metrics,
   };
 }

@@ -38,8 +38,20 @@ import { AnalysisVerdict, type AnalysisSnapshot } from '../../../gen/shieldx/sha
 import type { Logger } from '../../../platform/logger';
 import { analyse, type PrometheusClient } from './rollout-analysis';
 import type { PgLease } from '../store/rollout-lease';
-import { isTerminal, ROLLOUT_STATES } from '../domain/rollout-spec';
-import { listActionable, markApplied, recordAnalysis, restartStepClock, transition, type RolloutRow, type Transition } from '../store/rollout-store';
+import { isTerminal, ROLLOUT_STATES, type WebhookTypeName } from '../domain/rollout-spec';
+import {
+  claimFinishNotifications,
+  latestAnalysis,
+  listActionable,
+  markApplied,
+  recordAnalysis,
+  recordGateRefusal,
+  restartStepClock,
+  transition,
+  type RolloutRow,
+  type Transition,
+} from '../store/rollout-store';
+import { callWebhook, webhookPayload, webhookTypeName } from './rollout-webhooks';
 import { RouterConfigError, RouterFencedError, weightsFor, type TrafficRouter, type WriteFence } from './traffic-router';
 
 export const CONTROLLER_LEASE_NAME = 'rollout-controller';
@@ -54,6 +66,7 @@ export interface ControllerMetrics {
   readonly fencedWrites: Counter<'router'>;
   readonly weight: Gauge<'target_namespace' | 'target_virtual_service'>;
   readonly phase: Gauge<'target_namespace' | 'target_virtual_service' | 'phase'>;
+  readonly webhookCalls: Counter<'type' | 'outcome'>;
 }
 
 export function createControllerMetrics(registry: Registry): ControllerMetrics {
@@ -113,6 +126,12 @@ export function createControllerMetrics(registry: Registry): ControllerMetrics {
       labelNames: ['target_namespace', 'target_virtual_service', 'phase'],
       registers: [registry],
     }),
+    webhookCalls: new Counter({
+      name: 'canary_webhook_calls_total',
+      help: 'Rollout webhook calls (each with its retries), by webhook type and outcome (ok, refused: an answer other than 2xx, error: no answer).',
+      labelNames: ['type', 'outcome'],
+      registers: [registry],
+    }),
   };
 }
 
@@ -137,9 +156,14 @@ export function advanceTo(row: RolloutRow, index: number, reason: string, analys
 
 /**
  * What an analysis of a live rollout's current step leads to (pure): a transition, or undefined
- * for "nothing changes but the verdict" (a healthy analysis at the manual gate, recorded without
- * an event). PROGRESSING and AWAITING_PROMOTION are analysed alike: a canary failing at the gate
- * is rolled back like one failing mid-way.
+ * for "nothing changes but the verdict" (a healthy analysis within a step, before its duration has
+ * passed, or at the manual gate: recorded without an event, the counts reset). The canary is
+ * analysed every `analysisIntervalMs`; only a healthy analysis made once the step has run its
+ * duration (`row.stepDue`) advances it. Every unhealthy analysis counts toward failure_threshold
+ * and every inconclusive one toward max_inconclusive, wherever in the step it falls; a hold at
+ * the end of a step waits a whole step again, one within it keeps the step's clock.
+ * PROGRESSING and AWAITING_PROMOTION are analysed alike: a canary failing at the gate is rolled
+ * back like one failing mid-way.
  */
 export function decide(row: RolloutRow, snapshot: AnalysisSnapshot): Transition | undefined {
   const live = row.state === 'AWAITING_PROMOTION' ? 'AWAITING_PROMOTION' : 'PROGRESSING';
@@ -151,11 +175,11 @@ export function decide(row: RolloutRow, snapshot: AnalysisSnapshot): Transition 
     analysis: snapshot,
     inconclusiveCount,
     unhealthyCount,
-    restartStepClock: true,
+    restartStepClock: row.stepDue === true,
   });
   switch (snapshot.verdict) {
     case AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY:
-      if (live === 'AWAITING_PROMOTION') return undefined;
+      if (live === 'AWAITING_PROMOTION' || row.stepDue !== true) return undefined;
       return advanceTo(row, row.currentStep + 1, 'STEP_ADVANCED', snapshot);
     case AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY: {
       const unhealthy = row.unhealthyCount + 1;
@@ -220,6 +244,9 @@ export class RolloutController {
   private loop: Promise<void> | undefined;
   private wakeUp: (() => void) | undefined;
   private wakeRequested = false;
+  /** Notifications in flight (never awaited by a tick); cancelled and awaited by close(). */
+  private readonly notifications = new Set<Promise<void>>();
+  private readonly closing = new AbortController();
 
   constructor(private readonly options: RolloutControllerOptions) {}
 
@@ -239,6 +266,8 @@ export class RolloutController {
     this.stopped = true;
     this.wakeUp?.();
     await this.loop;
+    this.closing.abort(new Error('the controller is stopping'));
+    await Promise.all(this.notifications);
     this.options.metrics.leader.set(0);
     await this.options.lease.release().catch((err: unknown) => this.options.logger.warn({ err }, 'could not release the controller lease'));
   }
@@ -294,16 +323,18 @@ export class RolloutController {
   private async reconcile(initial: RolloutRow): Promise<void> {
     const { lease, prometheus, metrics, logger, pool } = this.options;
     let row = initial;
-    if (row.state === 'PENDING') {
-      const next = await this.commit(row, advanceTo(row, 0, 'STARTED'));
-      if (!next) return;
-      row = next;
-    }
+    // Before starting: a pre-rollout webhook that keeps refusing holds a PENDING rollout until its deadline.
     if (!isTerminal(row.state) && row.progressOverdue === true) {
       logger.warn({ rollout: row.id, state: row.state, step: row.currentStep, progress_deadline_ms: row.progressDeadlineMs }, 'rollout made no progress before its deadline; failing it');
       const next = await this.commit(row, progressDeadlineFailure(row));
       if (next) await this.apply(next);
       return;
+    }
+    if (row.state === 'PENDING') {
+      if (!(await this.gate(row, 'PRE_ROLLOUT', undefined, 0))) return;
+      const next = await this.commit(row, advanceTo(row, 0, 'STARTED'));
+      if (!next) return;
+      row = next;
     }
     if (row.appliedWeight !== row.canaryWeight) {
       // The step's clock starts once the split is in place: analysis waits for a later tick.
@@ -314,7 +345,7 @@ export class RolloutController {
     // Drift correction: the split is believed in place; make sure the route still shows it (a GitOps sync,
     // a kubectl apply may have reset it). An idempotent write: nothing is written when it does.
     if ((await this.apply(row, { drift: true })) === 'wrote') return;
-    if (row.stepDue !== true) return;
+    if (row.analysisDue !== true) return;
 
     // The analysis may take up to what is left of the lease (renewed now), minus a margin to commit its
     // decision: a slow Prometheus ends in an INCONCLUSIVE verdict that counts, not in a discarded analysis.
@@ -324,7 +355,7 @@ export class RolloutController {
     const snapshot = await analyse(
       prometheus,
       row.target,
-      { maxErrorRate: row.maxErrorRate, maxP99LatencyMs: row.maxP99LatencyMs, minRequests: row.minRequests, windowMs: row.analysisWindowMs },
+      { maxErrorRate: row.maxErrorRate, maxP99LatencyMs: row.maxP99LatencyMs, minRequests: row.minRequests, windowMs: row.analysisWindowMs, metrics: row.metrics },
       { stepElapsedMs: row.stepElapsedMs, signal: AbortSignal.timeout(budgetMs) },
     );
     const verdict = AnalysisVerdict[snapshot.verdict].replace('ANALYSIS_VERDICT_', '').toLowerCase();
@@ -336,9 +367,16 @@ export class RolloutController {
     }
     metrics.analyses.inc({ verdict });
     const decision = decide(row, snapshot);
+    if (decision?.progressed === true) {
+      // Taking a step: the confirm-* webhooks of that step must agree (else the step holds, asked again an interval later).
+      const promoting = decision.to === 'SUCCEEDED' || decision.to === 'AWAITING_PROMOTION';
+      const nextStep = promoting ? row.steps.length - 1 : decision.step;
+      if (!(await this.gate(row, promoting ? 'CONFIRM_PROMOTION' : 'CONFIRM_TRAFFIC_INCREASE', snapshot, nextStep))) return;
+      if (this.stopped || !lease.isHeld()) return;
+    }
     if (decision === undefined) {
       await recordAnalysis(pool, row, snapshot.verdict);
-      logger.debug({ rollout: row.id, state: row.state }, 'healthy analysis at the manual gate');
+      logger.debug({ rollout: row.id, state: row.state, step: row.currentStep }, row.state === 'AWAITING_PROMOTION' ? 'healthy analysis at the manual gate' : 'healthy analysis within the step');
       return;
     }
     const next = await this.commit(row, decision);
@@ -352,6 +390,65 @@ export class RolloutController {
     }
     // A rollback (or any weight change) is applied at once, not on the next tick.
     if (next.appliedWeight !== next.canaryWeight) await this.apply(next);
+  }
+
+  /**
+   * Asks the rollout's gate webhooks of `type` (for CONFIRM_TRAFFIC_INCREASE, those gating step `nextStep`);
+   * true when there are none or all answered 2xx. A refusal is recorded (the gate is asked again an interval
+   * later, the healthy `analysis` before it kept as the latest verdict) and logged.
+   */
+  private async gate(row: RolloutRow, type: WebhookTypeName, analysis: AnalysisSnapshot | undefined, nextStep: number): Promise<boolean> {
+    const { lease, metrics, logger, pool } = this.options;
+    const weight = row.steps[nextStep]!;
+    const hooks = row.webhooks.filter((hook) => hook.type === type && (hook.steps.length === 0 || hook.steps.includes(weight)));
+    if (hooks.length === 0) return true;
+    // In PENDING nothing else paces the gate: ask at most once an interval.
+    if (row.state === 'PENDING' && row.gateDue !== true) return false;
+    if (!(await lease.acquireOrRenew().catch(() => false))) return false;
+    const remaining = lease.remainingMs();
+    const signal = AbortSignal.timeout(Math.max(1, Math.floor(remaining - Math.max(250, remaining / 5))));
+    const outcomes = await Promise.all(hooks.map((hook) => callWebhook(hook, webhookPayload(row, hook, analysis, nextStep), { signal })));
+    outcomes.forEach((outcome) => metrics.webhookCalls.inc({ type: webhookTypeName(type), outcome: outcome.ok ? 'ok' : outcome.status === undefined ? 'error' : 'refused' }));
+    const refused = hooks.map((hook, i) => ({ hook, outcome: outcomes[i]! })).filter(({ outcome }) => !outcome.ok);
+    if (refused.length === 0) return true;
+    logger.warn(
+      {
+        rollout: row.id,
+        state: row.state,
+        step: row.currentStep,
+        next_step: nextStep,
+        webhook_type: webhookTypeName(type),
+        refused: refused.map(({ hook, outcome }) => ({ name: hook.name, status: outcome.status, error: outcome.error, attempts: outcome.attempts })),
+      },
+      'a gate webhook did not confirm; holding',
+    );
+    if (lease.isHeld()) await recordGateRefusal(pool, row, analysis?.verdict);
+    return false;
+  }
+
+  /** Sends a finished rollout's rollback / post-rollout notifications once, in the background (never blocks a tick). */
+  private async notifyFinished(row: RolloutRow): Promise<void> {
+    const types: WebhookTypeName[] = row.state === 'SUCCEEDED' ? ['POST_ROLLOUT'] : ['ROLLBACK', 'POST_ROLLOUT'];
+    const hooks = row.webhooks.filter((hook) => types.includes(hook.type));
+    if (hooks.length === 0 || !(await claimFinishNotifications(this.options.pool, row.id))) return;
+    const { metrics, logger, pool } = this.options;
+    const sending = (async () => {
+      const analysis = await latestAnalysis(pool, row.id).catch(() => undefined);
+      // Rollback hooks first, then post-rollout (Flagger's order).
+      for (const type of types) {
+        await Promise.all(
+          hooks
+            .filter((hook) => hook.type === type)
+            .map(async (hook) => {
+              const outcome = await callWebhook(hook, webhookPayload(row, hook, analysis), { signal: this.closing.signal });
+              metrics.webhookCalls.inc({ type: webhookTypeName(type), outcome: outcome.ok ? 'ok' : outcome.status === undefined ? 'error' : 'refused' });
+              if (!outcome.ok) logger.warn({ rollout: row.id, webhook: hook.name, webhook_type: webhookTypeName(type), status: outcome.status, error: outcome.error, attempts: outcome.attempts }, 'rollout notification not delivered');
+            }),
+        );
+      }
+    })().catch((err: unknown) => logger.warn({ err, rollout: row.id }, 'rollout notifications failed'));
+    this.notifications.add(sending);
+    void sending.finally(() => this.notifications.delete(sending));
   }
 
   private async commit(row: RolloutRow, decision: Transition): Promise<RolloutRow | undefined> {
@@ -391,7 +488,7 @@ export class RolloutController {
         // A finished rollout whose route no longer has what the split needs (the operator took the canary
         // destination out, or the route away): no canary traffic is left to move. Nothing to retry.
         logger.info({ err, rollout: row.id, state: row.state, canary_weight: row.canaryWeight }, 'finished rollout: the route no longer has the canary destination; nothing left to write');
-        await markApplied(pool, row, row.canaryWeight);
+        if (await markApplied(pool, row, row.canaryWeight)) await this.notifyFinished(row);
         return 'failed';
       }
       if (err instanceof RouterConfigError) {
@@ -414,7 +511,7 @@ export class RolloutController {
       await restartStepClock(pool, row);
       return 'wrote';
     }
-    await markApplied(pool, row, row.canaryWeight);
+    if ((await markApplied(pool, row, row.canaryWeight)) && isTerminal(row.state)) await this.notifyFinished(row);
     return wrote === false ? 'in-place' : 'wrote';
   }
 }

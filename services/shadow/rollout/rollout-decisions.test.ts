@@ -12,6 +12,7 @@ const snapshot = (verdict: AnalysisVerdict): AnalysisSnapshot => ({
   canaryRequests: 0n,
   stableRequests: 0n,
   detail: '',
+  metrics: [],
 });
 const row = (overrides: Partial<RolloutRow> = {}): RolloutRow =>
   ({
@@ -27,6 +28,7 @@ const row = (overrides: Partial<RolloutRow> = {}): RolloutRow =>
     autoRollback: true,
     manualPromotion: false,
     progressDeadlineMs: 600_000,
+    stepDue: true,
     ...overrides,
   }) as RolloutRow;
 
@@ -58,6 +60,21 @@ describe('rollout decisions (pure)', () => {
     // Entering the gate restarts the step clock (analysis continues) and counts as progress.
     const entering = advanceTo(row({ manualPromotion: true, currentStep: 1, canaryWeight: 50 }), 2, 'STEP_ADVANCED');
     expect([entering.to, entering.restartStepClock, entering.progressed]).to.deep.equal(['AWAITING_PROMOTION', true, true]);
+  });
+
+  // analysis.interval: within a step (its duration not yet run) a healthy analysis changes nothing but the counts,
+  // an unhealthy one counts toward failure_threshold (rolling back on reaching it) and keeps the step's clock.
+  it('counts analyses within a step without advancing it', () => {
+    const within = row({ stepDue: false, failureThreshold: 2 });
+    expect(decide(within, snapshot(AnalysisVerdict.ANALYSIS_VERDICT_HEALTHY))).to.equal(undefined);
+    const first = decide(within, snapshot(AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY))!;
+    expect([first.to, first.reason, first.unhealthyCount, first.restartStepClock]).to.deep.equal(['PROGRESSING', 'ANALYSIS_UNHEALTHY_HOLD', 1, false]);
+    const second = decide(row({ stepDue: false, failureThreshold: 2, unhealthyCount: 1 }), snapshot(AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY))!;
+    expect([second.to, second.canaryWeight]).to.deep.equal(['ROLLED_BACK', 0]);
+    const inconclusive = decide(within, snapshot(AnalysisVerdict.ANALYSIS_VERDICT_INCONCLUSIVE))!;
+    expect([inconclusive.reason, inconclusive.inconclusiveCount, inconclusive.restartStepClock]).to.deep.equal(['ANALYSIS_INCONCLUSIVE_HOLD', 1, false]);
+    // At the end of the step a hold waits a whole step again, as before.
+    expect(decide(row({ failureThreshold: 2 }), snapshot(AnalysisVerdict.ANALYSIS_VERDICT_UNHEALTHY))!.restartStepClock).to.equal(true);
   });
 
   // The progress deadline fails a live rollout back to weight 0, naming the deadline.

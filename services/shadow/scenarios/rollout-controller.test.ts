@@ -53,11 +53,12 @@ describe('rollout controller against a real Prometheus', function () {
     steps: [10, 50, 100],
     // The window is capped at the step's age (older samples are another step's): step and window alike, 2 s.
     stepDuration: { seconds: 2n, nanos: 0 },
-    analysis: { maxErrorRate: 0.05, maxP99Latency: { seconds: 0n, nanos: 300_000_000 }, minRequests: 20n, maxInconclusive: 5, window: { seconds: 2n, nanos: 0 }, failureThreshold: 0 },
+    analysis: { maxErrorRate: 0.05, maxP99Latency: { seconds: 0n, nanos: 300_000_000 }, minRequests: 20n, maxInconclusive: 5, window: { seconds: 2n, nanos: 0 }, failureThreshold: 0, metrics: [] },
     autoRollback: true,
     disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey: '',
+    webhooks: [],
     ...overrides,
   });
 

@@ -5,6 +5,9 @@ import { expect } from 'chai';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import {
   RolloutState,
+  WebhookType,
+  type MetricTemplate,
+  type RolloutWebhook,
   type CreateRolloutRequest,
   type ShadowServiceClient,
   type WatchRolloutResponse,
@@ -54,6 +57,7 @@ describe('rollout RPCs (controller off)', function () {
     disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey: '',
+    webhooks: [],
     ...overrides,
   });
 
@@ -87,6 +91,9 @@ describe('rollout RPCs (controller off)', function () {
       maxInconclusive: 3,
       window: { seconds: 60n, nanos: 0 },
       failureThreshold: 1,
+      // Default: one analysis per step, at its end.
+      interval: { seconds: 60n, nanos: 0 },
+      metrics: [],
     });
     // Rollback is on unless disable_auto_rollback; the progress deadline defaults to max(10 min, 10 steps).
     expect(rollout!.autoRollback).to.equal(true);
@@ -125,6 +132,23 @@ describe('rollout RPCs (controller off)', function () {
   // Each bad field is INVALID_ARGUMENT naming that field, and nothing is written.
   it('validates the request field by field', async () => {
     const base = request();
+    const hook = (overrides: Partial<RolloutWebhook> = {}): RolloutWebhook => ({
+      name: 'h',
+      type: WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE,
+      url: 'https://hooks.example/confirm',
+      timeout: undefined,
+      steps: [],
+      ...overrides,
+    });
+    const metrics = (templates: Partial<MetricTemplate>[]) => ({
+      maxErrorRate: 0,
+      maxP99Latency: undefined,
+      minRequests: 0n,
+      maxInconclusive: 0,
+      window: undefined,
+      failureThreshold: 0,
+      metrics: templates.map((t) => ({ name: 'm', query: 'sum(rate(x{subset="{{subset}}"}[{{interval}}]))', min: undefined, max: 1, maxAboveStable: undefined, ...t })),
+    });
     const cases: [string, Partial<CreateRolloutRequest>][] = [
       ['evaluation_id', { evaluationId: '' }],
       ['evaluation_id', { evaluationId: 'not-a-uuid' }],
@@ -144,10 +168,10 @@ describe('rollout RPCs (controller off)', function () {
       ['steps[1]', { steps: [10, 90] }],
       ['step_duration', { stepDuration: { seconds: 0n, nanos: 500_000_000 } }],
       ['step_duration', { stepDuration: { seconds: -1n, nanos: 0 } }],
-      ['analysis.max_error_rate', { analysis: { maxErrorRate: 1.5, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.min_requests', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: -1n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: -2, window: undefined, failureThreshold: 0 } }],
-      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1_000_000 }, failureThreshold: 0 } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: 1.5, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.min_requests', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: -1n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: -2, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1_000_000 }, failureThreshold: 0, metrics: [] } }],
       ['idempotency_key', { idempotencyKey: 'k'.repeat(201) }],
       ['idempotency_key', { idempotencyKey: 'has space' }],
       ['idempotency_key', { idempotencyKey: 'k'.repeat(150) }],
@@ -170,20 +194,47 @@ describe('rollout RPCs (controller off)', function () {
       ['step_duration', { stepDuration: { seconds: 1n, nanos: 1_000_000_000 } }],
       // Set but under a millisecond: refused, not taken as "unset" (the 60 s default).
       ['step_duration', { stepDuration: { seconds: 0n, nanos: 1 } }],
-      ['analysis.max_error_rate', { analysis: { maxErrorRate: -0.1, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.NaN, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.POSITIVE_INFINITY, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: -1n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_401n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_400n, nanos: 999_000_000 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 0n, nanos: 1 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0 } }],
-      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 101, window: undefined, failureThreshold: 0 } }],
-      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 86_401n, nanos: 0 }, failureThreshold: 0 } }],
-      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: -5n, nanos: 0 }, failureThreshold: 0 } }],
-      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1 }, failureThreshold: 0 } }],
-      ['analysis.failure_threshold', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 101 } }],
-      ['analysis.failure_threshold', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: -1 } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: -0.1, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.NaN, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.max_error_rate', { analysis: { maxErrorRate: Number.POSITIVE_INFINITY, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: -1n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_401n, nanos: 0 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 86_400n, nanos: 999_000_000 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.max_p99_latency', { analysis: { maxErrorRate: 0, maxP99Latency: { seconds: 0n, nanos: 1 }, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.max_inconclusive', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 101, window: undefined, failureThreshold: 0, metrics: [] } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 86_401n, nanos: 0 }, failureThreshold: 0, metrics: [] } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: -5n, nanos: 0 }, failureThreshold: 0, metrics: [] } }],
+      ['analysis.window', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: { seconds: 0n, nanos: 1 }, failureThreshold: 0, metrics: [] } }],
+      ['analysis.failure_threshold', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 101, metrics: [] } }],
+      ['analysis.failure_threshold', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: -1, metrics: [] } }],
       ['progress_deadline', { progressDeadline: { seconds: 0n, nanos: 1_000_000 } }],
+      ['analysis.interval', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, interval: { seconds: 0n, nanos: 500_000_000 }, metrics: [] } }],
+      ['analysis.interval', { analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 0n, maxInconclusive: 0, window: undefined, failureThreshold: 0, interval: { seconds: 61n, nanos: 0 }, metrics: [] } }],
+      ['webhooks[0].url', { webhooks: [hook({ url: 'ftp://hooks.example/x' })] }],
+      ['webhooks[0].url', { webhooks: [hook({ url: 'not a url' })] }],
+      ['webhooks[0].url', { webhooks: [hook({ url: 'https://user:secret@hooks.example/x' })] }],
+      ['webhooks[0].url', { webhooks: [hook({ url: '' })] }],
+      ['webhooks[0].url', { webhooks: [hook({ url: `https://hooks.example/${'x'.repeat(2048)}` })] }],
+      ['webhooks[0].type', { webhooks: [hook({ type: WebhookType.WEBHOOK_TYPE_UNSPECIFIED })] }],
+      ['webhooks[0].type', { webhooks: [hook({ type: 99 as WebhookType })] }],
+      ['webhooks[0].name', { webhooks: [hook({ name: '' })] }],
+      ['webhooks[1].name', { webhooks: [hook(), hook()] }],
+      ['webhooks[0].timeout', { webhooks: [hook({ timeout: { seconds: 31n, nanos: 0 } })] }],
+      ['webhooks[0].steps', { webhooks: [hook({ type: WebhookType.WEBHOOK_TYPE_CONFIRM_PROMOTION, steps: [50] })] }],
+      ['webhooks[0].steps[0]', { webhooks: [hook({ type: WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE, steps: [40] })] }],
+      ['webhooks[0].steps[0]', { webhooks: [hook({ type: WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE, steps: [100] })] }],
+      ['webhooks', { webhooks: Array.from({ length: 11 }, (_, i) => hook({ name: `h${i}` })) }],
+      ['analysis.metrics[0].query', { analysis: metrics([{ query: 'up{job="{{job}}"}' }]) }],
+      ['analysis.metrics[0].query', { analysis: metrics([{ query: 'up{job="{{service}"}' }]) }],
+      ['analysis.metrics[0].query', { analysis: metrics([{ query: '' }]) }],
+      ['analysis.metrics[0].query', { analysis: metrics([{ query: `up${' '.repeat(1000)}or${'x'.repeat(2000)}` }]) }],
+      ['analysis.metrics[0].name', { analysis: metrics([{ name: 'Bad Name' }]) }],
+      ['analysis.metrics[1].name', { analysis: metrics([{}, {}]) }],
+      ['analysis.metrics[0].max', { analysis: metrics([{ max: undefined }]) }],
+      ['analysis.metrics[0].max', { analysis: metrics([{ max: Number.NaN }]) }],
+      ['analysis.metrics[0].min', { analysis: metrics([{ min: 5, max: 1 }]) }],
+      ['analysis.metrics[0].max_above_stable', { analysis: metrics([{ maxAboveStable: -1 }]) }],
+      ['analysis.metrics', { analysis: metrics(Array.from({ length: 11 }, (_, i) => ({ name: `m${i}` }))) }],
       ['progress_deadline', { progressDeadline: { seconds: 8n * 86_400n, nanos: 0 } }],
     ];
     const keysBefore = await requestCount();

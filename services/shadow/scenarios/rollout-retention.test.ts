@@ -36,6 +36,7 @@ describe('rollout idempotency retention', function () {
     disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey,
+    webhooks: [],
   });
   const keys = async (): Promise<string[]> =>
     (await service.pool.query<{ k: string }>('SELECT idempotency_key AS k FROM shadow_rollout_requests WHERE idempotency_key LIKE $1 ORDER BY 1', [`${prefix}%`])).rows.map(

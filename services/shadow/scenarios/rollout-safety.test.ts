@@ -73,11 +73,12 @@ describe('rollout safety (issue 18) against a real Prometheus', function () {
     target: { namespace: NS, virtualService: name, host: hostOf(name), stableSubset: 'stable', canarySubset: 'canary', routeName: 'primary' },
     steps: [25, 50, 100],
     stepDuration: seconds(3),
-    analysis: { maxErrorRate: 0.05, maxP99Latency: { seconds: 0n, nanos: 300_000_000 }, minRequests: 20n, maxInconclusive: 2, window: seconds(3), failureThreshold: 0 },
+    analysis: { maxErrorRate: 0.05, maxP99Latency: { seconds: 0n, nanos: 300_000_000 }, minRequests: 20n, maxInconclusive: 2, window: seconds(3), failureThreshold: 0, metrics: [] },
     autoRollback: true,
     disableAutoRollback: false,
     manualPromotion: false,
     idempotencyKey: '',
+    webhooks: [],
     progressDeadline: undefined,
     ...overrides,
   });
@@ -305,7 +306,7 @@ describe('rollout controller: a slow Prometheus and a frozen ex-leader', functio
       const id = await create('slow', {
         steps: [50, 100],
         stepDuration: seconds(1),
-        analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 1n, maxInconclusive: 2, window: undefined, failureThreshold: 0 },
+        analysis: { maxErrorRate: 0, maxP99Latency: undefined, minRequests: 1n, maxInconclusive: 2, window: undefined, failureThreshold: 0, metrics: [] },
       });
       controller.start();
       const done = await waitFor('the slow rollout to finish', async () => {

@@ -17,7 +17,7 @@ import {
   type RolloutEvent,
 } from '../../../gen/shieldx/shadow/v1/shadow';
 import { deleteInBatches, withTransaction } from '../../../platform/db';
-import { ACTIVE_STATES, ROLLOUT_STATES, type RolloutSpec, type RolloutStateName } from '../domain/rollout-spec';
+import { ACTIVE_STATES, ROLLOUT_STATES, WEBHOOK_TYPES, type MetricSpec, type RolloutSpec, type RolloutStateName, type WebhookSpec } from '../domain/rollout-spec';
 
 export function stateToProto(state: RolloutStateName | null): RolloutState {
   return state === null ? RolloutState.ROLLOUT_STATE_UNSPECIFIED : RolloutState[`ROLLOUT_STATE_${state}`];
@@ -44,6 +44,12 @@ export interface RolloutRow extends RolloutSpec {
   readonly progressedAt: Date;
   /** AnalysisVerdict name of the latest analysis (null before the first). */
   readonly lastVerdict: string | null;
+  /** When the latest analysis of the current step (or the gate) was made. */
+  readonly analysedAt: Date | null;
+  /** Whether a gate refused (or an analysis was made) an interval ago or more, or never; only from `listActionable`. */
+  readonly gateDue?: boolean;
+  /** Whether an analysis is due: an interval since the step started or since its latest analysis; only from `listActionable`. */
+  readonly analysisDue?: boolean;
   /** Whether the current step has run its duration (by the database clock); only from `listActionable`. */
   readonly stepDue?: boolean;
   /** Milliseconds since the current step's split took effect (database clock); only from `listActionable`. */
@@ -73,7 +79,7 @@ const COLUMNS = `id, seq, evaluation_id, namespace, virtual_service, host, stabl
   steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive, analysis_window_ms,
   auto_rollback, manual_promotion, state, current_step, canary_weight, applied_weight, step_started_at,
   inconclusive_count, version, created_at, updated_at, failure_threshold, unhealthy_count, progress_deadline_ms,
-  progressed_at, last_verdict`;
+  progressed_at, last_verdict, analysis_interval_ms, analysed_at, webhooks, metric_templates`;
 
 interface DbRow {
   id: string;
@@ -108,6 +114,12 @@ interface DbRow {
   progress_deadline_ms: string | number;
   progressed_at: Date;
   last_verdict: string | null;
+  analysis_interval_ms: number | null;
+  analysed_at: Date | null;
+  webhooks: WebhookSpec[];
+  metric_templates: MetricSpec[];
+  analysis_due?: boolean;
+  gate_due?: boolean;
   step_due?: boolean;
   step_elapsed_ms?: number | string | null;
   progress_overdue?: boolean;
@@ -149,6 +161,12 @@ function fromDb(row: DbRow): RolloutRow {
     progressDeadlineMs: Number(row.progress_deadline_ms),
     progressedAt: row.progressed_at,
     lastVerdict: row.last_verdict,
+    analysisIntervalMs: row.analysis_interval_ms ?? row.step_duration_ms,
+    analysedAt: row.analysed_at,
+    webhooks: row.webhooks,
+    metrics: row.metric_templates,
+    ...(row.gate_due === undefined ? {} : { gateDue: row.gate_due }),
+    ...(row.analysis_due === undefined ? {} : { analysisDue: row.analysis_due }),
     ...(row.step_due === undefined ? {} : { stepDue: row.step_due }),
     ...(row.step_elapsed_ms === undefined || row.step_elapsed_ms === null ? {} : { stepElapsedMs: Number(row.step_elapsed_ms) }),
     ...(row.progress_overdue === undefined ? {} : { progressOverdue: row.progress_overdue }),
@@ -180,8 +198,8 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
     ({ rows } = await client.query<DbRow>(
       `INSERT INTO shadow_rollouts (id, evaluation_id, namespace, virtual_service, host, stable_subset, canary_subset,
          route_name, steps, step_duration_ms, max_error_rate, max_p99_latency_ms, min_requests, max_inconclusive,
-         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+         analysis_window_ms, auto_rollback, manual_promotion, failure_threshold, progress_deadline_ms, analysis_interval_ms, webhooks, metric_templates)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
        RETURNING ${COLUMNS}`,
       [
         id,
@@ -203,6 +221,9 @@ export async function insertRollout(client: pg.PoolClient, id: string, spec: Rol
         spec.manualPromotion,
         spec.failureThreshold,
         spec.progressDeadlineMs,
+        spec.analysisIntervalMs,
+        JSON.stringify(spec.webhooks),
+        JSON.stringify(spec.metrics),
       ],
     ));
   } catch (error) {
@@ -247,6 +268,9 @@ export async function listActionable(db: Queryable, limit: number): Promise<Roll
   const { rows } = await db.query<DbRow>(
     `SELECT ${COLUMNS},
             step_started_at IS NOT NULL AND step_started_at + step_duration_ms * interval '1 millisecond' <= now() AS step_due,
+            step_started_at IS NOT NULL
+              AND greatest(step_started_at, analysed_at) + coalesce(analysis_interval_ms, step_duration_ms) * interval '1 millisecond' <= now() AS analysis_due,
+            analysed_at IS NULL OR analysed_at + coalesce(analysis_interval_ms, step_duration_ms) * interval '1 millisecond' <= now() AS gate_due,
             floor(extract(epoch FROM now() - step_started_at) * 1000) AS step_elapsed_ms,
             state IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION')
               AND progressed_at + progress_deadline_ms * interval '1 millisecond' <= now() AS progress_overdue
@@ -277,6 +301,7 @@ export async function transitionIn(client: pg.PoolClient, expected: Pick<Rollout
               unhealthy_count = $8,
               progressed_at = CASE WHEN $9 THEN now() ELSE progressed_at END,
               last_verdict = coalesce($10, last_verdict),
+              analysed_at = CASE WHEN $10::text IS NOT NULL THEN now() ELSE analysed_at END,
               version = version + 1, updated_at = now()
         WHERE id = $1 AND version = $2
         RETURNING ${COLUMNS}`,
@@ -331,17 +356,56 @@ export async function markApplied(db: Queryable, row: Pick<RolloutRow, 'id' | 'v
 }
 
 /**
- * Records an analysis that changes nothing else (a healthy one at the manual gate): its verdict,
- * and a new step clock (the next analysis is a step later). No event, no version bump (a rollout
- * waiting days at the gate would otherwise grow its history by one event per step); guarded by
- * the version like markApplied.
+ * Records a healthy analysis that changes nothing else (within a step, or at the manual gate): its
+ * verdict and time (the next analysis is an interval later), and the unhealthy / inconclusive
+ * counts reset (they count analyses in a row). No event, no version bump (a rollout waiting days
+ * at the gate would otherwise grow its history by one event per interval); guarded by the version
+ * like markApplied.
  */
 export async function recordAnalysis(db: Queryable, row: Pick<RolloutRow, 'id' | 'version'>, verdict: AnalysisVerdict): Promise<boolean> {
   const result = await db.query(
-    `UPDATE shadow_rollouts SET last_verdict = $3, step_started_at = now(), unhealthy_count = 0 WHERE id = $1 AND version = $2`,
+    `UPDATE shadow_rollouts SET last_verdict = $3, analysed_at = now(), unhealthy_count = 0, inconclusive_count = 0 WHERE id = $1 AND version = $2`,
     [row.id, row.version.toString(), AnalysisVerdict[verdict]],
   );
   return result.rowCount === 1;
+}
+
+/**
+ * Records that a gate webhook refused (pre-rollout in PENDING, confirm-* at the end of a step): the
+ * gate is asked again an interval later. With the analysis that preceded it (healthy), its verdict
+ * too. No event (a gate may refuse for hours); guarded by the version.
+ */
+export async function recordGateRefusal(db: Queryable, row: Pick<RolloutRow, 'id' | 'version'>, verdict?: AnalysisVerdict): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE shadow_rollouts SET analysed_at = now(), last_verdict = coalesce($3, last_verdict),
+            unhealthy_count = CASE WHEN $3::text IS NULL THEN unhealthy_count ELSE 0 END,
+            inconclusive_count = CASE WHEN $3::text IS NULL THEN inconclusive_count ELSE 0 END
+      WHERE id = $1 AND version = $2`,
+    [row.id, row.version.toString(), verdict === undefined ? null : AnalysisVerdict[verdict]],
+  );
+  return result.rowCount === 1;
+}
+
+/**
+ * Claims the finished rollout's notifications (rollback / post-rollout webhooks): true once per
+ * rollout, for the caller that then sends them (at most once, even across controllers).
+ */
+export async function claimFinishNotifications(db: Queryable, id: string): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE shadow_rollouts SET webhooks_notified = true
+      WHERE id = $1 AND NOT webhooks_notified AND state NOT IN ('PENDING', 'PROGRESSING', 'AWAITING_PROMOTION')`,
+    [id],
+  );
+  return result.rowCount === 1;
+}
+
+/** The snapshot of the rollout's latest analysed event, if any (what a notification reports). */
+export async function latestAnalysis(db: Queryable, id: string): Promise<AnalysisSnapshot | undefined> {
+  const { rows } = await db.query<{ analysis: unknown }>(
+    `SELECT analysis FROM shadow_rollout_events WHERE rollout_id = $1 AND analysis IS NOT NULL ORDER BY sequence DESC LIMIT 1`,
+    [id],
+  );
+  return rows[0] ? AnalysisSnapshot.fromJSON(rows[0].analysis) : undefined;
 }
 
 /** Restarts the current step's clock (its split was re-applied after drift): guarded by the version. */
@@ -398,6 +462,8 @@ export function toProto(row: RolloutRow, events: RolloutEvent[] = []): Rollout {
       maxInconclusive: row.maxInconclusive,
       window: durationOf(row.analysisWindowMs),
       failureThreshold: row.failureThreshold,
+      interval: durationOf(row.analysisIntervalMs),
+      metrics: row.metrics.map((metric) => ({ ...metric })),
     },
     autoRollback: row.autoRollback,
     manualPromotion: row.manualPromotion,
@@ -408,6 +474,13 @@ export function toProto(row: RolloutRow, events: RolloutEvent[] = []): Rollout {
     createdAt: row.createdAt,
     updatedAt: row.updatedAt,
     progressDeadline: durationOf(row.progressDeadlineMs),
+    webhooks: row.webhooks.map((hook) => ({
+      name: hook.name,
+      type: WEBHOOK_TYPES.indexOf(hook.type) + 1,
+      url: hook.url,
+      timeout: durationOf(hook.timeoutMs),
+      steps: [...hook.steps],
+    })),
   };
 }
 

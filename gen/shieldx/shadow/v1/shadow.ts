@@ -361,6 +361,78 @@ export function riskLevelToJSON(object: RiskLevel): string {
   }
 }
 
+/** When a webhook is called (Flagger's webhook types). */
+export enum WebhookType {
+  WEBHOOK_TYPE_UNSPECIFIED = 0,
+  /** WEBHOOK_TYPE_PRE_ROLLOUT - Before the first traffic shift; a non-2xx answer holds the rollout in PENDING. */
+  WEBHOOK_TYPE_PRE_ROLLOUT = 1,
+  /**
+   * WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE - Before each weight increase to a step other than the last (all of them, or those listed in
+   * RolloutWebhook.steps); a non-2xx answer holds the step (asked again an interval later).
+   */
+  WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE = 2,
+  /**
+   * WEBHOOK_TYPE_CONFIRM_PROMOTION - Before the last step (promotion to 100 %, or with manual_promotion before waiting at the
+   * gate); a non-2xx answer holds the step.
+   */
+  WEBHOOK_TYPE_CONFIRM_PROMOTION = 3,
+  /**
+   * WEBHOOK_TYPE_ROLLBACK - Notification once a rollout ended with its traffic back on stable (ROLLED_BACK, FAILED,
+   * ABORTED); never blocks.
+   */
+  WEBHOOK_TYPE_ROLLBACK = 4,
+  /** WEBHOOK_TYPE_POST_ROLLOUT - Notification once a rollout finished, whatever its end (SUCCEEDED included); never blocks. */
+  WEBHOOK_TYPE_POST_ROLLOUT = 5,
+  UNRECOGNIZED = -1,
+}
+
+export function webhookTypeFromJSON(object: any): WebhookType {
+  switch (object) {
+    case 0:
+    case "WEBHOOK_TYPE_UNSPECIFIED":
+      return WebhookType.WEBHOOK_TYPE_UNSPECIFIED;
+    case 1:
+    case "WEBHOOK_TYPE_PRE_ROLLOUT":
+      return WebhookType.WEBHOOK_TYPE_PRE_ROLLOUT;
+    case 2:
+    case "WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE":
+      return WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE;
+    case 3:
+    case "WEBHOOK_TYPE_CONFIRM_PROMOTION":
+      return WebhookType.WEBHOOK_TYPE_CONFIRM_PROMOTION;
+    case 4:
+    case "WEBHOOK_TYPE_ROLLBACK":
+      return WebhookType.WEBHOOK_TYPE_ROLLBACK;
+    case 5:
+    case "WEBHOOK_TYPE_POST_ROLLOUT":
+      return WebhookType.WEBHOOK_TYPE_POST_ROLLOUT;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return WebhookType.UNRECOGNIZED;
+  }
+}
+
+export function webhookTypeToJSON(object: WebhookType): string {
+  switch (object) {
+    case WebhookType.WEBHOOK_TYPE_UNSPECIFIED:
+      return "WEBHOOK_TYPE_UNSPECIFIED";
+    case WebhookType.WEBHOOK_TYPE_PRE_ROLLOUT:
+      return "WEBHOOK_TYPE_PRE_ROLLOUT";
+    case WebhookType.WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE:
+      return "WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE";
+    case WebhookType.WEBHOOK_TYPE_CONFIRM_PROMOTION:
+      return "WEBHOOK_TYPE_CONFIRM_PROMOTION";
+    case WebhookType.WEBHOOK_TYPE_ROLLBACK:
+      return "WEBHOOK_TYPE_ROLLBACK";
+    case WebhookType.WEBHOOK_TYPE_POST_ROLLOUT:
+      return "WEBHOOK_TYPE_POST_ROLLOUT";
+    case WebhookType.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export enum RolloutState {
   ROLLOUT_STATE_UNSPECIFIED = 0,
   ROLLOUT_STATE_PENDING = 1,
@@ -959,6 +1031,79 @@ export interface AnalysisConfig {
    * A healthy analysis resets the count.
    */
   failureThreshold: number;
+  /**
+   * How often the canary is analysed within a step (Flagger `interval`); default the step
+   * duration (one analysis at the end of each step). At least 1s, at most the step duration.
+   * Each analysis counts: an unhealthy one toward failure_threshold (a healthy one resets the
+   * count), an inconclusive one toward max_inconclusive; the step advances only on the healthy
+   * analysis made once the step duration has passed.
+   */
+  interval?:
+    | Duration
+    | undefined;
+  /** User-defined checks beside the built-in Istio error-rate and latency ones (at most 10). */
+  metrics: MetricTemplate[];
+}
+
+/**
+ * A user-defined PromQL check (Flagger's MetricTemplate). The query must return one value and
+ * may use the variables {{namespace}} (target.namespace), {{service}} (the first label of
+ * target.host), {{virtual_service}} (target.virtual_service), {{subset}} (the canary's subset,
+ * or the stable's for the comparison) and {{interval}} (the window actually queried, e.g.
+ * "30000ms"); no other `{{...}}`. At most 2000 characters. At least one of min, max,
+ * max_above_stable must be set. No value (empty result, NaN) or a failed query makes the
+ * analysis INCONCLUSIVE; a value out of range makes it UNHEALTHY.
+ */
+export interface MetricTemplate {
+  /** Unique within the rollout; a DNS label. */
+  name: string;
+  query: string;
+  /** Lowest canary value allowed (inclusive). */
+  min?:
+    | number
+    | undefined;
+  /** Highest canary value allowed (inclusive). */
+  max?:
+    | number
+    | undefined;
+  /**
+   * Also query the stable subset: the canary's value may exceed stable's by at most this
+   * (for a metric where higher is worse; negate the query for one where lower is worse).
+   */
+  maxAboveStable?: number | undefined;
+}
+
+/** What one MetricTemplate measured. */
+export interface MetricResult {
+  name: string;
+  verdict: AnalysisVerdict;
+  /** Unset when the query returned no value. */
+  canaryValue?: number | undefined;
+  stableValue?: number | undefined;
+  detail: string;
+}
+
+/**
+ * An HTTP(S) endpoint the controller POSTs a JSON body to (rollout id, type, target, phase,
+ * weights, step and the latest analysis figures). Network errors, 5xx and 429 are retried with
+ * backoff (at most 3 attempts per call); a gate that still does not answer 2xx holds the rollout,
+ * and the progress deadline eventually fails it.
+ */
+export interface RolloutWebhook {
+  /** Unique within the rollout; a DNS label. */
+  name: string;
+  type: WebhookType;
+  /** http:// or https:// URL, without user info; at most 2048 characters. */
+  url: string;
+  /** Per attempt; default 5s, at most 30s. */
+  timeout?:
+    | Duration
+    | undefined;
+  /**
+   * Only for WEBHOOK_TYPE_CONFIRM_TRAFFIC_INCREASE: the canary weights (values of steps, not the
+   * first nor the last) whose increase it gates; empty = every increase.
+   */
+  steps: number[];
 }
 
 /** The metric values a decision was made on. */
@@ -972,6 +1117,8 @@ export interface AnalysisSnapshot {
   stableRequests: bigint;
   /** Why the analysis was inconclusive or unhealthy. */
   detail: string;
+  /** The user-defined checks (AnalysisConfig.metrics), in their order. */
+  metrics: MetricResult[];
 }
 
 export interface RolloutEvent {
@@ -1018,6 +1165,7 @@ export interface Rollout {
     | undefined;
   /** A live rollout that has not advanced a step for this long FAILS (weight 0). */
   progressDeadline?: Duration | undefined;
+  webhooks: RolloutWebhook[];
 }
 
 export interface CreateRolloutRequest {
@@ -1047,7 +1195,11 @@ export interface CreateRolloutRequest {
    * inconclusive, a stalled controller or router) FAILS back to weight 0. Default: 10 ×
    * the step duration, at least 10 minutes; at most 7 days.
    */
-  progressDeadline?: Duration | undefined;
+  progressDeadline?:
+    | Duration
+    | undefined;
+  /** At most 10; see RolloutWebhook. */
+  webhooks: RolloutWebhook[];
 }
 
 export interface CreateRolloutResponse {
@@ -6230,6 +6382,8 @@ function createBaseAnalysisConfig(): AnalysisConfig {
     maxInconclusive: 0,
     window: undefined,
     failureThreshold: 0,
+    interval: undefined,
+    metrics: [],
   };
 }
 
@@ -6255,6 +6409,12 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     }
     if (message.failureThreshold !== 0) {
       writer.uint32(48).int32(message.failureThreshold);
+    }
+    if (message.interval !== undefined) {
+      Duration.encode(message.interval, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.metrics) {
+      MetricTemplate.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -6320,6 +6480,22 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
             message.failureThreshold = reader.int32();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.interval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.metrics.push(MetricTemplate.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6360,6 +6536,10 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
         : isSet(object.failure_threshold)
         ? globalThis.Number(object.failure_threshold)
         : 0,
+      interval: isSet(object.interval) ? Duration.fromJSON(object.interval) : undefined,
+      metrics: globalThis.Array.isArray(object?.metrics)
+        ? object.metrics.map((e: any) => MetricTemplate.fromJSON(e))
+        : [],
     };
   },
 
@@ -6383,6 +6563,12 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
     if (message.failureThreshold !== 0) {
       obj.failureThreshold = Math.round(message.failureThreshold);
     }
+    if (message.interval !== undefined) {
+      obj.interval = Duration.toJSON(message.interval);
+    }
+    if (message.metrics?.length) {
+      obj.metrics = message.metrics.map((e) => MetricTemplate.toJSON(e));
+    }
     return obj;
   },
 
@@ -6403,6 +6589,437 @@ export const AnalysisConfig: MessageFns<AnalysisConfig> = {
       ? Duration.fromPartial(object.window)
       : undefined;
     message.failureThreshold = object.failureThreshold ?? 0;
+    message.interval = (object.interval !== undefined && object.interval !== null)
+      ? Duration.fromPartial(object.interval)
+      : undefined;
+    message.metrics = object.metrics?.map((e) => MetricTemplate.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMetricTemplate(): MetricTemplate {
+  return { name: "", query: "", min: undefined, max: undefined, maxAboveStable: undefined };
+}
+
+export const MetricTemplate: MessageFns<MetricTemplate> = {
+  encode(message: MetricTemplate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.query !== "") {
+      writer.uint32(18).string(message.query);
+    }
+    if (message.min !== undefined) {
+      writer.uint32(25).double(message.min);
+    }
+    if (message.max !== undefined) {
+      writer.uint32(33).double(message.max);
+    }
+    if (message.maxAboveStable !== undefined) {
+      writer.uint32(41).double(message.maxAboveStable);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricTemplate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricTemplate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.query = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.min = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.max = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.maxAboveStable = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MetricTemplate {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      query: isSet(object.query) ? globalThis.String(object.query) : "",
+      min: isSet(object.min) ? globalThis.Number(object.min) : undefined,
+      max: isSet(object.max) ? globalThis.Number(object.max) : undefined,
+      maxAboveStable: isSet(object.maxAboveStable)
+        ? globalThis.Number(object.maxAboveStable)
+        : isSet(object.max_above_stable)
+        ? globalThis.Number(object.max_above_stable)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MetricTemplate): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.query !== "") {
+      obj.query = message.query;
+    }
+    if (message.min !== undefined) {
+      obj.min = floatToJson(message.min);
+    }
+    if (message.max !== undefined) {
+      obj.max = floatToJson(message.max);
+    }
+    if (message.maxAboveStable !== undefined) {
+      obj.maxAboveStable = floatToJson(message.maxAboveStable);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MetricTemplate>, I>>(base?: I): MetricTemplate {
+    return MetricTemplate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricTemplate>, I>>(object: I): MetricTemplate {
+    const message = createBaseMetricTemplate();
+    message.name = object.name ?? "";
+    message.query = object.query ?? "";
+    message.min = object.min ?? undefined;
+    message.max = object.max ?? undefined;
+    message.maxAboveStable = object.maxAboveStable ?? undefined;
+    return message;
+  },
+};
+
+function createBaseMetricResult(): MetricResult {
+  return { name: "", verdict: 0, canaryValue: undefined, stableValue: undefined, detail: "" };
+}
+
+export const MetricResult: MessageFns<MetricResult> = {
+  encode(message: MetricResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.verdict !== 0) {
+      writer.uint32(16).int32(message.verdict);
+    }
+    if (message.canaryValue !== undefined) {
+      writer.uint32(25).double(message.canaryValue);
+    }
+    if (message.stableValue !== undefined) {
+      writer.uint32(33).double(message.stableValue);
+    }
+    if (message.detail !== "") {
+      writer.uint32(42).string(message.detail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.verdict = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.canaryValue = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.stableValue = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MetricResult {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      verdict: isSet(object.verdict) ? analysisVerdictFromJSON(object.verdict) : 0,
+      canaryValue: isSet(object.canaryValue)
+        ? globalThis.Number(object.canaryValue)
+        : isSet(object.canary_value)
+        ? globalThis.Number(object.canary_value)
+        : undefined,
+      stableValue: isSet(object.stableValue)
+        ? globalThis.Number(object.stableValue)
+        : isSet(object.stable_value)
+        ? globalThis.Number(object.stable_value)
+        : undefined,
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+    };
+  },
+
+  toJSON(message: MetricResult): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.verdict !== 0) {
+      obj.verdict = analysisVerdictToJSON(message.verdict);
+    }
+    if (message.canaryValue !== undefined) {
+      obj.canaryValue = floatToJson(message.canaryValue);
+    }
+    if (message.stableValue !== undefined) {
+      obj.stableValue = floatToJson(message.stableValue);
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MetricResult>, I>>(base?: I): MetricResult {
+    return MetricResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricResult>, I>>(object: I): MetricResult {
+    const message = createBaseMetricResult();
+    message.name = object.name ?? "";
+    message.verdict = object.verdict ?? 0;
+    message.canaryValue = object.canaryValue ?? undefined;
+    message.stableValue = object.stableValue ?? undefined;
+    message.detail = object.detail ?? "";
+    return message;
+  },
+};
+
+function createBaseRolloutWebhook(): RolloutWebhook {
+  return { name: "", type: 0, url: "", timeout: undefined, steps: [] };
+}
+
+export const RolloutWebhook: MessageFns<RolloutWebhook> = {
+  encode(message: RolloutWebhook, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.type !== 0) {
+      writer.uint32(16).int32(message.type);
+    }
+    if (message.url !== "") {
+      writer.uint32(26).string(message.url);
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(34).fork()).join();
+    }
+    if (message.steps.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.steps) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RolloutWebhook {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRolloutWebhook();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.type = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.steps.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.steps.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RolloutWebhook {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      type: isSet(object.type) ? webhookTypeFromJSON(object.type) : 0,
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      timeout: isSet(object.timeout) ? Duration.fromJSON(object.timeout) : undefined,
+      steps: globalThis.Array.isArray(object?.steps) ? object.steps.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: RolloutWebhook): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.type !== 0) {
+      obj.type = webhookTypeToJSON(message.type);
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.timeout !== undefined) {
+      obj.timeout = Duration.toJSON(message.timeout);
+    }
+    if (message.steps?.length) {
+      obj.steps = message.steps.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RolloutWebhook>, I>>(base?: I): RolloutWebhook {
+    return RolloutWebhook.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RolloutWebhook>, I>>(object: I): RolloutWebhook {
+    const message = createBaseRolloutWebhook();
+    message.name = object.name ?? "";
+    message.type = object.type ?? 0;
+    message.url = object.url ?? "";
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    message.steps = object.steps?.map((e) => e) || [];
     return message;
   },
 };
@@ -6417,6 +7034,7 @@ function createBaseAnalysisSnapshot(): AnalysisSnapshot {
     canaryRequests: 0n,
     stableRequests: 0n,
     detail: "",
+    metrics: [],
   };
 }
 
@@ -6451,6 +7069,9 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
     }
     if (message.detail !== "") {
       writer.uint32(66).string(message.detail);
+    }
+    for (const v of message.metrics) {
+      MetricResult.encode(v!, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -6532,6 +7153,14 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
             message.detail = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.metrics.push(MetricResult.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6578,6 +7207,9 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
         ? BigInt(object.stable_requests)
         : 0n,
       detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+      metrics: globalThis.Array.isArray(object?.metrics)
+        ? object.metrics.map((e: any) => MetricResult.fromJSON(e))
+        : [],
     };
   },
 
@@ -6607,6 +7239,9 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
     if (message.detail !== "") {
       obj.detail = message.detail;
     }
+    if (message.metrics?.length) {
+      obj.metrics = message.metrics.map((e) => MetricResult.toJSON(e));
+    }
     return obj;
   },
 
@@ -6627,6 +7262,7 @@ export const AnalysisSnapshot: MessageFns<AnalysisSnapshot> = {
       ? BigInt(object.stableRequests)
       : 0n;
     message.detail = object.detail ?? "";
+    message.metrics = object.metrics?.map((e) => MetricResult.fromPartial(e)) || [];
     return message;
   },
 };
@@ -6855,6 +7491,7 @@ function createBaseRollout(): Rollout {
     createdAt: undefined,
     updatedAt: undefined,
     progressDeadline: undefined,
+    webhooks: [],
   };
 }
 
@@ -6908,6 +7545,9 @@ export const Rollout: MessageFns<Rollout> = {
     }
     if (message.progressDeadline !== undefined) {
       Duration.encode(message.progressDeadline, writer.uint32(122).fork()).join();
+    }
+    for (const v of message.webhooks) {
+      RolloutWebhook.encode(v!, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -7055,6 +7695,14 @@ export const Rollout: MessageFns<Rollout> = {
             message.progressDeadline = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.webhooks.push(RolloutWebhook.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7122,6 +7770,9 @@ export const Rollout: MessageFns<Rollout> = {
         : isSet(object.progress_deadline)
         ? Duration.fromJSON(object.progress_deadline)
         : undefined,
+      webhooks: globalThis.Array.isArray(object?.webhooks)
+        ? object.webhooks.map((e: any) => RolloutWebhook.fromJSON(e))
+        : [],
     };
   },
 
@@ -7172,6 +7823,9 @@ export const Rollout: MessageFns<Rollout> = {
     if (message.progressDeadline !== undefined) {
       obj.progressDeadline = Duration.toJSON(message.progressDeadline);
     }
+    if (message.webhooks?.length) {
+      obj.webhooks = message.webhooks.map((e) => RolloutWebhook.toJSON(e));
+    }
     return obj;
   },
 
@@ -7203,6 +7857,7 @@ export const Rollout: MessageFns<Rollout> = {
     message.progressDeadline = (object.progressDeadline !== undefined && object.progressDeadline !== null)
       ? Duration.fromPartial(object.progressDeadline)
       : undefined;
+    message.webhooks = object.webhooks?.map((e) => RolloutWebhook.fromPartial(e)) || [];
     return message;
   },
 };
@@ -7219,6 +7874,7 @@ function createBaseCreateRolloutRequest(): CreateRolloutRequest {
     idempotencyKey: "",
     disableAutoRollback: false,
     progressDeadline: undefined,
+    webhooks: [],
   };
 }
 
@@ -7257,6 +7913,9 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     }
     if (message.progressDeadline !== undefined) {
       Duration.encode(message.progressDeadline, writer.uint32(82).fork()).join();
+    }
+    for (const v of message.webhooks) {
+      RolloutWebhook.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -7364,6 +8023,14 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
             message.progressDeadline = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.webhooks.push(RolloutWebhook.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7416,6 +8083,9 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
         : isSet(object.progress_deadline)
         ? Duration.fromJSON(object.progress_deadline)
         : undefined,
+      webhooks: globalThis.Array.isArray(object?.webhooks)
+        ? object.webhooks.map((e: any) => RolloutWebhook.fromJSON(e))
+        : [],
     };
   },
 
@@ -7451,6 +8121,9 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     if (message.progressDeadline !== undefined) {
       obj.progressDeadline = Duration.toJSON(message.progressDeadline);
     }
+    if (message.webhooks?.length) {
+      obj.webhooks = message.webhooks.map((e) => RolloutWebhook.toJSON(e));
+    }
     return obj;
   },
 
@@ -7477,6 +8150,7 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     message.progressDeadline = (object.progressDeadline !== undefined && object.progressDeadline !== null)
       ? Duration.fromPartial(object.progressDeadline)
       : undefined;
+    message.webhooks = object.webhooks?.map((e) => RolloutWebhook.fromPartial(e)) || [];
     return message;
   },
 };
