@@ -28,6 +28,7 @@ import { setPageTokenSecret } from './page-token';
 import { createRedisClient, redisTopology, type RedisClient } from './redis';
 import { compiledDescriptors, ReflectionServer } from './reflection';
 import { startHttpGateway, type HttpGateway } from './http-gateway';
+import { limitMetadata, reapStalledSessions, transportConfigShape, transportServerOptions, type StalledSessionReaper, type TransportLimits } from './transport-limits';
 
 const HEALTH_PREFIX = '/grpc.health.v1.Health/';
 /** After the last running call ended at shutdown: time for its final frames to be flushed. */
@@ -144,6 +145,7 @@ export function serviceConfigSchema<S extends z.ZodRawShape>(module: ServiceModu
         : platformConfigSchema.shape.METRICS_PORT,
       HTTP_PORT: defaultPorts?.http !== undefined ? platformConfigSchema.shape.HTTP_PORT.removeDefault().default(defaultPorts.http) : platformConfigSchema.shape.HTTP_PORT,
     })
+    .extend(transportConfigShape)
     .extend(module.configShape ?? ({} as S));
 }
 
@@ -172,7 +174,7 @@ export async function startService<S extends z.ZodRawShape>(
   env: NodeJS.ProcessEnv = process.env,
   options: StartOptions = {},
 ): Promise<RunningService> {
-  const config = loadConfig(serviceConfigSchema(module, options.defaultPorts), env) as PlatformConfig & z.infer<z.ZodObject<S>>;
+  const config = loadConfig(serviceConfigSchema(module, options.defaultPorts), env) as PlatformConfig & TransportLimits & z.infer<z.ZodObject<S>>;
   const logger = createLogger(module.name, config.LOG_LEVEL);
   setPageTokenSecret(config.PAGE_TOKEN_SECRET ?? `api-keys:${JSON.stringify(env.SHIELDX_API_KEYS ?? '')}`);
   // Checked before migrations or pools: a refusal leaves nothing behind.
@@ -262,6 +264,7 @@ export async function startService<S extends z.ZodRawShape>(
     // shutdown (platform/server.test.ts "cuts off calls that outlive the grace period").
     'grpc.max_receive_message_length': config.GRPC_MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': config.GRPC_MAX_MESSAGE_BYTES,
+    ...transportServerOptions(config),
     interceptors: [
       callInterceptor({
         metrics: new GrpcServerMetrics(registry),
@@ -273,6 +276,10 @@ export async function startService<S extends z.ZodRawShape>(
       }),
     ],
   });
+  // Metadata limits and the reaping of stalled connections: platform/transport-limits.ts.
+  if (!limitMetadata(server, config)) {
+    logger.warn('grpc-js internals changed: GRPC_MAX_METADATA_BYTES and GRPC_MAX_METADATA_ENTRIES are not applied');
+  }
   server.addService(instance.definition, instance.implementation);
   // The first probe decides the status the server starts with; later ones follow the database.
   await watch.start();
@@ -317,6 +324,8 @@ export async function startService<S extends z.ZodRawShape>(
     await release(instance);
     throw error;
   }
+  const reaper: StalledSessionReaper | undefined = reapStalledSessions(server, logger);
+  if (reaper === undefined) logger.warn('grpc-js internals changed: connections nghttp2 stopped reading are not closed before keepalive does');
   const metricsPort = boundPort(metricsServer);
   const httpPort = gateway?.port ?? 0;
   logger.info({ grpc_port: grpcPort, metrics_port: metricsPort, http_port: httpPort }, `${module.name} listening`);
@@ -363,6 +372,7 @@ export async function startService<S extends z.ZodRawShape>(
         void grpcDrained.then(() => setTimeout(() => gateway?.destroy(), IDLE_SETTLE_MS).unref());
         void Promise.all([grpcDrained, gateway?.close()]).then(drained);
       });
+      reaper?.stop();
       await release(instance, metricsServer);
       logger.info('stopped');
     })());

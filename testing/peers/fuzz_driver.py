@@ -4,7 +4,8 @@
     fuzz_driver.py <host:port> <bearer key> <seed> <calls per method> <method path>...
 
 Bodies are random bytes, bit-flipped valid-looking varint/length-delimited fields, empty, and
-oversized strings, with random metadata (long values, many entries) and deadlines of 2 s. A
+oversized strings, with random metadata (values up to 70,000 bytes, past the 64 KiB that used to
+stall a connection; up to 200 entries) and deadlines of 2 s. A
 thread checks grpc.health.v1.Health/Check every 100 ms on its own channel and records the worst
 latency. Prints one JSON object: per-code counts, calls without a status, INTERNAL/UNKNOWN
 details, worst health latency (ms).
@@ -58,9 +59,11 @@ def encode_varint(n):
 def metadata():
     md = [("authorization", f"Bearer {key}")]
     if rng.random() < 0.1:
-        md.append(("x-fuzz", "v" * rng.choice([100, 4000])))
+        # 20000: over GRPC_MAX_METADATA_BYTES (the stream is reset: RESOURCE_EXHAUSTED); 70000:
+        # past nghttp2's 64 KiB per field (the connection is closed: UNAVAILABLE), never a hang.
+        md.append(("x-fuzz", "v" * rng.choice([100, 4000, 20000, 70000])))
     if rng.random() < 0.05:
-        md.extend((f"x-many-{i}", "1") for i in range(50))
+        md.extend((f"x-many-{i}", "1") for i in range(rng.choice([50, 200])))
     return md
 
 
