@@ -26,6 +26,7 @@ import {
   HEADER_NAME_CHARS_MAX,
   HEADER_VALUE_CHARS_MAX,
   HEADERS_TOTAL_CHARS_MAX,
+  METHOD_CHARS_MAX,
   PATH_CHARS_MAX,
   PreparedRequest,
   QUERY_CHARS_MAX,
@@ -46,7 +47,8 @@ import {
 } from './threat-signals';
 import { THREAT_LEVEL_MAX, THREAT_LEVEL_MIN, Tier, tierForLevel } from './tiers';
 
-const METHOD_PATTERN = /^[A-Za-z]{1,16}$/;
+/** RFC 9110 §9.1: a method is a token (tchar), case-sensitive; bounded by METHOD_CHARS_MAX. */
+const METHOD_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const HEADER_NAME_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const SESSION_KEY_PATTERN = /^[\x21-\x7e]+$/;
 const TLS_FINGERPRINT_PATTERN = /^[A-Za-z0-9_,.\-]+$/;
@@ -72,8 +74,8 @@ export function validateAssessInput(raw: unknown): AssessInput {
   const input = raw as Record<string, unknown>;
   const clientIp = requireString(input.clientIp, 'client_ip', 64, false);
   if (isIP(clientIp) === 0) throw ServiceError.invalidArgument('client_ip', 'must be an IPv4 or IPv6 address');
-  const method = requireString(input.method, 'method', 16, false);
-  if (!METHOD_PATTERN.test(method)) throw ServiceError.invalidArgument('method', 'must be 1-16 ASCII letters');
+  const method = requireString(input.method, 'method', METHOD_CHARS_MAX, false);
+  if (!METHOD_PATTERN.test(method)) throw ServiceError.invalidArgument('method', `must be an HTTP method token (RFC 9110) of 1-${METHOD_CHARS_MAX} characters`);
   const path = requireString(input.path, 'path', PATH_CHARS_MAX, false);
   const query = requireString(input.query ?? '', 'query', QUERY_CHARS_MAX, true);
   const userAgent = requireString(input.userAgent ?? '', 'user_agent', USER_AGENT_CHARS_MAX, true);
