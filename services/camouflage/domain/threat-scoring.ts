@@ -18,6 +18,7 @@ import { ServiceError } from '../../../platform/service-error';
 import { PROFILE_DEFAULTS, ProfileConfig, SessionSnapshot } from './session-profile';
 import {
   AssessInput,
+  BODY_CONTENT_TYPE_CHARS_MAX,
   BODY_EXCERPT_CHARS_MAX,
   BehaviourRules,
   compileBehaviourRules,
@@ -66,7 +67,7 @@ function requireString(value: unknown, field: string, maxChars: number, allowEmp
 /**
  * Checks an Assess input against its bounds and returns a clean copy. Throws INVALID_ARGUMENT
  * naming the first bad field by its AssessRequest proto name (`client_ip`, `timestamp`, `headers.<name>`;
- * `body_excerpt` has no proto field yet), the name the caller sent it under. Limits mirror what HTTP servers accept (8 KiB request line,
+ * `body.content`), the name the caller sent it under. Limits mirror what HTTP servers accept (8 KiB request line,
  * 16 KiB header value); a request beyond them never reached the application anyway.
  */
 export function validateAssessInput(raw: unknown): AssessInput {
@@ -128,7 +129,15 @@ export function validateAssessInput(raw: unknown): AssessInput {
     result.previousStatus = status;
   }
   if (input.bodyExcerpt !== undefined && input.bodyExcerpt !== '') {
-    result.bodyExcerpt = requireString(input.bodyExcerpt, 'body_excerpt', BODY_EXCERPT_CHARS_MAX, true);
+    result.bodyExcerpt = requireString(input.bodyExcerpt, 'body.content', BODY_EXCERPT_CHARS_MAX, true);
+    if (input.bodyContentType !== undefined && input.bodyContentType !== '') {
+      result.bodyContentType = requireString(input.bodyContentType, 'body.content_type', BODY_CONTENT_TYPE_CHARS_MAX, false);
+    }
+    if (input.bodyLength !== undefined && input.bodyLength !== 0) {
+      const length = input.bodyLength;
+      if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) throw ServiceError.invalidArgument('body.length', 'must be a byte count (0: the length of content)');
+      result.bodyLength = length;
+    }
   }
   return result;
 }

@@ -26,6 +26,7 @@
  */
 import { PROFILE_FIXED_POINT } from './session-profile';
 import type { ProfileConfig, SessionSnapshot } from './session-profile';
+import { parseBody, type ParsedBody } from './request-body';
 
 /** What the guardian sends for each request it wants assessed. */
 export interface AssessInput {
@@ -58,6 +59,10 @@ export interface AssessInput {
   previousStatus?: number;
   /** Optional first bytes of the request body (form posts, JSON), scanned for payloads and honeytokens. */
   bodyExcerpt?: string;
+  /** The body's Content-Type (how {@link bodyExcerpt} is parsed: request-body.ts); raw text when absent. */
+  bodyContentType?: string;
+  /** The body's full length as received; larger than the excerpt means the rest was not sent (`body-overflow`). */
+  bodyLength?: number;
 }
 
 export interface ThreatSignal {
@@ -80,7 +85,10 @@ export const HEADER_NAME_CHARS_MAX = 256;
 export const HEADER_VALUE_CHARS_MAX = 16_384;
 export const HEADERS_TOTAL_CHARS_MAX = 65_536;
 export const USER_AGENT_CHARS_MAX = 4_096;
-export const BODY_EXCERPT_CHARS_MAX = 16_384;
+/** The body scanned: a guardian's capture beyond it is cut here (and raises `body-overflow`), never refused. */
+export const BODY_BYTES_MAX = 65_536;
+export const BODY_EXCERPT_CHARS_MAX = BODY_BYTES_MAX;
+export const BODY_CONTENT_TYPE_CHARS_MAX = 1_024;
 export const SESSION_KEY_CHARS_MAX = 256;
 export const TLS_FINGERPRINT_CHARS_MAX = 1_024;
 /**
@@ -125,6 +133,8 @@ export const SIGNAL_POINTS = Object.freeze({
   unusualMethod: 2,
   nonOriginFormTarget: 2,
   oversizedInput: 1,
+  bodyOverflow: 1,
+  xmlExternalEntity: 6,
   knownBadTlsFingerprint: 6,
   honeytokenReplayed: 10,
 });
@@ -236,6 +246,8 @@ export interface PreparedRequest {
   readonly scanParts: readonly ScanPart[];
   /** The scan parts joined by `\n` (what the injection patterns run over). */
   readonly scanText: string;
+  /** The body parsed as its content type says (undefined: no body). */
+  readonly body: ParsedBody | undefined;
   /** True when some field (or query parameter) was longer than {@link SCAN_PART_CHARS_MAX} (it was scanned all the same). */
   readonly truncated: boolean;
 }
@@ -363,7 +375,9 @@ export function prepareRequest(input: AssessInput): PreparedRequest {
   if (rawQuery.length > SCAN_PART_CHARS_MAX) {
     for (const pair of rawQuery.split('&')) if (pair.length > SCAN_PART_CHARS_MAX) truncated = true;
   }
-  if (input.bodyExcerpt !== undefined) add('body', decodeForScan(input.bodyExcerpt, true), input.bodyExcerpt.length);
+  const body = input.bodyExcerpt === undefined || input.bodyExcerpt === '' ? undefined : parseBody(input.bodyExcerpt, input.bodyContentType);
+  // Raw text is decoded like a form (what most untyped posts are); parsed fields are already decoded by their parser.
+  if (body !== undefined) for (const field of body.fields) add(field.location, normaliseForScan(field.text, body.kind === 'text'), field.text.length);
   if (input.userAgent !== '' && !headers.has('user-agent')) add('header:user-agent', normaliseForScan(input.userAgent, false), input.userAgent.length);
   for (const [name, value] of headers) add(`header:${name}`, normaliseHeaderValue(name, value), value.length);
 
@@ -378,6 +392,7 @@ export function prepareRequest(input: AssessInput): PreparedRequest {
     decodedQuery,
     scanParts: parts,
     scanText,
+    body,
     truncated,
   };
 }
@@ -533,6 +548,13 @@ export function detectHeaderSignals(req: PreparedRequest, out: ThreatSignal[]): 
   }
   if (!ORDINARY_METHODS.has(req.method)) {
     out.push({ name: 'unusual-method', points: SIGNAL_POINTS.unusualMethod, detail: `HTTP method ${clip(req.method, 16)}` });
+  }
+  const input = req.input;
+  if (input.bodyLength !== undefined && input.bodyExcerpt !== undefined && input.bodyLength > Buffer.byteLength(input.bodyExcerpt, 'utf8')) {
+    out.push({ name: 'body-overflow', points: SIGNAL_POINTS.bodyOverflow, detail: `body of ${input.bodyLength} bytes, only its first ${BODY_BYTES_MAX} or fewer scanned` });
+  }
+  if (req.body?.xmlEntityDeclared === true) {
+    out.push({ name: 'xml-external-entity', points: SIGNAL_POINTS.xmlExternalEntity, detail: 'XML body declares entities in its DOCTYPE (XXE)' });
   }
   if (req.truncated) {
     out.push({ name: 'oversized-input', points: SIGNAL_POINTS.oversizedInput, detail: `a field or query parameter is longer than ${SCAN_PART_CHARS_MAX} characters (scanned in full)` });

@@ -39,7 +39,7 @@ describe('camouflage detection over gRPC (issue 17)', function () {
     new Promise((resolve) => client.assess(browserAssessRequest(overrides), bearer(testKeys.camouflage), (error, response) => resolve({ error, response })));
   const ok = async (overrides: Partial<AssessRequest>): Promise<AssessResponse> => {
     const { error, response } = await assess(overrides);
-    expect(error, JSON.stringify(overrides).slice(0, 200)).to.equal(null);
+    expect(error, `${overrides.method ?? "GET"} ${overrides.path ?? "/"}?${(overrides.query ?? "").slice(0, 120)}`).to.equal(null);
     return response!;
   };
   const names = (response: AssessResponse) => response.signals.map((s) => s.name);
@@ -117,5 +117,60 @@ describe('camouflage detection over gRPC (issue 17)', function () {
       const response = await ok({ query });
       expect(response.tier, query).to.equal(ThreatTier.THREAT_TIER_ATTACK);
     }
+  });
+
+  const post = (contentType: string, content: string | Buffer, extra: Partial<AssessRequest> = {}) =>
+    ok({ method: 'POST', path: '/comments', body: { contentType, content: Buffer.from(content), length: 0n }, ...extra });
+  const detailOf = (response: AssessResponse, name: string) => response.signals.find((s) => s.name === name)?.detail ?? '';
+
+  // Bodies are parsed as their content type says, and every key and value is scanned where the application reads it.
+  it('scans JSON, form, multipart and XML bodies, naming the field', async () => {
+    const json = await post('application/json', '{"post":{"title":"hi","text":"\\u003cscript\\u003ealert(1)\\u003c/script\\u003e"}}');
+    expect(json.tier).to.equal(ThreatTier.THREAT_TIER_ATTACK);
+    expect(detailOf(json, 'xss')).to.contain('body.post.text');
+    const form = await post('application/x-www-form-urlencoded', 'user=admin&pass=x%27+OR+%271%27%3D%271');
+    expect(detailOf(form, 'sql-injection')).to.contain('body.pass');
+    const boundary = '----WebKitFormBoundary7MA4YWxkTrZu0gW';
+    const multipart = await post(
+      `multipart/form-data; boundary=${boundary}`,
+      `--${boundary}\r\nContent-Disposition: form-data; name="avatar"; filename="../../../etc/passwd"\r\nContent-Type: image/png\r\n\r\nPNG\r\n--${boundary}--\r\n`,
+    );
+    expect(detailOf(multipart, 'path-traversal')).to.contain('body.avatar[filename]');
+    const xml = await post('application/xml', '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r><q>&x;</q></r>');
+    expect(names(xml)).to.include.members(['xml-external-entity', 'ssrf-probe']);
+    const text = await post('text/plain', "1' UNION SELECT password FROM users--");
+    expect(detailOf(text, 'sql-injection')).to.contain('body');
+  });
+
+  // Ordinary bodies stay benign: a JSON API call, a login form, a forum post that mentions SQL in English.
+  it('keeps ordinary JSON and form bodies benign', async () => {
+    for (const [type, content] of [
+      ['application/json', '{"items":[{"sku":"A-42","qty":2}],"coupon":"SUMMER24","note":"leave at the door"}'],
+      ['application/x-www-form-urlencoded', 'username=ada%40example.com&password=correct+horse+battery+staple&remember=on'],
+      ['application/x-www-form-urlencoded', 'comment=Please+select+the+best+option+from+the+list+and+update+your+profile'],
+    ] as const) {
+      const response = await post(type, content);
+      expect(response.tier, content).to.equal(ThreatTier.THREAT_TIER_BENIGN);
+    }
+  });
+
+  // A body longer than the capture is scanned up to it, and the overflow is a signal.
+  it('flags a body longer than what was captured', async () => {
+    const response = await ok({ method: 'POST', path: '/upload', body: { contentType: 'application/octet-stream', content: Buffer.from('abc'), length: 10_000_000n } });
+    expect(names(response)).to.include('body-overflow');
+    const big = Buffer.alloc(70_000, 0x61);
+    const cut = await ok({ method: 'POST', path: '/upload', body: { contentType: 'text/plain', content: big, length: 0n } });
+    expect(names(cut)).to.include('body-overflow');
+  });
+
+  // A stolen decoy credential posted in a login form comes back: honeytoken hit, level 10.
+  it('sees a honeytoken posted in a login form body', async () => {
+    let token = '';
+    for (let i = 0; i < 30 && token === ''; i++) token = (await ok({ path: '/.env', userAgent: 'nikto/2.5.0', headers: {} })).honeytoken;
+    expect(token, 'an attack-tier decision served a honeytoken').to.not.equal('');
+    const login = await post('application/x-www-form-urlencoded', `username=admin&password=${encodeURIComponent(token)}`, { path: '/login' });
+    expect(login.honeytokenTriggered).to.equal(true);
+    expect(login.threatLevel).to.equal(10);
+    expect(detailOf(login, 'honeytoken-replayed')).to.contain('body.password');
   });
 });
