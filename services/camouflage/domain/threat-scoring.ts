@@ -46,6 +46,7 @@ import {
   earlierLevelSignal,
   prepareRequest,
 } from './threat-signals';
+import { detectWafSignals, type RequestWafRunner } from './waf-signals';
 import { THREAT_LEVEL_MAX, THREAT_LEVEL_MIN, Tier, tierForLevel } from './tiers';
 
 /** RFC 9110 §9.1: a method is a token (tchar), case-sensitive; bounded by METHOD_CHARS_MAX. */
@@ -177,6 +178,8 @@ export interface ThreatScorerOptions {
   readonly badTlsFingerprints?: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
   /** Profile configuration the behavioural thresholds are compiled against. */
   readonly profile?: Pick<ProfileConfig, 'rateHalfLifeSeconds'>;
+  /** A WAF run over the prepared request (libddwaf: services/camouflage/waf/); its matches become signals (waf-signals.ts). */
+  readonly waf?: RequestWafRunner<PreparedRequest>;
 }
 
 /** Bound on the number of known-bad fingerprints held in memory. */
@@ -184,11 +187,13 @@ export const BAD_TLS_FINGERPRINTS_MAX = 100_000;
 
 export class ThreatScorer {
   private readonly badTls: TlsFingerprintList;
+  private readonly waf: RequestWafRunner<PreparedRequest> | undefined;
   /** Integer behavioural thresholds (shared with the Assess script's Lua). */
   readonly rules: BehaviourRules;
 
   constructor(options: ThreatScorerOptions = {}) {
     this.rules = compileBehaviourRules(options.profile ?? PROFILE_DEFAULTS);
+    this.waf = options.waf;
     const source = options.badTlsFingerprints;
     if (source === undefined) {
       this.badTls = DEFAULT_BAD_TLS_FINGERPRINTS;
@@ -211,6 +216,7 @@ export class ThreatScorer {
     detectInjectionSignals(request, signals);
     detectHeaderSignals(request, signals);
     detectTlsSignals(request, this.badTls, signals);
+    if (this.waf !== undefined) detectWafSignals(this.waf(request), signals);
     let staticPoints = 0;
     for (const signal of signals) staticPoints += signal.points;
     invariant(Number.isInteger(staticPoints), 'static points are an integer');

@@ -173,4 +173,36 @@ describe('camouflage detection over gRPC (issue 17)', function () {
     expect(login.threatLevel).to.equal(10);
     expect(detailOf(login, 'honeytoken-replayed')).to.contain('body.password');
   });
+
+  // libddwaf's ruleset finds what the hand-written detectors miss; each match is a signal naming rule, class, field and text.
+  it('explains WAF matches with rule id, class, field and matched text', async () => {
+    const wrapper = await ok({ query: 'include=zip://shell.jpg%23payload.php' });
+    expect(detailOf(wrapper, 'waf-php-code-injection')).to.match(/crs-933-200.*query\.include: "zip:\/\/"/);
+    const java = await ok({ query: 'x=java.lang.Runtime.getRuntime().exec(%22id%22)' });
+    expect(java.tier).to.equal(ThreatTier.THREAT_TIER_ATTACK);
+    expect(detailOf(java, 'waf-java-code-injection')).to.contain('query.x');
+    const ssrf = await ok({ query: 'url=http://127.0.0.1:8080/admin' });
+    expect(detailOf(ssrf, 'waf-ssrf')).to.contain('query.url');
+    const body = await post('application/json', '{"profile":{"bio":"java.lang.Runtime"}}');
+    expect(detailOf(body, 'waf-java-code-injection')).to.contain('body.profile.bio');
+    expect((await ok({ path: '/products/42', query: 'page=2&sort=price' })).signals).to.deep.equal([]);
+  });
+});
+
+describe('camouflage with the WAF off (CAMOUFLAGE_WAF=off)', function () {
+  this.timeout(60_000);
+  // The switch really removes the engine: the same request gets only the project's own detectors.
+  it('scores with the own detectors only', async () => {
+    const service = await startTestService(camouflageService, { CAMOUFLAGE_REDIS_PREFIX: `test:camo-nowaf:${randomUUID().slice(0, 8)}:`, MIGRATE_ON_START: 'false', CAMOUFLAGE_WAF: 'off' });
+    const client = new CamouflageServiceClient(address(service), insecure);
+    try {
+      const response = await new Promise<AssessResponse>((resolve, reject) =>
+        client.assess(browserAssessRequest({ query: 'include=zip://shell.jpg%23payload.php' }), bearer(testKeys.camouflage), (error, r) => (error ? reject(error) : resolve(r!))),
+      );
+      expect(response.signals.filter((s) => s.name.startsWith('waf-'))).to.deep.equal([]);
+    } finally {
+      client.close();
+      await service.shutdown();
+    }
+  });
 });
