@@ -13,6 +13,7 @@ import {
   KEY_PREFIX_DEFAULT,
 } from './store/engine';
 import { isValidKeyPrefix } from './store/redis-keys';
+import { WAF_TIMEOUT_MICROS_DEFAULT } from './waf/ddwaf';
 
 export const camouflageConfigShape = {
   CAMOUFLAGE_BANDIT_POLICY: z.enum(['ucb1', 'thompson']).default('ucb1'),
@@ -20,5 +21,9 @@ export const camouflageConfigShape = {
   // Bounds and defaults are the engine's, so a value the config accepts never fails engine.start().
   CAMOUFLAGE_DECISION_TTL_SECONDS: integerSetting(60, DECISION_TTL_SECONDS_MAX).default(DECISION_TTL_SECONDS_DEFAULT),
   CAMOUFLAGE_HONEYTOKEN_TTL_SECONDS: integerSetting(3600, HONEYTOKEN_TTL_SECONDS_MAX).default(HONEYTOKEN_TTL_SECONDS_DEFAULT),
+  // libddwaf with the vendored ruleset under the project's own detectors (waf/ddwaf.ts); off: own detectors only.
+  CAMOUFLAGE_WAF: z.enum(['on', 'off']).default('on'),
+  // Budget of one WAF run; a run that does not finish is the signal waf-timeout (SUSPICIOUS), never benign.
+  CAMOUFLAGE_WAF_TIMEOUT_MICROS: integerSetting(100, 1_000_000).default(WAF_TIMEOUT_MICROS_DEFAULT),
 };
 export type CamouflageConfigShape = typeof camouflageConfigShape;

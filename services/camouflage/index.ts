@@ -10,6 +10,7 @@ import type { ServiceModule } from '../../platform/server';
 import { camouflageConfigShape, type CamouflageConfigShape } from './config';
 import { camouflageHandlers } from './rpc/handlers';
 import { CamouflageEngine } from './store/engine';
+import { DdwafRunner } from './waf/ddwaf';
 
 export const camouflageService: ServiceModule<CamouflageConfigShape> = {
   name: 'camouflage',
@@ -58,7 +59,22 @@ export const camouflageService: ServiceModule<CamouflageConfigShape> = {
       registers: [registry],
     });
 
+    const wafFailures = new Counter({
+      name: 'camouflage_waf_incomplete_total',
+      help: 'WAF runs that timed out or failed (each scored waf-timeout, SUSPICIOUS, never benign).',
+      registers: [registry],
+    });
+    const wafRunner = config.CAMOUFLAGE_WAF === 'on' ? new DdwafRunner({ timeoutMicros: config.CAMOUFLAGE_WAF_TIMEOUT_MICROS }) : undefined;
+    if (wafRunner !== undefined) {
+      logger.info({ libddwaf: wafRunner.version, ruleset: wafRunner.rulesetVersion, rules: wafRunner.rulesLoaded }, 'camouflage WAF loaded');
+    }
+    const waf = wafRunner === undefined ? undefined : (request: Parameters<DdwafRunner['run']>[0]) => {
+      const outcome = wafRunner.run(request);
+      if (outcome.timedOut || outcome.error !== undefined) wafFailures.inc();
+      return outcome;
+    };
     const engine = new CamouflageEngine({
+      ...(waf ? { waf } : {}),
       redis: ctx.redis,
       keyPrefix: config.CAMOUFLAGE_REDIS_PREFIX,
       policy: config.CAMOUFLAGE_BANDIT_POLICY,

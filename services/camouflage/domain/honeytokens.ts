@@ -126,6 +126,8 @@ export function findHoneytokens(req: PreparedRequest): FoundToken[] {
   collect(req.decodedPath, 'path', found);
   collect(input.query, 'query', found);
   collect(req.decodedQuery, 'query', found);
+  // Parsed fields first (they name where: `body.password`), then the raw body (what a parser missed).
+  for (const field of req.body?.fields ?? []) collect(field.text, field.location, found);
   if (input.bodyExcerpt !== undefined) collect(input.bodyExcerpt, 'body', found);
   for (const [name, value] of req.headers) {
     collect(value, `header:${name}`, found);

@@ -112,11 +112,11 @@ describe('camouflage threat scoring (static signals)', () => {
     expect(tls.signals.map((s) => s.name)).to.deep.equal(['known-bad-tls-fingerprint']);
   });
 
-  // Proves a huge field is scanned only up to its window and flagged rather than scanned in full.
-  it('bounds the scanned text and flags oversized fields', () => {
+  // Proves a long field is flagged and still scanned in full, so filler cannot hide the payload behind it (issue 17).
+  it('flags oversized fields and still scans them in full', () => {
     const long = `q=${'a'.repeat(SCAN_PART_CHARS_MAX + 10)}%27%20OR%201%3D1`;
     const result = scorer.scoreStatic(browserRequest({ query: long }));
-    expect(result.signals.map((s) => s.name)).to.deep.equal(['oversized-input']);
+    expect(result.signals.map((s) => s.name)).to.deep.equal(['sql-injection', 'oversized-input']);
   });
 
   // Proves malformed percent-encoding does not throw and still decodes what it can.

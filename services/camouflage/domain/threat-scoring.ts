@@ -18,6 +18,7 @@ import { ServiceError } from '../../../platform/service-error';
 import { PROFILE_DEFAULTS, ProfileConfig, SessionSnapshot } from './session-profile';
 import {
   AssessInput,
+  BODY_CONTENT_TYPE_CHARS_MAX,
   BODY_EXCERPT_CHARS_MAX,
   BehaviourRules,
   compileBehaviourRules,
@@ -26,6 +27,7 @@ import {
   HEADER_NAME_CHARS_MAX,
   HEADER_VALUE_CHARS_MAX,
   HEADERS_TOTAL_CHARS_MAX,
+  METHOD_CHARS_MAX,
   PATH_CHARS_MAX,
   PreparedRequest,
   QUERY_CHARS_MAX,
@@ -44,9 +46,11 @@ import {
   earlierLevelSignal,
   prepareRequest,
 } from './threat-signals';
+import { detectWafSignals, type RequestWafRunner } from './waf-signals';
 import { THREAT_LEVEL_MAX, THREAT_LEVEL_MIN, Tier, tierForLevel } from './tiers';
 
-const METHOD_PATTERN = /^[A-Za-z]{1,16}$/;
+/** RFC 9110 §9.1: a method is a token (tchar), case-sensitive; bounded by METHOD_CHARS_MAX. */
+const METHOD_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const HEADER_NAME_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const SESSION_KEY_PATTERN = /^[\x21-\x7e]+$/;
 const TLS_FINGERPRINT_PATTERN = /^[A-Za-z0-9_,.\-]+$/;
@@ -64,7 +68,7 @@ function requireString(value: unknown, field: string, maxChars: number, allowEmp
 /**
  * Checks an Assess input against its bounds and returns a clean copy. Throws INVALID_ARGUMENT
  * naming the first bad field by its AssessRequest proto name (`client_ip`, `timestamp`, `headers.<name>`;
- * `body_excerpt` has no proto field yet), the name the caller sent it under. Limits mirror what HTTP servers accept (8 KiB request line,
+ * `body.content`), the name the caller sent it under. Limits mirror what HTTP servers accept (8 KiB request line,
  * 16 KiB header value); a request beyond them never reached the application anyway.
  */
 export function validateAssessInput(raw: unknown): AssessInput {
@@ -72,8 +76,8 @@ export function validateAssessInput(raw: unknown): AssessInput {
   const input = raw as Record<string, unknown>;
   const clientIp = requireString(input.clientIp, 'client_ip', 64, false);
   if (isIP(clientIp) === 0) throw ServiceError.invalidArgument('client_ip', 'must be an IPv4 or IPv6 address');
-  const method = requireString(input.method, 'method', 16, false);
-  if (!METHOD_PATTERN.test(method)) throw ServiceError.invalidArgument('method', 'must be 1-16 ASCII letters');
+  const method = requireString(input.method, 'method', METHOD_CHARS_MAX, false);
+  if (!METHOD_PATTERN.test(method)) throw ServiceError.invalidArgument('method', `must be an HTTP method token (RFC 9110) of 1-${METHOD_CHARS_MAX} characters`);
   const path = requireString(input.path, 'path', PATH_CHARS_MAX, false);
   const query = requireString(input.query ?? '', 'query', QUERY_CHARS_MAX, true);
   const userAgent = requireString(input.userAgent ?? '', 'user_agent', USER_AGENT_CHARS_MAX, true);
@@ -126,7 +130,15 @@ export function validateAssessInput(raw: unknown): AssessInput {
     result.previousStatus = status;
   }
   if (input.bodyExcerpt !== undefined && input.bodyExcerpt !== '') {
-    result.bodyExcerpt = requireString(input.bodyExcerpt, 'body_excerpt', BODY_EXCERPT_CHARS_MAX, true);
+    result.bodyExcerpt = requireString(input.bodyExcerpt, 'body.content', BODY_EXCERPT_CHARS_MAX, true);
+    if (input.bodyContentType !== undefined && input.bodyContentType !== '') {
+      result.bodyContentType = requireString(input.bodyContentType, 'body.content_type', BODY_CONTENT_TYPE_CHARS_MAX, false);
+    }
+    if (input.bodyLength !== undefined && input.bodyLength !== 0) {
+      const length = input.bodyLength;
+      if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) throw ServiceError.invalidArgument('body.length', 'must be a byte count (0: the length of content)');
+      result.bodyLength = length;
+    }
   }
   return result;
 }
@@ -166,6 +178,8 @@ export interface ThreatScorerOptions {
   readonly badTlsFingerprints?: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
   /** Profile configuration the behavioural thresholds are compiled against. */
   readonly profile?: Pick<ProfileConfig, 'rateHalfLifeSeconds'>;
+  /** A WAF run over the prepared request (libddwaf: services/camouflage/waf/); its matches become signals (waf-signals.ts). */
+  readonly waf?: RequestWafRunner<PreparedRequest>;
 }
 
 /** Bound on the number of known-bad fingerprints held in memory. */
@@ -173,11 +187,13 @@ export const BAD_TLS_FINGERPRINTS_MAX = 100_000;
 
 export class ThreatScorer {
   private readonly badTls: TlsFingerprintList;
+  private readonly waf: RequestWafRunner<PreparedRequest> | undefined;
   /** Integer behavioural thresholds (shared with the Assess script's Lua). */
   readonly rules: BehaviourRules;
 
   constructor(options: ThreatScorerOptions = {}) {
     this.rules = compileBehaviourRules(options.profile ?? PROFILE_DEFAULTS);
+    this.waf = options.waf;
     const source = options.badTlsFingerprints;
     if (source === undefined) {
       this.badTls = DEFAULT_BAD_TLS_FINGERPRINTS;
@@ -200,6 +216,7 @@ export class ThreatScorer {
     detectInjectionSignals(request, signals);
     detectHeaderSignals(request, signals);
     detectTlsSignals(request, this.badTls, signals);
+    if (this.waf !== undefined) detectWafSignals(this.waf(request), signals);
     let staticPoints = 0;
     for (const signal of signals) staticPoints += signal.points;
     invariant(Number.isInteger(staticPoints), 'static points are an integer');

@@ -8,17 +8,25 @@
  * into the "likely bot" tier, a probe of a secret file into "suspicious", and weak hints (scripted
  * client, missing Accept-Language) only matter in combination.
  *
- * Cost: every pattern is compiled once at module load; the request text scanned by the injection
- * patterns is URL-decoded (at most twice, for double encoding) and bounded to
- * {@link SCAN_PART_CHARS_MAX} per field and {@link SCAN_TOTAL_CHARS_MAX} per request, so a hostile
- * request cannot make scoring expensive. The detectors run on one joined string and only look for
- * the location (path/query/header) of a hit once something fired, which is the rare case.
+ * Normalisation before matching ({@link normaliseForScan}), in the path, the query (parameter
+ * names and values alike), every header value (cookie names and values, the Referer's query) and
+ * the body: percent-decoding at most twice (double encoding), `%uXXXX`, overlong UTF-8
+ * (`%c0%af` → `/`), HTML character references (`&#58;`, `&#x3c;`, `&lt;`), Unicode NFKC (full-width
+ * `＜script＞` → `<script>`); the patterns are case-insensitive.
  *
- * Known gaps (deliberate, for cost): no Unicode NFKC folding (full-width `＜script＞`), no HTML
- * entity decoding, no base64 unwrapping.
+ * Cost: every pattern is compiled once at module load. Every field is scanned up to its own
+ * validated limit ({@link PATH_CHARS_MAX}, {@link QUERY_CHARS_MAX}, {@link HEADER_VALUE_CHARS_MAX},
+ * {@link BODY_EXCERPT_CHARS_MAX}; at most ~110 000 characters per request in all), so filler in
+ * one field cannot push a payload in another out of the scan; a field longer than
+ * {@link SCAN_PART_CHARS_MAX} (what ordinary traffic never sends) is itself the signal
+ * `oversized-input`. The detectors run on one joined string and only look for the location
+ * (path/query/header) of a hit once something fired, which is the rare case.
+ *
+ * Known gap: no base64 unwrapping.
  */
 import { PROFILE_FIXED_POINT } from './session-profile';
 import type { ProfileConfig, SessionSnapshot } from './session-profile';
+import { parseBody, type ParsedBody } from './request-body';
 
 /** What the guardian sends for each request it wants assessed. */
 export interface AssessInput {
@@ -51,6 +59,10 @@ export interface AssessInput {
   previousStatus?: number;
   /** Optional first bytes of the request body (form posts, JSON), scanned for payloads and honeytokens. */
   bodyExcerpt?: string;
+  /** The body's Content-Type (how {@link bodyExcerpt} is parsed: request-body.ts); raw text when absent. */
+  bodyContentType?: string;
+  /** The body's full length as received; larger than the excerpt means the rest was not sent (`body-overflow`). */
+  bodyLength?: number;
 }
 
 export interface ThreatSignal {
@@ -73,13 +85,19 @@ export const HEADER_NAME_CHARS_MAX = 256;
 export const HEADER_VALUE_CHARS_MAX = 16_384;
 export const HEADERS_TOTAL_CHARS_MAX = 65_536;
 export const USER_AGENT_CHARS_MAX = 4_096;
-export const BODY_EXCERPT_CHARS_MAX = 16_384;
+/** The body scanned: a guardian's capture beyond it is cut here (and raises `body-overflow`), never refused. */
+export const BODY_BYTES_MAX = 65_536;
+export const BODY_EXCERPT_CHARS_MAX = BODY_BYTES_MAX;
+export const BODY_CONTENT_TYPE_CHARS_MAX = 1_024;
 export const SESSION_KEY_CHARS_MAX = 256;
 export const TLS_FINGERPRINT_CHARS_MAX = 1_024;
-/** Only the first part of each field is pattern-scanned; a longer field raises `oversized-input`. */
+/**
+ * A field (path, query parameter, header value, body) longer than this raises `oversized-input`;
+ * it is scanned in full all the same (up to its validated limit), so filler cannot hide a payload.
+ */
 export const SCAN_PART_CHARS_MAX = 4_096;
-/** Total characters pattern-scanned per request. */
-export const SCAN_TOTAL_CHARS_MAX = 16_384;
+/** Longest HTTP method token accepted (RFC 9110 §9.1 allows any token). */
+export const METHOD_CHARS_MAX = 32;
 
 /** Points per signal, in one table so the scale can be reviewed and tuned in one place. */
 export const SIGNAL_POINTS = Object.freeze({
@@ -90,9 +108,12 @@ export const SIGNAL_POINTS = Object.freeze({
   sensitiveFileProbe: 5,
   backupFileProbe: 4,
   adminSurfaceProbe: 3,
-  sqlInjection: 6,
+  cmsPath: 1,
+  sqlInjection: 9,
+  sqlKeywordHint: 3,
   nosqlInjection: 5,
-  xss: 6,
+  xss: 9,
+  scriptCallHint: 3,
   pathTraversal: 6,
   commandInjection: 6,
   shellshock: 9,
@@ -112,6 +133,8 @@ export const SIGNAL_POINTS = Object.freeze({
   unusualMethod: 2,
   nonOriginFormTarget: 2,
   oversizedInput: 1,
+  bodyOverflow: 1,
+  xmlExternalEntity: 6,
   knownBadTlsFingerprint: 6,
   honeytokenReplayed: 10,
 });
@@ -138,13 +161,23 @@ const BACKUP_FILE_PATH =
   /\.(?:bak|backup|old|orig|save|swp|swo|sql|sqlite3?|dump|tmp)$|~$|(?:^|\/)(?:backup|backups|db|database|dump|site|www|htdocs|web|wwwroot|public_html)\.(?:zip|tar|tar\.gz|tgz|rar|7z|gz|bz2)$/i;
 /** Admin consoles, debug endpoints, well-known exploit targets and web shells. */
 const ADMIN_SURFACE_PATH =
-  /(?:^|\/)(?:wp-admin(?=$|\/)|wp-login\.php|xmlrpc\.php|wp-content\/plugins\/|phpmyadmin|pma\/|myadmin\/|adminer(?:\.php)?(?=$|\/)|phpinfo(?:\.php)?|info\.php$|server-status|server-info|actuator(?=$|\/)|jolokia|jmx-console|manager\/html|host-manager|_profiler|telescope(?=$|\/)|debug\/(?:pprof|vars)|__debug__|elmah\.axd|trace\.axd|cgi-bin\/|hnap1|boaform|goform\/|vendor\/phpunit|eval-stdin\.php|solr\/admin|owa\/auth|remote\/login|dana-na\/|api\/jsonws|shell\.php|cmd\.php|c99\.php|r57\.php|webshell)/i;
+  /(?:^|\/)(?:xmlrpc\.php|phpmyadmin|pma\/|myadmin\/|adminer(?:\.php)?(?=$|\/)|phpinfo(?:\.php)?|info\.php$|server-status|server-info|actuator(?=$|\/)|jolokia|jmx-console|manager\/html|host-manager|_profiler|telescope(?=$|\/)|debug\/(?:pprof|vars)|__debug__|elmah\.axd|trace\.axd|cgi-bin\/|hnap1|boaform|goform\/|vendor\/phpunit|eval-stdin\.php|solr\/admin|owa\/auth|remote\/login|dana-na\/|api\/jsonws|shell\.php|cmd\.php|c99\.php|r57\.php|webshell)/i;
+
+/**
+ * Ordinary WordPress / CMS surface: every WordPress site serves it to its own users and editors,
+ * so alone it is only a hint (1 point, never SUSPICIOUS by itself).
+ */
+const CMS_PATH = /(?:^|\/)(?:wp-admin(?=$|\/)|wp-login\.php|wp-content\/(?:plugins|themes|uploads)\/|wp-includes\/|wp-json(?=$|\/)|administrator\/index\.php|user\/login(?=$|\/))/i;
 
 const SQLI =
-  /\bunion\b[\s/*(]+(?:all[\s/*]+)?(?:distinct[\s/*]+)?select\b|\bselect\b[\s\S]{1,100}?\bfrom\b[\s\S]{0,100}?\b(?:information_schema|mysql\.user|pg_catalog|sysobjects|sqlite_master)\b|['"`)]\s*(?:(?:or|and)\b|\|\||&&)\s*['"(]?\s*[\w'"]+\s*['")]?\s*(?:=|<|>|\blike\b)|\b(?:or|and)\s+\d+\s*=\s*\d+|\b(?:sleep|pg_sleep|benchmark)\s*\(\s*\d|\bwaitfor\s+delay\s*['"]|;\s*(?:drop|truncate|alter|insert|delete|update|exec|shutdown)\s+|\b(?:extractvalue|updatexml|load_file)\s*\(|\binto\s+(?:out|dump)file\b|\bxp_cmdshell\b|'\s*(?:--|#|\/\*)/i;
+  /\bunion\b[\s/*(]+(?:all[\s/*]+)?(?:distinct[\s/*]+)?select\b|\bselect\b[\s\S]{1,100}?\bfrom\b[\s\S]{0,100}?\b(?:information_schema|mysql\.user|pg_catalog|sysobjects|sqlite_master)\b|['"`)]\s*(?:(?:or|and)\b|\|\||&&)\s*['"(]?\s*[\w'"]+\s*['")]?\s*(?:=|<|>|\blike\b)|\b(?:or|and)\s+\d+\s*=\s*\d+|\b(?:sleep|pg_sleep|benchmark)\s*\(\s*\d|\bwaitfor\s+delay\s*['"]|\b(?:extractvalue|updatexml|load_file)\s*\(|\binto\s+(?:out|dump)file\b|\bxp_cmdshell\b/i;
+/** SQL-ish fragments that English and ordinary forms also produce (`; update the docs`, `rock 'n' -- roll`): a hint only. */
+const SQL_HINT = /;\s*(?:drop|truncate|alter|insert|delete|update|exec|shutdown)\s+(?:table|database|from|into|[\w.]+\s+set\b|xp_)|'\s*(?:--|#|\/\*)/i;
 const NOSQLI = /\[\s*\$(?:ne|gt|lt|gte|lte|regex|where|in|nin|exists)\s*\]|"\$(?:where|ne|gt|regex|expr)"\s*:/i;
 const XSS =
-  /<\s*(?:script|iframe|svg|img|body|object|embed|details|video|audio|math|input|marquee)\b[^>]*?(?:>|\bon\w+\s*=|\bsrc\s*=)|\bjavascript\s*:|\bon(?:error|load|mouseover|focus|click|toggle|animationstart|pointerover)\s*=|\bdocument\s*\.\s*(?:cookie|domain|write)\b|\b(?:alert|prompt|confirm)\s*\(|<\s*\/\s*script|\bsrcdoc\s*=/i;
+  /<\s*(?:script|iframe|svg|img|body|object|embed|details|video|audio|math|input|marquee)\b[^>]*?(?:>|\bon\w+\s*=|\bsrc\s*=)|\bjavascript\s*:|\bon(?:error|load|mouseover|focus|click|toggle|animationstart|pointerover)\s*=|<\s*\/\s*script|\bsrcdoc\s*=/i;
+/** Script calls without markup (`alert(1)`, `document.cookie`): forum posts about JavaScript have them too, so a hint only. */
+const SCRIPT_CALL_HINT = /\bdocument\s*\.\s*(?:cookie|domain|write)\b|\b(?:alert|prompt|confirm)\s*\(/i;
 const PATH_TRAVERSAL =
   /(?:^|[/\\=\n])\.\.(?:[/\\;\n]|$)|%2e%2e(?:[/\\%]|$)|\.\.%(?:2f|5c|c0%af|c1%9c)|\/etc\/(?:passwd|shadow|hosts|issue)\b|\b(?:boot|win)\.ini\b|\/proc\/self\/|c:\\+windows\\/i;
 const SHELL_WORDS =
@@ -176,6 +209,8 @@ interface InjectionDetector {
   readonly points: number;
   readonly pattern: RegExp;
   readonly label: string;
+  /** A hint that stays silent when this stronger detector fired on the same request. */
+  readonly hintOf?: string;
 }
 
 /** Checked in this order over the joined scan text; each fires at most once per request. */
@@ -183,6 +218,8 @@ const INJECTION_DETECTORS: readonly InjectionDetector[] = Object.freeze([
   { name: 'sql-injection', points: SIGNAL_POINTS.sqlInjection, pattern: SQLI, label: 'SQL injection pattern' },
   { name: 'nosql-injection', points: SIGNAL_POINTS.nosqlInjection, pattern: NOSQLI, label: 'NoSQL operator injection' },
   { name: 'xss', points: SIGNAL_POINTS.xss, pattern: XSS, label: 'cross-site scripting pattern' },
+  { name: 'sql-keyword-hint', points: SIGNAL_POINTS.sqlKeywordHint, pattern: SQL_HINT, label: 'SQL statement or comment fragment', hintOf: 'sql-injection' },
+  { name: 'script-call-hint', points: SIGNAL_POINTS.scriptCallHint, pattern: SCRIPT_CALL_HINT, label: 'script call without markup', hintOf: 'xss' },
   { name: 'path-traversal', points: SIGNAL_POINTS.pathTraversal, pattern: PATH_TRAVERSAL, label: 'path traversal pattern' },
   { name: 'command-injection', points: SIGNAL_POINTS.commandInjection, pattern: COMMAND_INJECTION, label: 'shell command injection' },
   { name: 'shellshock', points: SIGNAL_POINTS.shellshock, pattern: SHELLSHOCK, label: 'Shellshock function definition (CVE-2014-6271)' },
@@ -209,7 +246,9 @@ export interface PreparedRequest {
   readonly scanParts: readonly ScanPart[];
   /** The scan parts joined by `\n` (what the injection patterns run over). */
   readonly scanText: string;
-  /** True when some field was longer than the scan window (the tail was not scanned). */
+  /** The body parsed as its content type says (undefined: no body). */
+  readonly body: ParsedBody | undefined;
+  /** True when some field (or query parameter) was longer than {@link SCAN_PART_CHARS_MAX} (it was scanned all the same). */
   readonly truncated: boolean;
 }
 
@@ -231,10 +270,72 @@ export function percentDecode(value: string, plusAsSpace: boolean): string {
   return text;
 }
 
+/** `%uXXXX` (IIS-style Unicode escapes). */
+const PERCENT_U_GLOBAL = /%u([0-9a-fA-F]{4})/g;
+/** Overlong UTF-8 (2- and 3-byte forms of ASCII, e.g. `%c0%af` = `/`): invalid UTF-8 that some decoders accept. */
+const OVERLONG_2_GLOBAL = /%c([01])%([89ab][0-9a-f])/gi;
+const OVERLONG_3_GLOBAL = /%e0%([89][0-9a-f])%([89ab][0-9a-f])/gi;
+const ENTITY_GLOBAL = /&(?:#(\d{1,7})|#x([0-9a-f]{1,6})|(lt|gt|quot|apos|amp|colon|sol|bsol|lpar|rpar|semi|equals|tab|newline|nbsp|num|period|comma|excl|lsqb|rsqb|lcub|rcub|grave|vert|dollar|percnt|ast|plus|quest|commat|hat|lowbar));?/gi;
+const NAMED_ENTITIES: Readonly<Record<string, string>> = Object.freeze({
+  lt: '<', gt: '>', quot: '"', apos: "'", amp: '&', colon: ':', sol: '/', bsol: '\\', lpar: '(', rpar: ')', semi: ';', equals: '=',
+  tab: '\t', newline: '\n', nbsp: ' ', num: '#', period: '.', comma: ',', excl: '!', lsqb: '[', rsqb: ']', lcub: '{', rcub: '}',
+  grave: '`', vert: '|', dollar: '$', percnt: '%', ast: '*', plus: '+', quest: '?', commat: '@', hat: '^', lowbar: '_',
+});
+const NON_ASCII = /[^\x00-\x7f]/;
+
+function fromCodePoint(code: number): string {
+  return code > 0 && code <= 0x10ffff && !(code >= 0xd800 && code <= 0xdfff) ? String.fromCodePoint(code) : '';
+}
+
+/** Decodes HTML character references (numeric, and the named ones that spell syntax), once. */
+export function decodeHtmlEntities(value: string): string {
+  if (!value.includes('&')) return value;
+  return value.replace(ENTITY_GLOBAL, (whole, dec: string | undefined, hex: string | undefined, name: string | undefined) => {
+    if (dec !== undefined) return fromCodePoint(Number(dec)) || whole;
+    if (hex !== undefined) return fromCodePoint(parseInt(hex, 16)) || whole;
+    return NAMED_ENTITIES[(name ?? '').toLowerCase()] ?? whole;
+  });
+}
+
+function percentDecodeEvasive(value: string, plusAsSpace: boolean): string {
+  let text = value;
+  if (text.includes('%')) {
+    text = text
+      .replace(PERCENT_U_GLOBAL, (_m, hex: string) => fromCodePoint(parseInt(hex, 16)))
+      .replace(OVERLONG_3_GLOBAL, (_m, b2: string, b3: string) => String.fromCharCode(((parseInt(b2, 16) & 0x3f) << 6) | (parseInt(b3, 16) & 0x3f)))
+      .replace(OVERLONG_2_GLOBAL, (_m, b1: string, b2: string) => String.fromCharCode(((0xc0 | Number(b1)) & 0x1f) << 6 | (parseInt(b2, 16) & 0x3f)));
+  }
+  return percentDecode(text, plusAsSpace);
+}
+
+/**
+ * What the detectors match against: percent-decoded at most twice (double encoding, `%u`, overlong
+ * UTF-8 included), HTML character references decoded (twice: `&amp;lt;`), then Unicode NFKC
+ * (full-width and other compatibility forms fold to ASCII). Bounded: two passes of each, linear.
+ */
+export function normaliseForScan(value: string, plusAsSpace: boolean): string {
+  let text = percentDecodeEvasive(value, plusAsSpace);
+  if (text.includes('%')) text = percentDecodeEvasive(text, false);
+  if (text.includes('&')) text = decodeHtmlEntities(decodeHtmlEntities(text));
+  if (NON_ASCII.test(text)) {
+    text = text.normalize('NFKC');
+    if (text.includes('%')) text = percentDecodeEvasive(text, false);
+  }
+  return text;
+}
+
 /** Decodes at most twice: double encoding (`%252e`) is a classic filter evasion. */
 function decodeForScan(value: string, plusAsSpace: boolean): string {
-  const once = percentDecode(value, plusAsSpace);
-  return PERCENT_BYTE.test(once) ? percentDecode(once, false) : once;
+  return normaliseForScan(value, plusAsSpace);
+}
+
+/** A header value as the application would read it: cookies and Referer's query decoded like a query. */
+function normaliseHeaderValue(name: string, value: string): string {
+  if (name === 'referer' || name === 'referrer') {
+    const q = value.indexOf('?');
+    return q === -1 ? normaliseForScan(value, false) : `${normaliseForScan(value.slice(0, q), false)}?${normaliseForScan(value.slice(q + 1), true)}`;
+  }
+  return normaliseForScan(value, false);
 }
 
 /**
@@ -260,25 +361,25 @@ export function prepareRequest(input: AssessInput): PreparedRequest {
   const decodedQuery = decodeForScan(rawQuery, true);
 
   const parts: ScanPart[] = [];
-  let budget = SCAN_TOTAL_CHARS_MAX;
   let truncated = false;
-  const add = (location: string, text: string): void => {
+  // Every field is scanned in full: validation bounds each one (and so the whole request), and a
+  // total budget would let filler in one field push a payload in another out of the scan.
+  const add = (location: string, text: string, rawLength: number = text.length): void => {
     if (text === '') return;
-    if (budget <= 0) {
-      truncated = true;
-      return;
-    }
-    const limit = Math.min(SCAN_PART_CHARS_MAX, budget);
-    if (text.length > limit) truncated = true;
-    const bounded = text.length > limit ? text.slice(0, limit) : text;
-    budget -= bounded.length;
-    parts.push({ location, text: bounded });
+    if (rawLength > SCAN_PART_CHARS_MAX) truncated = true;
+    parts.push({ location, text });
   };
   add('path', decodedPath);
   add('query', decodedQuery);
-  if (input.bodyExcerpt !== undefined) add('body', decodeForScan(input.bodyExcerpt, true));
-  if (input.userAgent !== '' && !headers.has('user-agent')) add('header:user-agent', input.userAgent);
-  for (const [name, value] of headers) add(`header:${name}`, value);
+  // A long query parameter is the overflow signal, whatever the length of the others.
+  if (rawQuery.length > SCAN_PART_CHARS_MAX) {
+    for (const pair of rawQuery.split('&')) if (pair.length > SCAN_PART_CHARS_MAX) truncated = true;
+  }
+  const body = input.bodyExcerpt === undefined || input.bodyExcerpt === '' ? undefined : parseBody(input.bodyExcerpt, input.bodyContentType);
+  // Raw text is decoded like a form (what most untyped posts are); parsed fields are already decoded by their parser.
+  if (body !== undefined) for (const field of body.fields) add(field.location, normaliseForScan(field.text, body.kind === 'text'), field.text.length);
+  if (input.userAgent !== '' && !headers.has('user-agent')) add('header:user-agent', normaliseForScan(input.userAgent, false), input.userAgent.length);
+  for (const [name, value] of headers) add(`header:${name}`, normaliseHeaderValue(name, value), value.length);
 
   let scanText = '';
   for (const part of parts) scanText += part.text + '\n';
@@ -291,6 +392,7 @@ export function prepareRequest(input: AssessInput): PreparedRequest {
     decodedQuery,
     scanParts: parts,
     scanText,
+    body,
     truncated,
   };
 }
@@ -335,7 +437,7 @@ export function detectUserAgentSignals(req: PreparedRequest, out: ThreatSignal[]
 }
 
 export function detectPathSignals(req: PreparedRequest, out: ThreatSignal[]): void {
-  const path = req.decodedPath.length > SCAN_PART_CHARS_MAX ? req.decodedPath.slice(0, SCAN_PART_CHARS_MAX) : req.decodedPath;
+  const path = req.decodedPath;
   const sensitive = SENSITIVE_FILE_PATH.exec(path);
   if (sensitive !== null) {
     out.push({ name: 'sensitive-file-probe', points: SIGNAL_POINTS.sensitiveFileProbe, detail: `path probes secret/metadata file "${clip(sensitive[0])}"` });
@@ -348,6 +450,9 @@ export function detectPathSignals(req: PreparedRequest, out: ThreatSignal[]): vo
   const admin = ADMIN_SURFACE_PATH.exec(path);
   if (admin !== null) {
     out.push({ name: 'admin-surface-probe', points: SIGNAL_POINTS.adminSurfaceProbe, detail: `path probes admin/debug surface "${clip(admin[0])}"` });
+  } else {
+    const cms = CMS_PATH.exec(path);
+    if (cms !== null) out.push({ name: 'cms-path', points: SIGNAL_POINTS.cmsPath, detail: `CMS admin or asset path "${clip(cms[0])}" (ordinary for a CMS site)` });
   }
   if (!path.startsWith('/') && path !== '*') {
     out.push({ name: 'non-origin-form-target', points: SIGNAL_POINTS.nonOriginFormTarget, detail: `request target is not a path (proxy probe?) "${clip(path)}"` });
@@ -377,8 +482,11 @@ function deobfuscateLog4j(text: string): string {
 
 export function detectInjectionSignals(req: PreparedRequest, out: ThreatSignal[]): void {
   const text = req.scanText;
+  const fired = new Set<string>();
   for (const detector of INJECTION_DETECTORS) {
+    if (detector.hintOf !== undefined && fired.has(detector.hintOf)) continue;
     if (!detector.pattern.test(text)) continue;
+    fired.add(detector.name);
     const where = locate(req.scanParts, detector.pattern);
     out.push({ name: detector.name, points: detector.points, detail: `${detector.label} in ${where.location}: "${clip(where.match)}"` });
   }
@@ -441,8 +549,15 @@ export function detectHeaderSignals(req: PreparedRequest, out: ThreatSignal[]): 
   if (!ORDINARY_METHODS.has(req.method)) {
     out.push({ name: 'unusual-method', points: SIGNAL_POINTS.unusualMethod, detail: `HTTP method ${clip(req.method, 16)}` });
   }
+  const input = req.input;
+  if (input.bodyLength !== undefined && input.bodyExcerpt !== undefined && input.bodyLength > Buffer.byteLength(input.bodyExcerpt, 'utf8')) {
+    out.push({ name: 'body-overflow', points: SIGNAL_POINTS.bodyOverflow, detail: `body of ${input.bodyLength} bytes, only its first ${BODY_BYTES_MAX} or fewer scanned` });
+  }
+  if (req.body?.xmlEntityDeclared === true) {
+    out.push({ name: 'xml-external-entity', points: SIGNAL_POINTS.xmlExternalEntity, detail: 'XML body declares entities in its DOCTYPE (XXE)' });
+  }
   if (req.truncated) {
-    out.push({ name: 'oversized-input', points: SIGNAL_POINTS.oversizedInput, detail: `a field exceeds the ${SCAN_PART_CHARS_MAX}-character scan window` });
+    out.push({ name: 'oversized-input', points: SIGNAL_POINTS.oversizedInput, detail: `a field or query parameter is longer than ${SCAN_PART_CHARS_MAX} characters (scanned in full)` });
   }
 }
 

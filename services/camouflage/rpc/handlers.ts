@@ -17,6 +17,7 @@ import {
 import { requestIdStream, unary, type HandlerOptions } from '../../../platform/handlers';
 import { ServiceError } from '../../../platform/service-error';
 import type { ArmStats, BanditPolicy, CamouflageEngine, Decoy, Tier } from '../store/engine';
+import { BODY_BYTES_MAX } from '../domain/threat-signals';
 
 const TIER_TO_PROTO: Record<Tier, ThreatTier> = {
   benign: ThreatTier.THREAT_TIER_BENIGN,
@@ -74,6 +75,21 @@ function durationOf(ms: number) {
   return { seconds: BigInt(Math.floor(ms / 1000)), nanos: Math.round((ms % 1000) * 1e6) };
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: false });
+
+/** The captured body, cut at BODY_BYTES_MAX (never refused: the overflow is a signal, body.length says how long it was). */
+function bodyOf(request: AssessRequest): { bodyExcerpt?: string; bodyContentType?: string; bodyLength?: number } {
+  const body = request.body;
+  if (body === undefined || body.content.length === 0) return {};
+  const content = body.content.length > BODY_BYTES_MAX ? body.content.subarray(0, BODY_BYTES_MAX) : body.content;
+  const declared = Number(body.length);
+  return {
+    bodyExcerpt: UTF8.decode(content),
+    bodyContentType: body.contentType,
+    bodyLength: Math.max(body.content.length, Number.isSafeInteger(declared) ? declared : Number.MAX_SAFE_INTEGER),
+  };
+}
+
 /** Assessments one AssessStream call runs at once; reading pauses beyond it (backpressure). */
 const ASSESS_STREAM_IN_FLIGHT_MAX = 256;
 
@@ -103,6 +119,7 @@ export function camouflageHandlers(engine: CamouflageEngine, options: HandlerOpt
           sessionKey: request.sessionKey,
           timestampMs: request.timestamp ? request.timestamp.getTime() : Date.now(),
           previousStatus: request.previousStatus || undefined,
+          ...bodyOf(request),
         },
         policy ? { policy } : {},
       );

@@ -73,7 +73,7 @@ import { CamouflageKeys, RedisClient, isValidKeyPrefix } from './redis-keys';
 import { ProfileConfig, SessionSnapshot, profileConfig } from '../domain/session-profile';
 import { decodeSnapshot, profileArgs } from './session-profile';
 import { RedisDecoyStore } from './decoy-store';
-import { ThreatScorer } from '../domain/threat-scoring';
+import { ThreatScorer, type ThreatScorerOptions } from '../domain/threat-scoring';
 import type { AssessInput, ThreatSignal } from '../domain/threat-signals';
 import { ResponseStrategy, TIERS, Tier, assertMayServe, isTier, sampleStrategy, tierForLevel } from '../domain/tiers';
 
@@ -104,6 +104,8 @@ export interface CamouflageEngineOptions {
   readonly honeytokenTtlSeconds?: number;
   /** Session profile half-lives, window and TTL (see domain/session-profile.ts). */
   readonly profile?: Partial<ProfileConfig>;
+  /** A WAF run over each prepared request (index.ts passes libddwaf unless CAMOUFLAGE_WAF=off); its matches are signals. */
+  readonly waf?: ThreatScorerOptions['waf'];
   /** Known-bad TLS fingerprints (JA3/JA4 → label); replaces the small seed list. */
   readonly badTlsFingerprints?: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
   readonly bandit?: {
@@ -281,7 +283,7 @@ export class CamouflageEngine {
     this.onHoneytokenCreditError = options.onHoneytokenCreditError;
     this.keys = new CamouflageKeys(this.keyPrefix, sharded);
     this.profileConfig = profileConfig(options.profile);
-    this.scorer = new ThreatScorer({ badTlsFingerprints: options.badTlsFingerprints, profile: this.profileConfig });
+    this.scorer = new ThreatScorer({ badTlsFingerprints: options.badTlsFingerprints, profile: this.profileConfig, ...(options.waf ? { waf: options.waf } : {}) });
     this.assessScript = new AssessScript({
       rules: this.scorer.rules,
       profile: this.profileConfig,

@@ -148,11 +148,32 @@ export interface AssessRequest {
   previousStatus: number;
   /** Overrides the server's default policy for this decision. */
   policy: BanditPolicy;
+  /** The request body as the guardian captured it (unset: no body, or not captured). */
+  body?: RequestBody | undefined;
 }
 
 export interface AssessRequest_HeadersEntry {
   key: string;
   value: string;
+}
+
+/**
+ * A request body, capped by the guardian. Parsed the way a web framework would (by
+ * content_type: JSON, application/x-www-form-urlencoded, multipart/form-data, XML; raw text
+ * otherwise) and every key and value scanned, honeytokens included. Content beyond 65536 bytes is
+ * not refused: the first 65536 bytes are scanned and the overflow is itself the signal
+ * "body-overflow", as is a length larger than the content sent.
+ */
+export interface RequestBody {
+  /** Content-Type as received, parameters included ("multipart/form-data; boundary=x"). */
+  contentType: string;
+  /** The body's first bytes (decoded as UTF-8; invalid sequences become U+FFFD). */
+  content: Buffer;
+  /**
+   * The body's full length in bytes as received (Content-Length, or bytes counted); 0 means
+   * the length of content.
+   */
+  length: bigint;
 }
 
 /** One reason the threat level went up, with its points. */
@@ -348,6 +369,7 @@ function createBaseAssessRequest(): AssessRequest {
     timestamp: undefined,
     previousStatus: 0,
     policy: 0,
+    body: undefined,
   };
 }
 
@@ -385,6 +407,9 @@ export const AssessRequest: MessageFns<AssessRequest> = {
     }
     if (message.policy !== 0) {
       writer.uint32(88).int32(message.policy);
+    }
+    if (message.body !== undefined) {
+      RequestBody.encode(message.body, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -493,6 +518,14 @@ export const AssessRequest: MessageFns<AssessRequest> = {
             message.policy = reader.int32() as any;
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.body = RequestBody.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -551,6 +584,7 @@ export const AssessRequest: MessageFns<AssessRequest> = {
         ? globalThis.Number(object.previous_status)
         : 0,
       policy: isSet(object.policy) ? banditPolicyFromJSON(object.policy) : 0,
+      body: isSet(object.body) ? RequestBody.fromJSON(object.body) : undefined,
     };
   },
 
@@ -595,6 +629,9 @@ export const AssessRequest: MessageFns<AssessRequest> = {
     if (message.policy !== 0) {
       obj.policy = banditPolicyToJSON(message.policy);
     }
+    if (message.body !== undefined) {
+      obj.body = RequestBody.toJSON(message.body);
+    }
     return obj;
   },
 
@@ -622,6 +659,9 @@ export const AssessRequest: MessageFns<AssessRequest> = {
     message.timestamp = object.timestamp ?? undefined;
     message.previousStatus = object.previousStatus ?? 0;
     message.policy = object.policy ?? 0;
+    message.body = (object.body !== undefined && object.body !== null)
+      ? RequestBody.fromPartial(object.body)
+      : undefined;
     return message;
   },
 };
@@ -707,6 +747,114 @@ export const AssessRequest_HeadersEntry: MessageFns<AssessRequest_HeadersEntry> 
     const message = createBaseAssessRequest_HeadersEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseRequestBody(): RequestBody {
+  return { contentType: "", content: Buffer.alloc(0), length: 0n };
+}
+
+export const RequestBody: MessageFns<RequestBody> = {
+  encode(message: RequestBody, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.contentType !== "") {
+      writer.uint32(10).string(message.contentType);
+    }
+    if (message.content.length !== 0) {
+      writer.uint32(18).bytes(message.content);
+    }
+    if (message.length !== 0n) {
+      if (BigInt.asIntN(64, message.length) !== message.length) {
+        throw new globalThis.Error("value provided for field message.length of type int64 too large");
+      }
+      writer.uint32(24).int64(message.length);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RequestBody {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRequestBody();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.contentType = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.content = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.length = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RequestBody {
+    return {
+      contentType: isSet(object.contentType)
+        ? globalThis.String(object.contentType)
+        : isSet(object.content_type)
+        ? globalThis.String(object.content_type)
+        : "",
+      content: isSet(object.content) ? Buffer.from(bytesFromBase64(object.content)) : Buffer.alloc(0),
+      length: isSet(object.length) ? BigInt(object.length) : 0n,
+    };
+  },
+
+  toJSON(message: RequestBody): unknown {
+    const obj: any = {};
+    if (message.contentType !== "") {
+      obj.contentType = message.contentType;
+    }
+    if (message.content.length !== 0) {
+      obj.content = base64FromBytes(message.content);
+    }
+    if (message.length !== 0n) {
+      obj.length = message.length.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RequestBody>, I>>(base?: I): RequestBody {
+    return RequestBody.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RequestBody>, I>>(object: I): RequestBody {
+    const message = createBaseRequestBody();
+    message.contentType = object.contentType ?? "";
+    message.content = object.content ?? Buffer.alloc(0);
+    message.length = (object.length !== undefined && object.length !== null) ? BigInt(object.length) : 0n;
     return message;
   },
 };
@@ -3143,6 +3291,14 @@ export const CamouflageServiceClient = makeGenericClientConstructor(
   service: typeof CamouflageServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
