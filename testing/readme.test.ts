@@ -82,6 +82,11 @@ async function startMesh(databaseUrl: string): Promise<Mesh> {
   const child = spawn(process.execPath, ['--import', 'tsx', projectPath('dev', 'dev.ts')], { cwd: projectPath(), env, stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];
   child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+  // A mesh that does not come up must not outlive the test (its services would keep running).
+  const failed = (error: unknown) => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    throw error;
+  };
   const key = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`npm start did not come up in 90 s: ${output.join('')}`)), 90_000);
     child.once('exit', (code) => reject(new Error(`npm start exited with ${code}: ${output.join('')}`)));
@@ -93,7 +98,7 @@ async function startMesh(databaseUrl: string): Promise<Mesh> {
         resolve(found[1]!);
       }
     });
-  });
+  }).catch(failed);
   return { child, key, ports, output };
 }
 
