@@ -24,9 +24,13 @@
  * cluster client refuses anything else ("All keys in the pipeline should belong to the same
  * slots allocation group", CROSSSLOT). {@link isCluster} tells which client a caller holds.
  *
- * Sentinel: ioredis asks the sentinels for the master, reconnects to the new one after a
- * failover (it also subscribes to the sentinels' +switch-master, `failoverDetector`), and a
- * connection that lands on a demoted master (READONLY) is reconnected.
+ * Sentinel: ioredis asks the sentinels for the master at every (re)connect, so after a failover
+ * it reaches the new one, and a connection that lands on a demoted master (READONLY) is
+ * reconnected. ioredis' `failoverDetector` (subscribing to +switch-master) stays off, as is
+ * ioredis' own default: its disconnect on +switch-master can land while the client is
+ * reconnecting through the sentinels, and that connect then fails with "Connection is closed",
+ * which ends the client for good (status `end`, no more reconnects): the cache stayed off until
+ * a restart (services/credits/scenarios/redis-sentinel.test.ts after camouflage's Sentinel test).
  */
 import Redis, { Cluster, type RedisOptions } from 'ioredis';
 import { ConfigError, type PlatformConfig } from './config';
@@ -100,7 +104,6 @@ export function createRedisClient(topology: RedisTopology, logger?: Logger, opti
       name: topology.masterName,
       password: topology.password,
       role: 'master',
-      failoverDetector: true,
       sentinelRetryStrategy: (times: number) => Math.min(100 * times, 1_000),
       // A demoted master answers writes with READONLY: reconnect (to the master the sentinels name now) and resend.
       reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 2 : false),
