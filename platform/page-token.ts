@@ -1,6 +1,6 @@
 /**
  * The page-token codec of every List RPC (AIP-158): an opaque base64url of
- * `{"v":1,"c":[cursor...],"f":"<filter fingerprint>"}`.
+ * `{"v":2,"c":[cursor...],"f":"<filter fingerprint>","m":"<mac>"}`.
  *
  * - Versioned (`v`), so the format can change without misreading old tokens.
  * - Bound to its query: the fingerprint of the request's filters is inside, so a token replayed

@@ -26,31 +26,18 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 /** Why `value` is not acceptable text, or undefined. */
-export function textProblem(value: string, lengthMax = TEXT_LENGTH_MAX): string | undefined {
+function textProblem(value: string, lengthMax = TEXT_LENGTH_MAX): string | undefined {
   if (value.length > lengthMax) return `must be at most ${lengthMax} characters`;
   if (value.includes('\u0000')) return 'must not contain NUL characters';
   if (LONE_SURROGATE.test(value)) return 'must be valid UTF-8 text';
   return undefined;
 }
 
-/** Text checked against the shared rule (and a tighter `lengthMax` if given). */
-export function text(field: string, value: string, lengthMax = TEXT_LENGTH_MAX): string {
-  const problem = textProblem(value, lengthMax);
-  if (problem) throw ServiceError.invalidArgument(field, problem);
-  return value;
-}
-
 /** Why `value` is not an acceptable timestamp, or undefined. */
-export function timestampProblem(value: Date): string | undefined {
+function timestampProblem(value: Date): string | undefined {
   const ms = value.getTime();
   if (Number.isNaN(ms) || ms < TIMESTAMP_MIN_MS || ms >= TIMESTAMP_END_MS) return 'must be a timestamp between 0001-01-01 and 9999-12-31';
   return undefined;
-}
-
-export function timestamp(field: string, value: Date): Date {
-  const problem = timestampProblem(value);
-  if (problem) throw ServiceError.invalidArgument(field, problem);
-  return value;
 }
 
 function isDuration(value: object): value is { seconds: bigint; nanos: number } {
@@ -58,7 +45,7 @@ function isDuration(value: object): value is { seconds: bigint; nanos: number } 
   return keys.length === 2 && typeof (value as { seconds?: unknown }).seconds === 'bigint' && typeof (value as { nanos?: unknown }).nanos === 'number';
 }
 
-export function durationProblem(value: { seconds: bigint; nanos: number }): string | undefined {
+function durationProblem(value: { seconds: bigint; nanos: number }): string | undefined {
   const { seconds, nanos } = value;
   if (seconds > DURATION_SECONDS_MAX || seconds < -DURATION_SECONDS_MAX) return 'must be a duration within ±10,000 years';
   if (!Number.isInteger(nanos) || nanos > 999_999_999 || nanos < -999_999_999) return 'must have nanos within ±999,999,999';

@@ -44,12 +44,11 @@ export function idempotencyKey(field: string, value: string): string {
   return platformIdempotencyKey(value, field);
 }
 
-/** PostgreSQL text and jsonb cannot hold U+0000: refused here, not as INTERNAL after a round trip. */
-const NUL = '\u0000';
+// NUL characters (which PostgreSQL text and jsonb cannot hold) are refused for every text field
+// of every request before any handler runs, by the shared rule (platform/request-fields.ts).
 
 export function reference(field: string, value: string): string {
   if (value.length > REFERENCE_LENGTH_MAX) throw ServiceError.invalidArgument(field, `must be at most ${REFERENCE_LENGTH_MAX} characters`);
-  if (value.includes(NUL)) throw ServiceError.invalidArgument(field, 'must not contain NUL characters');
   return value;
 }
 
@@ -63,7 +62,6 @@ export function metadata(field: string, value: Record<string, string>): Record<s
     if (v.length > METADATA_VALUE_LENGTH_MAX) {
       throw ServiceError.invalidArgument(`${field}[${k}]`, `value must be at most ${METADATA_VALUE_LENGTH_MAX} characters`);
     }
-    if (v.includes(NUL)) throw ServiceError.invalidArgument(`${field}[${k}]`, 'value must not contain NUL characters');
   }
   return value;
 }
