@@ -91,10 +91,11 @@ export function withDatabase(databaseUrl: string, database: string): string {
  * application_name (PgBouncer refuses others, `statement_timeout` among them, with "unsupported
  * startup parameter", unless told to ignore them, and then the timeout would silently be 0). The
  * statement timeout is set instead:
- * - in every transaction, by `SET LOCAL` in the round trip of its BEGIN (withTransaction), which
- *   holds in every mode: the transaction runs on one server connection;
- * - for a statement on its own (pool.query): in session mode once per connection (`SET`, one round
- *   trip per new connection); in transaction mode the statement is wrapped in a transaction of its
+ * - behind a transaction pooler, in every transaction, by `SET LOCAL` in the round trip of its
+ *   BEGIN (withTransaction): the transaction runs on one server connection;
+ * - in session mode, once per connection (`SET` at connect, one round trip per new connection),
+ *   for its transactions and its lone statements alike;
+ * - for a lone statement (pool.query) behind a transaction pooler: wrapped in a transaction of its
  *   own with that SET LOCAL (two more round trips), since a session setting would land on whichever
  *   server connection ran it.
  */
@@ -116,7 +117,9 @@ export function createPool(databaseUrl: string, options: PoolOptions, logger?: L
     types: types as never,
   });
   const timeout = `statement_timeout = '${options.statementTimeoutMs}ms'`;
-  poolSettings.set(pool, { mode, begin: `BEGIN; SET LOCAL ${timeout}` });
+  // In session mode the connection already carries the timeout (SET at connect, below): a plain
+  // BEGIN; only behind a transaction pooler does each transaction set it for itself.
+  poolSettings.set(pool, { mode, begin: mode === 'session' ? 'BEGIN' : `BEGIN; SET LOCAL ${timeout}` });
   pool.on('connect', (client) => {
     // Queued before any query of the caller the pool hands this client to. A failure here means
     // the connection is gone; the caller's own query then fails the same way.
