@@ -18,7 +18,7 @@
  * which an outcome adds nothing. Either order ends at exactly 1.0 for that pull.
  */
 import { redisUnavailable } from '../errors';
-import { BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from '../domain/bandit';
+import { type BanditSelection, BanditPolicy, isBanditPolicy, PropensityMethod, REWARD_MICRO_UNITS, SelectionReason } from '../domain/bandit';
 import { CamouflageKeys, RedisClient, pairsToRecord } from './redis-keys';
 import { RedisScript } from './redis-script';
 import { readTierState } from './bandit-store';
@@ -36,17 +36,10 @@ export const DECISION_TTL_SECONDS_DEFAULT = 900;
 /** Decision ids are random UUIDs (v4); anything else is rejected before touching Redis. */
 export const DECISION_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-/** What Redis keeps about one decision (the offline-evaluation log row, minus the reward). */
-export interface DecisionRecord {
+/** What Redis keeps about one decision (the offline-evaluation log row, minus the reward): the bandit's selection, and where it was made. */
+export interface DecisionRecord extends BanditSelection {
   readonly decisionId: string;
   readonly tier: Tier;
-  readonly decoyId: string;
-  readonly policy: BanditPolicy;
-  readonly selectionProbability: number;
-  readonly propensityMethod: PropensityMethod;
-  readonly score: number | null;
-  readonly reason: SelectionReason;
-  readonly armCount: number;
   readonly threatLevel: number;
   readonly assessedAtMs: number;
   /** The minted token ('' when none) — kept so outcomes and credits can find each other. */
